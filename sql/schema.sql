@@ -1,0 +1,161 @@
+-- Tables of the webhooks extension. Loaded first (bootstrap): nothing here calls Rust code.
+
+CREATE TABLE webhooks.event_types (
+    name        text PRIMARY KEY,
+    category    text NOT NULL,
+    description text NOT NULL DEFAULT '',
+    mode        text NOT NULL DEFAULT 'async' CHECK (mode IN ('async', 'sync', 'batched')),
+    version     text NOT NULL DEFAULT '1',
+    builtin     boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE webhooks.event_types IS
+    'Catalogue of event types. mode: async (worker, retried), sync (webhook_send_sync), batched (log events).';
+
+CREATE TABLE webhooks.endpoints (
+    id                         text PRIMARY KEY,
+    tenant_id                  text,
+    url                        text NOT NULL,
+    description                text,
+    event_types                text[] NOT NULL DEFAULT '{*}',
+    secret                     text NOT NULL,
+    previous_secret            text,
+    previous_secret_expires_at timestamptz,
+    headers                    jsonb NOT NULL DEFAULT '{}',
+    enabled                    boolean NOT NULL DEFAULT true,
+    disabled_reason            text,
+    ordered                    boolean NOT NULL DEFAULT false,
+    batch_max                  int NOT NULL DEFAULT 1 CHECK (batch_max BETWEEN 1 AND 1000),
+    batch_window               interval NOT NULL DEFAULT '0',
+    created_at                 timestamptz NOT NULL DEFAULT now(),
+    updated_at                 timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX endpoints_tenant ON webhooks.endpoints (tenant_id);
+
+-- The outbox: an event row exists if and only if its transaction committed.
+CREATE TABLE webhooks.events (
+    id          text PRIMARY KEY,      -- evt_ + ULID: sorts by publish time
+    tenant_id   text,
+    type        text NOT NULL,
+    version     text NOT NULL DEFAULT '1',
+    source      text NOT NULL,
+    actor       jsonb,
+    data        jsonb NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    entity_key  text
+);
+
+CREATE TABLE webhooks.deliveries (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id        text NOT NULL REFERENCES webhooks.events (id) ON DELETE CASCADE,
+    endpoint_id     text NOT NULL REFERENCES webhooks.endpoints (id) ON DELETE CASCADE,
+    tenant_id       text,
+    entity_key      text,
+    sync            boolean NOT NULL DEFAULT false,
+    status          text NOT NULL DEFAULT 'pending',
+    attempts        int NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz DEFAULT now(),
+    lease_until     timestamptz,
+    last_status     int,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    completed_at    timestamptz,
+    -- One check for the whole state machine: each status has exactly the timestamps it needs.
+    CONSTRAINT deliveries_state CHECK (
+        attempts >= 0 AND CASE status
+            WHEN 'pending'   THEN next_attempt_at IS NOT NULL AND completed_at IS NULL
+            WHEN 'in_flight' THEN lease_until IS NOT NULL AND completed_at IS NULL
+            WHEN 'succeeded' THEN completed_at IS NOT NULL AND attempts >= 1
+            WHEN 'dead'      THEN completed_at IS NOT NULL
+            ELSE false END)
+);
+-- Claiming due work walks this index from the oldest due row: O(batch) whatever waits behind.
+CREATE INDEX deliveries_due ON webhooks.deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_leased ON webhooks.deliveries (lease_until) WHERE status = 'in_flight';
+CREATE INDEX deliveries_event ON webhooks.deliveries (event_id);
+CREATE INDEX deliveries_endpoint ON webhooks.deliveries (endpoint_id, entity_key, id);
+CREATE INDEX deliveries_succeeded ON webhooks.deliveries (completed_at) WHERE status = 'succeeded';
+
+CREATE TABLE webhooks.attempts (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery_id   bigint NOT NULL REFERENCES webhooks.deliveries (id) ON DELETE CASCADE,
+    attempt       int NOT NULL CHECK (attempt >= 1),
+    started_at    timestamptz NOT NULL,
+    duration_ms   double precision,
+    status_code   int,
+    error         text,
+    response_body text
+);
+CREATE INDEX attempts_delivery ON webhooks.attempts (delivery_id);
+CREATE INDEX attempts_started ON webhooks.attempts (started_at);
+
+-- pg_dump keeps endpoints and the catalogue entries users added.
+SELECT pg_catalog.pg_extension_config_dump('webhooks.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks.event_types', 'WHERE NOT builtin');
+
+-- The identity events named by the seed pages (shared/seeds).
+INSERT INTO webhooks.event_types (name, category, description, mode, builtin)
+SELECT name, split_part(name, '.', 1), description, mode, true
+FROM (VALUES
+    ('email.created', 'An email OTP or magic link needs to be sent.', 'sync'),
+    ('sms.created', 'An SMS OTP needs to be sent.', 'sync'),
+    ('push.created', 'A push notification needs to be delivered.', 'sync'),
+    ('action.verify', 'A challenge is about to succeed; the receiver can block it.', 'sync'),
+    ('authenticator.created', 'A user enrolled a new authenticator.', 'async'),
+    ('authenticator.updated', 'An authenticator on a user was updated.', 'async'),
+    ('authenticator.deleted', 'An authenticator was removed from a user.', 'async'),
+    ('action.log_created', 'A snapshot of an action that reached a terminal state.', 'batched'),
+    ('challenge.log_created', 'A challenge-related event, such as an OTP sent or verified.', 'batched'),
+    ('authentication.succeeded', 'A sign-in attempt succeeded.', 'async'),
+    ('authentication.failed', 'A sign-in attempt failed.', 'async'),
+    ('user.created', 'A user was created.', 'async'),
+    ('user.updated', 'A user profile was updated.', 'async'),
+    ('user.deleted', 'A user was deleted.', 'async'),
+    ('user.registration.completed', 'A user completed registration.', 'async'),
+    ('user.email_verified', 'A user verified an email address.', 'async'),
+    ('user.signed_in', 'A user signed in.', 'async'),
+    ('user.signed_out', 'A user signed out.', 'async'),
+    ('user.sign_in_failed', 'A sign-in failed.', 'async'),
+    ('user.mfa_required', 'A sign-in requires a second factor.', 'async'),
+    ('user.mfa_succeeded', 'A second factor was verified.', 'async'),
+    ('user.mfa_failed', 'A second factor failed.', 'async'),
+    ('user.signed_up', 'A user signed up.', 'async'),
+    ('user.disabled', 'A user was disabled.', 'async'),
+    ('user.enabled', 'A user was enabled.', 'async'),
+    ('password.updated', 'A password was changed or reset.', 'async'),
+    ('kba.question.created', 'A knowledge-based question was created.', 'async'),
+    ('grid.created', 'A grid card was issued.', 'async'),
+    ('grid.email.sent', 'A grid card email was sent.', 'async'),
+    ('grid.password.email.sent', 'A grid card password email was sent.', 'async'),
+    ('passkey.created', 'A passkey was created.', 'async'),
+    ('passkey.updated', 'A passkey was updated.', 'async'),
+    ('passkey.deleted', 'A passkey was deleted.', 'async'),
+    ('magiclink.email.sent', 'A magic link email was sent.', 'async'),
+    ('face.biometric.created', 'A face biometric enrollment was created.', 'async'),
+    ('organization.created', 'An organization was created.', 'async'),
+    ('organization.updated', 'An organization was updated.', 'async'),
+    ('organization.deleted', 'An organization was deleted.', 'async'),
+    ('organization.member_added', 'A member joined an organization.', 'async'),
+    ('organization.member_removed', 'A member left an organization.', 'async'),
+    ('subscription.created', 'A subscription was created.', 'async'),
+    ('subscription.updated', 'A subscription changed.', 'async'),
+    ('subscription.canceled', 'A subscription was canceled.', 'async'),
+    ('subscription.renewed', 'A subscription was renewed.', 'async'),
+    ('security.account_locked', 'An account was locked.', 'async'),
+    ('security.suspicious_login', 'Suspicious sign-in activity was detected.', 'async'),
+    ('security.2fa_enabled', 'Two-factor authentication was enabled.', 'async'),
+    ('security.2fa_disabled', 'Two-factor authentication was disabled.', 'async'),
+    ('security.brute_force_detected', 'A brute-force attack was detected.', 'async'),
+    ('security.token_reuse_detected', 'A refresh token was reused.', 'async'),
+    ('security.breach_incident_opened', 'A breach incident was opened.', 'async'),
+    ('mfa.factor_added', 'An MFA factor was added.', 'async'),
+    ('mfa.factor_removed', 'An MFA factor was removed.', 'async'),
+    ('mfa.backup_codes_regenerated', 'MFA backup codes were regenerated.', 'async'),
+    ('application.created', 'An application was created.', 'async'),
+    ('application.updated', 'An application was updated.', 'async'),
+    ('application.secret_rotated', 'An application secret was rotated.', 'async'),
+    ('application.disabled', 'An application was disabled.', 'async'),
+    ('application.deleted', 'An application was deleted.', 'async'),
+    ('federation.connection_added', 'A federation connection was added.', 'async'),
+    ('federation.sso_completed', 'A federated sign-in completed.', 'async'),
+    ('federation.sso_failed', 'A federated sign-in failed.', 'async')
+) AS t(name, description, mode);

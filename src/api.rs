@@ -1,0 +1,187 @@
+//! SQL-callable functions written in Rust. The plpgsql API in `sql/api.sql` calls the `_`
+//! helpers; the rest are public.
+
+use crate::{filter, guc, headers, ids, signing, target};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+fn now_secs() -> i64 {
+    crate::http::now_us() / 1_000_000
+}
+
+fn signing_error(e: signing::SigningError) -> ! {
+    invalid(&format!("invalid webhook secret: {e}"))
+}
+
+/// The Standard Webhooks `webhook-signature` value for a message.
+#[pg_extern(immutable, parallel_safe)]
+fn webhook_sign(secret: &str, msg_id: &str, msg_timestamp: i64, body: &str) -> String {
+    signing::sign(secret, msg_id, msg_timestamp, body.as_bytes())
+        .unwrap_or_else(|e| signing_error(e))
+}
+
+/// True when any `v1,` signature matches and the timestamp is within the tolerance.
+#[pg_extern(volatile, parallel_safe)]
+fn webhook_verify(
+    secret: &str,
+    msg_id: &str,
+    msg_timestamp: i64,
+    body: &str,
+    signature: &str,
+    tolerance_seconds: default!(i32, 300),
+) -> bool {
+    signing::verify(
+        secret,
+        msg_id,
+        msg_timestamp,
+        body.as_bytes(),
+        signature,
+        tolerance_seconds as i64,
+        now_secs(),
+    )
+    .unwrap_or_else(|e| signing_error(e))
+}
+
+/// Verifies a request given its headers as a JSON object (names in any case).
+#[pg_extern(volatile, parallel_safe, name = "webhook_verify")]
+fn webhook_verify_headers(
+    secret: &str,
+    headers: JsonB,
+    body: &str,
+    tolerance_seconds: default!(i32, 300),
+) -> bool {
+    let obj = match headers.0.as_object() {
+        Some(o) => o,
+        None => error!("headers must be a JSON object of header name to value"),
+    };
+    let get = |name: &str| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_i64().map(|n| n.to_string()))
+            })
+    };
+    let (Some(id), Some(ts), Some(sig)) = (
+        get("webhook-id"),
+        get("webhook-timestamp"),
+        get("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let Ok(ts) = ts.trim().parse::<i64>() else {
+        return false;
+    };
+    signing::verify(
+        secret,
+        &id,
+        ts,
+        body.as_bytes(),
+        &sig,
+        tolerance_seconds as i64,
+        now_secs(),
+    )
+    .unwrap_or_else(|e| signing_error(e))
+}
+
+fn invalid(msg: &str) -> ! {
+    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg);
+}
+
+fn ok_or_error<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| invalid(&e))
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn _new_event_id() -> String {
+    ok_or_error(ids::prefixed("evt_"))
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn _new_endpoint_id() -> String {
+    ok_or_error(ids::prefixed("ep_"))
+}
+
+#[pg_extern(volatile, parallel_safe)]
+fn _new_secret() -> String {
+    ok_or_error(ids::new_secret())
+}
+
+/// Raises a clear error when a secret cannot sign (rotation to a caller-provided secret).
+#[pg_extern(immutable, parallel_safe)]
+fn _check_secret(secret: &str) -> bool {
+    match signing::secret_key(secret) {
+        Ok(k) if k.len() >= 24 && k.len() <= 64 => true,
+        Ok(k) => error!(
+            "secret must decode to 24-64 bytes, this one has {}",
+            k.len()
+        ),
+        Err(e) => signing_error(e),
+    }
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn _check_url(url: &str) -> bool {
+    ok_or_error(target::check_url(url, guc::policy()));
+    true
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn _check_filters(filters: Vec<Option<String>>) -> bool {
+    if filters.is_empty() {
+        error!("event_types must list at least one event type, category.* or *");
+    }
+    for f in filters {
+        let Some(f) = f else {
+            error!("event_types must not contain NULL")
+        };
+        ok_or_error(filter::validate(&f));
+    }
+    true
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn _check_event_type_name(name: &str) -> bool {
+    ok_or_error(filter::validate_type_name(name));
+    true
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn _check_headers(h: JsonB) -> bool {
+    let Some(obj) = h.0.as_object() else {
+        error!("headers must be a JSON object of header name to string value")
+    };
+    for (k, v) in obj {
+        let Some(v) = v.as_str() else {
+            error!("header \"{k}\" must have a string value")
+        };
+        ok_or_error(headers::validate(k, v));
+    }
+    true
+}
+
+#[pg_extern(immutable, parallel_safe, strict)]
+fn _matches(filters: Vec<Option<String>>, event_type: &str) -> bool {
+    let f: Vec<String> = filters.into_iter().flatten().collect();
+    filter::matches(&f, event_type)
+}
+
+/// The worker's state, from shared memory and `pg_stat_activity`.
+#[pg_extern(volatile)]
+fn _worker_state() -> TableIterator<
+    'static,
+    (
+        name!(preloaded, bool),
+        name!(pid, Option<i32>),
+        name!(last_loop_us, Option<i64>),
+    ),
+> {
+    use std::sync::atomic::Ordering;
+    if !crate::wake::shmem_ready() {
+        return TableIterator::once((false, None, None));
+    }
+    let pid = crate::wake::WORKER_PID.get().load(Ordering::Relaxed);
+    let beat = crate::wake::WORKER_BEAT.get().load(Ordering::Relaxed);
+    TableIterator::once((true, (pid != 0).then_some(pid), (beat != 0).then_some(beat)))
+}

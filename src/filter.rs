@@ -1,0 +1,61 @@
+//! Endpoint event filters: exact names, `category.*` prefixes, and `*`.
+
+pub fn matches(filters: &[impl AsRef<str>], event_type: &str) -> bool {
+    filters.iter().any(|f| {
+        let f = f.as_ref();
+        f == "*"
+            || f == event_type
+            || f.strip_suffix('*')
+                .is_some_and(|p| p.ends_with('.') && event_type.starts_with(p))
+    })
+}
+
+pub fn validate(filter: &str) -> Result<(), String> {
+    if filter == "*" {
+        return Ok(());
+    }
+    let name = filter.strip_suffix(".*").unwrap_or(filter);
+    validate_type_name(name).map_err(|e| format!("event filter \"{filter}\": {e}"))
+}
+
+/// Lower-case dotted names: `user.created`, `user.registration.completed`, `security.2fa_enabled`.
+pub fn validate_type_name(name: &str) -> Result<(), String> {
+    let ok_segment = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    };
+    if name.is_empty() || name.len() > 128 || !name.split('.').all(ok_segment) {
+        return Err(format!(
+            "\"{name}\" is not a valid event type name (lower-case words separated by dots)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_as_documented() {
+        assert!(matches(&["*"], "user.created"));
+        assert!(matches(&["user.created"], "user.created"));
+        assert!(!matches(&["user.created"], "user.updated"));
+        assert!(matches(&["user.*"], "user.registration.completed"));
+        assert!(!matches(&["user.*"], "users.created"));
+        assert!(!matches(&["user*"], "users.created"));
+        assert!(!matches::<&str>(&[], "user.created"));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(validate("user.*").is_ok());
+        assert!(validate("security.2fa_enabled").is_ok());
+        assert!(validate("User.Created")
+            .unwrap_err()
+            .contains("User.Created"));
+        assert!(validate("user..created").is_err());
+        assert!(validate("user.*.x").is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! Settings. Duration-valued settings are strings checked by `schedule::parse_duration`, so a
+//! bad value is refused by `SET`/`ALTER SYSTEM`/reload with an error naming the setting.
+
+use crate::schedule;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static RETRY_SCHEDULE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1m,5m,30m,2h,12h"));
+pub static TTL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"24h"));
+pub static TIMEOUT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"10s"));
+pub static POLL_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1s"));
+pub static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"7d"));
+pub static SOURCE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"urn:webhooks"));
+pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
+pub static MAX_PAYLOAD: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
+pub static ALLOW_PRIVATE_TARGETS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static REQUIRE_HTTPS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+fn set_check_detail(msg: &str) {
+    let c = CString::new(msg.replace('\0', "")).unwrap_or_default();
+    // GUC_check_errdetail(): the string must live in PostgreSQL memory.
+    unsafe {
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(c.as_ptr());
+    }
+}
+
+unsafe fn checked_value<'a>(newval: *mut *mut std::os::raw::c_char) -> Option<&'a str> {
+    if newval.is_null() || (*newval).is_null() {
+        return None;
+    }
+    CStr::from_ptr(*newval).to_str().ok()
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_duration(
+    newval: *mut *mut std::os::raw::c_char,
+    _extra: *mut *mut std::os::raw::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match checked_value(newval) {
+        None => true,
+        Some(v) => match schedule::parse_duration(v) {
+            Ok(_) => true,
+            Err(e) => {
+                set_check_detail(&e);
+                false
+            }
+        },
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_schedule(
+    newval: *mut *mut std::os::raw::c_char,
+    _extra: *mut *mut std::os::raw::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match checked_value(newval) {
+        None => true,
+        Some(v) => match schedule::parse_schedule(v) {
+            Ok(_) => true,
+            Err(e) => {
+                set_check_detail(&format!(
+                    "retry schedule {e}; expected a list like 1m,5m,30m,2h,12h"
+                ));
+                false
+            }
+        },
+    }
+}
+
+fn string(
+    name: &'static CStr,
+    short: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+    ctx: GucContext,
+    check: pg_sys::GucStringCheckHook,
+) {
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            name,
+            short,
+            c"",
+            setting,
+            ctx,
+            GucFlags::default(),
+            check,
+            None,
+            None,
+        );
+    }
+}
+
+pub fn init() {
+    string(
+        c"webhooks.database",
+        c"Database the delivery worker connects to.",
+        &DATABASE,
+        GucContext::Postmaster,
+        None,
+    );
+    string(
+        c"webhooks.retry_schedule",
+        c"Delays between delivery attempts, e.g. 1m,5m,30m,2h,12h (six attempts).",
+        &RETRY_SCHEDULE,
+        GucContext::Sighup,
+        Some(check_schedule),
+    );
+    string(
+        c"webhooks.ttl",
+        c"Age after which an undelivered event is dead.",
+        &TTL,
+        GucContext::Sighup,
+        Some(check_duration),
+    );
+    string(
+        c"webhooks.timeout",
+        c"Timeout of one HTTP attempt.",
+        &TIMEOUT,
+        GucContext::Suset,
+        Some(check_duration),
+    );
+    string(
+        c"webhooks.poll_interval",
+        c"Longest time the worker sleeps between looks for due work.",
+        &POLL_INTERVAL,
+        GucContext::Sighup,
+        Some(check_duration),
+    );
+    string(
+        c"webhooks.retention",
+        c"How long succeeded deliveries and their events are kept.",
+        &RETENTION,
+        GucContext::Sighup,
+        Some(check_duration),
+    );
+    string(
+        c"webhooks.source",
+        c"The envelope's source field.",
+        &SOURCE,
+        GucContext::Suset,
+        None,
+    );
+    string(
+        c"webhooks.tenant_id",
+        c"Tenant of this session: it sees and manages only that tenant's rows.",
+        &TENANT_ID,
+        GucContext::Userset,
+        None,
+    );
+    string(
+        c"webhooks.actor",
+        c"Actor (JSON) recorded on row events of this session.",
+        &ACTOR,
+        GucContext::Userset,
+        None,
+    );
+    GucRegistry::define_int_guc(
+        c"webhooks.concurrency",
+        c"HTTP requests the worker keeps in flight.",
+        c"",
+        &CONCURRENCY,
+        1,
+        1024,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhooks.batch_size",
+        c"Deliveries the worker claims per batch.",
+        c"",
+        &BATCH_SIZE,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhooks.max_payload",
+        c"Largest event data, in bytes.",
+        c"",
+        &MAX_PAYLOAD,
+        1024,
+        64 * 1024 * 1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"webhooks.allow_private_targets",
+        c"Allow loopback, private and link-local delivery targets.",
+        c"",
+        &ALLOW_PRIVATE_TARGETS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"webhooks.require_https",
+        c"Refuse http:// endpoint URLs.",
+        c"",
+        &REQUIRE_HTTPS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"webhooks".as_ptr()) };
+}
+
+pub fn string_value(s: &GucSetting<Option<CString>>) -> String {
+    s.get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Check hooks guarantee these parse; the fallback only covers a value set before the hook ran.
+pub fn duration(s: &GucSetting<Option<CString>>, fallback: Duration) -> Duration {
+    schedule::parse_duration(&string_value(s)).unwrap_or(fallback)
+}
+
+pub fn policy() -> crate::target::Policy {
+    crate::target::Policy {
+        allow_private: ALLOW_PRIVATE_TARGETS.get(),
+        require_https: REQUIRE_HTTPS.get(),
+    }
+}

@@ -1,0 +1,56 @@
+//! Custom headers an endpoint may add to every request.
+
+/// Headers the sender owns; letting an endpoint override them would break signing or routing.
+const RESERVED: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "te",
+    "upgrade",
+    "expect",
+    "keep-alive",
+    "proxy-authorization",
+];
+
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let lower = name.to_ascii_lowercase();
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!(
+            "header name \"{name}\" is not a valid HTTP header name"
+        ));
+    }
+    if lower.starts_with("webhook-") || RESERVED.contains(&lower.as_str()) {
+        return Err(format!(
+            "header \"{name}\" is set by webhooks and cannot be overridden"
+        ));
+    }
+    if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') || value.len() > 4096 {
+        return Err(format!(
+            "header \"{name}\" has a value with line breaks or over 4096 bytes"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_and_malformed_headers_are_refused() {
+        assert!(validate("X-Api-Key", "abc").is_ok());
+        assert!(validate("Webhook-Signature", "v1,x")
+            .unwrap_err()
+            .contains("cannot be overridden"));
+        assert!(validate("Content-Type", "text/plain").is_err());
+        assert!(validate("Host", "evil").is_err());
+        assert!(validate("X Bad", "a").unwrap_err().contains("not a valid"));
+        assert!(validate("X-Ok", "a\r\nInjected: 1")
+            .unwrap_err()
+            .contains("line breaks"));
+    }
+}

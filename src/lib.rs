@@ -1,0 +1,67 @@
+//! `webhooks`: a transactional outbox with a signed, retrying HTTP sender inside PostgreSQL.
+//!
+//! Pure modules (no PostgreSQL): signing, ids, envelope, schedule, filter, target, headers, http.
+//! PostgreSQL-facing: guc, wake, api, worker, sync.
+
+pub mod envelope;
+pub mod filter;
+pub mod headers;
+pub mod http;
+pub mod ids;
+pub mod schedule;
+pub mod signing;
+pub mod target;
+
+pub mod api;
+pub mod guc;
+pub mod sync;
+pub mod wake;
+pub mod worker;
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "../sql/api.sql",
+    name = "api",
+    requires = [
+        "schema",
+        api::_worker_state,
+        api::_matches,
+        api::_new_event_id,
+        wake::_wake_on_commit
+    ]
+);
+extension_sql_file!("../sql/security.sql", name = "security", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+    wake::init_backend();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        wake::init_shmem();
+        worker::register();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'webhooks'",
+            "webhooks.database = 'pgrx_tests'",
+            "webhooks.allow_private_targets = on",
+            "webhooks.require_https = off",
+        ]
+    }
+}

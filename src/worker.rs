@@ -1,0 +1,536 @@
+//! The delivery worker: claim due deliveries, send them from the HTTP pool, record outcomes.
+//! Only this (main) thread calls PostgreSQL; an SQL error is logged, its transaction aborted,
+//! and the loop goes on (a claimed delivery whose outcome was not recorded is claimed again
+//! when its lease expires: at least once, nothing lost).
+
+use crate::envelope::{self, Event};
+use crate::http::{self, Job, Outcome, Pool};
+use crate::schedule::{self, AfterFailure};
+use crate::{guc, signing, target, wake};
+use pgrx::bgworkers::*;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("webhooks worker")
+        .set_type("webhooks worker")
+        .set_function("webhooks_worker_main")
+        .set_library("webhooks")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        // Without a restart time a worker that exits once is gone for good.
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+#[derive(Clone, PartialEq)]
+struct Settings {
+    schedule: Vec<Duration>,
+    ttl: Duration,
+    timeout: Duration,
+    poll: Duration,
+    retention: Duration,
+    concurrency: usize,
+    batch_size: i64,
+    policy: target::Policy,
+}
+
+impl Settings {
+    fn load() -> Settings {
+        Settings {
+            schedule: schedule::parse_schedule(&guc::string_value(&guc::RETRY_SCHEDULE))
+                .unwrap_or_default(),
+            ttl: guc::duration(&guc::TTL, Duration::from_secs(86_400)),
+            timeout: guc::duration(&guc::TIMEOUT, Duration::from_secs(10)),
+            poll: guc::duration(&guc::POLL_INTERVAL, Duration::from_secs(1))
+                .max(Duration::from_millis(10)),
+            retention: guc::duration(&guc::RETENTION, Duration::from_secs(7 * 86_400)),
+            concurrency: guc::CONCURRENCY.get().max(1) as usize,
+            batch_size: guc::BATCH_SIZE.get().max(1) as i64,
+            policy: guc::policy(),
+        }
+    }
+
+    fn lease(&self) -> String {
+        format!("{} milliseconds", (self.timeout.as_millis() * 2 + 30_000))
+    }
+}
+
+/// One claimed delivery (or a batch of them for batched endpoints).
+struct Claimed {
+    delivery_id: i64,
+    attempts: i32,
+    event_id: String,
+    event_type: String,
+    occurred_us: i64,
+    body: String,
+    endpoint_id: String,
+    url: String,
+    secrets: Vec<String>,
+    headers: Option<String>,
+    batch_max: i32,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = guc::string_value(&guc::DATABASE);
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    unsafe {
+        wake::WORKER_DB
+            .get()
+            .store(u32::from(pg_sys::MyDatabaseId) as i32, Ordering::Relaxed);
+        wake::WORKER_PID
+            .get()
+            .store(pg_sys::MyProcPid, Ordering::Relaxed);
+    }
+    log!("webhooks worker started on database \"{db}\"");
+
+    let mut settings = Settings::load();
+    let mut pool = Pool::new(
+        settings.concurrency,
+        settings.timeout,
+        settings.policy.allow_private,
+    );
+    let mut last_housekeeping = Instant::now() - Duration::from_secs(3600);
+    let mut last_lease_scan = Instant::now() - Duration::from_secs(3600);
+
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            let fresh = Settings::load();
+            if fresh.concurrency != settings.concurrency
+                || fresh.timeout != settings.timeout
+                || fresh.policy.allow_private != settings.policy.allow_private
+            {
+                pool = Pool::new(fresh.concurrency, fresh.timeout, fresh.policy.allow_private);
+            }
+            settings = fresh;
+        }
+        let scan_leases = last_lease_scan.elapsed() > Duration::from_secs(5);
+        if scan_leases {
+            last_lease_scan = Instant::now();
+        }
+        let claimed = cycle(&settings, &pool, scan_leases);
+        wake::WORKER_BEAT
+            .get()
+            .store(http::now_us(), Ordering::Relaxed);
+        if last_housekeeping.elapsed() > Duration::from_secs(60) {
+            last_housekeeping = Instant::now();
+            housekeeping(&settings);
+        }
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        // A full batch means more is probably due: go again without sleeping.
+        if claimed as i64 >= settings.batch_size {
+            continue;
+        }
+        if !BackgroundWorker::wait_latch(Some(settings.poll)) {
+            break;
+        }
+    }
+    wake::WORKER_PID.get().store(0, Ordering::Relaxed);
+    drop(pool);
+    log!("webhooks worker stopped");
+}
+
+/// Runs `f` in its own transaction. An ERROR is logged and the transaction rolled back.
+fn in_transaction<R>(
+    what: &str,
+    f: impl FnOnce() -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+) -> Option<R> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(|| Some(f()))
+        .catch_others(|e| {
+            let msg = match &e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r)
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.message().to_string()
+                }
+            };
+            warning!("webhooks worker: {what} failed: {msg}");
+            None
+        })
+        .execute();
+    unsafe {
+        match result {
+            Some(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            None => pg_sys::AbortCurrentTransaction(),
+        }
+    }
+    result
+}
+
+fn extension_present(client: &SpiClient<'_>) -> bool {
+    client
+        .select(
+            "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'webhooks'",
+            Some(1),
+            &[],
+        )
+        .map(|t| !t.is_empty())
+        .unwrap_or(false)
+}
+
+const CLAIM_SQL: &str = r#"
+WITH due AS (
+    SELECT d.id
+    FROM webhooks.deliveries d
+    JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND ep.enabled
+      AND (NOT ep.ordered OR d.entity_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM webhooks.deliveries p
+            WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+              AND p.status IN ('pending', 'in_flight') AND p.id < d.id))
+    ORDER BY d.next_attempt_at
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+), expired AS (
+    SELECT d.id FROM webhooks.deliveries d
+    WHERE $3 AND d.status = 'in_flight' AND d.lease_until < now()
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhooks.deliveries d
+SET status = 'in_flight', lease_until = now() + $2::interval, next_attempt_at = NULL
+FROM webhooks.events e, webhooks.endpoints ep
+WHERE d.id IN (SELECT id FROM due UNION SELECT id FROM expired)
+  AND e.id = d.event_id AND ep.id = d.endpoint_id
+RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
+          (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
+          e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
+          CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
+          ep.headers::text, ep.batch_max
+"#;
+
+fn claim(settings: &Settings, scan_leases: bool) -> Vec<Claimed> {
+    let lease = settings.lease();
+    Spi::connect_mut(|client| {
+        if !extension_present(client) {
+            return Vec::new();
+        }
+        let args = [
+            settings.batch_size.into(),
+            lease.as_str().into(),
+            scan_leases.into(),
+        ];
+        let table = match client.update(CLAIM_SQL, None, &args) {
+            Ok(t) => t,
+            Err(e) => {
+                warning!("webhooks worker: claim failed: {e}");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(table.len());
+        for row in table {
+            let s = |i: usize| row.get::<String>(i).ok().flatten();
+            let event_id = s(3).unwrap_or_default();
+            let event_type = s(4).unwrap_or_default();
+            let occurred_us = row.get::<i64>(7).ok().flatten().unwrap_or(0);
+            let data = s(10).unwrap_or_else(|| "{}".into());
+            let actor = s(9);
+            let tenant = s(8);
+            let body = envelope::build(&Event {
+                id: &event_id,
+                event_type: &event_type,
+                version: s(5).as_deref().unwrap_or("1"),
+                source: s(6).as_deref().unwrap_or(""),
+                occurred_at_us: occurred_us,
+                tenant_id: tenant.as_deref(),
+                actor_json: actor.as_deref(),
+                data_json: &data,
+            });
+            out.push(Claimed {
+                delivery_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
+                attempts: row.get::<i32>(2).ok().flatten().unwrap_or(0),
+                event_id,
+                event_type,
+                occurred_us,
+                body,
+                endpoint_id: s(11).unwrap_or_default(),
+                url: s(12).unwrap_or_default(),
+                secrets: [s(13), s(14)].into_iter().flatten().collect(),
+                headers: s(15),
+                batch_max: row.get::<i32>(16).ok().flatten().unwrap_or(1),
+            });
+        }
+        out
+    })
+}
+
+/// What one HTTP request carries: a single delivery, or several of a batched endpoint.
+struct Unit {
+    members: Vec<usize>,
+}
+
+fn units(claimed: &[Claimed]) -> Vec<Unit> {
+    let mut out = Vec::new();
+    let mut batches: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, c) in claimed.iter().enumerate() {
+        if c.batch_max > 1 {
+            batches.entry(&c.endpoint_id).or_default().push(i);
+        } else {
+            out.push(Unit { members: vec![i] });
+        }
+    }
+    for (_, mut idx) in batches {
+        // Publish order inside a batch.
+        idx.sort_by(|a, b| claimed[*a].event_id.cmp(&claimed[*b].event_id));
+        let max = claimed[idx[0]].batch_max.max(1) as usize;
+        for chunk in idx.chunks(max) {
+            out.push(Unit {
+                members: chunk.to_vec(),
+            });
+        }
+    }
+    out
+}
+
+struct EndpointParts {
+    keys: Arc<Vec<Vec<u8>>>,
+    headers: Arc<Vec<(String, String)>>,
+}
+
+fn endpoint_parts(c: &Claimed) -> Result<EndpointParts, String> {
+    let keys = c
+        .secrets
+        .iter()
+        .map(|s| signing::secret_key(s).map_err(|e| format!("endpoint secret unusable: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let headers = match &c.headers {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+            .map_err(|e| format!("endpoint headers unusable: {e}"))?
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+            .collect(),
+    };
+    Ok(EndpointParts {
+        keys: Arc::new(keys),
+        headers: Arc::new(headers),
+    })
+}
+
+/// Claims one batch, sends it and records the outcomes. Returns how many were claimed.
+fn cycle(settings: &Settings, pool: &Pool, scan_leases: bool) -> usize {
+    let Some(claimed) = in_transaction("claiming deliveries", || claim(settings, scan_leases))
+    else {
+        return 0;
+    };
+    if claimed.is_empty() {
+        return 0;
+    }
+    let units = units(&claimed);
+    let mut parts: HashMap<String, Result<EndpointParts, String>> = HashMap::new();
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; units.len()];
+    let mut in_flight = 0usize;
+    for (u, unit) in units.iter().enumerate() {
+        let first = &claimed[unit.members[0]];
+        let refuse = |msg: String| Outcome {
+            tag: u,
+            error: Some(msg),
+            started_at_us: http::now_us(),
+            ..Default::default()
+        };
+        if let Err(e) = target::check_url(&first.url, settings.policy) {
+            outcomes[u] = Some(refuse(format!("refused: {e}")));
+            continue;
+        }
+        let p = parts
+            .entry(first.endpoint_id.clone())
+            .or_insert_with(|| endpoint_parts(first));
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                outcomes[u] = Some(refuse(e.clone()));
+                continue;
+            }
+        };
+        let (msg_id, body) = if first.batch_max > 1 {
+            let bodies: Vec<String> = unit
+                .members
+                .iter()
+                .map(|i| claimed[*i].body.clone())
+                .collect();
+            // A batch is its own message; its id is stable over retries of the same first event.
+            (
+                format!("msg_{}_{}", first.event_id, unit.members.len()),
+                envelope::build_batch(&bodies),
+            )
+        } else {
+            (first.event_id.clone(), first.body.clone())
+        };
+        let job = Job {
+            tag: u,
+            url: first.url.clone(),
+            msg_id,
+            event_type: first.event_type.clone(),
+            attempt: first.attempts + 1,
+            body: Arc::new(body),
+            keys: Arc::clone(&p.keys),
+            headers: Arc::clone(&p.headers),
+        };
+        if pool.submit(job) {
+            in_flight += 1;
+        } else {
+            outcomes[u] = Some(refuse("internal: no sender thread available".into()));
+        }
+    }
+    // Every request ends within the timeout; the margin covers connection setup and scheduling.
+    let deadline = Instant::now() + settings.timeout + Duration::from_secs(5);
+    while in_flight > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match pool.results.recv_timeout(left) {
+            Ok(o) => {
+                let tag = o.tag;
+                if tag < outcomes.len() && outcomes[tag].is_none() {
+                    outcomes[tag] = Some(o);
+                    in_flight -= 1;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let now = http::now_us();
+    let mut rec = Record::default();
+    for (u, unit) in units.iter().enumerate() {
+        // An unanswered unit keeps its lease and is retried after it expires.
+        let Some(o) = &outcomes[u] else { continue };
+        for &i in &unit.members {
+            rec.push(&claimed[i], o, settings, now);
+        }
+    }
+    in_transaction("recording outcomes", || rec.save());
+    claimed.len()
+}
+
+#[derive(Default)]
+struct Record {
+    ids: Vec<i64>,
+    status: Vec<String>,
+    attempt: Vec<i32>,
+    code: Vec<Option<i32>>,
+    error: Vec<Option<String>>,
+    retry_in_us: Vec<Option<i64>>,
+    started_us: Vec<i64>,
+    duration_ms: Vec<f64>,
+    body: Vec<Option<String>>,
+}
+
+impl Record {
+    fn push(&mut self, c: &Claimed, o: &Outcome, s: &Settings, now_us: i64) {
+        let attempt = c.attempts + 1;
+        let mut err = o.error.clone().or_else(|| (!o.ok()).then(|| o.describe()));
+        let (status, retry) = if o.ok() {
+            ("succeeded", None)
+        } else {
+            let age = Duration::from_micros((now_us - c.occurred_us).max(0) as u64);
+            match schedule::after_failure(attempt, &s.schedule, age, s.ttl) {
+                AfterFailure::RetryIn(us) => ("pending", Some(us)),
+                AfterFailure::Dead(why) => {
+                    if let Some(e) = err.as_mut() {
+                        e.push_str(&format!(" ({why})"));
+                    }
+                    ("dead", None)
+                }
+            }
+        };
+        self.ids.push(c.delivery_id);
+        self.status.push(status.into());
+        self.attempt.push(attempt);
+        self.code.push(o.status.map(i32::from));
+        self.error.push(err);
+        self.retry_in_us.push(retry);
+        self.started_us.push(o.started_at_us);
+        self.duration_ms.push(o.duration_ms);
+        self.body
+            .push((!o.body.is_empty()).then(|| o.body.replace('\0', "")));
+    }
+
+    fn save(self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        Spi::connect_mut(|client| {
+            let args = [
+                self.ids.into(),
+                self.status.into(),
+                self.attempt.into(),
+                self.code.into(),
+                self.error.into(),
+                self.retry_in_us.into(),
+                self.started_us.into(),
+                self.duration_ms.into(),
+                self.body.into(),
+            ];
+            if let Err(e) = client.update(RECORD_SQL, None, &args) {
+                warning!("webhooks worker: recording outcomes failed: {e}");
+            }
+        })
+    }
+}
+
+const RECORD_SQL: &str = r#"
+WITH r AS (
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int8[],
+                         $7::int8[], $8::float8[], $9::text[])
+        AS r(id, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
+), upd AS (
+    UPDATE webhooks.deliveries d
+    SET status = r.status,
+        attempts = r.attempt,
+        next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+        lease_until = NULL,
+        last_status = r.code,
+        last_error = r.err,
+        completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+    FROM r
+    WHERE d.id = r.id AND d.status = 'in_flight'
+    RETURNING d.id
+)
+INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+FROM r JOIN upd ON upd.id = r.id
+"#;
+
+fn housekeeping(settings: &Settings) {
+    let keep = format!("{} seconds", settings.retention.as_secs());
+    in_transaction("pruning old deliveries", || {
+        Spi::connect_mut(|client| {
+            if !extension_present(client) {
+                return;
+            }
+            let args = [keep.as_str().into()];
+            let _ = client.update(
+                "DELETE FROM webhooks.deliveries WHERE id IN (
+                    SELECT id FROM webhooks.deliveries
+                    WHERE status = 'succeeded' AND completed_at < now() - $1::interval LIMIT 50000)",
+                None,
+                &args,
+            );
+            let _ = client.update(
+                "DELETE FROM webhooks.events WHERE id IN (
+                    SELECT e.id FROM webhooks.events e
+                    WHERE e.occurred_at < now() - $1::interval
+                      AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
+                    LIMIT 50000)",
+                None,
+                &args,
+            );
+        })
+    });
+}
