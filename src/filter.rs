@@ -45,7 +45,8 @@ mod tests {
         assert!(matches(&["user.*"], "user.registration.completed"));
         assert!(!matches(&["user.*"], "users.created"));
         assert!(!matches(&["user*"], "users.created"));
-        assert!(!matches::<&str>(&[], "user.created"));
+        let none: [&str; 0] = [];
+        assert!(!matches(&none, "user.created"));
     }
 
     #[test]

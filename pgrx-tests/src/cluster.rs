@@ -1,0 +1,177 @@
+use postgres::{Client, NoTls};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A cluster of its own with webhooks preloaded, on a private port and socket directory.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+fn as_postgres(args: &[&str]) -> std::process::Output {
+    let out = Command::new("sudo")
+        .arg("-u")
+        .arg("postgres")
+        .args(args)
+        .output()
+        .expect("sudo runs");
+    if !out.status.success() {
+        panic!(
+            "{args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Settings every test cluster starts with: short retries, loopback receivers allowed.
+pub const TEST_SETTINGS: &[&str] = &[
+    "webhooks.retry_schedule = '1s,1s,2s'",
+    "webhooks.poll_interval = '200ms'",
+    "webhooks.timeout = '2s'",
+    "webhooks.allow_private_targets = on",
+    "webhooks.require_https = off",
+];
+
+impl Cluster {
+    pub fn start(extra: &[&str]) -> Cluster {
+        let base = PathBuf::from(
+            std::env::var("WEBHOOKS_TEST_DIR").unwrap_or_else(|_| "/var/tmp/webhooks-test".into()),
+        );
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = base.join(format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Command::new("chown")
+            .arg("postgres")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        let data = dir.join("data");
+        let d = data.to_str().unwrap();
+        as_postgres(&[
+            &format!("{BIN}/initdb"),
+            "-D",
+            d,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        let port = free_port();
+        let mut conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             shared_preload_libraries = 'webhooks'\nwebhooks.database = 'postgres'\nfsync = off\n\
+             max_connections = 40\nlog_min_messages = warning\n",
+            dir.display()
+        );
+        for line in TEST_SETTINGS.iter().chain(extra) {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
+        let c = Cluster { dir, port };
+        c.pg_ctl(&["start", "-w", "-t", "60"]);
+        c.client()
+            .batch_execute("CREATE EXTENSION webhooks")
+            .unwrap();
+        c
+    }
+
+    pub fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let mut all = vec![
+            format!("{BIN}/pg_ctl"),
+            "-D".into(),
+            data.display().to_string(),
+            "-l".into(),
+            log.display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        as_postgres(&refs);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            ),
+            NoTls,
+        )
+        .expect("connect to the test cluster")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Creates an endpoint for `url` and returns (id, secret).
+    pub fn endpoint(&self, db: &mut Client, url: &str, types: &[&str]) -> (String, String) {
+        let types: Vec<String> = types.iter().map(|s| s.to_string()).collect();
+        let row = db
+            .query_one(
+                "SELECT id, secret FROM webhooks.endpoint_create($1, $2)",
+                &[&url, &types],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    pub fn worker_pid(&self, db: &mut Client) -> Option<i32> {
+        db.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = Command::new("sudo")
+            .args([
+                "-u",
+                "postgres",
+                &format!("{BIN}/pg_ctl"),
+                "-D",
+                data.to_str().unwrap(),
+                "stop",
+                "-m",
+                "immediate",
+            ])
+            .output();
+        if std::env::var("WEBHOOKS_KEEP").is_err() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else if std::thread::panicking() {
+            eprintln!(
+                "--- server log of {} ---\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+    }
+}

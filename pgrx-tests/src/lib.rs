@@ -1,0 +1,21 @@
+//! Test support: private PostgreSQL clusters run as the `postgres` user, and a recording HTTP
+//! receiver on 127.0.0.1 whose answers each test scripts.
+
+pub mod cluster;
+pub mod receiver;
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns Some or `timeout` passes (then panics with `what`).
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,305 @@
+//! End to end: real clusters, the real worker, a real receiver on 127.0.0.1, real time
+//! (shortened through the settings).
+
+use std::collections::HashSet;
+use std::time::Duration;
+use webhooks_e2e::cluster::Cluster;
+use webhooks_e2e::receiver::{Receiver, Reply, Request};
+use webhooks_e2e::wait_for;
+
+const T: Duration = Duration::from_secs(30);
+
+fn verify_with_reference_library(secret: &str, req: &Request) {
+    let wh = standardwebhooks::Webhook::new(secret).expect("secret is a Standard Webhooks secret");
+    let mut h = http::HeaderMap::new();
+    for k in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        h.insert(k, req.header(k).parse().unwrap());
+    }
+    wh.verify(req.body.as_bytes(), &h)
+        .expect("signature verifies with the standardwebhooks crate");
+}
+
+fn status_of(db: &mut postgres::Client, event_id: &str) -> Vec<(String, i32)> {
+    db.query(
+        "SELECT status, attempts FROM webhooks.deliveries WHERE event_id = $1 ORDER BY id",
+        &[&event_id],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn publish(db: &mut postgres::Client, ty: &str, data: &str) -> String {
+    db.query_one(
+        "SELECT webhooks.webhook_publish($1, $2::text::jsonb)",
+        &[&ty, &data],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn delivers_a_signed_envelope_that_the_reference_library_verifies() {
+    let c = Cluster::start(&["webhooks.source = 'https://id.example.com'"]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    let (ep, secret) = c.endpoint(&mut db, &rx.url, &["user.*"]);
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, headers => '{\"X-Api-Key\": \"k1\"}')",
+        &[&ep],
+    )
+    .unwrap();
+    let id: String = db
+        .query_one(
+            "SELECT webhooks.webhook_publish('user.created', '{\"email\":\"a@b.c\"}', 'tenant-1', '{\"kind\":\"admin\"}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    publish(&mut db, "password.updated", "{}"); // not subscribed
+    wait_for("the delivery", T, || (rx.count() == 1).then_some(()));
+    let req = &rx.all()[0];
+    verify_with_reference_library(&secret, req);
+    assert_eq!(req.header("webhook-id"), id);
+    assert_eq!(req.header("webhook-event-type"), "user.created");
+    assert_eq!(req.header("webhook-attempt"), "1");
+    assert_eq!(req.header("content-type"), "application/json");
+    assert_eq!(req.header("x-api-key"), "k1");
+    assert!(req.header("user-agent").starts_with("webhooks-pg/"));
+    let v = req.json();
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["type"], "user.created");
+    assert_eq!(v["version"], "1");
+    assert_eq!(v["source"], "https://id.example.com");
+    assert_eq!(v["tenant_id"], "tenant-1");
+    assert_eq!(v["actor"]["kind"], "admin");
+    assert_eq!(v["data"]["email"], "a@b.c");
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    wait_for("succeeded", T, || {
+        (status_of(&mut db, &id) == vec![("succeeded".into(), 1)]).then_some(())
+    });
+    let row = db
+        .query_one("SELECT attempt, status_code, response_body FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id WHERE d.event_id = $1", &[&id])
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, Option<i32>>(1)),
+        (1, Some(200))
+    );
+    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("ok"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.count(), 1, "the unsubscribed event must not be sent");
+}
+
+#[test]
+fn failing_receiver_is_retried_on_schedule_then_dead_lettered_and_can_be_retried() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::scripted(|_, _| Reply::Status(500, "{\"error\":\"down\"}"));
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["*"]);
+    let id = publish(&mut db, "user.updated", "{\"n\":1}");
+    // 1s,1s,2s: four attempts in all, then dead.
+    wait_for("dead", T, || {
+        (status_of(&mut db, &id) == vec![("dead".into(), 4)]).then_some(())
+    });
+    let reqs = rx.all();
+    assert_eq!(reqs.len(), 4);
+    let attempts: Vec<&str> = reqs.iter().map(|r| r.header("webhook-attempt")).collect();
+    assert_eq!(attempts, ["1", "2", "3", "4"]);
+    assert!(
+        reqs.iter().all(|r| r.header("webhook-id") == id),
+        "same webhook-id on every attempt"
+    );
+    let gaps: Vec<f64> = reqs
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).as_secs_f64())
+        .collect();
+    assert!(
+        gaps[0] >= 0.9 && gaps[2] >= 1.9,
+        "retries follow the schedule: {gaps:?}"
+    );
+    let dl = db
+        .query_one("SELECT delivery_id, attempts, last_status, last_error FROM webhooks.dead_letters WHERE event_id = $1", &[&id])
+        .unwrap();
+    assert_eq!(dl.get::<_, i32>(1), 4);
+    assert_eq!(dl.get::<_, Option<i32>>(2), Some(500));
+    assert!(dl.get::<_, String>(3).contains("retry schedule exhausted"));
+    let n_attempts: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.attempts WHERE delivery_id = $1",
+            &[&dl.get::<_, i64>(0)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n_attempts, 4);
+    // A manual retry sends it again at once.
+    db.execute(
+        "SELECT webhooks.delivery_retry($1)",
+        &[&dl.get::<_, i64>(0)],
+    )
+    .unwrap();
+    wait_for("the manual retry", T, || (rx.count() == 5).then_some(()));
+    let health = db
+        .query_one("SELECT dead, last_error FROM webhooks.endpoint_health", &[])
+        .unwrap();
+    assert!(health
+        .get::<_, Option<String>>(1)
+        .unwrap()
+        .contains("HTTP 500"));
+}
+
+#[test]
+fn a_receiver_that_fails_twice_then_recovers_gets_the_event() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::scripted(|_, n| {
+        if n < 2 {
+            Reply::Status(503, "busy")
+        } else {
+            Reply::Status(204, "")
+        }
+    });
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["*"]);
+    let id = publish(&mut db, "user.deleted", "{}");
+    wait_for("succeeded", T, || {
+        (status_of(&mut db, &id) == vec![("succeeded".into(), 3)]).then_some(())
+    });
+    let codes: Vec<Option<i32>> = db
+        .query(
+            "SELECT status_code FROM webhooks.attempts ORDER BY attempt",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(codes, [Some(503), Some(503), Some(204)]);
+}
+
+#[test]
+fn hangs_resets_and_garbage_are_failed_attempts_and_the_worker_survives() {
+    let c = Cluster::start(&["webhooks.retry_schedule = ''"]);
+    let hang = Receiver::scripted(|_, _| Reply::Slow(Duration::from_secs(5)));
+    let reset = Receiver::scripted(|_, _| Reply::Reset);
+    let garbage = Receiver::scripted(|_, _| Reply::Garbage);
+    let fine = Receiver::ok();
+    let mut db = c.client();
+    let pid = c.worker_pid(&mut db).expect("worker runs");
+    for rx in [&hang, &reset, &garbage, &fine] {
+        c.endpoint(&mut db, &rx.url, &["*"]);
+    }
+    let id = publish(&mut db, "user.created", "{}");
+    wait_for("all four outcomes", T, || {
+        let s = status_of(&mut db, &id);
+        (s.len() == 4 && s.iter().all(|(st, _)| st != "pending" && st != "in_flight")).then_some(())
+    });
+    let errors: Vec<(String, Option<String>)> = db
+        .query(
+            "SELECT ep.url, d.last_error FROM webhooks.deliveries d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let err_of = |url: &str| errors.iter().find(|(u, _)| u == url).unwrap().1.clone();
+    assert!(err_of(&hang.url).unwrap().contains("timeout"), "{errors:?}");
+    assert!(err_of(&reset.url).is_some());
+    assert!(err_of(&garbage.url).is_some());
+    assert_eq!(err_of(&fine.url), None);
+    assert_eq!(
+        c.worker_pid(&mut db),
+        Some(pid),
+        "the worker did not restart"
+    );
+}
+
+#[test]
+fn rolled_back_events_are_never_sent_and_commits_wake_the_worker_at_once() {
+    // A poll interval of a minute: only the commit's latch can explain a prompt delivery.
+    let c = Cluster::start(&["webhooks.poll_interval = '60s'"]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["*"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut tx = db.transaction().unwrap();
+    tx.execute(
+        "SELECT webhooks.webhook_publish('user.created', '{\"rolled\":\"back\"}')",
+        &[],
+    )
+    .unwrap();
+    tx.rollback().unwrap();
+    let mut tx = db.transaction().unwrap();
+    tx.execute(
+        "SELECT webhooks.webhook_publish('user.created', '{\"committed\":true}')",
+        &[],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let started = std::time::Instant::now();
+    wait_for("the committed event", Duration::from_secs(10), || {
+        (rx.count() == 1).then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.count(), 1);
+    assert_eq!(rx.all()[0].json()["data"]["committed"], true);
+    let events: i64 = db
+        .query_one("SELECT count(*) FROM webhooks.events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1, "the rolled-back event left no row");
+}
+
+#[test]
+fn nothing_is_lost_when_the_worker_or_the_server_crashes() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::scripted(|_, _| Reply::Slow(Duration::from_millis(2)));
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["*"]);
+    db.execute("SELECT webhooks.webhook_publish('user.created', jsonb_build_object('i', g)) FROM generate_series(1, 1500) g", &[])
+        .unwrap();
+    wait_for("some deliveries", T, || (rx.count() > 50).then_some(()));
+    let pid = c.worker_pid(&mut db).unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    drop(db);
+    // kill -9 of a backend makes the postmaster reinitialise; then an immediate restart on top.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut db = wait_for("reconnect", T, || {
+        postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                c.port
+            ),
+            postgres::NoTls,
+        )
+        .ok()
+    });
+    db.execute("SELECT webhooks.webhook_publish('user.created', jsonb_build_object('i', g)) FROM generate_series(1501, 3000) g", &[])
+        .unwrap();
+    c.pg_ctl(&["restart", "-m", "immediate", "-w", "-t", "60"]);
+    let mut db = c.client();
+    wait_for("every event delivered", Duration::from_secs(120), || {
+        let ok: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (ok == 3000).then_some(())
+    });
+    let ids: HashSet<String> = rx
+        .all()
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        3000,
+        "every committed event reached the receiver at least once"
+    );
+}
