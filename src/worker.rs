@@ -186,36 +186,8 @@ fn extension_present(client: &SpiClient<'_>) -> bool {
         .unwrap_or(false)
 }
 
-const CLAIM_SQL: &str = r#"
-WITH due AS (
-    SELECT d.id
-    FROM webhooks.deliveries d
-    JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND ep.enabled
-      AND (NOT ep.ordered OR d.entity_key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM webhooks.deliveries p
-            WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-              AND p.status IN ('pending', 'in_flight') AND p.id < d.id))
-    ORDER BY d.next_attempt_at
-    LIMIT $1
-    FOR UPDATE OF d SKIP LOCKED
-), expired AS (
-    SELECT d.id FROM webhooks.deliveries d
-    WHERE $3 AND d.status = 'in_flight' AND d.lease_until < now()
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE webhooks.deliveries d
-SET status = 'in_flight', lease_until = now() + $2::interval, next_attempt_at = NULL
-FROM webhooks.events e, webhooks.endpoints ep
-WHERE d.id IN (SELECT id FROM due UNION SELECT id FROM expired)
-  AND e.id = d.event_id AND ep.id = d.endpoint_id
-RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-          (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-          e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
-          CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
-          ep.headers::text, ep.batch_max
-"#;
+/// The claim lives in SQL (`webhooks._claim`) so the isolation specs exercise the same statement.
+const CLAIM_SQL: &str = "SELECT * FROM webhooks._claim($1::int4, $2::interval, $3)";
 
 fn claim(settings: &Settings, scan_leases: bool) -> Vec<Claimed> {
     let lease = settings.lease();
@@ -484,28 +456,7 @@ impl Record {
     }
 }
 
-const RECORD_SQL: &str = r#"
-WITH r AS (
-    SELECT * FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int8[],
-                         $7::int8[], $8::float8[], $9::text[])
-        AS r(id, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
-), upd AS (
-    UPDATE webhooks.deliveries d
-    SET status = r.status,
-        attempts = r.attempt,
-        next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-        lease_until = NULL,
-        last_status = r.code,
-        last_error = r.err,
-        completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-    FROM r
-    WHERE d.id = r.id AND d.status = 'in_flight'
-    RETURNING d.id
-)
-INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-FROM r JOIN upd ON upd.id = r.id
-"#;
+const RECORD_SQL: &str = "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 fn housekeeping(settings: &Settings) {
     let keep = format!("{} seconds", settings.retention.as_secs());

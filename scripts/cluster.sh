@@ -1,0 +1,29 @@
+# Sourced by the demo, the isolation runner and the benchmarks: a private PostgreSQL 15
+# cluster run as the postgres user (PostgreSQL refuses root), with webhooks preloaded.
+#   cluster_start DIR [extra postgresql.conf lines...]   sets PGPORT, PGHOST, CLUSTER_DIR
+#   cluster_stop
+PG_BIN=/usr/lib/postgresql/15/bin
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+cluster_start() {
+    CLUSTER_DIR=$1; shift
+    rm -rf "$CLUSTER_DIR"; mkdir -p "$CLUSTER_DIR"; chown postgres "$CLUSTER_DIR"
+    PGPORT=$(free_port); PGHOST=127.0.0.1
+    export PGPORT PGHOST PGUSER=postgres
+    sudo -u postgres "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -A trust -U postgres --no-sync >/dev/null
+    {
+        echo "port = $PGPORT"
+        echo "listen_addresses = '127.0.0.1'"
+        echo "unix_socket_directories = '$CLUSTER_DIR'"
+        echo "shared_preload_libraries = 'webhooks'"
+        for line in "$@"; do echo "$line"; done
+    } >> "$CLUSTER_DIR/data/postgresql.auto.conf"
+    sudo -u postgres "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" start -w >/dev/null
+}
+
+cluster_stop() {
+    [ -n "${CLUSTER_DIR:-}" ] && sudo -u postgres "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" stop -m fast >/dev/null 2>&1 || true
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The demo: a local cluster with webhooks, a receiver on 127.0.0.1, a tracked users table;
+# inserts, updates and deletes users and shows the signed events arriving and their records.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== building and installing the extension"
+cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config --sudo >/dev/null
+
+. scripts/cluster.sh
+WORK=${WEBHOOKS_DEMO_DIR:-/var/tmp/webhooks-demo}
+RX_PORT=$(free_port)
+cleanup() { kill "${RX_PID:-0}" 2>/dev/null || true; cluster_stop; }
+trap cleanup EXIT
+cluster_start "$WORK" "webhooks.database = 'postgres'" \
+    "webhooks.allow_private_targets = on" "webhooks.require_https = off" \
+    "webhooks.source = 'https://id.example.com'"
+python3 scripts/receiver.py "$RX_PORT" "$WORK/secret" &
+RX_PID=$!
+psql() { command psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=terse "$@" 2>&1 | grep -v "does not exist, skipping" || true; }
+
+echo "== setting up: extension, users table, endpoint"
+psql <<SQL
+CREATE EXTENSION webhooks;
+CREATE TABLE users (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email text NOT NULL,
+    name text,
+    password_hash text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT webhooks.track_table('users', 'user', exclude_columns => '{password_hash}');
+SELECT id AS endpoint_id FROM webhooks.endpoint_create('http://127.0.0.1:$RX_PORT/hook', '{user.*}');
+SQL
+psql -At -c "SELECT secret FROM webhooks.endpoints" > "$WORK/secret"
+
+echo "== INSERT, UPDATE, DELETE on users (each commit wakes the worker)"
+psql <<'SQL'
+INSERT INTO users (email, name, password_hash) VALUES ('anita@example.com', 'Anita Singh', 'argon2id$...');
+UPDATE users SET name = 'Anita S.' WHERE email = 'anita@example.com';
+UPDATE users SET password_hash = 'argon2id$new' WHERE email = 'anita@example.com';  -- excluded column only: no event
+BEGIN;
+INSERT INTO users (email, name, password_hash) VALUES ('rolled@example.com', 'Never Sent', 'x');
+ROLLBACK;
+DELETE FROM users WHERE email = 'anita@example.com';
+SQL
+
+for _ in $(seq 1 50); do
+    n=$(psql -At -c "SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'")
+    [ "$n" -ge 3 ] && break
+    sleep 0.2
+done
+sleep 0.3
+echo "== what psql shows"
+psql <<'SQL'
+\echo deliveries:
+SELECT e.type, d.status, d.attempts, d.last_status, round(extract(epoch FROM d.completed_at - e.occurred_at) * 1000, 1) AS ms_commit_to_done
+FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id ORDER BY e.id;
+\echo endpoint_health:
+SELECT endpoint_id, url, pending, succeeded, dead, round(p50_ms::numeric, 2) AS p50_ms FROM webhooks.endpoint_health;
+\echo status:
+SELECT worker_running, pending, in_flight, dead FROM webhooks.status();
+SQL
