@@ -124,25 +124,60 @@ BEGIN
     ORDER BY ep.id;
 END $$;
 
-CREATE FUNCTION webhooks._sync_record(ids bigint[], codes int[], errors text[], started_us bigint[],
-                                      durations float8[], bodies text[])
-RETURNS void
+CREATE FUNCTION webhooks._sync_record(answers jsonb) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
     WITH r AS (
-        SELECT * FROM unnest(ids, codes, errors, started_us, durations, bodies)
-            AS r(id, code, err, started_us, duration_ms, body)
+        SELECT * FROM jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
     ), upd AS (
         UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.err IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.code, last_error = r.err, completed_at = now()
-        FROM r WHERE d.id = r.id AND d.sync AND d.status = 'in_flight'
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
         RETURNING d.id
     )
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.id, 1, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-    FROM r JOIN upd ON upd.id = r.id
+    SELECT r.delivery_id, 1, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
 $$;
+
+-- Synchronous events: delivered now from the calling session; any non-2xx or timeout fails the
+-- caller (SQLSTATE WH001), as challenge delivery and action.verify require. The attempts are
+-- recorded, and roll back with the caller's transaction when it fails.
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    failures text;
+BEGIN
+    SELECT jsonb_agg(to_jsonb(t)) INTO targets
+    FROM webhooks._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RAISE EXCEPTION 'no enabled endpoint subscribes to synchronous event type "%"', event_type
+            USING ERRCODE = 'WH002', HINT = format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type);
+    END IF;
+    answers := webhooks._sync_send(event_type, targets);
+    PERFORM webhooks._sync_record(answers);
+    SELECT string_agg(format('endpoint %s (%s): %s', a->>'endpoint_id', a->>'url', a->>'error'), '; ')
+    INTO failures FROM jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
+    IF failures IS NOT NULL THEN
+        RAISE EXCEPTION 'synchronous webhook % failed: %', event_type, failures
+            USING ERRCODE = 'WH001', DETAIL = 'event ' || (targets -> 0 ->> 'event_id');
+    END IF;
+    RETURN jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT jsonb_agg(jsonb_build_object('endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                                          'body', a->'body', 'duration_ms', a->'duration_ms'))
+                      FROM jsonb_array_elements(answers) a));
+END $$;
 
 -- Endpoints ----------------------------------------------------------------------------------
 

@@ -1,135 +1,93 @@
-//! `webhook_send_sync`: synchronous events (challenge delivery, `action.verify`) delivered from
-//! the calling session. Any non-2xx fails the caller's statement, as the seed pages require.
+//! The HTTP half of `webhook_send_sync` (the SQL half, with its errors, is in sql/api.sql):
+//! delivers one event to every target at once from the calling session and reports each answer.
+//! No SPI here; only the extension owner may call it (it receives secrets).
 
 use crate::envelope::{self, Event};
-use crate::http::{self, Job};
+use crate::http::{self, Job, Outcome};
 use crate::{guc, signing, target};
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-struct Target {
-    delivery_id: i64,
-    endpoint_id: String,
-    url: String,
-    secrets: Vec<String>,
-    headers: Option<String>,
+fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str)
 }
 
-fn raise(code: &str, message: &str, detail: &str) -> ! {
-    let args = [code.into(), message.into(), detail.into()];
-    let _ = Spi::run_with_args("SELECT webhooks._raise($1, $2, $3)", &args);
-    error!("{message}");
+fn headers_of(v: &Value) -> Vec<(String, String)> {
+    text(v, "headers")
+        .and_then(|h| serde_json::from_str::<Map<String, Value>>(h).ok())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// Runs as the extension owner so publishers never see endpoint secrets.
-#[pg_extern(volatile, security_definer)]
-#[search_path(pg_catalog, webhooks)]
-fn webhook_send_sync(
-    event_type: &str,
-    data: JsonB,
-    tenant_id: default!(Option<&str>, "NULL"),
-    actor: default!(Option<JsonB>, "NULL"),
-) -> JsonB {
-    let args = [
-        event_type.into(),
-        data.into(),
-        tenant_id.into(),
-        actor.into(),
-    ];
-    let mut event_id = String::new();
-    let mut body = String::new();
-    let mut targets = Vec::new();
-    Spi::connect_mut(|client| {
-        let rows = client
-            .update(
-                "SELECT * FROM webhooks._sync_prepare($1, $2, $3, $4)",
-                None,
-                &args,
-            )
-            .unwrap_or_else(|e| error!("webhook_send_sync: {e}"));
-        for row in rows {
-            let s = |i: usize| row.get::<String>(i).ok().flatten();
-            if event_id.is_empty() {
-                event_id = s(2).unwrap_or_default();
-                let tenant = s(5);
-                let actor = s(6);
-                body = envelope::build(&Event {
-                    id: &event_id,
-                    event_type,
-                    version: s(3).as_deref().unwrap_or("1"),
-                    source: s(4).as_deref().unwrap_or(""),
-                    occurred_at_us: row.get::<i64>(7).ok().flatten().unwrap_or(0),
-                    tenant_id: tenant.as_deref(),
-                    actor_json: actor.as_deref(),
-                    data_json: &s(8).unwrap_or_else(|| "{}".into()),
-                });
-            }
-            targets.push(Target {
-                delivery_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
-                endpoint_id: s(9).unwrap_or_default(),
-                url: s(10).unwrap_or_default(),
-                secrets: [s(11), s(12)].into_iter().flatten().collect(),
-                headers: s(13),
-            });
-        }
-    });
-    if targets.is_empty() {
-        raise(
-            "WH002",
-            &format!("no enabled endpoint subscribes to synchronous event type \"{event_type}\""),
-            "create one with webhooks.endpoint_create(url, ARRAY['<type>'])",
-        );
-    }
-
+/// `targets`: rows of `webhooks._sync_prepare` as a JSON array. Returns one answer per target.
+#[pg_extern(volatile)]
+fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
+    let targets = targets.0.as_array().cloned().unwrap_or_default();
+    let Some(first) = targets.first() else {
+        return JsonB(json!([]));
+    };
+    let event_id = text(first, "event_id").unwrap_or_default().to_string();
+    let body = Arc::new(envelope::build(&Event {
+        id: &event_id,
+        event_type,
+        version: text(first, "version").unwrap_or("1"),
+        source: text(first, "source").unwrap_or(""),
+        occurred_at_us: first
+            .get("occurred_us")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        tenant_id: text(first, "tenant_id"),
+        actor_json: text(first, "actor"),
+        data_json: text(first, "data").unwrap_or("{}"),
+    }));
     let policy = guc::policy();
     let timeout = guc::duration(&guc::TIMEOUT, std::time::Duration::from_secs(10));
-    let body = Arc::new(body);
+
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; targets.len()];
     let mut jobs = Vec::new();
-    let mut outcomes: Vec<Option<http::Outcome>> = vec![None; targets.len()];
     for (i, t) in targets.iter().enumerate() {
-        let refused = |e: String| {
-            Some(http::Outcome {
+        let refuse = |e: String| {
+            Some(Outcome {
                 tag: i,
                 error: Some(e),
                 started_at_us: http::now_us(),
                 ..Default::default()
             })
         };
-        if let Err(e) = target::check_url(&t.url, policy) {
-            outcomes[i] = refused(format!("refused: {e}"));
+        let url = text(t, "url").unwrap_or_default();
+        if let Err(e) = target::check_url(url, policy) {
+            outcomes[i] = refuse(format!("refused: {e}"));
             continue;
         }
-        let keys: Result<Vec<_>, _> = t.secrets.iter().map(|s| signing::secret_key(s)).collect();
+        let keys: Result<Vec<_>, _> = ["secret", "previous_secret"]
+            .iter()
+            .filter_map(|k| text(t, k))
+            .map(signing::secret_key)
+            .collect();
         let Ok(keys) = keys else {
-            outcomes[i] = refused("endpoint secret unusable".into());
+            outcomes[i] = refuse("endpoint secret unusable".into());
             continue;
         };
-        let headers: Vec<(String, String)> = t
-            .headers
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<serde_json::Map<String, Value>>(h).ok())
-            .map(|m| {
-                m.into_iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
         jobs.push(Job {
             tag: i,
-            url: t.url.clone(),
+            url: url.to_string(),
             msg_id: event_id.clone(),
             event_type: event_type.to_string(),
             attempt: 1,
             body: Arc::clone(&body),
             keys: Arc::new(keys),
-            headers: Arc::new(headers),
+            headers: Arc::new(headers_of(t)),
         });
     }
-    // All endpoints at once, from threads that never touch PostgreSQL and block all signals.
+    // Every endpoint at once, from threads that never touch PostgreSQL and block all signals.
     let agent = http::agent(timeout, 1, policy.allow_private);
-    let sent: Vec<http::Outcome> = http::with_signals_blocked(|| {
+    let sent: Vec<Outcome> = http::with_signals_blocked(|| {
         std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .iter()
@@ -142,60 +100,28 @@ fn webhook_send_sync(
         let tag = o.tag;
         outcomes[tag] = Some(o);
     }
-
-    let mut ids = Vec::new();
-    let mut codes = Vec::new();
-    let mut errors = Vec::new();
-    let mut started = Vec::new();
-    let mut durations = Vec::new();
-    let mut bodies = Vec::new();
-    let mut responses = Vec::new();
-    let mut failures = Vec::new();
-    for (t, o) in targets.iter().zip(outcomes.iter()) {
-        let o = o.clone().unwrap_or_else(|| http::Outcome {
-            error: Some("no response".into()),
-            ..Default::default()
-        });
-        if !o.ok() {
-            failures.push(format!(
-                "endpoint {} ({}): {}",
-                t.endpoint_id,
-                t.url,
-                o.describe()
-            ));
-        }
-        let answer = serde_json::from_str::<Value>(&o.body)
-            .unwrap_or_else(|_| Value::String(o.body.clone()));
-        responses.push(json!({"endpoint_id": t.endpoint_id, "status": o.status, "body": answer, "duration_ms": o.duration_ms}));
-        ids.push(t.delivery_id);
-        codes.push(o.status.map(i32::from));
-        errors.push(o.error.clone().or_else(|| (!o.ok()).then(|| o.describe())));
-        started.push(o.started_at_us);
-        durations.push(o.duration_ms);
-        bodies.push((!o.body.is_empty()).then(|| o.body.replace('\0', "")));
-    }
-    let args = [
-        ids.into(),
-        codes.into(),
-        errors.into(),
-        started.into(),
-        durations.into(),
-        bodies.into(),
-    ];
-    Spi::run_with_args(
-        "SELECT webhooks._sync_record($1, $2, $3, $4, $5, $6)",
-        &args,
-    )
-    .unwrap_or_else(|e| error!("webhook_send_sync: recording attempts failed: {e}"));
-    if !failures.is_empty() {
-        raise(
-            "WH001",
-            &format!(
-                "synchronous webhook {event_type} failed: {}",
-                failures.join("; ")
-            ),
-            &format!("event {event_id}"),
-        );
-    }
-    JsonB(json!({"event_id": event_id, "responses": responses}))
+    let answers: Vec<Value> = targets
+        .iter()
+        .zip(outcomes)
+        .map(|(t, o)| {
+            let o = o.unwrap_or_else(|| Outcome {
+                error: Some("no response".into()),
+                ..Default::default()
+            });
+            let body = serde_json::from_str::<Value>(&o.body)
+                .unwrap_or_else(|_| Value::String(o.body.clone()));
+            json!({
+                "delivery_id": t.get("delivery_id"),
+                "endpoint_id": t.get("endpoint_id"),
+                "url": t.get("url"),
+                "status": o.status,
+                "error": (!o.ok()).then(|| o.describe()),
+                "body": body,
+                "raw_body": (!o.body.is_empty()).then(|| o.body.replace('\0', "")),
+                "started_us": o.started_at_us,
+                "duration_ms": o.duration_ms,
+            })
+        })
+        .collect();
+    JsonB(Value::Array(answers))
 }

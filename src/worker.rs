@@ -120,7 +120,7 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
         wake::WORKER_BEAT
             .get()
             .store(http::now_us(), Ordering::Relaxed);
-        if last_housekeeping.elapsed() > Duration::from_secs(60) {
+        if last_housekeeping.elapsed() > settings.retention.min(Duration::from_secs(60)) {
             last_housekeeping = Instant::now();
             housekeeping(&settings);
         }
@@ -138,6 +138,9 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     wake::WORKER_PID.get().store(0, Ordering::Relaxed);
     drop(pool);
     log!("webhooks worker stopped");
+    // Exit code 0 would unregister the worker for good (pg_terminate_backend included); with 1
+    // the postmaster starts it again after the restart time, except during shutdown.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// Runs `f` in its own transaction. An ERROR is logged and the transaction rolled back.
