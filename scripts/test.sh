@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit tests and #[pg_test]s (cargo pgrx test), then the end-to-end
-# tests against private clusters with the worker and a real receiver, then the isolation specs.
+# Runs every test: Rust unit tests and #[pg_test]s (cargo pgrx test), the end-to-end tests
+# against private clusters with the worker and a real receiver, and the isolation specs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -11,16 +11,24 @@ WORK=${WEBHOOKS_TEST_DIR:-/var/tmp/webhooks-test}
 mkdir -p "$WORK"
 chown postgres "$WORK" 2>/dev/null || true
 chmod 755 "$WORK"
-rm -rf "$WORK/pgrx-data"
+rm -rf "$WORK/pgrx-data" "$WORK"/e2e-* "$WORK/isolation"
+LOG="$WORK/test-output.log"
+: > "$LOG"
 
 echo "== unit tests and #[pg_test]s"
-cargo pgrx test pg15 --runas postgres --pgdata "$WORK/pgrx-data"
+cargo pgrx test pg15 --runas postgres --pgdata "$WORK/pgrx-data" 2>&1 | tee -a "$LOG"
 
 echo "== installing the extension into the system PostgreSQL 15"
 cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config --sudo >/dev/null
 
 echo "== end-to-end tests"
-WEBHOOKS_TEST_DIR="$WORK" cargo test --manifest-path pgrx-tests/Cargo.toml --target-dir "$ROOT/target/e2e" -- --test-threads 2
+WEBHOOKS_TEST_DIR="$WORK" cargo test --manifest-path pgrx-tests/Cargo.toml --target-dir "$ROOT/target/e2e" \
+    -- --test-threads 2 2>&1 | tee -a "$LOG"
 
 echo "== isolation specs"
-bash isolation/run.sh "$WORK"
+bash isolation/run.sh "$WORK" 2>&1 | tee -a "$LOG"
+
+# pipefail has stopped us on any failure above; sum what ran.
+passed=$(grep -oE "test result: ok\. [0-9]+ passed" "$LOG" | awk '{s += $4} END {print s + 0}')
+iso=$(grep -oE "All [0-9]+ tests passed" "$LOG" | awk '{s += $2} END {print s + 0}')
+echo "webhooks: $((passed + iso)) passed, 0 failed"

@@ -43,6 +43,8 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         wake::init_shmem();
         worker::register();
+    } else {
+        log!("webhooks is not in shared_preload_libraries: events are recorded but no worker delivers them (see webhooks.status())");
     }
 }
 

@@ -303,3 +303,28 @@ fn nothing_is_lost_when_the_worker_or_the_server_crashes() {
         "every committed event reached the receiver at least once"
     );
 }
+
+#[test]
+fn the_worker_survives_the_extension_being_dropped_and_created_again() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    let pid = c.worker_pid(&mut db).expect("worker runs");
+    db.batch_execute("DROP EXTENSION webhooks CASCADE").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    db.batch_execute("CREATE EXTENSION webhooks").unwrap();
+    c.endpoint(&mut db, &rx.url, &["*"]);
+    publish(&mut db, "user.created", "{}");
+    wait_for("delivery after re-creation", T, || {
+        (rx.count() == 1).then_some(())
+    });
+    assert_eq!(c.worker_pid(&mut db), Some(pid));
+    let st = db
+        .query_one(
+            "SELECT preloaded, worker_running, worker_pid FROM webhooks.status()",
+            &[],
+        )
+        .unwrap();
+    assert!(st.get::<_, bool>(0) && st.get::<_, bool>(1));
+    assert_eq!(st.get::<_, Option<i32>>(2), Some(pid));
+}
