@@ -1,0 +1,544 @@
+//! Drives the benchmarks against a running cluster; every figure has a baseline measured in
+//! the same run so the ratio, not the absolute number, is what carries between machines.
+
+use postgres::{Client, NoTls};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Args {
+    pg: String,
+    nginx: String,
+    pgbench: String,
+    work: String,
+    commit: String,
+    out: String,
+    n: usize,
+}
+
+fn args() -> Args {
+    let mut m = HashMap::new();
+    let v: Vec<String> = std::env::args().collect();
+    for p in v[1..].chunks(2) {
+        if p.len() == 2 {
+            m.insert(p[0].trim_start_matches("--").to_string(), p[1].clone());
+        }
+    }
+    let get = |k: &str| {
+        m.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("--{k} is required"))
+    };
+    Args {
+        pg: get("pg"),
+        nginx: get("nginx"),
+        pgbench: get("pgbench"),
+        work: get("work"),
+        commit: get("commit"),
+        out: get("out"),
+        n: std::env::var("BENCH_N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100_000),
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// Transactions per second of `sql` from pgbench: 4 clients, 2 threads, `secs` seconds.
+fn pgbench(a: &Args, name: &str, sql: &str, secs: u32) -> f64 {
+    let file = format!("{}/{name}.sql", a.work);
+    std::fs::write(&file, sql).unwrap();
+    let conn: HashMap<&str, &str> =
+        a.pg.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+    let out = Command::new(&a.pgbench)
+        .args([
+            "-n",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-f",
+            &file,
+        ])
+        .args([
+            "-h",
+            conn["host"],
+            "-p",
+            conn["port"],
+            "-U",
+            conn["user"],
+            conn["dbname"],
+        ])
+        .output()
+        .expect("pgbench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench {name} failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+fn wait_drained(db: &mut Client) -> f64 {
+    loop {
+        let busy: bool = db
+            .query_one("SELECT EXISTS (SELECT 1 FROM webhooks.deliveries WHERE status IN ('pending', 'in_flight') AND next_attempt_at IS DISTINCT FROM 'infinity' AND endpoint_id <> 'ep_dead')", &[])
+            .unwrap()
+            .get(0);
+        if !busy {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    db.query_one("SELECT extract(epoch FROM max(completed_at))::float8 FROM webhooks.deliveries WHERE status = 'succeeded'", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// Deliveries per second from one commit that makes `n` deliveries due to the last success.
+fn throughput(db: &mut Client, endpoints: &[String], events: usize) -> (f64, usize) {
+    db.batch_execute("TRUNCATE webhooks.events CASCADE")
+        .unwrap();
+    for ep in endpoints {
+        db.execute(
+            "SELECT webhooks.endpoint_update($1, batch_window => '1 hour')",
+            &[ep],
+        )
+        .unwrap();
+    }
+    // Published with a window so they are not yet due: the measured part is delivery alone.
+    db.execute(
+        "SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'user' || g || '@example.com', 'name', 'User Number ' || g))) FROM generate_series(1, $1::int) g",
+        &[&(events as i32)],
+    )
+    .unwrap();
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM webhooks.deliveries", &[])
+        .unwrap()
+        .get(0);
+    let mut tx = db.transaction().unwrap();
+    tx.execute(
+        "UPDATE webhooks.deliveries SET next_attempt_at = now()",
+        &[],
+    )
+    .unwrap();
+    tx.execute("SELECT webhooks._wake_on_commit()", &[])
+        .unwrap();
+    tx.commit().unwrap();
+    let t0 = now_us() as f64 / 1e6;
+    let last = wait_drained(db);
+    let ok: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ok, n, "every delivery succeeded");
+    (n as f64 / (last - t0), n as usize)
+}
+
+/// The same client library and concurrency as the worker, posting the same bodies, no database.
+fn raw_loop(url: &str, n: usize, concurrency: usize) -> f64 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .max_idle_connections_per_host(concurrency)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let body = r#"{"id":"evt_01KAW2J4Q1S6ZJ3QK1H7V8X9YZ","type":"user.created","version":"1","source":"urn:webhooks","time":"2026-11-23T01:00:00.000000Z","tenant_id":null,"actor":null,"data":{"id":1,"name":"User Number 1","email":"user1@example.com"}}"#;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (agent, next, url) = (agent.clone(), Arc::clone(&next), url.to_string());
+            std::thread::spawn(move || {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                    let mut r = agent
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("webhook-id", "evt_x")
+                        .header(
+                            "webhook-signature",
+                            "v1,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                        )
+                        .send(body)
+                        .expect("nginx answers");
+                    let _ = r.body_mut().read_to_vec();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// A receiver that notes when each request's first byte arrived, by the event's `seq`.
+fn latency_receiver() -> (String, Arc<Mutex<HashMap<i64, i64>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let s2 = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let seen = Arc::clone(&s2);
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                loop {
+                    let mut line = String::new();
+                    if r.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
+                        return;
+                    }
+                    let first_byte = now_us();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    if let Some(seq) = v["data"]["seq"].as_i64() {
+                        seen.lock().unwrap().insert(seq, first_byte);
+                    }
+                    w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Publishes at `rate` events/s for `secs` seconds; commit-to-first-byte latencies in ms.
+fn latency(
+    db: &mut Client,
+    seen: &Arc<Mutex<HashMap<i64, i64>>>,
+    rate: u32,
+    secs: u32,
+    seq0: i64,
+) -> Vec<f64> {
+    let n = (rate * secs) as i64;
+    let mut sent = HashMap::new();
+    let start = Instant::now();
+    let stmt = db
+        .prepare(
+            "SELECT webhooks.webhook_publish('user.updated', jsonb_build_object('seq', $1::int8))",
+        )
+        .unwrap();
+    for i in 0..n {
+        let due = Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let t = now_us();
+        db.execute(&stmt, &[&(seq0 + i)]).unwrap();
+        sent.insert(seq0 + i, t);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < sent.len() + seq0 as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = seen.lock().unwrap();
+    sent.iter()
+        .filter_map(|(k, t)| seen.get(k).map(|a| (a - t) as f64 / 1000.0))
+        .collect()
+}
+
+fn worker_memory(db: &mut Client) -> (f64, f64) {
+    let pid: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let kb = |file: &str, keys: &[&str]| -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        kb("smaps_rollup", &["Private_Clean:", "Private_Dirty:"]) / 1024.0,
+        kb("status", &["VmHWM:"]) / 1024.0,
+    )
+}
+
+fn claim_ms(db: &mut Client, ep: &str) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let mut tx = db.transaction().unwrap();
+        tx.execute("UPDATE webhooks.deliveries SET next_attempt_at = now() WHERE endpoint_id = $1 AND status = 'pending'", &[&ep]).unwrap();
+        let t = Instant::now();
+        let n: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM webhooks._claim(500, '1 minute', false)",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        best = best.min(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, 500);
+        tx.rollback().unwrap();
+    }
+    best
+}
+
+fn main() {
+    let a = args();
+    let mut db = Client::connect(&a.pg, NoTls).expect("connect");
+    let mut r = serde_json::Map::new();
+    db.batch_execute(
+        "CREATE TABLE plain_events (id bigserial PRIMARY KEY, data jsonb NOT NULL);
+         CREATE TABLE users (id bigserial PRIMARY KEY, email text, name text, password_hash text, created_at timestamptz DEFAULT now());
+         CREATE TABLE users_untracked (LIKE users INCLUDING ALL);
+         SELECT webhooks.track_table('users', 'user', '{password_hash}');",
+    )
+    .unwrap();
+    let ep: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.*}')",
+            &[&a.nginx],
+        )
+        .unwrap()
+        .get(0);
+    // Publishing cost is measured with deliveries written but not yet due, so the worker does
+    // not compete for the two cores while pgbench runs.
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, batch_window => '1 hour')",
+        &[&ep],
+    )
+    .unwrap();
+
+    println!("== publish");
+    let payload = r#"'{"id": 42, "email": "anita@example.com", "name": "Anita Singh"}'"#;
+    let plain = pgbench(
+        &a,
+        "plain",
+        &format!("INSERT INTO plain_events (data) VALUES ({payload});"),
+        10,
+    );
+    let publish = pgbench(
+        &a,
+        "publish",
+        &format!("SELECT webhooks.webhook_publish('user.created', {payload});"),
+        10,
+    );
+    let t = Instant::now();
+    db.batch_execute("INSERT INTO plain_events (data) SELECT jsonb_build_object('id', g, 'email', 'a@b.c') FROM generate_series(1, 50000) g").unwrap();
+    let bulk_plain = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    db.batch_execute("SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'a@b.c'))) FROM generate_series(1, 50000) g").unwrap();
+    let bulk_publish = t.elapsed().as_secs_f64();
+    println!("== trigger");
+    let ins = "INSERT INTO {T} (email, name, password_hash) VALUES ('anita@example.com', 'Anita Singh', 'argon2id$v=19$m=65536');";
+    let untracked = pgbench(&a, "untracked", &ins.replace("{T}", "users_untracked"), 10);
+    let tracked = pgbench(&a, "tracked", &ins.replace("{T}", "users"), 10);
+    r.insert("publish".into(), json!({"plain_tps": plain, "publish_tps": publish, "ratio": plain / publish,
+        "bulk_plain_s": bulk_plain, "bulk_publish_s": bulk_publish, "bulk_ratio": bulk_publish / bulk_plain}));
+    r.insert(
+        "trigger".into(),
+        json!({"untracked_tps": untracked, "tracked_tps": tracked, "ratio": untracked / tracked}),
+    );
+    db.batch_execute(
+        "TRUNCATE webhooks.events CASCADE; TRUNCATE plain_events, users, users_untracked",
+    )
+    .unwrap();
+
+    println!("== throughput ({} deliveries)", a.n);
+    let raw = raw_loop(&a.nginx, a.n, 32);
+    let (one, n1) = throughput(&mut db, std::slice::from_ref(&ep), a.n);
+    let mut ten = vec![ep.clone()];
+    for _ in 0..9 {
+        ten.push(
+            db.query_one(
+                "SELECT id FROM webhooks.endpoint_create($1, '{user.*}')",
+                &[&a.nginx],
+            )
+            .unwrap()
+            .get(0),
+        );
+    }
+    let (tenr, n10) = throughput(&mut db, &ten, a.n / 10);
+    let (mem_private, mem_peak) = worker_memory(&mut db);
+    r.insert("throughput".into(), json!({"raw_loop_per_s": raw, "one_endpoint_per_s": one, "deliveries_one": n1,
+        "ten_endpoints_per_s": tenr, "deliveries_ten": n10, "ratio_one_to_raw": one / raw, "ratio_ten_to_raw": tenr / raw}));
+    for e in &ten[1..] {
+        db.execute("SELECT webhooks.endpoint_delete($1)", &[e])
+            .unwrap();
+    }
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, batch_window => '0')",
+        &[&ep],
+    )
+    .unwrap();
+    db.batch_execute("TRUNCATE webhooks.events CASCADE")
+        .unwrap();
+
+    println!("== latency");
+    let (lat_url, seen) = latency_receiver();
+    db.execute("SELECT webhooks.endpoint_disable($1)", &[&ep])
+        .unwrap();
+    let lat_ep: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.updated}')",
+            &[&lat_url],
+        )
+        .unwrap()
+        .get(0);
+    let mut lat = serde_json::Map::new();
+    let mut seq0 = 0i64;
+    for (rate, secs) in [(10u32, 5u32), (100, 5), (1000, 3)] {
+        let mut v = latency(&mut db, &seen, rate, secs, seq0);
+        seq0 += (rate * secs) as i64;
+        let (p50, p99) = (percentile(&mut v, 0.5), percentile(&mut v, 0.99));
+        let max = v.iter().cloned().fold(0.0, f64::max);
+        lat.insert(
+            rate.to_string(),
+            json!({"p50_ms": p50, "p99_ms": p99, "max_ms": max, "samples": v.len()}),
+        );
+    }
+    r.insert("latency".into(), Value::Object(lat));
+    db.execute("SELECT webhooks.endpoint_delete($1)", &[&lat_ep])
+        .unwrap();
+    db.execute("SELECT webhooks.endpoint_enable($1)", &[&ep])
+        .unwrap();
+
+    println!("== backlog");
+    db.batch_execute("TRUNCATE webhooks.events CASCADE")
+        .unwrap();
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, batch_window => '1 hour')",
+        &[&ep],
+    )
+    .unwrap();
+    db.batch_execute("SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('i', g))) FROM generate_series(1, 500) g").unwrap();
+    let claim_empty = claim_ms(&mut db, &ep);
+    let publish_empty = pgbench(
+        &a,
+        "publish",
+        &format!("SELECT webhooks.webhook_publish('user.created', {payload});"),
+        10,
+    );
+    // A million deliveries for an endpoint that is down: all waiting for their next retry.
+    db.batch_execute(
+        "INSERT INTO webhooks.endpoints (id, url, event_types, enabled) VALUES ('ep_dead', 'http://127.0.0.1:9/down', '{audit.none}', true);
+         INSERT INTO webhooks.events (id, type, source, data) SELECT 'evt_backlog_' || g, 'user.created', 'bench', '{}' FROM generate_series(1, 1000000) g;
+         INSERT INTO webhooks.deliveries (event_id, endpoint_id, attempts, next_attempt_at)
+             SELECT 'evt_backlog_' || g, 'ep_dead', 3, now() + interval '2 hours' + g * interval '1 millisecond' FROM generate_series(1, 1000000) g;
+         VACUUM ANALYZE webhooks.deliveries; VACUUM ANALYZE webhooks.events;",
+    )
+    .unwrap();
+    let claim_backlog = claim_ms(&mut db, &ep);
+    let publish_backlog = pgbench(
+        &a,
+        "publish",
+        &format!("SELECT webhooks.webhook_publish('user.created', {payload});"),
+        10,
+    );
+    let (mem_private2, mem_peak2) = worker_memory(&mut db);
+    r.insert("backlog".into(), json!({"claim_500_empty_ms": claim_empty, "claim_500_backlog_ms": claim_backlog,
+        "publish_tps_empty": publish_empty, "publish_tps_backlog": publish_backlog,
+        "publish_slowdown": publish_empty / publish_backlog - 1.0,
+        "worker_private_mb": mem_private.max(mem_private2), "worker_peak_rss_mb": mem_peak.max(mem_peak2)}));
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    r.insert(
+        "machine".into(),
+        json!({"cores": cores, "cpu": model, "commit": a.commit, "date": date}),
+    );
+    let v = Value::Object(r);
+    std::fs::write(
+        format!("{}/results.json", a.out),
+        serde_json::to_string_pretty(&v).unwrap(),
+    )
+    .unwrap();
+    let md = report(&v);
+    print!("{md}");
+    std::fs::write(format!("{}/RESULTS.md", a.out), md).unwrap();
+}
+
+fn report(v: &Value) -> String {
+    let f = |p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let m = &v["machine"];
+    let mut s = format!(
+        "# Benchmark results\n\n{} cores ({}), commit {}, {}. PostgreSQL 15, nginx `return 200` on 127.0.0.1 as the\n\
+         receiver, all on the same machine. Produced by `bench/run`; each figure is paired with a baseline\n\
+         measured in the same run.\n\n",
+        m["cores"], m["cpu"].as_str().unwrap_or("?"), m["commit"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
+    );
+    s += "| what | webhooks | baseline (same run) | ratio |\n|---|---|---|---|\n";
+    s += &format!("| publish, pgbench 4 clients, 1 event/txn | {:.0} tx/s | plain INSERT of the same JSON: {:.0} tx/s | {:.2}x the cost |\n", f("/publish/publish_tps"), f("/publish/plain_tps"), f("/publish/ratio"));
+    s += &format!("| publish, 50,000 events in one statement | {:.2} s | plain INSERT: {:.2} s | {:.2}x the cost |\n", f("/publish/bulk_publish_s"), f("/publish/bulk_plain_s"), f("/publish/bulk_ratio"));
+    s += &format!("| INSERT into a tracked users table | {:.0} tx/s | untracked table: {:.0} tx/s | {:.2}x the cost |\n", f("/trigger/tracked_tps"), f("/trigger/untracked_tps"), f("/trigger/ratio"));
+    s += &format!("| signed deliveries, 1 endpoint ({} deliveries) | {:.0} /s | raw ureq loop, 32 threads, no DB: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_one"], f("/throughput/one_endpoint_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_one_to_raw"));
+    s += &format!("| signed deliveries, 10 endpoints ({} deliveries) | {:.0} /s | raw loop: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_ten"], f("/throughput/ten_endpoints_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_ten_to_raw"));
+    for rate in ["10", "100", "1000"] {
+        s += &format!("| commit to receiver's first byte at {rate} events/s | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | | |\n",
+            f(&format!("/latency/{rate}/p50_ms")), f(&format!("/latency/{rate}/p99_ms")), f(&format!("/latency/{rate}/max_ms")));
+    }
+    s += &format!("| claim 500 due deliveries, 1,000,000 waiting for a dead endpoint | {:.2} ms | empty queue: {:.2} ms | {:.2}x |\n", f("/backlog/claim_500_backlog_ms"), f("/backlog/claim_500_empty_ms"), f("/backlog/claim_500_backlog_ms") / f("/backlog/claim_500_empty_ms"));
+    s += &format!(
+        "| publish with that backlog | {:.0} tx/s | empty queue: {:.0} tx/s | {:+.0}% slower |\n",
+        f("/backlog/publish_tps_backlog"),
+        f("/backlog/publish_tps_empty"),
+        100.0 * f("/backlog/publish_slowdown")
+    );
+    s += &format!("| worker memory | {:.1} MB private, {:.1} MB peak RSS (incl. shared buffers touched) | | |\n", f("/backlog/worker_private_mb"), f("/backlog/worker_peak_rss_mb"));
+    s += "\n![throughput and latency](results.png)\n";
+    s
+}
