@@ -179,6 +179,31 @@ BEGIN
                       FROM jsonb_array_elements(answers) a));
 END $$;
 
+-- Cascades -----------------------------------------------------------------------------------
+
+-- Deleting endpoints, events or deliveries removes what hangs off them, once per statement.
+-- They run as the owner: an admin deleting an endpoint needs no DELETE right on deliveries.
+CREATE FUNCTION webhooks._cascade_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'endpoints' THEN
+        DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.endpoint_id = o.id;
+    ELSIF TG_TABLE_NAME = 'events' THEN
+        DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.event_id = o.id;
+    ELSE
+        DELETE FROM webhooks.attempts a USING old_rows o WHERE a.delivery_id = o.id;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER endpoints_cascade AFTER DELETE ON webhooks.endpoints
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+CREATE TRIGGER events_cascade AFTER DELETE ON webhooks.events
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+CREATE TRIGGER deliveries_cascade AFTER DELETE ON webhooks.deliveries
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+
 -- Endpoints ----------------------------------------------------------------------------------
 
 -- Fills ids and secrets and validates every write, whether it comes through the functions

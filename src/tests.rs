@@ -280,3 +280,18 @@ fn a_tenant_sees_and_changes_only_its_own_rows() {
     assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 3);
     let _ = mine;
 }
+
+#[pg_test]
+fn deletes_cascade_without_foreign_keys() {
+    let a = endpoint("https://a.example.com/h", "{*}", None);
+    let b = endpoint("https://b.example.com/h", "{*}", None);
+    let ev = one::<String>("SELECT webhooks.webhook_publish('user.created', '{}')").unwrap();
+    run(&format!(
+        "INSERT INTO webhooks.attempts (delivery_id, attempt, started_at) SELECT id, 1, now() FROM webhooks.deliveries WHERE endpoint_id = '{a}'"
+    ));
+    run(&format!("SELECT webhooks.endpoint_delete('{a}')"));
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries"), 1);
+    assert_eq!(count("SELECT count(*) FROM webhooks.attempts"), 0);
+    run(&format!("DELETE FROM webhooks.events WHERE id = '{ev}'"));
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{b}'")), 0);
+}
