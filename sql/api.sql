@@ -68,19 +68,25 @@ DECLARE
     p_tenant text := coalesce(tenant_id, webhooks.current_tenant());
     et webhooks.event_types;
     new_id text := webhooks._new_event_id();
+    due_now boolean;
 BEGIN
     et := webhooks._check_event(p_type, data, p_tenant, actor, false);
     INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key)
     VALUES (new_id, p_tenant, p_type, et.version,
             coalesce(nullif(current_setting('webhooks.source', true), ''), 'urn:webhooks'),
             actor, data, entity_key);
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at)
-    SELECT new_id, ep.id, p_tenant, webhook_publish.entity_key, now() + ep.batch_window
-    FROM webhooks.endpoints ep
-    WHERE ep.enabled
-      AND (ep.tenant_id IS NULL OR ep.tenant_id = p_tenant)
-      AND webhooks._matches(ep.event_types, p_type);
-    IF FOUND THEN
+    WITH d AS (
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at)
+        SELECT new_id, ep.id, p_tenant, webhook_publish.entity_key, now() + ep.batch_window
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled
+          AND (ep.tenant_id IS NULL OR ep.tenant_id = p_tenant)
+          AND webhooks._matches(ep.event_types, p_type)
+        RETURNING next_attempt_at
+    )
+    SELECT bool_or(d.next_attempt_at <= now()) INTO due_now FROM d;
+    -- Wake the worker on commit only for work that is due now (batched endpoints wait anyway).
+    IF due_now THEN
         PERFORM webhooks._wake_on_commit();
     END IF;
     RETURN new_id;
@@ -615,6 +621,8 @@ END $$;
 
 -- The worker's statements ----------------------------------------------------------------------
 
+-- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
+-- plans for the session where an SQL function would be parsed and planned on each call.
 -- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
 -- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
 -- Ordered endpoints release one delivery per entity at a time.
@@ -622,8 +630,11 @@ CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int)
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
 WITH due AS (
     SELECT d.id
     FROM webhooks.deliveries d
@@ -651,15 +662,16 @@ RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
           (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
           e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
           CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
-          ep.headers::text, ep.batch_max
-$$;
+          ep.headers::text, ep.batch_max;
+END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row each.
 CREATE FUNCTION webhooks._record(ids int8[], statuses text[], attempt_nos int4[], codes int4[], errors text[],
                                  retry_in_us int8[], started_us int8[], durations float8[], bodies text[])
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
+BEGIN
 WITH r AS (
     SELECT * FROM unnest(ids, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
         AS r(id, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
@@ -678,5 +690,5 @@ WITH r AS (
 )
 INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
 SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-FROM r JOIN upd ON upd.id = r.id
-$$;
+FROM r JOIN upd ON upd.id = r.id;
+END $$;
