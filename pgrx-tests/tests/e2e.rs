@@ -328,3 +328,59 @@ fn the_worker_survives_the_extension_being_dropped_and_created_again() {
     assert!(st.get::<_, bool>(0) && st.get::<_, bool>(1));
     assert_eq!(st.get::<_, Option<i32>>(2), Some(pid));
 }
+
+#[test]
+fn a_burst_released_at_once_is_delivered_whatever_the_planner_statistics() {
+    // 20,000 deliveries wait on a disabled endpoint, then enable makes them all due in one
+    // statement: the claim must not depend on statistics gathered before the burst.
+    let c = Cluster::start(&["webhooks.poll_interval = '100ms'"]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    let (ep, _) = c.endpoint(&mut db, &rx.url, &["*"]);
+    db.execute("SELECT webhooks.endpoint_disable($1)", &[&ep])
+        .unwrap();
+    db.execute(
+        "UPDATE webhooks.endpoints SET enabled = true WHERE id = $1",
+        &[&ep],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE webhooks.endpoints SET enabled = false WHERE id = $1",
+        &[&ep],
+    )
+    .unwrap();
+    let mut tx = db.transaction().unwrap();
+    tx.execute(
+        "UPDATE webhooks.endpoints SET enabled = true WHERE id = $1",
+        &[&ep],
+    )
+    .unwrap();
+    tx.execute("SELECT webhooks.webhook_publish('user.created', jsonb_build_object('i', g)) FROM generate_series(1, 20000) g", &[])
+        .unwrap();
+    tx.execute(
+        "UPDATE webhooks.endpoints SET enabled = false WHERE id = $1",
+        &[&ep],
+    )
+    .unwrap();
+    tx.execute(
+        "UPDATE webhooks.deliveries SET next_attempt_at = 'infinity'",
+        &[],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    db.execute("SELECT webhooks.endpoint_enable($1)", &[&ep])
+        .unwrap();
+    wait_for("20,000 deliveries", Duration::from_secs(180), || {
+        (rx.count() >= 20000).then_some(())
+    });
+    wait_for("every outcome recorded", T, || {
+        let ok: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (ok == 20000).then_some(())
+    });
+}
