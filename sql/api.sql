@@ -635,6 +635,9 @@ RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int)
 LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch).
+SET plan_cache_mode = force_custom_plan
 SET statement_timeout = '60s'
 AS $$
 #variable_conflict use_column

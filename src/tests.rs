@@ -295,3 +295,14 @@ fn deletes_cascade_without_foreign_keys() {
     run(&format!("DELETE FROM webhooks.events WHERE id = '{ev}'"));
     assert_eq!(count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{b}'")), 0);
 }
+
+#[pg_test]
+fn a_rolled_back_publish_leaves_nothing() {
+    endpoint("https://h.example.com/in", "{*}", None);
+    // A subtransaction that publishes, then fails: as if the caller's transaction rolled back.
+    assert!(err("DO $$ BEGIN PERFORM webhooks.webhook_publish('user.created', '{}'); RAISE EXCEPTION 'app failed'; END $$")
+        .unwrap()
+        .contains("app failed"));
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0);
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries"), 0);
+}

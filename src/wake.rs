@@ -41,10 +41,10 @@ unsafe extern "C-unwind" fn on_xact(
     _arg: *mut std::os::raw::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
-            if PUBLISHED.with(|p| p.replace(false)) {
-                wake_worker();
-            }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            if PUBLISHED.with(|p| p.replace(false)) =>
+        {
+            wake_worker();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             PUBLISHED.with(|p| p.set(false));

@@ -175,7 +175,7 @@ fn ordered_endpoints_hold_back_only_the_failing_entity() {
         .collect();
     let steps = |u: i64| -> Vec<i64> {
         got.iter()
-            .filter(|g| g.0 == u && g.2 == "1" || g.0 == u && g.1 == 1)
+            .filter(|g| g.0 == u && (g.2 == "1" || g.1 == 1))
             .map(|g| g.1)
             .collect()
     };
