@@ -36,6 +36,20 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The endpoint's `headers` column (JSON text) as name/value pairs; non-string values are skipped
+/// (the endpoint trigger refuses them on write).
+pub fn parse_object(json_text: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let Some(text) = json_text else {
+        return Ok(Vec::new());
+    };
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| format!("endpoint headers unusable: {e}"))?;
+    Ok(map
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,11 @@ fn mac(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
     m
 }
 
+/// The keys of every active secret of an endpoint (current, then previous during rotation).
+pub fn keys<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Result<Vec<Vec<u8>>, SigningError> {
+    secrets.into_iter().map(secret_key).collect()
+}
+
 /// One `v1,<base64>` signature.
 pub fn sign_with_key(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     let tag = mac(key, msg_id, timestamp, body).finalize().into_bytes();

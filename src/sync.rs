@@ -7,22 +7,11 @@ use crate::http::{self, Job, Outcome};
 use crate::{guc, signing, target};
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
-}
-
-fn headers_of(v: &Value) -> Vec<(String, String)> {
-    text(v, "headers")
-        .and_then(|h| serde_json::from_str::<Map<String, Value>>(h).ok())
-        .map(|m| {
-            m.into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `targets`: rows of `webhooks._sync_prepare` as a JSON array. Returns one answer per target.
@@ -65,13 +54,14 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             outcomes[i] = refuse(format!("refused: {e}"));
             continue;
         }
-        let keys: Result<Vec<_>, _> = ["secret", "previous_secret"]
+        let secrets = ["secret", "previous_secret"]
             .iter()
-            .filter_map(|k| text(t, k))
-            .map(signing::secret_key)
-            .collect();
-        let Ok(keys) = keys else {
-            outcomes[i] = refuse("endpoint secret unusable".into());
+            .filter_map(|k| text(t, k));
+        let (Ok(keys), Ok(headers)) = (
+            signing::keys(secrets),
+            crate::headers::parse_object(text(t, "headers")),
+        ) else {
+            outcomes[i] = refuse("endpoint secret or headers unusable".into());
             continue;
         };
         jobs.push(Job {
@@ -82,7 +72,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             attempt: 1,
             body: Arc::clone(&body),
             keys: Arc::new(keys),
-            headers: Arc::new(headers_of(t)),
+            headers: Arc::new(headers),
         });
     }
     // Every endpoint at once, from threads that never touch PostgreSQL and block all signals.

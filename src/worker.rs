@@ -281,19 +281,9 @@ struct EndpointParts {
 }
 
 fn endpoint_parts(c: &Claimed) -> Result<EndpointParts, String> {
-    let keys = c
-        .secrets
-        .iter()
-        .map(|s| signing::secret_key(s).map_err(|e| format!("endpoint secret unusable: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let headers = match &c.headers {
-        None => Vec::new(),
-        Some(text) => serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
-            .map_err(|e| format!("endpoint headers unusable: {e}"))?
-            .into_iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
-            .collect(),
-    };
+    let keys = signing::keys(c.secrets.iter().map(String::as_str))
+        .map_err(|e| format!("endpoint secret unusable: {e}"))?;
+    let headers = crate::headers::parse_object(c.headers.as_deref())?;
     Ok(EndpointParts {
         keys: Arc::new(keys),
         headers: Arc::new(headers),

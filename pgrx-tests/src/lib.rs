@@ -19,3 +19,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// True when the request's Standard Webhooks headers verify with the reference library
+/// (the `standardwebhooks` crate) for `secret`.
+pub fn verify_signature(secret: &str, req: &receiver::Request) -> bool {
+    let Ok(wh) = standardwebhooks::Webhook::new(secret) else {
+        return false;
+    };
+    let mut h = http::HeaderMap::new();
+    for k in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        match req.header(k).parse() {
+            Ok(v) => {
+                h.insert(k, v);
+            }
+            Err(_) => return false,
+        }
+    }
+    wh.verify(req.body.as_bytes(), &h).is_ok()
+}
