@@ -10,7 +10,7 @@ use crate::{guc, signing, target, wake};
 use pgrx::bgworkers::*;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,9 +99,14 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     );
     let mut last_housekeeping = Instant::now() - Duration::from_secs(3600);
     let mut last_lease_scan = Instant::now() - Duration::from_secs(3600);
+    // Two batches in flight: while the HTTP threads send one, this thread claims the next and
+    // records the previous, so neither the database nor the network waits for the other.
+    let mut inflight: VecDeque<Batch> = VecDeque::new();
+    let mut next_tag = 0usize;
 
     loop {
-        if BackgroundWorker::sighup_received() {
+        // Settings change only between batches: a new pool must not orphan queued requests.
+        if inflight.is_empty() && BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             let fresh = Settings::load();
             if fresh.concurrency != settings.concurrency
@@ -112,11 +117,21 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             }
             settings = fresh;
         }
-        let scan_leases = last_lease_scan.elapsed() > Duration::from_secs(5);
-        if scan_leases {
-            last_lease_scan = Instant::now();
+        let mut claimed_full = false;
+        if inflight.len() < 2 && !BackgroundWorker::sigterm_received() {
+            let scan_leases = last_lease_scan.elapsed() > Duration::from_secs(5);
+            if scan_leases {
+                last_lease_scan = Instant::now();
+            }
+            let after = inflight
+                .back()
+                .map(|b| b.deadline)
+                .unwrap_or_else(Instant::now);
+            if let Some(b) = submit(&settings, &pool, scan_leases, &mut next_tag, after) {
+                claimed_full = b.claimed.len() as i64 >= settings.batch_size;
+                inflight.push_back(b);
+            }
         }
-        let claimed = cycle(&settings, &pool, scan_leases);
         wake::WORKER_BEAT
             .get()
             .store(http::now_us(), Ordering::Relaxed);
@@ -124,16 +139,23 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             last_housekeeping = Instant::now();
             housekeeping(&settings);
         }
-        if BackgroundWorker::sigterm_received() {
-            break;
-        }
-        // A full batch means more is probably due: go again without sleeping.
-        if claimed as i64 >= settings.batch_size {
+        if inflight.is_empty() {
+            if BackgroundWorker::sigterm_received()
+                || !BackgroundWorker::wait_latch(Some(settings.poll))
+            {
+                break;
+            }
             continue;
         }
-        if !BackgroundWorker::wait_latch(Some(settings.poll)) {
-            break;
+        // A full batch means more is probably due: claim the next before waiting on this one.
+        if claimed_full && inflight.len() < 2 {
+            continue;
         }
+        finish_oldest(&mut inflight, &pool, &settings);
+    }
+    // Record what is still in flight (bounded by the batches' deadlines) before leaving.
+    while !inflight.is_empty() {
+        finish_oldest(&mut inflight, &pool, &settings);
     }
     wake::WORKER_PID.get().store(0, Ordering::Relaxed);
     drop(pool);
@@ -291,22 +313,40 @@ fn endpoint_parts(c: &Claimed) -> Result<EndpointParts, String> {
 }
 
 /// Claims one batch, sends it and records the outcomes. Returns how many were claimed.
-fn cycle(settings: &Settings, pool: &Pool, scan_leases: bool) -> usize {
-    let Some(claimed) = in_transaction("claiming deliveries", || claim(settings, scan_leases))
-    else {
-        return 0;
-    };
+/// A claimed batch whose requests are queued in the pool. Its jobs are tagged `base + unit`, so
+/// an answer arriving after its batch was recorded (a request that outlived the deadline) matches
+/// no batch and is dropped: that delivery keeps its lease and is claimed again later.
+struct Batch {
+    base: usize,
+    claimed: Vec<Claimed>,
+    units: Vec<Unit>,
+    outcomes: Vec<Option<Outcome>>,
+    waiting: usize,
+    deadline: Instant,
+}
+
+/// Claims a batch and queues its requests. None when nothing was due (or the claim failed).
+fn submit(
+    settings: &Settings,
+    pool: &Pool,
+    scan_leases: bool,
+    next_tag: &mut usize,
+    after: Instant,
+) -> Option<Batch> {
+    let claimed = in_transaction("claiming deliveries", || claim(settings, scan_leases))?;
     if claimed.is_empty() {
-        return 0;
+        return None;
     }
     let units = units(&claimed);
+    let base = *next_tag;
+    *next_tag += units.len();
     let mut parts: HashMap<String, Result<EndpointParts, String>> = HashMap::new();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; units.len()];
-    let mut in_flight = 0usize;
+    let mut waiting = 0usize;
     for (u, unit) in units.iter().enumerate() {
         let first = &claimed[unit.members[0]];
         let refuse = |msg: String| Outcome {
-            tag: u,
+            tag: base + u,
             error: Some(msg),
             started_at_us: http::now_us(),
             ..Default::default()
@@ -340,7 +380,7 @@ fn cycle(settings: &Settings, pool: &Pool, scan_leases: bool) -> usize {
             (first.event_id.clone(), first.body.clone())
         };
         let job = Job {
-            tag: u,
+            tag: base + u,
             url: first.url.clone(),
             msg_id,
             event_type: first.event_type.clone(),
@@ -350,37 +390,70 @@ fn cycle(settings: &Settings, pool: &Pool, scan_leases: bool) -> usize {
             headers: Arc::clone(&p.headers),
         };
         if pool.submit(job) {
-            in_flight += 1;
+            waiting += 1;
         } else {
             outcomes[u] = Some(refuse("internal: no sender thread available".into()));
         }
     }
-    // Every request ends within the timeout; the margin covers connection setup and scheduling.
-    let deadline = Instant::now() + settings.timeout + Duration::from_secs(5);
-    while in_flight > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match pool.results.recv_timeout(left) {
-            Ok(o) => {
-                let tag = o.tag;
-                if tag < outcomes.len() && outcomes[tag].is_none() {
-                    outcomes[tag] = Some(o);
-                    in_flight -= 1;
-                }
+    // Requests run `pool.size()` at a time, each within the timeout, after the batch queued
+    // before this one; the margin covers connection setup and scheduling.
+    let rounds = waiting.div_ceil(pool.size().max(1)) as u32;
+    let deadline =
+        after.max(Instant::now()) + settings.timeout * rounds.max(1) + Duration::from_secs(5);
+    Some(Batch {
+        base,
+        claimed,
+        units,
+        outcomes,
+        waiting,
+        deadline,
+    })
+}
+
+fn route(inflight: &mut VecDeque<Batch>, o: Outcome) {
+    for b in inflight.iter_mut() {
+        if o.tag >= b.base && o.tag < b.base + b.outcomes.len() {
+            let slot = &mut b.outcomes[o.tag - b.base];
+            if slot.is_none() {
+                *slot = Some(o);
+                b.waiting -= 1;
             }
+            return;
+        }
+    }
+}
+
+/// Waits for the oldest batch's answers (routing any others to their batches) and records it.
+fn finish_oldest(inflight: &mut VecDeque<Batch>, pool: &Pool, settings: &Settings) {
+    loop {
+        let Some(front) = inflight.front() else {
+            return;
+        };
+        if front.waiting == 0 {
+            break;
+        }
+        let left = front.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match pool.results.recv_timeout(left) {
+            Ok(o) => route(inflight, o),
             Err(_) => break,
         }
     }
+    let Some(b) = inflight.pop_front() else {
+        return;
+    };
     let now = http::now_us();
     let mut rec = Record::default();
-    for (u, unit) in units.iter().enumerate() {
-        // An unanswered unit keeps its lease and is retried after it expires.
-        let Some(o) = &outcomes[u] else { continue };
+    for (u, unit) in b.units.iter().enumerate() {
+        // An unanswered unit keeps its lease and is claimed again after it expires.
+        let Some(o) = &b.outcomes[u] else { continue };
         for &i in &unit.members {
-            rec.push(&claimed[i], o, settings, now);
+            rec.push(&b.claimed[i], o, settings, now);
         }
     }
     in_transaction("recording outcomes", || rec.save());
-    claimed.len()
 }
 
 #[derive(Default)]
