@@ -41,16 +41,15 @@ unsafe fn checked_value<'a>(newval: *mut *mut std::os::raw::c_char) -> Option<&'
     CStr::from_ptr(*newval).to_str().ok()
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_duration(
+/// Runs `parse` on the proposed value; on failure its message becomes the error's DETAIL.
+unsafe fn check_with(
     newval: *mut *mut std::os::raw::c_char,
-    _extra: *mut *mut std::os::raw::c_void,
-    _source: pg_sys::GucSource::Type,
+    parse: impl Fn(&str) -> Result<(), String>,
 ) -> bool {
     match checked_value(newval) {
         None => true,
-        Some(v) => match schedule::parse_duration(v) {
-            Ok(_) => true,
+        Some(v) => match parse(v) {
+            Ok(()) => true,
             Err(e) => {
                 set_check_detail(&e);
                 false
@@ -60,23 +59,25 @@ unsafe extern "C-unwind" fn check_duration(
 }
 
 #[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_duration(
+    newval: *mut *mut std::os::raw::c_char,
+    _extra: *mut *mut std::os::raw::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_with(newval, |v| schedule::parse_duration(v).map(|_| ()))
+}
+
+#[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_schedule(
     newval: *mut *mut std::os::raw::c_char,
     _extra: *mut *mut std::os::raw::c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    match checked_value(newval) {
-        None => true,
-        Some(v) => match schedule::parse_schedule(v) {
-            Ok(_) => true,
-            Err(e) => {
-                set_check_detail(&format!(
-                    "retry schedule {e}; expected a list like 1m,5m,30m,2h,12h"
-                ));
-                false
-            }
-        },
-    }
+    check_with(newval, |v| {
+        schedule::parse_schedule(v)
+            .map(|_| ())
+            .map_err(|e| format!("retry schedule {e}; expected a list like 1m,5m,30m,2h,12h"))
+    })
 }
 
 fn string(
