@@ -333,11 +333,16 @@ fn submit(
     next_tag: &mut usize,
     after: Instant,
 ) -> Option<Batch> {
-    let claimed = in_transaction("claiming deliveries", || claim(settings, scan_leases))?;
+    let mut claimed = in_transaction("claiming deliveries", || claim(settings, scan_leases))?;
     if claimed.is_empty() {
         return None;
     }
     let units = units(&claimed);
+    // Bodies move into the jobs: recording needs only ids and attempt counts, not payloads.
+    let mut bodies: Vec<String> = claimed
+        .iter_mut()
+        .map(|c| std::mem::take(&mut c.body))
+        .collect();
     let base = *next_tag;
     *next_tag += units.len();
     let mut parts: HashMap<String, Result<EndpointParts, String>> = HashMap::new();
@@ -369,7 +374,7 @@ fn submit(
             let bodies: Vec<String> = unit
                 .members
                 .iter()
-                .map(|i| claimed[*i].body.clone())
+                .map(|i| std::mem::take(&mut bodies[*i]))
                 .collect();
             // A batch is its own message; its id is stable over retries of the same first event.
             (
@@ -377,7 +382,10 @@ fn submit(
                 envelope::build_batch(&bodies),
             )
         } else {
-            (first.event_id.clone(), first.body.clone())
+            (
+                first.event_id.clone(),
+                std::mem::take(&mut bodies[unit.members[0]]),
+            )
         };
         let job = Job {
             tag: base + u,
