@@ -1,31 +1,29 @@
--- The SQL API of the webhooks extension (loaded after the Rust functions exist).
+-- The SQL API of the webhooks extension (loaded after the tables, tenancy and Rust functions).
+--
+-- Security rule, followed by every function here: a SECURITY DEFINER function takes plain values
+-- (text, jsonb, ids), pins search_path = pg_catalog, webhooks, pg_temp and schema-qualifies what
+-- it calls, so it evaluates nothing a caller can define (casts, operators, types, pg_temp
+-- shadows). Work on a caller's rows and types runs with the caller's rights before it. Functions
+-- whose names start with _ are executable by the extension owner alone (security.sql).
 
--- The session's tenant, or NULL when the session sees every tenant.
-CREATE FUNCTION webhooks.current_tenant() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT nullif(current_setting('webhooks.tenant_id', true), '') $$;
+-- Publishing -----------------------------------------------------------------------------------
 
-CREATE FUNCTION webhooks._raise(code text, message text, detail text) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message, DETAIL = detail;
-END $$;
-
--- Checks shared by webhook_publish and webhook_send_sync; returns the catalogue entry.
-CREATE FUNCTION webhooks._check_event(p_type text, p_data jsonb, p_tenant text, p_actor jsonb, p_sync boolean)
+-- Checks shared by webhook_publish and webhook_send_sync; returns the catalogue entry. Limits
+-- apply to what is sent: the JSON text of data and actor, not their stored (compressed) size.
+CREATE FUNCTION webhooks._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean)
 RETURNS webhooks.event_types
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     et webhooks.event_types;
-    session_tenant text := webhooks.current_tenant();
-    max_bytes int := coalesce(nullif(current_setting('webhooks.max_payload', true), '')::int, 262144);
+    max_bytes int := coalesce(nullif(pg_catalog.current_setting('webhooks.max_payload', true), '')::int, 262144);
+    data_bytes int;
 BEGIN
-    SELECT * INTO et FROM webhooks.event_types WHERE name = p_type;
+    SELECT * INTO et FROM webhooks.event_types t WHERE t.name = p_type;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown event type "%"', p_type
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('Register it first: SELECT webhooks.event_type_register(%L, ''description'');', p_type);
+                  HINT = pg_catalog.format('Register it first: SELECT webhooks.event_type_register(%L, ''description'');', p_type);
     END IF;
     IF et.mode = 'sync' AND NOT p_sync THEN
         RAISE EXCEPTION 'event type "%" is synchronous', p_type
@@ -35,23 +33,51 @@ BEGIN
         RAISE EXCEPTION 'event type "%" is delivered asynchronously (mode %)', p_type, et.mode
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use webhooks.webhook_publish(...).';
     END IF;
-    IF p_data IS NULL OR jsonb_typeof(p_data) <> 'object' THEN
-        RAISE EXCEPTION 'data must be a JSON object, got %', coalesce(jsonb_typeof(p_data), 'NULL')
+    IF p_data IS NULL OR pg_catalog.jsonb_typeof(p_data) <> 'object' THEN
+        RAISE EXCEPTION 'data must be a JSON object, got %', coalesce(pg_catalog.jsonb_typeof(p_data), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_actor IS NOT NULL AND jsonb_typeof(p_actor) <> 'object' THEN
-        RAISE EXCEPTION 'actor must be a JSON object, got %', jsonb_typeof(p_actor)
+    IF p_actor IS NOT NULL AND pg_catalog.jsonb_typeof(p_actor) <> 'object' THEN
+        RAISE EXCEPTION 'actor must be a JSON object, got %', pg_catalog.jsonb_typeof(p_actor)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF pg_column_size(p_data) > max_bytes AND octet_length(p_data::text) > max_bytes THEN
-        RAISE EXCEPTION 'data is % bytes, over webhooks.max_payload (% bytes)', octet_length(p_data::text), max_bytes
+    data_bytes := pg_catalog.octet_length(p_data::text);
+    IF data_bytes > max_bytes THEN
+        RAISE EXCEPTION 'data is % bytes as sent, over webhooks.max_payload (% bytes)', data_bytes, max_bytes
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF session_tenant IS NOT NULL AND p_tenant IS DISTINCT FROM session_tenant THEN
-        RAISE EXCEPTION 'tenant_id "%" does not match this session''s webhooks.tenant_id "%"', p_tenant, session_tenant
-            USING ERRCODE = 'insufficient_privilege';
+    IF p_actor IS NOT NULL AND pg_catalog.octet_length(p_actor::text) > 8192 THEN
+        RAISE EXCEPTION 'actor is % bytes as sent, over the 8192-byte limit', pg_catalog.octet_length(p_actor::text)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF pg_catalog.octet_length(p_entity_key) > 512 THEN
+        RAISE EXCEPTION 'entity_key is % bytes, over the 512-byte limit', pg_catalog.octet_length(p_entity_key)
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
     RETURN et;
+END $$;
+
+-- The tenant an event is published for: the one named, else the session's default; refused
+-- unless the session's role may act for it.
+CREATE FUNCTION webhooks._event_tenant(p_tenant text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    t text := p_tenant;
+BEGIN
+    IF t IS NULL AND pg_catalog.cardinality(s) = 1 AND s[1] <> '' THEN
+        t := s[1];
+    END IF;
+    PERFORM webhooks._check_tenant_id(t);
+    IF s IS NOT NULL AND NOT coalesce(t, '') = ANY (s) THEN
+        RAISE EXCEPTION 'cannot publish for tenant_id %: role % acts for %',
+            coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks._caller()::regrole,
+            coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'events without a tenant only')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
+    END IF;
+    RETURN t;
 END $$;
 
 CREATE FUNCTION webhooks.webhook_publish(
@@ -61,30 +87,30 @@ CREATE FUNCTION webhooks.webhook_publish(
     actor jsonb DEFAULT NULL,
     entity_key text DEFAULT NULL
 ) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     p_type text := event_type;
-    p_tenant text := coalesce(tenant_id, webhooks.current_tenant());
+    p_tenant text := webhooks._event_tenant(tenant_id);
     et webhooks.event_types;
     new_id text := webhooks._new_event_id();
     due_now boolean;
 BEGIN
-    et := webhooks._check_event(p_type, data, p_tenant, actor, false);
+    et := webhooks._check_event(p_type, data, actor, entity_key, false);
     INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key)
     VALUES (new_id, p_tenant, p_type, et.version,
-            coalesce(nullif(current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
             actor, data, entity_key);
     WITH d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at)
-        SELECT new_id, ep.id, p_tenant, webhook_publish.entity_key, now() + ep.batch_window
+        SELECT new_id, ep.id, p_tenant, webhook_publish.entity_key, pg_catalog.now() + ep.batch_window
         FROM webhooks.endpoints ep
         WHERE ep.enabled
-          AND (ep.tenant_id IS NULL OR ep.tenant_id = p_tenant)
+          AND (ep.tenant_id IS NOT DISTINCT FROM p_tenant OR ep.tenant_id = '*')
           AND webhooks._matches(ep.event_types, p_type)
         RETURNING next_attempt_at
     )
-    SELECT bool_or(d.next_attempt_at <= now()) INTO due_now FROM d;
+    SELECT pg_catalog.bool_or(d.next_attempt_at <= pg_catalog.now()) INTO due_now FROM d;
     -- Wake the worker on commit only for work that is due now (batched endpoints wait anyway).
     IF due_now THEN
         PERFORM webhooks._wake_on_commit();
@@ -92,105 +118,108 @@ BEGIN
     RETURN new_id;
 END $$;
 COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text) IS
-    'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction.';
+    'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id.';
 
--- Used by webhook_send_sync (Rust, SECURITY DEFINER): records the event and in-flight deliveries.
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
 CREATE FUNCTION webhooks._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text)
-LANGUAGE plpgsql VOLATILE
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    tenant text := coalesce(p_tenant, webhooks.current_tenant());
+    tenant text := webhooks._event_tenant(p_tenant);
     et webhooks.event_types;
     new_id text := webhooks._new_event_id();
     ev webhooks.events;
 BEGIN
-    et := webhooks._check_event(p_type, p_data, tenant, p_actor, true);
+    et := webhooks._check_event(p_type, p_data, p_actor, NULL, true);
     INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data)
     VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor, p_data)
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor, p_data)
     RETURNING * INTO ev;
     RETURN QUERY
     WITH d AS (
         INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, now() + interval '1 hour'
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour'
         FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NULL OR ep.tenant_id = tenant)
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
           AND webhooks._matches(ep.event_types, p_type)
         RETURNING dd.id, dd.endpoint_id
     )
     SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
            (extract(epoch FROM ev.occurred_at) * 1000000)::int8, ev.data::text,
            ep.id, ep.url, ep.secret,
-           CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
-           ep.headers::text
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key
     FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
     ORDER BY ep.id;
 END $$;
 
 CREATE FUNCTION webhooks._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     WITH r AS (
-        SELECT * FROM jsonb_to_recordset(answers)
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
             AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
     ), upd AS (
         UPDATE webhooks.deliveries d
         SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = now()
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
         FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
         RETURNING d.id
     )
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
     FROM r JOIN upd ON upd.id = r.delivery_id
 $$;
 
 -- Synchronous events: delivered now from the calling session; any non-2xx or timeout fails the
--- caller (SQLSTATE WH001), as challenge delivery and action.verify require. The attempts are
--- recorded, and roll back with the caller's transaction when it fails.
+-- caller (SQLSTATE WH001), as challenge delivery and action.verify require. Errors name endpoint
+-- ids, never URLs (publishers read them, and a URL may carry a token).
 CREATE FUNCTION webhooks.webhook_send_sync(
     event_type text,
     data jsonb,
     tenant_id text DEFAULT NULL,
     actor jsonb DEFAULT NULL
 ) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     targets jsonb;
     answers jsonb;
     failures text;
 BEGIN
-    SELECT jsonb_agg(to_jsonb(t)) INTO targets
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
     FROM webhooks._sync_prepare(event_type, data, tenant_id, actor) t;
     IF targets IS NULL THEN
         RAISE EXCEPTION 'no enabled endpoint subscribes to synchronous event type "%"', event_type
-            USING ERRCODE = 'WH002', HINT = format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type);
+            USING ERRCODE = 'WH002', HINT = pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type);
     END IF;
     answers := webhooks._sync_send(event_type, targets);
     PERFORM webhooks._sync_record(answers);
-    SELECT string_agg(format('endpoint %s (%s): %s', a->>'endpoint_id', a->>'url', a->>'error'), '; ')
-    INTO failures FROM jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
     IF failures IS NOT NULL THEN
         RAISE EXCEPTION 'synchronous webhook % failed: %', event_type, failures
             USING ERRCODE = 'WH001', DETAIL = 'event ' || (targets -> 0 ->> 'event_id');
     END IF;
-    RETURN jsonb_build_object(
+    RETURN pg_catalog.jsonb_build_object(
         'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT jsonb_agg(jsonb_build_object('endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                                          'body', a->'body', 'duration_ms', a->'duration_ms'))
-                      FROM jsonb_array_elements(answers) a));
+        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
+                      FROM pg_catalog.jsonb_array_elements(answers) a));
 END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
 
--- Cascades -----------------------------------------------------------------------------------
+-- Cascades and wake-ups ------------------------------------------------------------------------
 
 -- Deleting endpoints, events or deliveries removes what hangs off them, once per statement.
 -- They run as the owner: an admin deleting an endpoint needs no DELETE right on deliveries.
 CREATE FUNCTION webhooks._cascade_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
     IF TG_TABLE_NAME = 'endpoints' THEN
@@ -210,26 +239,38 @@ CREATE TRIGGER events_cascade AFTER DELETE ON webhooks.events
 CREATE TRIGGER deliveries_cascade AFTER DELETE ON webhooks.deliveries
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
 
+-- Any UPDATE of deliveries (a retry, an admin's fix) may have made work due: wake the worker
+-- when it commits. Once per statement; the worker's own statements do not wake itself.
+CREATE FUNCTION webhooks._wake_after_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM webhooks._wake_on_commit();
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._wake_after_update();
+
 -- Endpoints ----------------------------------------------------------------------------------
 
 -- Fills ids and secrets and validates every write, whether it comes through the functions
--- below or a plain INSERT/UPDATE.
+-- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
 CREATE FUNCTION webhooks._endpoint_before_write() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    session_tenant text := webhooks.current_tenant();
     unknown text;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.id := coalesce(NEW.id, webhooks._new_endpoint_id());
-        NEW.secret := coalesce(NEW.secret, webhooks._new_secret());
-        NEW.tenant_id := coalesce(NEW.tenant_id, session_tenant);
-        NEW.created_at := now();
+        NEW.tenant_id := coalesce(NEW.tenant_id, webhooks.current_tenant());
+        NEW.created_at := pg_catalog.now();
     END IF;
-    IF session_tenant IS NOT NULL AND NEW.tenant_id IS DISTINCT FROM session_tenant THEN
-        RAISE EXCEPTION 'endpoint tenant_id "%" does not match this session''s webhooks.tenant_id "%"',
-            NEW.tenant_id, session_tenant USING ERRCODE = 'insufficient_privilege';
+    NEW.secret := coalesce(NEW.secret, webhooks._new_secret());
+    IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
+        PERFORM webhooks._check_tenant_id(NEW.tenant_id, true);
+        PERFORM webhooks._check_tenant(NEW.tenant_id, 'endpoint');
     END IF;
     IF NEW.url IS NULL THEN
         RAISE EXCEPTION 'url must not be NULL' USING ERRCODE = 'not_null_violation';
@@ -239,7 +280,7 @@ BEGIN
     END IF;
     IF TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types THEN
         PERFORM webhooks._check_filters(NEW.event_types);
-        SELECT f INTO unknown FROM unnest(NEW.event_types) f
+        SELECT f INTO unknown FROM pg_catalog.unnest(NEW.event_types) f
         WHERE f <> '*' AND f NOT LIKE '%.*'
           AND NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = f)
         LIMIT 1;
@@ -255,26 +296,46 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret THEN
         PERFORM webhooks._check_secret(NEW.secret);
     END IF;
+    IF NEW.previous_secret IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret) THEN
+        PERFORM webhooks._check_secret(NEW.previous_secret);
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert
+       OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key THEN
+        IF (NEW.tls_client_cert IS NULL) <> (NEW.tls_client_key IS NULL) THEN
+            RAISE EXCEPTION 'tls_client_cert and tls_client_key must be set together (or both NULL)'
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NEW.tls_client_cert IS NOT NULL THEN
+            PERFORM webhooks._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
+        END IF;
+    END IF;
     NEW.headers := coalesce(NEW.headers, '{}');
-    NEW.updated_at := now();
+    NEW.updated_at := pg_catalog.now();
     RETURN NEW;
 END $$;
 
 CREATE TRIGGER endpoints_before_write BEFORE INSERT OR UPDATE ON webhooks.endpoints
     FOR EACH ROW EXECUTE FUNCTION webhooks._endpoint_before_write();
 
-CREATE FUNCTION webhooks._endpoint_or_error(p_id text) RETURNS webhooks.endpoints
-LANGUAGE plpgsql STABLE
+-- While an endpoint is disabled its pending deliveries wait (due at infinity), off the due
+-- index's head; enabling makes them due now. A trigger, so a plain UPDATE of enabled behaves
+-- exactly like endpoint_disable/endpoint_enable.
+CREATE FUNCTION webhooks._endpoint_after_enable() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
-DECLARE
-    ep webhooks.endpoints;
 BEGIN
-    SELECT * INTO ep FROM webhooks.endpoints WHERE id = p_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'endpoint "%" not found', p_id USING ERRCODE = 'no_data_found';
+    IF NEW.enabled THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now()
+        WHERE d.endpoint_id = NEW.id AND d.status = 'pending' AND d.next_attempt_at = 'infinity';
+    ELSE
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.endpoint_id = NEW.id AND d.status = 'pending';
     END IF;
-    RETURN ep;
+    RETURN NULL;
 END $$;
+
+CREATE TRIGGER endpoints_after_enable AFTER UPDATE OF enabled ON webhooks.endpoints
+    FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled)
+    EXECUTE FUNCTION webhooks._endpoint_after_enable();
 
 CREATE FUNCTION webhooks.endpoint_create(
     url text,
@@ -288,6 +349,8 @@ AS $$
     VALUES (url, event_types, tenant_id, description)
     RETURNING *
 $$;
+COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text) IS
+    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant). A signing secret is generated.';
 
 CREATE FUNCTION webhooks.endpoint_update(
     id text,
@@ -297,12 +360,14 @@ CREATE FUNCTION webhooks.endpoint_update(
     headers jsonb DEFAULT NULL,
     ordered boolean DEFAULT NULL,
     batch_max int DEFAULT NULL,
-    batch_window interval DEFAULT NULL
+    batch_window interval DEFAULT NULL,
+    tls_client_cert text DEFAULT NULL,
+    tls_client_key text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    ep webhooks.endpoints := webhooks._endpoint_or_error(id);
+    ep webhooks.endpoints;
 BEGIN
     UPDATE webhooks.endpoints e
     SET url = coalesce(endpoint_update.url, e.url),
@@ -311,11 +376,18 @@ BEGIN
         headers = coalesce(endpoint_update.headers, e.headers),
         ordered = coalesce(endpoint_update.ordered, e.ordered),
         batch_max = coalesce(endpoint_update.batch_max, e.batch_max),
-        batch_window = coalesce(endpoint_update.batch_window, e.batch_window)
-    WHERE e.id = ep.id
+        batch_window = coalesce(endpoint_update.batch_window, e.batch_window),
+        tls_client_cert = coalesce(endpoint_update.tls_client_cert, e.tls_client_cert),
+        tls_client_key = coalesce(endpoint_update.tls_client_key, e.tls_client_key)
+    WHERE e.id = endpoint_update.id
     RETURNING * INTO ep;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
     RETURN ep;
 END $$;
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate.';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -326,55 +398,79 @@ BEGIN
         RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
     END IF;
 END $$;
+COMMENT ON FUNCTION webhooks.endpoint_delete(text) IS 'Deletes an endpoint with its deliveries and attempts.';
 
--- While an endpoint is disabled its pending deliveries wait (due at infinity), off the due index's head.
 CREATE FUNCTION webhooks.endpoint_disable(id text, reason text DEFAULT NULL) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    ep webhooks.endpoints := webhooks._endpoint_or_error(id);
+    ep webhooks.endpoints;
 BEGIN
-    UPDATE webhooks.endpoints e SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
-    WHERE e.id = ep.id RETURNING * INTO ep;
-    UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-    WHERE d.endpoint_id = ep.id AND d.status = 'pending';
+    UPDATE webhooks.endpoints e
+    SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
+    WHERE e.id = endpoint_disable.id RETURNING * INTO ep;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
     RETURN ep;
 END $$;
+COMMENT ON FUNCTION webhooks.endpoint_disable(text, text) IS
+    'Stops deliveries to an endpoint; its pending deliveries wait until it is enabled again.';
 
 CREATE FUNCTION webhooks.endpoint_enable(id text) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    ep webhooks.endpoints := webhooks._endpoint_or_error(id);
+    ep webhooks.endpoints;
 BEGIN
     UPDATE webhooks.endpoints e SET enabled = true, disabled_reason = NULL
-    WHERE e.id = ep.id RETURNING * INTO ep;
-    UPDATE webhooks.deliveries d SET next_attempt_at = now()
-    WHERE d.endpoint_id = ep.id AND d.status = 'pending' AND d.next_attempt_at = 'infinity';
-    IF FOUND THEN
-        PERFORM webhooks._wake_on_commit();
+    WHERE e.id = endpoint_enable.id RETURNING * INTO ep;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
     END IF;
     RETURN ep;
 END $$;
+COMMENT ON FUNCTION webhooks.endpoint_enable(text) IS 'Resumes deliveries to an endpoint; what waited is due now.';
 
 -- A new secret; until the grace period ends requests carry a signature for both.
 CREATE FUNCTION webhooks.endpoint_rotate_secret(id text, grace interval DEFAULT '24 hours') RETURNS text
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    ep webhooks.endpoints := webhooks._endpoint_or_error(id);
-    fresh text := webhooks._new_secret();
+    fresh text;
 BEGIN
     IF grace < interval '0' THEN
         RAISE EXCEPTION 'grace must not be negative, got %', grace USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- secret = NULL: the endpoint trigger generates the new one.
     UPDATE webhooks.endpoints e
-    SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = fresh
-    WHERE e.id = ep.id;
+    SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = NULL
+    WHERE e.id = endpoint_rotate_secret.id
+    RETURNING e.secret INTO fresh;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
     RETURN fresh;
 END $$;
+COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
+    'Replaces the signing secret and returns it; the old one also signs until the grace period ends.';
 
 -- Catalogue ----------------------------------------------------------------------------------
+
+CREATE FUNCTION webhooks._event_type_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM webhooks._check_event_type_name(NEW.name);
+    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
+        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_before_write();
 
 CREATE FUNCTION webhooks.event_type_register(
     name text,
@@ -387,17 +483,15 @@ AS $$
 DECLARE
     et webhooks.event_types;
 BEGIN
-    PERFORM webhooks._check_event_type_name(name);
-    IF mode NOT IN ('async', 'sync', 'batched') THEN
-        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', mode USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
-    VALUES (name, split_part(name, '.', 1), coalesce(description, ''), mode, coalesce(version, '1'))
+    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
     ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
         SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
     RETURNING * INTO et;
     RETURN et;
 END $$;
+COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
+    'Adds an event type to the catalogue (or updates its description, mode and version).';
 
 -- Operating from psql --------------------------------------------------------------------------
 
@@ -421,39 +515,61 @@ BEGIN
     END IF;
     UPDATE webhooks.deliveries x SET status = 'pending', next_attempt_at = now(), completed_at = NULL
     WHERE x.id = d.id RETURNING * INTO d;
-    PERFORM webhooks._wake_on_commit();
     RETURN d;
 END $$;
+COMMENT ON FUNCTION webhooks.delivery_retry(bigint) IS 'Sends a dead (or waiting) delivery again now.';
 
+-- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
+-- a publish makes is made here too, for the session's role.
 CREATE FUNCTION webhooks.event_replay(event_id text, endpoint_id text DEFAULT NULL)
 RETURNS SETOF webhooks.deliveries
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
+    s text[] := webhooks.tenant_scope();
     ev webhooks.events;
+    ep webhooks.endpoints;
+    mode text;
 BEGIN
     SELECT * INTO ev FROM webhooks.events e WHERE e.id = event_replay.event_id;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ev.tenant_id, '') = ANY (s)) THEN
         RAISE EXCEPTION 'event "%" not found', event_id USING ERRCODE = 'no_data_found';
     END IF;
-    IF endpoint_id IS NOT NULL THEN
-        PERFORM webhooks._endpoint_or_error(endpoint_id);
+    SELECT t.mode INTO mode FROM webhooks.event_types t WHERE t.name = ev.type;
+    IF mode = 'sync' THEN
+        RAISE EXCEPTION 'event "%" is of synchronous type "%" and cannot be replayed', event_id, ev.type
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Synchronous events are sent once, by webhook_send_sync.';
+    END IF;
+    IF event_replay.endpoint_id IS NOT NULL THEN
+        SELECT * INTO ep FROM webhooks.endpoints x WHERE x.id = event_replay.endpoint_id;
+        IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+            RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
+        ELSIF NOT ep.enabled THEN
+            RAISE EXCEPTION 'endpoint "%" is disabled', endpoint_id USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NOT (ep.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR ep.tenant_id = '*') THEN
+            RAISE EXCEPTION 'endpoint "%" does not receive events of tenant %', endpoint_id,
+                coalesce('"' || ev.tenant_id || '"', 'NULL') USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NOT webhooks._matches(ep.event_types, ev.type) THEN
+            RAISE EXCEPTION 'endpoint "%" does not subscribe to "%"', endpoint_id, ev.type
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
     END IF;
     RETURN QUERY
     INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key)
-    SELECT ev.id, ep.id, ev.tenant_id, ev.entity_key
-    FROM webhooks.endpoints ep
-    WHERE ep.enabled
-      AND CASE WHEN event_replay.endpoint_id IS NULL
-               THEN (ep.tenant_id IS NULL OR ep.tenant_id = ev.tenant_id) AND webhooks._matches(ep.event_types, ev.type)
-               ELSE ep.id = event_replay.endpoint_id END
+    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key
+    FROM webhooks.endpoints x
+    WHERE x.enabled
+      AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
+      AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
+      AND webhooks._matches(x.event_types, ev.type)
+      AND (event_replay.endpoint_id IS NULL OR x.id = event_replay.endpoint_id)
     RETURNING *;
     IF FOUND THEN
         PERFORM webhooks._wake_on_commit();
-    ELSIF endpoint_id IS NOT NULL THEN
-        RAISE EXCEPTION 'endpoint "%" is disabled', endpoint_id USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END $$;
+COMMENT ON FUNCTION webhooks.event_replay(text, text) IS
+    'Sends an event again as new deliveries: to one endpoint, or to every enabled endpoint that subscribes to it.';
 
 CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
 SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
@@ -462,6 +578,7 @@ FROM webhooks.deliveries d
 JOIN webhooks.events e ON e.id = d.event_id
 JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
 WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
 
 CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
 SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
@@ -490,224 +607,31 @@ LEFT JOIN LATERAL (
     FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
     WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
 ) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
 
+-- Definer so that it can see the worker in pg_stat_activity (hidden from non-superusers); the
+-- counts cover the caller's tenants only.
 CREATE FUNCTION webhooks.status()
 RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
                database text, pending bigint, due bigint, in_flight bigint, dead bigint,
                oldest_due timestamptz)
-LANGUAGE sql VOLATILE
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+    WITH s AS (SELECT webhooks.tenant_scope() AS s),
+    d AS (
+        SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
+        WHERE s.s IS NULL OR coalesce(d.tenant_id, '') = ANY (s.s)
+    )
     SELECT w.preloaded, w.pid,
-           EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid AND a.backend_type LIKE '%webhooks%'),
-           to_timestamp(w.last_loop_us / 1000000.0),
-           current_setting('webhooks.database', true),
-           (SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending'),
-           (SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending' AND next_attempt_at <= now()),
-           (SELECT count(*) FROM webhooks.deliveries WHERE status = 'in_flight'),
-           (SELECT count(*) FROM webhooks.deliveries WHERE status = 'dead'),
-           (SELECT min(next_attempt_at) FROM webhooks.deliveries WHERE status = 'pending' AND next_attempt_at <= now())
+           EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                   WHERE a.pid = w.pid AND a.backend_type = 'webhooks worker'),
+           pg_catalog.to_timestamp(w.last_loop_us / 1000000.0),
+           pg_catalog.current_setting('webhooks.database', true),
+           (SELECT count(*) FROM d WHERE d.status = 'pending'),
+           (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()),
+           (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
+           (SELECT count(*) FROM d WHERE d.status = 'dead'),
+           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
     FROM webhooks._worker_state() w
 $$;
-
--- Row events ---------------------------------------------------------------------------------
-
--- Trigger arguments: entity, excluded columns, tenant column ('' for none), key columns.
-CREATE FUNCTION webhooks.emit_row_event() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks
-AS $$
-DECLARE
-    entity text := TG_ARGV[0];
-    excluded text[] := TG_ARGV[1]::text[];
-    tenant_col text := nullif(TG_ARGV[2], '');
-    key_cols text[] := TG_ARGV[3]::text[];
-    row_j jsonb;
-    old_j jsonb;
-    changed text[];
-    payload jsonb;
-    key text;
-    actor jsonb := nullif(current_setting('webhooks.actor', true), '')::jsonb;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        row_j := to_jsonb(OLD);
-    ELSE
-        row_j := to_jsonb(NEW);
-    END IF;
-    IF TG_OP = 'UPDATE' THEN
-        old_j := to_jsonb(OLD);
-        SELECT array_agg(k ORDER BY k) INTO changed
-        FROM jsonb_object_keys(row_j) k
-        WHERE row_j -> k IS DISTINCT FROM old_j -> k AND k <> ALL (excluded);
-        IF changed IS NULL THEN
-            RETURN NULL;  -- only excluded columns changed: nothing leaves the database
-        END IF;
-        payload := jsonb_build_object(entity, row_j - excluded, 'changed', to_jsonb(changed),
-                                      'previous', (SELECT jsonb_object_agg(c, old_j -> c) FROM unnest(changed) c));
-    ELSE
-        payload := jsonb_build_object(entity, row_j - excluded);
-    END IF;
-    IF array_length(key_cols, 1) > 0 THEN
-        key := entity || ':' || (SELECT string_agg(row_j ->> c, ':' ORDER BY o) FROM unnest(key_cols) WITH ORDINALITY u(c, o));
-    END IF;
-    PERFORM webhooks.webhook_publish(
-        entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-        payload,
-        CASE WHEN tenant_col IS NOT NULL THEN row_j ->> tenant_col END,
-        actor,
-        key);
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION webhooks.track_table(
-    tbl regclass,
-    entity text,
-    exclude_columns text[] DEFAULT '{}',
-    tenant_column text DEFAULT NULL
-) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks
-AS $$
-DECLARE
-    missing text;
-    key_cols text[];
-    risky text[];
-    op text;
-BEGIN
-    IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    PERFORM webhooks._check_event_type_name(entity);
-    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types WHERE name = entity || '.' || op) THEN
-            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
-        END IF;
-    END LOOP;
-    SELECT c INTO missing FROM unnest(exclude_columns || tenant_column) c
-    WHERE c IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-    LIMIT 1;
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'column "%" does not exist in %', missing, tbl USING ERRCODE = 'undefined_column';
-    END IF;
-    SELECT array_agg(a.attname::text ORDER BY k.o) INTO key_cols
-    FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT array_agg(a.attname::text) INTO risky FROM pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
-      AND a.attname ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key)'
-      AND a.attname::text <> ALL (exclude_columns);
-    IF risky IS NOT NULL THEN
-        RAISE WARNING 'columns % of % look secret and will be sent in webhooks', risky, tbl
-            USING HINT = 'Pass them in exclude_columns to keep them in the database.';
-    END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
-    EXECUTE format(
-        'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
-        'FOR EACH ROW EXECUTE FUNCTION webhooks.emit_row_event(%L, %L, %L, %L)',
-        tbl, entity, exclude_columns::text, coalesce(tenant_column, ''), coalesce(key_cols, '{}')::text);
-    RETURN format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
-END $$;
-
-CREATE FUNCTION webhooks.untrack_table(tbl regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks
-AS $$
-BEGIN
-    IF NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = tbl), 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
-END $$;
-
-
--- The worker's statements ----------------------------------------------------------------------
-
--- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
--- plans for the session where an SQL function would be parsed and planned on each call.
---
--- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
--- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
--- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
--- ordered, limited walk of the due index, then an update by primary key) so that no
--- statistics, stale after a burst, can lead the planner into a join that grows with the table;
--- the timeout turns any plan that still does into a logged, retried error instead of a hang.
-CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
-RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
-               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
-               secret text, previous_secret text, headers text, batch_max int)
-LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch).
-SET plan_cache_mode = force_custom_plan
-SET statement_timeout = '60s'
-AS $$
-#variable_conflict use_column
-DECLARE
-    ids bigint[];
-    stale bigint[];
-BEGIN
-    SELECT array_agg(s.id) INTO ids FROM (
-        SELECT d.id
-        FROM webhooks.deliveries d
-        JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND ep.enabled
-          AND (NOT ep.ordered OR d.entity_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM webhooks.deliveries p
-                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id))
-        ORDER BY d.next_attempt_at
-        LIMIT batch
-        FOR UPDATE OF d SKIP LOCKED
-    ) s;
-    IF scan_leases THEN
-        SELECT array_agg(s.id) INTO stale FROM (
-            SELECT d.id FROM webhooks.deliveries d
-            WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
-            ORDER BY d.lease_until
-            LIMIT batch
-            FOR UPDATE SKIP LOCKED
-        ) s;
-        ids := coalesce(ids, '{}') || coalesce(stale, '{}');
-    END IF;
-    IF ids IS NULL OR cardinality(ids) = 0 THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
-    UPDATE webhooks.deliveries d
-    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
-    FROM webhooks.events e, webhooks.endpoints ep
-    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
-    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
-              ep.headers::text, ep.batch_max;
-END $$;
-
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row each.
-CREATE FUNCTION webhooks._record(ids int8[], statuses text[], attempt_nos int4[], codes int4[], errors text[],
-                                 retry_in_us int8[], started_us int8[], durations float8[], bodies text[])
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET statement_timeout = '60s'
-AS $$
-BEGIN
-WITH r AS (
-    SELECT * FROM unnest(ids, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-        AS r(id, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
-), upd AS (
-    UPDATE webhooks.deliveries d
-    SET status = r.status,
-        attempts = r.attempt,
-        next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-        lease_until = NULL,
-        last_status = r.code,
-        last_error = r.err,
-        completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-    FROM r
-    WHERE d.id = r.id AND d.status = 'in_flight'
-    RETURNING d.id
-)
-INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-FROM r JOIN upd ON upd.id = r.id;
-END $$;
+COMMENT ON FUNCTION webhooks.status() IS 'The worker (running, last loop, database) and the queue of the caller''s tenants.';

@@ -26,6 +26,9 @@ CREATE TABLE webhooks.endpoints (
     ordered                    boolean NOT NULL DEFAULT false,
     batch_max                  int NOT NULL DEFAULT 1 CHECK (batch_max BETWEEN 1 AND 1000),
     batch_window               interval NOT NULL DEFAULT '0',
+    -- Presented to receivers that demand a client certificate (mTLS); hidden like the secret.
+    tls_client_cert            text,
+    tls_client_key             text,
     created_at                 timestamptz NOT NULL DEFAULT now(),
     updated_at                 timestamptz NOT NULL DEFAULT now()
 );

@@ -1,4 +1,10 @@
 -- Roles, grants and tenant isolation. Loaded last.
+--
+-- webhooks_publisher: publish, send synchronously, sign/verify, track tables it owns. It never
+--   reads endpoints (URLs, secrets, headers, client keys live there) or deliveries.
+-- webhooks_admin: manage endpoints, the catalogue, retries and replays of its tenants, and read
+--   what was sent. Both get exactly the documented API: every function whose name starts with _
+--   is executable by the extension owner alone.
 
 DO $$
 BEGIN
@@ -17,8 +23,6 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA webhooks TO webhooks_admin, webhooks_publisher;
 
--- Publishers write events only through SECURITY DEFINER functions and never read endpoints
--- (secrets live there).
 GRANT SELECT ON webhooks.event_types TO webhooks_publisher;
 GRANT EXECUTE ON FUNCTION
     webhooks.webhook_publish(text, jsonb, text, jsonb, text),
@@ -26,35 +30,53 @@ GRANT EXECUTE ON FUNCTION
     webhooks.webhook_sign(text, text, bigint, text),
     webhooks.webhook_verify(text, text, bigint, text, text, int),
     webhooks.webhook_verify(text, jsonb, text, int),
-    webhooks.track_table(regclass, text, text[], text),
+    webhooks.track_table(regclass, text, text[], text, text[]),
     webhooks.untrack_table(regclass),
-    webhooks.current_tenant()
+    webhooks.current_tenant(),
+    webhooks.tenant_scope()
 TO webhooks_publisher;
 
--- Admins manage endpoints (and see their secrets), the catalogue, retries and replays.
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.endpoints, webhooks.event_types TO webhooks_admin;
-GRANT SELECT, INSERT, UPDATE ON webhooks.deliveries TO webhooks_admin;
-GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health TO webhooks_admin;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA webhooks TO webhooks_admin;
+GRANT SELECT, UPDATE ON webhooks.deliveries TO webhooks_admin;
+GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
+    webhooks.tracked_tables TO webhooks_admin;
+GRANT EXECUTE ON FUNCTION
+    webhooks.endpoint_create(text, text[], text, text),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text),
+    webhooks.endpoint_delete(text),
+    webhooks.endpoint_enable(text),
+    webhooks.endpoint_disable(text, text),
+    webhooks.endpoint_rotate_secret(text, interval),
+    webhooks.event_type_register(text, text, text, text),
+    webhooks.delivery_retry(bigint),
+    webhooks.event_replay(text, text),
+    webhooks.status(),
+    webhooks.tenant_grant(text, text),
+    webhooks.tenant_revoke(text, text)
+TO webhooks_admin;
 GRANT webhooks_publisher TO webhooks_admin;
 
--- Tenant isolation. A session with webhooks.tenant_id set sees and changes only that tenant's
--- rows; without it, every row. Superusers and the extension owner (the worker, SECURITY
--- DEFINER functions) bypass these policies.
+-- Tenant isolation on every table a role can read: a row is visible, and may be written, only
+-- for a tenant in the session's scope (tenancy.sql). Superusers and the extension owner (the
+-- worker, SECURITY DEFINER functions, which check the scope themselves) bypass these policies.
+-- The scope is computed once per statement (an initplan), not once per row.
 ALTER TABLE webhooks.endpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.deliveries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.attempts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE webhooks.tracked_tables ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_isolation ON webhooks.endpoints
-    USING (webhooks.current_tenant() IS NULL OR tenant_id = webhooks.current_tenant())
-    WITH CHECK (webhooks.current_tenant() IS NULL OR tenant_id = webhooks.current_tenant());
+    USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
+    WITH CHECK ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 CREATE POLICY tenant_isolation ON webhooks.events
-    USING (webhooks.current_tenant() IS NULL OR tenant_id = webhooks.current_tenant())
-    WITH CHECK (webhooks.current_tenant() IS NULL OR tenant_id = webhooks.current_tenant());
+    USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 CREATE POLICY tenant_isolation ON webhooks.deliveries
-    USING (webhooks.current_tenant() IS NULL OR tenant_id = webhooks.current_tenant())
-    WITH CHECK (webhooks.current_tenant() IS NULL OR tenant_id = webhooks.current_tenant());
+    USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
+    WITH CHECK ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 -- An attempt is visible when its delivery is (the subquery obeys the deliveries policy).
 CREATE POLICY tenant_isolation ON webhooks.attempts
     USING (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.id = delivery_id));
+-- Tracked tables have no tenant: the tables of the roles one is a member of.
+CREATE POLICY owner_only ON webhooks.tracked_tables
+    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'));

@@ -93,6 +93,14 @@ fn ok_or_error<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| invalid(&e))
 }
 
+/// The role the session acts as (its login, or the role of `SET ROLE`), also inside a
+/// SECURITY DEFINER function, where `current_user` is the function's owner. Tenancy and
+/// ownership checks of definer functions are made for this role.
+#[pg_extern(stable, parallel_safe)]
+fn _caller() -> pg_sys::Oid {
+    unsafe { pg_sys::GetOuterUserId() }
+}
+
 #[pg_extern(volatile, parallel_safe)]
 fn _new_event_id() -> String {
     ok_or_error(ids::prefixed("evt_"))
@@ -119,6 +127,14 @@ fn _check_secret(secret: &str) -> bool {
         ),
         Err(e) => signing_error(e),
     }
+}
+
+/// Raises an error naming the column when a client certificate or key is unusable or when
+/// they do not belong together.
+#[pg_extern(immutable, parallel_safe)]
+fn _check_client_cert(cert: &str, key: &str) -> bool {
+    ok_or_error(crate::tls::client_cert(cert, key).map(|_| ()));
+    true
 }
 
 #[pg_extern(stable, parallel_safe)]

@@ -20,6 +20,8 @@ pub static SOURCE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"urn:webhooks"));
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static TLS_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HTTP_PROXY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
 pub static MAX_PAYLOAD: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
@@ -77,6 +79,34 @@ unsafe extern "C-unwind" fn check_schedule(
         schedule::parse_schedule(v)
             .map(|_| ())
             .map_err(|e| format!("retry schedule {e}; expected a list like 1m,5m,30m,2h,12h"))
+    })
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_ca_file(
+    newval: *mut *mut std::os::raw::c_char,
+    _extra: *mut *mut std::os::raw::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_with(newval, |v| {
+        if v.trim().is_empty() {
+            return Ok(());
+        }
+        crate::tls::read_ca_file(v.trim()).map(|_| ())
+    })
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_proxy(
+    newval: *mut *mut std::os::raw::c_char,
+    _extra: *mut *mut std::os::raw::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_with(newval, |v| {
+        if v.trim().is_empty() {
+            return Ok(());
+        }
+        crate::http::parse_proxy(v).map(|_| ())
     })
 }
 
@@ -166,6 +196,20 @@ pub fn init() {
         GucContext::Userset,
         None,
     );
+    string(
+        c"webhooks.tls_ca_file",
+        c"PEM bundle of CAs trusted for delivery in addition to the system trust store.",
+        &TLS_CA_FILE,
+        GucContext::Sighup,
+        Some(check_ca_file),
+    );
+    string(
+        c"webhooks.http_proxy",
+        c"http://host:port of a CONNECT proxy for outbound deliveries (the environment is ignored).",
+        &HTTP_PROXY,
+        GucContext::Sighup,
+        Some(check_proxy),
+    );
     GucRegistry::define_int_guc(
         c"webhooks.concurrency",
         c"HTTP requests the worker keeps in flight.",
@@ -231,4 +275,21 @@ pub fn policy() -> crate::target::Policy {
         allow_private: ALLOW_PRIVATE_TARGETS.get(),
         require_https: REQUIRE_HTTPS.get(),
     }
+}
+
+fn optional(s: &GucSetting<Option<CString>>) -> Option<String> {
+    Some(string_value(s)).filter(|v| !v.trim().is_empty())
+}
+
+/// How to connect, from the current settings. An unreadable `webhooks.tls_ca_file` is an error
+/// naming the setting and the path, never a silent fallback to the system store alone.
+pub fn client_settings(max_idle_per_host: usize) -> Result<crate::http::ClientSettings, String> {
+    let trust = crate::tls::load_trust(optional(&TLS_CA_FILE).as_deref())?;
+    Ok(crate::http::ClientSettings {
+        timeout: duration(&TIMEOUT, Duration::from_secs(10)),
+        allow_private: ALLOW_PRIVATE_TARGETS.get(),
+        max_idle_per_host,
+        proxy: optional(&HTTP_PROXY),
+        trust,
+    })
 }

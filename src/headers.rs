@@ -28,10 +28,27 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             "header \"{name}\" is set by webhooks and cannot be overridden"
         ));
     }
-    if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') || value.len() > 4096 {
+    // HTTP field values are visible ASCII, spaces and tabs (RFC 9110 5.5); a control byte would
+    // pass here and then make every request fail in the HTTP client.
+    if value.chars().any(|c| c == '\r' || c == '\n') {
+        return Err(format!("header \"{name}\" has a value with line breaks"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| (c.is_control() && *c != '\t') || *c == '\u{7f}')
+    {
         return Err(format!(
-            "header \"{name}\" has a value with line breaks or over 4096 bytes"
+            "header \"{name}\" has a value with control character U+{:04X}",
+            c as u32
         ));
+    }
+    if !value.is_ascii() {
+        return Err(format!(
+            "header \"{name}\" has a value with non-ASCII characters"
+        ));
+    }
+    if value.len() > 4096 {
+        return Err(format!("header \"{name}\" has a value over 4096 bytes"));
     }
     Ok(())
 }
@@ -66,5 +83,13 @@ mod tests {
         assert!(validate("X-Ok", "a\r\nInjected: 1")
             .unwrap_err()
             .contains("line breaks"));
+        assert!(validate("X-Ok", "a\u{1}b")
+            .unwrap_err()
+            .contains("control character U+0001"));
+        assert!(validate("X-Ok", "a\u{7f}").is_err());
+        assert!(validate("X-Ok", "caf\u{e9}")
+            .unwrap_err()
+            .contains("non-ASCII"));
+        assert!(validate("X-Ok", "tab\tok").is_ok());
     }
 }

@@ -3,15 +3,17 @@
 
 use crate::signing;
 use crate::target;
+use crate::tls;
 use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ureq::http::Uri;
+use ureq::tls::{ClientCert, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
-use ureq::Agent;
+use ureq::{Agent, Proxy, ProxyProtocol};
 
 /// Response bytes read before the connection is given up; the first `KEEP_BODY` are recorded.
 pub const READ_LIMIT: usize = 64 * 1024;
@@ -30,6 +32,8 @@ pub struct Job {
     pub body: Arc<String>,
     pub keys: Arc<Vec<Vec<u8>>>,
     pub headers: Arc<Vec<(String, String)>>,
+    /// The endpoint's own agent when it presents a client certificate; else the shared one.
+    pub agent: Option<Agent>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -57,11 +61,64 @@ impl Outcome {
     }
 }
 
-/// Resolves like the system resolver, then refuses the whole answer when any address is one
-/// the outbound guard forbids: the check is on the address actually connected to.
+/// How delivery connects: trust, proxy, guard and timeout. One per worker configuration (or
+/// sync call); endpoints with a client certificate get an agent of their own built from it.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    pub timeout: Duration,
+    pub allow_private: bool,
+    pub max_idle_per_host: usize,
+    /// `http://host:port` of an explicit CONNECT proxy (`webhooks.http_proxy`).
+    pub proxy: Option<String>,
+    pub trust: tls::Trust,
+}
+
+/// Resolves with the system resolver within the attempt's time budget, then refuses the whole
+/// answer when any address is one the outbound guard forbids: the check is on the address
+/// actually connected to. The configured proxy is exempt (it usually is a private address);
+/// with a proxy the target is still resolved and checked here, and the proxy is asked to
+/// connect to the very address that passed.
 #[derive(Debug)]
 struct GuardedResolver {
     allow_private: bool,
+    proxy: Option<(String, u16)>,
+}
+
+fn default_port(uri: &Uri) -> u16 {
+    uri.port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        })
+}
+
+/// `to_socket_addrs` blocks for as long as the system resolver likes (30 s and more with a dead
+/// nameserver); run it on a helper thread and stop waiting when the budget is spent. A helper
+/// left behind ends when the resolver gives up; it never touches PostgreSQL.
+fn resolve_within(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = channel();
+    let name = host.to_string();
+    let spawned = with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("webhooks-dns".into())
+            .spawn(move || {
+                let r = (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                let _ = tx.send(r);
+            })
+    });
+    if let Err(e) = spawned {
+        return Err(ureq::Error::Io(e));
+    }
+    match rx.recv_timeout(budget) {
+        Ok(r) => r.map_err(ureq::Error::Io),
+        Err(_) => Err(ureq::Error::Timeout(ureq::Timeout::Resolve)),
+    }
 }
 
 impl Resolver for GuardedResolver {
@@ -69,24 +126,21 @@ impl Resolver for GuardedResolver {
         &self,
         uri: &Uri,
         _config: &ureq::config::Config,
-        _timeout: NextTimeout,
+        timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        let addrs: Vec<SocketAddr> = (host, port)
-            .to_socket_addrs()
-            .map_err(ureq::Error::Io)?
-            .collect();
+        let port = default_port(uri);
+        let is_proxy = uri.scheme_str() == Some("http")
+            && self
+                .proxy
+                .as_ref()
+                .is_some_and(|(h, p)| h.eq_ignore_ascii_case(host) && *p == port);
+        let budget = (*timeout.after).min(Duration::from_secs(60));
+        let addrs = resolve_within(host, port, budget)?;
         let mut out = self.empty();
         for a in addrs.iter().take(16) {
-            if !self.allow_private {
+            if !self.allow_private && !is_proxy {
                 if let Some(why) = target::forbidden_reason(a.ip()) {
                     return Err(ureq::Error::Io(std::io::Error::new(
                         std::io::ErrorKind::PermissionDenied,
@@ -103,19 +157,69 @@ impl Resolver for GuardedResolver {
     }
 }
 
-pub fn agent(timeout: Duration, max_idle: usize, allow_private: bool) -> Agent {
+/// Checks a `webhooks.http_proxy` value: `http://host:port`, nothing else.
+pub fn parse_proxy(raw: &str) -> Result<(String, u16), String> {
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| format!("\"{raw}\" is not a URL like http://proxy.example.com:3128: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "\"{raw}\" must start with http:// (the proxy is reached over plain HTTP and tunnels TLS with CONNECT)"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "\"{raw}\" must not contain a user name or password"
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("\"{raw}\" must be only http://host:port"));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("\"{raw}\" has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port().unwrap_or(80);
+    Ok((host, port))
+}
+
+/// An agent for `s`, presenting `client` when a receiver asks for a client certificate.
+pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Agent {
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(tls::crypto_provider())
+        .root_certs(RootCerts::Specific(Arc::clone(&s.trust.roots)))
+        .client_cert(client)
+        .build();
+    let proxy_at = s.proxy.as_deref().and_then(|p| parse_proxy(p).ok());
+    // Never the environment's ALL_PROXY/HTTPS_PROXY: only the setting.
+    let proxy = proxy_at.as_ref().and_then(|(host, port)| {
+        Proxy::builder(ProxyProtocol::Http)
+            .host(host)
+            .port(*port)
+            .resolve_target(true)
+            .build()
+            .ok()
+    });
+    let idle = s.max_idle_per_host.max(1);
     let config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
-        .timeout_global(Some(timeout))
+        .timeout_global(Some(s.timeout))
         .user_agent(USER_AGENT)
-        .max_idle_connections(max_idle.max(1) * 4)
-        .max_idle_connections_per_host(max_idle.max(1))
+        .max_idle_connections(idle * 4)
+        .max_idle_connections_per_host(idle)
+        .tls_config(tls)
+        .proxy(proxy)
         .build();
     Agent::with_parts(
         config,
         DefaultConnector::new(),
-        GuardedResolver { allow_private },
+        GuardedResolver {
+            allow_private: s.allow_private,
+            proxy: proxy_at,
+        },
     )
 }
 
@@ -128,6 +232,7 @@ pub fn now_us() -> i64 {
 
 /// Makes one attempt. Never panics on network input: every failure becomes `Outcome::error`.
 pub fn send(agent: &Agent, job: &Job) -> Outcome {
+    let agent = job.agent.as_ref().unwrap_or(agent);
     let started_at_us = now_us();
     let t0 = Instant::now();
     let ts = started_at_us / 1_000_000;
@@ -161,17 +266,32 @@ pub fn send(agent: &Agent, job: &Job) -> Outcome {
                 out.body = String::from_utf8_lossy(&buf).into_owned();
             }
         }
-        Err(e) => out.error = Some(describe_error(&e)),
+        Err(e) => out.error = Some(describe_error(&e, &job.url)),
     }
     out.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
     out
 }
 
-fn describe_error(e: &ureq::Error) -> String {
+/// A failure in words, naming the host but never the URL's path or query (they may carry
+/// tokens, and sync errors reach publishers).
+fn describe_error(e: &ureq::Error, url: &str) -> String {
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "the receiver".into());
     match e {
-        ureq::Error::Timeout(t) => format!("timeout ({t:?})"),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::Io(io) => format!("connection error: {io}"),
+        ureq::Error::Timeout(t) => format!("timeout ({t:?}) after webhooks.timeout"),
+        ureq::Error::HostNotFound => format!("host not found: {host}"),
+        ureq::Error::Rustls(r) => tls::describe(r, &host),
+        ureq::Error::Io(io) => match tls::rustls_error(io) {
+            Some(r) => tls::describe(r, &host),
+            None if io.kind() == std::io::ErrorKind::PermissionDenied => io.to_string(),
+            None => format!("connection error: {io}"),
+        },
+        ureq::Error::ConnectProxyFailed(why) => {
+            format!("proxy refused the tunnel to {host} (webhooks.http_proxy): {why}")
+        }
+        ureq::Error::BadUri(_) => "invalid url".into(),
         other => format!("{other}"),
     }
 }
@@ -198,11 +318,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(size: usize, timeout: Duration, allow_private: bool) -> Pool {
+    pub fn new(size: usize, settings: &ClientSettings) -> Pool {
         let (job_tx, job_rx) = channel::<Job>();
         let (res_tx, res_rx) = channel::<Outcome>();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let agent = agent(timeout, size, allow_private);
+        let agent = agent(settings, None);
         let threads = with_signals_blocked(|| {
             (0..size.max(1))
                 .filter_map(|i| {
@@ -301,13 +421,52 @@ mod tests {
             body: Arc::new("{\"a\":1}".into()),
             keys: Arc::new(vec![vec![1u8; 32]]),
             headers: Arc::new(vec![("x-extra".into(), "yes".into())]),
+            agent: None,
         }
+    }
+
+    fn plain(allow_private: bool) -> Agent {
+        agent(
+            &ClientSettings {
+                timeout: Duration::from_secs(5),
+                allow_private,
+                max_idle_per_host: 1,
+                proxy: None,
+                trust: tls::Trust::default(),
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn proxy_setting_is_http_host_port_only() {
+        assert_eq!(
+            parse_proxy("http://proxy.corp:3128").unwrap(),
+            ("proxy.corp".to_string(), 3128)
+        );
+        assert!(parse_proxy("https://p:1").unwrap_err().contains("http://"));
+        assert!(parse_proxy("http://u:p@p:1")
+            .unwrap_err()
+            .contains("password"));
+        assert!(parse_proxy("http://p:1/x")
+            .unwrap_err()
+            .contains("host:port"));
+        assert!(parse_proxy("nope").is_err());
+    }
+
+    #[test]
+    fn dns_is_bounded_by_the_budget() {
+        // An IP literal never waits; a name gets at most the budget.
+        assert!(resolve_within("127.0.0.1", 1, Duration::from_millis(1)).is_ok());
+        let t = Instant::now();
+        let _ = resolve_within("name.invalid", 1, Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 
     #[test]
     fn sends_signed_request_and_reads_status() {
         let (url, h) = serve_once("HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok");
-        let out = send(&agent(Duration::from_secs(5), 1, true), &job(url));
+        let out = send(&plain(true), &job(url));
         let req = h.join().unwrap().to_ascii_lowercase();
         assert_eq!(out.status, Some(201), "{out:?}");
         assert!(out.ok());
@@ -322,13 +481,13 @@ mod tests {
     #[test]
     fn non_2xx_and_refused_targets_fail() {
         let (url, h) = serve_once("HTTP/1.1 503 Busy\r\ncontent-length: 4\r\n\r\nbusy");
-        let out = send(&agent(Duration::from_secs(5), 1, true), &job(url));
+        let out = send(&plain(true), &job(url));
         h.join().unwrap();
         assert!(!out.ok());
         assert_eq!(out.describe(), "HTTP 503");
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", l.local_addr().unwrap());
-        let out = send(&agent(Duration::from_secs(5), 1, false), &job(url));
+        let out = send(&plain(false), &job(url));
         assert!(out.describe().contains("refused"), "{out:?}");
     }
 }

@@ -38,8 +38,38 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The next id of this backend: a fresh random ULID when the millisecond moved on, else the
+/// previous one plus one, so ids of one backend sort in the order they were made (ULID's
+/// monotonic mode). A clock that steps back keeps the last millisecond.
+pub fn next_monotonic(last: Option<(u64, u128)>, now_ms: u64, rand: [u8; 10]) -> (u64, u128) {
+    let fresh = rand.iter().fold(0u128, |v, b| (v << 8) | *b as u128);
+    match last {
+        Some((ms, r)) if ms >= now_ms && r < (1u128 << 80) - 1 => (ms, r + 1),
+        Some((ms, _)) if ms >= now_ms => (ms + 1, fresh),
+        _ => (now_ms, fresh),
+    }
+}
+
+fn to_bytes(r: u128) -> [u8; 10] {
+    let mut out = [0u8; 10];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = (r >> (72 - 8 * i)) as u8;
+    }
+    out
+}
+
+thread_local! {
+    static LAST: std::cell::Cell<Option<(u64, u128)>> = const { std::cell::Cell::new(None) };
+}
+
 pub fn prefixed(prefix: &str) -> Result<String, String> {
-    Ok(format!("{prefix}{}", ulid(now_ms(), random_bytes::<10>()?)))
+    let rand = random_bytes::<10>()?;
+    let (ms, r) = LAST.with(|l| {
+        let next = next_monotonic(l.get(), now_ms(), rand);
+        l.set(Some(next));
+        next
+    });
+    Ok(format!("{prefix}{}", ulid(ms, to_bytes(r))))
 }
 
 /// `whsec_` + base64 of 32 bytes from the operating system's CSPRNG.
@@ -62,6 +92,22 @@ mod tests {
             ulid(0xFFFF_FFFF_FFFF, [0xFF; 10]),
             "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
         );
+    }
+
+    #[test]
+    fn ids_of_one_backend_increase_within_a_millisecond() {
+        let a = next_monotonic(None, 5, [1; 10]);
+        let b = next_monotonic(Some(a), 5, [0; 10]);
+        assert!(b > a && b.0 == 5);
+        assert!(ulid(b.0, to_bytes(b.1)) > ulid(a.0, to_bytes(a.1)));
+        // the random part is exhausted: borrow the next millisecond
+        let c = next_monotonic(Some((5, (1u128 << 80) - 1)), 5, [0; 10]);
+        assert_eq!(c.0, 6);
+        // the clock stepped back: still increasing
+        let d = next_monotonic(Some(b), 3, [0; 10]);
+        assert!(d > b);
+        let ids: Vec<String> = (0..1000).map(|_| prefixed("evt_").unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod schedule;
 pub mod signing;
 pub mod target;
+pub mod tls;
 
 pub mod api;
 pub mod guc;
@@ -24,16 +25,24 @@ use pgrx::prelude::*;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
+    "../sql/tenancy.sql",
+    name = "tenancy",
+    requires = ["schema", api::_caller]
+);
+extension_sql_file!(
     "../sql/api.sql",
     name = "api",
     requires = [
-        "schema",
+        "tenancy",
         api::_worker_state,
         api::_matches,
         api::_new_event_id,
+        api::_check_client_cert,
         wake::_wake_on_commit
     ]
 );
+extension_sql_file!("../sql/tracking.sql", name = "tracking", requires = ["api"]);
+extension_sql_file!("../sql/worker.sql", name = "worker", requires = ["api"]);
 extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 #[pg_guard]
@@ -64,8 +73,6 @@ pub mod pg_test {
         vec![
             "shared_preload_libraries = 'webhooks'",
             "webhooks.database = 'pgrx_tests'",
-            "webhooks.allow_private_targets = on",
-            "webhooks.require_https = off",
         ]
     }
 }

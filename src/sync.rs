@@ -36,7 +36,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         data_json: text(first, "data").unwrap_or("{}"),
     }));
     let policy = guc::policy();
-    let timeout = guc::duration(&guc::TIMEOUT, std::time::Duration::from_secs(10));
+    let client = guc::client_settings(1);
 
     let mut outcomes: Vec<Option<Outcome>> = vec![None; targets.len()];
     let mut jobs = Vec::new();
@@ -50,10 +50,28 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             })
         };
         let url = text(t, "url").unwrap_or_default();
+        let client = match &client {
+            Ok(c) => c,
+            Err(e) => {
+                outcomes[i] = refuse(e.clone());
+                continue;
+            }
+        };
         if let Err(e) = target::check_url(url, policy) {
-            outcomes[i] = refuse(format!("refused: {e}"));
+            // Publishers read this error: the URL (which may carry a token) stays out of it.
+            outcomes[i] = refuse(format!("refused: {}", e.replace(url, "<endpoint url>")));
             continue;
         }
+        let agent = match (text(t, "tls_client_cert"), text(t, "tls_client_key")) {
+            (Some(c), Some(k)) => match crate::tls::client_cert(c, k) {
+                Ok(cert) => http::agent(client, Some(cert)),
+                Err(e) => {
+                    outcomes[i] = refuse(format!("endpoint client certificate unusable: {e}"));
+                    continue;
+                }
+            },
+            _ => http::agent(client, None),
+        };
         let secrets = ["secret", "previous_secret"]
             .iter()
             .filter_map(|k| text(t, k));
@@ -73,15 +91,19 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             body: Arc::clone(&body),
             keys: Arc::new(keys),
             headers: Arc::new(headers),
+            agent: Some(agent),
         });
     }
     // Every endpoint at once, from threads that never touch PostgreSQL and block all signals.
-    let agent = http::agent(timeout, 1, policy.allow_private);
     let sent: Vec<Outcome> = http::with_signals_blocked(|| {
         std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .iter()
-                .map(|j| scope.spawn(|| http::send(&agent, j)))
+                .filter_map(|j| {
+                    j.agent
+                        .as_ref()
+                        .map(|a| scope.spawn(move || http::send(a, j)))
+                })
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         })

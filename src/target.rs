@@ -76,6 +76,17 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("private (unique local)")
             } else if (s[0] & 0xffc0) == 0xfe80 {
                 Some("link-local")
+            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                // 64:ff9b:1::/48 is NAT64 for local use (RFC 8215): it leads into a private net.
+                Some("local-use NAT64")
+            } else if s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+                // ::ffff:0:a.b.c.d, IPv4-translated (RFC 2765), embeds an IPv4 address.
+                v4_reason(Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                ))
             } else if s[0] == 0x64 && s[1] == 0xff9b {
                 // NAT64 embeds an IPv4 address in the last 32 bits.
                 v4_reason(Ipv4Addr::new(
@@ -119,6 +130,8 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         Some("shared (carrier-grade NAT)")
     } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
         Some("IETF protocol")
+    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+        Some("benchmarking (198.18.0.0/15)")
     } else {
         None
     }
@@ -159,6 +172,12 @@ mod tests {
             "https://255.255.255.255/",
             "https://224.0.0.1/",
             "https://100.64.0.1/",
+            "https://[64:ff9b:1::a00:1]/",
+            "https://[64:ff9b:1::808:808]/",
+            "https://[::ffff:0:7f00:1]/",
+            "https://[::ffff:0:a00:1]/",
+            "https://198.18.0.1/",
+            "https://198.19.255.254/",
         ] {
             let err = check_url(bad, STRICT).unwrap_err();
             assert!(err.contains("allow_private_targets"), "{bad}: {err}");

@@ -75,11 +75,12 @@ fn publish_checks_its_input_and_names_the_problem() {
 
 #[pg_test]
 fn publish_fans_out_to_matching_enabled_endpoints_of_the_tenant() {
-    let all = endpoint("https://a.example.com/h", "{*}", None);
-    let users = endpoint("https://b.example.com/h", "{user.*}", None);
+    // '*': platform endpoints, for every tenant; NULL: events without a tenant only.
+    let all = endpoint("https://a.example.com/h", "{*}", Some("*"));
+    let users = endpoint("https://b.example.com/h", "{user.*}", Some("*"));
     let exact = endpoint("https://c.example.com/h", "{password.updated}", None);
     let acme = endpoint("https://d.example.com/h", "{*}", Some("acme"));
-    let off = endpoint("https://e.example.com/h", "{*}", None);
+    let off = endpoint("https://e.example.com/h", "{*}", Some("*"));
     run(&format!("SELECT webhooks.endpoint_disable('{off}')"));
     let id = one::<String>("SELECT webhooks.webhook_publish('user.registration.completed', '{\"u\":1}', 'globex')").unwrap();
     assert!(id.starts_with("evt_") && id.len() == 30);
@@ -91,18 +92,21 @@ fn publish_fans_out_to_matching_enabled_endpoints_of_the_tenant() {
                 .collect()
         })
     };
-    let mut want = vec![all.clone(), users.clone()];
-    want.sort();
-    assert_eq!(got(&id), want);
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(got(&id), sorted(vec![all.clone(), users.clone()]));
     let id2 = one::<String>("SELECT webhooks.webhook_publish('password.updated', '{}', 'acme')").unwrap();
-    let mut want = vec![all.clone(), exact.clone(), acme.clone()];
-    want.sort();
-    assert_eq!(got(&id2), want);
-    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending' AND attempts = 0"), 5);
+    assert_eq!(got(&id2), sorted(vec![all.clone(), acme.clone()]));
+    let id3 = one::<String>("SELECT webhooks.webhook_publish('password.updated', '{}')").unwrap();
+    assert_eq!(got(&id3), sorted(vec![all.clone(), exact.clone()]));
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending' AND attempts = 0"), 6);
     // the event row carries what the envelope needs
     assert_eq!(one::<String>(&format!("SELECT type || '|' || version || '|' || tenant_id FROM webhooks.events WHERE id = '{id}'")).as_deref(), Some("user.registration.completed|1|globex"));
-    // ids sort by publish time
-    assert!(id < id2);
+    // ids sort by publish order, also within one millisecond
+    assert!(id < id2 && id2 < id3);
+    expect_err("SELECT webhooks.webhook_publish('user.created', '{}', '*')", "tenant_id \"*\" is not valid");
 }
 
 #[pg_test]
@@ -173,7 +177,7 @@ fn tracked_tables_publish_row_events_without_secrets() {
     expect_err("SELECT webhooks.track_table('users', 'member')", "member.created");
     expect_err("SELECT webhooks.track_table('users', 'user', '{nope}')", "column \"nope\" does not exist");
     run("SELECT webhooks.track_table('users', 'user', '{password_hash,totp_secret}', 'tenant')");
-    endpoint("https://h.example.com/in", "{user.*}", None);
+    endpoint("https://h.example.com/in", "{user.*}", Some("*"));
     run("INSERT INTO users VALUES (7, 'acme', 'a@x.io', 'argon2$h', 'JBSWY3DP')");
     run("UPDATE users SET email = 'b@x.io' WHERE id = 7");
     run("UPDATE users SET password_hash = 'argon2$new' WHERE id = 7"); // excluded only: nothing
@@ -255,30 +259,81 @@ fn roles_get_exactly_their_rights() {
 #[pg_test]
 fn a_tenant_sees_and_changes_only_its_own_rows() {
     err("SELECT 1");
-    run("CREATE ROLE wh_tadmin IN ROLE webhooks_admin");
+    run("CREATE ROLE wh_tadmin IN ROLE webhooks_admin; CREATE ROLE wh_tpub IN ROLE webhooks_publisher");
+    run("SELECT webhooks.tenant_grant('wh_tadmin', 'acme'); SELECT webhooks.tenant_grant('wh_tpub', 'acme')");
     let mine = endpoint("https://a.example.com/h", "{*}", Some("acme"));
     let theirs = endpoint("https://b.example.com/h", "{*}", Some("globex"));
-    run("SELECT webhooks.webhook_publish('user.created', '{}', 'globex')");
-    run("SET ROLE wh_tadmin; SET webhooks.tenant_id = 'acme'");
-    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1);
-    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0);
-    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries"), 0);
-    assert_eq!(count("SELECT count(*) FROM webhooks.endpoint_health"), 1);
-    expect_err(&format!("SELECT webhooks.endpoint_update('{theirs}', url => 'https://evil.example.com')"), "not found");
-    expect_err(&format!("SELECT webhooks.endpoint_delete('{theirs}')"), "not found");
-    expect_err(&format!("SELECT webhooks.endpoint_rotate_secret('{theirs}')"), "not found");
-    expect_err(&format!("SELECT webhooks.endpoint_disable('{theirs}')"), "not found");
-    run(&format!("UPDATE webhooks.endpoints SET description = 'x' WHERE id = '{theirs}'"));
-    expect_err("SELECT webhooks.endpoint_create('https://c.example.com', tenant_id => 'globex')", "does not match");
-    expect_err("SELECT webhooks.webhook_publish('user.created', '{}', 'globex')", "does not match");
-    // created without a tenant, an endpoint belongs to the session's tenant
+    let platform = endpoint("https://p.example.com/h", "{*}", Some("*"));
+    let global = endpoint("https://g.example.com/h", "{*}", None);
+    let foreign_ev = one::<String>("SELECT webhooks.webhook_publish('user.created', '{}', 'globex')").unwrap();
+    // Whatever the session sets, a bound role sees only its tenants: no setting, reset, spoofed.
+    for setup in ["RESET webhooks.tenant_id", "SET webhooks.tenant_id = 'acme'", "SET webhooks.tenant_id = ''"] {
+        run(&format!("SET ROLE wh_tadmin; {setup}"));
+        assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1, "{setup}");
+        assert_eq!(one::<String>("SELECT string_agg(id, ',') FROM webhooks.endpoints").as_deref(), Some(mine.as_str()));
+        assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0, "{setup}");
+        assert_eq!(count("SELECT count(*) FROM webhooks.deliveries"), 0, "{setup}");
+        assert_eq!(count("SELECT count(*) FROM webhooks.endpoint_health"), 1, "{setup}");
+        assert_eq!(count("SELECT pending FROM webhooks.status()"), 0, "{setup}");
+        run("RESET webhooks.tenant_id; RESET ROLE");
+    }
+    run("SET ROLE wh_tadmin");
+    expect_err("SET webhooks.tenant_id = 'globex'; SELECT count(*) FROM webhooks.endpoints", "not a tenant of role wh_tadmin");
+    run("RESET webhooks.tenant_id");
+    for other in [&theirs, &platform, &global] {
+        expect_err(&format!("SELECT webhooks.endpoint_update('{other}', url => 'https://evil.example.com')"), "not found");
+        expect_err(&format!("SELECT webhooks.endpoint_delete('{other}')"), "not found");
+        expect_err(&format!("SELECT webhooks.endpoint_rotate_secret('{other}')"), "not found");
+        expect_err(&format!("SELECT webhooks.endpoint_disable('{other}')"), "not found");
+        run(&format!("UPDATE webhooks.endpoints SET description = 'x' WHERE id = '{other}'"));
+    }
+    expect_err("SELECT webhooks.endpoint_create('https://c.example.com', tenant_id => 'globex')", "outside the tenants of role wh_tadmin");
+    expect_err("SELECT webhooks.endpoint_create('https://c.example.com', tenant_id => '*')", "outside the tenants");
+    expect_err(&format!("UPDATE webhooks.endpoints SET tenant_id = 'globex' WHERE id = '{mine}'"), "outside the tenants");
+    expect_err(&format!("SELECT webhooks.event_replay('{foreign_ev}')"), "not found");
+    expect_err(&format!("SELECT webhooks.event_replay('{foreign_ev}', '{mine}')"), "not found");
+    expect_err("SELECT webhooks.tenant_grant('wh_tadmin', 'globex')", "only a platform admin");
+    // created without a tenant, an endpoint belongs to the role's only tenant
     assert_eq!(one::<String>("SELECT tenant_id FROM webhooks.endpoint_create('https://c.example.com/h')").as_deref(), Some("acme"));
+    run("RESET ROLE; SET ROLE wh_tpub");
+    expect_err("SELECT webhooks.webhook_publish('user.created', '{}', 'globex')", "cannot publish for tenant_id \"globex\"");
+    expect_err("SET webhooks.tenant_id = 'globex'; SELECT webhooks.webhook_publish('user.created', '{}', 'globex')", "not a tenant of role wh_tpub");
+    run("RESET webhooks.tenant_id");
     assert!(one::<String>("SELECT webhooks.webhook_publish('user.created', '{}')").is_some());
+    run("RESET ROLE");
     assert_eq!(count("SELECT count(*) FROM webhooks.events WHERE tenant_id = 'acme'"), 1);
-    run("RESET webhooks.tenant_id; RESET ROLE");
-    assert_eq!(one::<String>(&format!("SELECT description FROM webhooks.endpoints WHERE id = '{theirs}'")), None);
-    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 3);
-    let _ = mine;
+    // no trace of the refused attempts, nothing changed
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 2);
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.endpoints WHERE description IS NOT NULL AND id IN ('{theirs}', '{platform}', '{global}')")), 0);
+    // revoking the last binding closes the role, never opens it
+    run("SELECT webhooks.tenant_revoke('wh_tadmin', 'acme'); SET ROLE wh_tadmin");
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1, "unbound: rows without a tenant only");
+    assert_eq!(one::<String>("SELECT id FROM webhooks.endpoints").as_deref(), Some(global.as_str()));
+    run("RESET ROLE");
+}
+
+#[pg_test]
+fn unbound_roles_see_rows_without_tenant_and_star_binds_the_platform() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_plain IN ROLE webhooks_admin; CREATE ROLE wh_ops IN ROLE webhooks_admin");
+    run("SELECT webhooks.tenant_grant('wh_ops', '*')");
+    endpoint("https://a.example.com/h", "{*}", Some("acme"));
+    endpoint("https://g.example.com/h", "{*}", None);
+    run("SET ROLE wh_plain");
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1);
+    expect_err("SELECT webhooks.endpoint_create('https://x.example.com', tenant_id => '*')", "outside the tenants");
+    assert_eq!(one::<Vec<String>>("SELECT webhooks.tenant_scope()"), Some(vec!["".to_string()]));
+    run("RESET ROLE; SET ROLE wh_ops");
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 2);
+    assert!(one::<Vec<String>>("SELECT webhooks.tenant_scope()").is_none());
+    // a setting narrows a platform role to one tenant
+    run("SET webhooks.tenant_id = 'acme'");
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1);
+    run("RESET webhooks.tenant_id");
+    run("SELECT webhooks.tenant_grant('wh_plain', 'acme')");
+    expect_err("SELECT webhooks.tenant_grant('no_such_role', 'acme')", "role \"no_such_role\" does not exist");
+    expect_err("SELECT webhooks.tenant_grant('wh_plain', E'a\\x01b')", "not valid");
+    run("RESET ROLE");
 }
 
 #[pg_test]
@@ -305,4 +360,172 @@ fn a_rolled_back_publish_leaves_nothing() {
         .contains("app failed"));
     assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0);
     assert_eq!(count("SELECT count(*) FROM webhooks.deliveries"), 0);
+}
+
+/// A publisher who owns a table with a type whose cast to json escalates: tracking and writing
+/// that table must run the cast with the publisher's rights, never the extension owner's.
+#[pg_test]
+fn a_publisher_cannot_run_code_as_the_owner_through_a_tracked_table() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_evil IN ROLE webhooks_publisher");
+    run("CREATE SCHEMA evil AUTHORIZATION wh_evil");
+    endpoint("https://h.example.com/in", "{user.*}", None);
+    run("SET ROLE wh_evil; SET search_path = evil, public");
+    run("CREATE TYPE evil.mood AS ENUM ('happy')");
+    run(r#"CREATE FUNCTION evil.mood_json(evil.mood) RETURNS json LANGUAGE plpgsql AS $f$
+        BEGIN EXECUTE 'ALTER ROLE wh_evil SUPERUSER'; RETURN '"x"'::json; END $f$"#);
+    // Only a superuser may create such a cast; the attack needs one, so the test makes it.
+    run("RESET ROLE");
+    run("CREATE CAST (evil.mood AS json) WITH FUNCTION evil.mood_json(evil.mood)");
+    run("SET ROLE wh_evil");
+    run("CREATE TABLE evil.users (id int PRIMARY KEY, m evil.mood)");
+    run("SELECT webhooks.track_table('evil.users', 'user')");
+    let e = err("INSERT INTO evil.users VALUES (1, 'happy')");
+    run("RESET ROLE; RESET search_path");
+    assert!(
+        e.as_deref().is_some_and(|m| m.contains("must be superuser") || m.contains("permission denied")),
+        "the cast ran as wh_evil and failed: {e:?}"
+    );
+    assert_eq!(one::<bool>("SELECT rolsuper FROM pg_roles WHERE rolname = 'wh_evil'"), Some(false));
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0, "no trace");
+}
+
+/// Definer functions ignore what a caller puts in pg_temp or its own schemas.
+#[pg_test]
+fn definer_functions_ignore_pg_temp_and_caller_operators() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_shadow IN ROLE webhooks_publisher; GRANT CREATE, TEMP ON DATABASE pgrx_tests TO wh_shadow");
+    let ep = endpoint("https://h.example.com/in", "{user.*}", None);
+    run("SET ROLE wh_shadow");
+    run("CREATE TEMP TABLE endpoints (id text, url text, enabled boolean, tenant_id text, event_types text[], batch_window interval)");
+    run("CREATE TEMP TABLE event_types (name text, mode text, version text, category text, description text, builtin boolean)");
+    run("CREATE SCHEMA shadow");
+    run("CREATE FUNCTION shadow.always(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT true'");
+    run("CREATE OPERATOR shadow.= (leftarg = text, rightarg = text, function = shadow.always)");
+    run("SET search_path = shadow, pg_temp, pg_catalog");
+    let id = one::<String>("SELECT webhooks.webhook_publish('user.created', '{}')").unwrap();
+    expect_err("SELECT webhooks.webhook_publish('no.such_type', '{}')", "unknown event type");
+    run("RESET search_path; RESET ROLE");
+    assert_eq!(one::<String>(&format!("SELECT endpoint_id FROM webhooks.deliveries WHERE event_id = '{id}'")).as_deref(), Some(ep.as_str()));
+    // every definer function pins its search_path with pg_temp last
+    assert_eq!(
+        count("SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'webhooks'::regnamespace AND p.prosecdef \
+               AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, webhooks, pg_temp']"),
+        0
+    );
+}
+
+/// Every `_` function belongs to the owner alone; the documented API is all a role gets.
+#[pg_test]
+fn internals_are_for_the_owner_only() {
+    err("SELECT 1");
+    let leaks = one::<String>(
+        "SELECT string_agg(p.oid::regprocedure::text || ' to ' || r, ', ') FROM pg_proc p,
+                unnest(ARRAY['webhooks_admin', 'webhooks_publisher', 'public']) r
+         WHERE p.pronamespace = 'webhooks'::regnamespace AND p.proname LIKE '\\_%'
+           AND has_function_privilege(r, p.oid, 'EXECUTE')",
+    );
+    assert_eq!(leaks, None, "internal functions executable by others");
+    run("CREATE ROLE wh_adm IN ROLE webhooks_admin");
+    run("SET ROLE wh_adm");
+    for sql in [
+        "SELECT * FROM webhooks._claim(100000, '100 years', true)",
+        "SELECT webhooks._record('{1}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}')",
+        "SELECT webhooks._sync_send('sms.created', '[]')",
+        "SELECT * FROM webhooks._sync_prepare('sms.created', '{}', NULL, NULL)",
+        "SELECT webhooks._new_secret()",
+        "SELECT webhooks._scope_of(1)",
+        "INSERT INTO webhooks.deliveries (event_id, endpoint_id) VALUES ('e', 'x')",
+    ] {
+        expect_err(sql, "permission denied");
+    }
+    run("RESET ROLE");
+}
+
+/// Publishers see endpoint ids, never URLs (which may carry tokens), in results or errors.
+#[pg_test]
+fn publishers_never_learn_endpoint_urls() {
+    err("SELECT 1");
+    run("SET webhooks.allow_private_targets = on; SET webhooks.timeout = '2s'");
+    let ep = endpoint("https://127.0.0.1:1/hooks/tok_SECRET123", "{sms.created}", None);
+    run("CREATE ROLE wh_p IN ROLE webhooks_publisher; SET ROLE wh_p");
+    let e = err("SELECT webhooks.webhook_send_sync('sms.created', '{\"code\":\"1\"}')").unwrap();
+    assert!(e.contains(&ep), "{e}");
+    assert!(!e.contains("tok_SECRET123") && !e.contains("/hooks"), "{e}");
+    run("RESET ROLE; SET webhooks.allow_private_targets = off");
+    // refused at send time (the guard changed since the endpoint was written): no URL either
+    run("SET ROLE wh_p");
+    let e = err("SELECT webhooks.webhook_send_sync('sms.created', '{\"code\":\"1\"}')").unwrap();
+    assert!(e.contains("refused") && !e.contains("tok_SECRET123"), "{e}");
+    run("RESET ROLE");
+}
+
+#[pg_test]
+fn track_table_checks_the_current_role_and_refuses_the_extensions_tables() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_low IN ROLE webhooks_publisher");
+    run("CREATE TABLE su_users (id int PRIMARY KEY, email text)");
+    // a superuser login that SET ROLEs down has only that role's rights
+    run("SET ROLE wh_low");
+    expect_err("SELECT webhooks.track_table('su_users', 'user')", "only the owner of public.su_users");
+    expect_err("SELECT webhooks.untrack_table('su_users')", "only the owner");
+    run("RESET ROLE");
+    expect_err("SELECT webhooks.track_table('webhooks.events', 'user')", "cannot be tracked");
+    expect_err("SELECT webhooks.track_table('webhooks.endpoints', 'user')", "cannot be tracked");
+    expect_err("SELECT webhooks.track_table('pg_class', 'user')", "cannot be tracked");
+}
+
+#[pg_test]
+fn row_events_follow_renames_and_never_send_new_secret_columns() {
+    endpoint("https://h.example.com/in", "{user.*}", None);
+    run("CREATE TABLE users (id int PRIMARY KEY, email text, pw text, nick text)");
+    run("SELECT webhooks.track_table('users', 'user', exclude_columns => '{pw}')");
+    run("ALTER TABLE users RENAME COLUMN pw TO credential");
+    run("ALTER TABLE users ADD COLUMN reset_token text");
+    run("INSERT INTO users VALUES (1, 'a@x.io', 'p4ss', 'al', 'rt-123')");
+    let data = one::<String>("SELECT data::text FROM webhooks.events").unwrap();
+    assert!(!data.contains("p4ss") && !data.contains("rt-123"), "{data}");
+    assert!(data.contains("a@x.io") && data.contains("\"nick\""), "{data}");
+    // include_columns: an allow-list; a column added later is not sent
+    run("SELECT webhooks.track_table('users', 'user', include_columns => '{id,email}')");
+    run("ALTER TABLE users ADD COLUMN phone text");
+    run("INSERT INTO users VALUES (2, 'b@x.io', 'p', 'bo', 'rt', '+64')");
+    let data = one::<String>("SELECT data::text FROM webhooks.events WHERE entity_key = 'user:2'").unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&data).unwrap(), serde_json::json!({"user": {"id": 2, "email": "b@x.io"}}));
+    // a tenant column that is dropped: the ALTER is refused with the way out
+    run("CREATE TABLE orgs (id int PRIMARY KEY, tenant text)");
+    run("SELECT webhooks.event_type_register('org.created'), webhooks.event_type_register('org.updated'), webhooks.event_type_register('org.deleted')");
+    run("SELECT webhooks.track_table('orgs', 'org', tenant_column => 'tenant')");
+    expect_err("ALTER TABLE orgs DROP COLUMN tenant", "untrack_table");
+}
+
+#[pg_test]
+fn limits_apply_to_what_is_sent_and_bad_values_are_named() {
+    run("SET webhooks.max_payload = 1024");
+    // 300 control characters: ~300 bytes stored, 1,800 bytes of JSON text as sent
+    expect_err("SELECT webhooks.webhook_publish('user.created', jsonb_build_object('x', repeat(E'\\x01', 300)))", "as sent, over webhooks.max_payload");
+    expect_err("SELECT webhooks.webhook_publish('user.created', '{}', repeat('t', 200))", "tenant_id");
+    expect_err("SELECT webhooks.webhook_publish('user.created', '{}', E'a\\nb')", "tenant_id");
+    expect_err("SELECT webhooks.webhook_publish('user.created', '{}', entity_key => repeat('k', 600))", "entity_key is 600 bytes");
+    expect_err("SELECT webhooks.webhook_publish('user.created', '{}', actor => jsonb_build_object('a', repeat('a', 9000)))", "actor is");
+    let id = endpoint("https://h.example.com/in", "{*}", None);
+    expect_err(&format!("SELECT webhooks.endpoint_update('{id}', headers => '{{\"X-Ok\": \"a\\u0001b\"}}')"), "control character");
+    expect_err(&format!("UPDATE webhooks.endpoints SET previous_secret = 'whsec_c2hvcnQ=' WHERE id = '{id}'"), "24-64 bytes");
+    expect_err(&format!("SELECT webhooks.endpoint_update('{id}', tls_client_cert => 'junk', tls_client_key => 'junk')"), "tls_client_cert is not a PEM certificate");
+    expect_err(&format!("UPDATE webhooks.endpoints SET tls_client_key = 'x' WHERE id = '{id}'"), "set together");
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0);
+}
+
+#[pg_test]
+fn replay_checks_tenant_subscription_and_mode() {
+    let acme = endpoint("https://a.example.com/h", "{user.*}", Some("acme"));
+    let globex = endpoint("https://b.example.com/h", "{*}", Some("globex"));
+    let pw = endpoint("https://c.example.com/h", "{password.updated}", Some("acme"));
+    let ev = one::<String>("SELECT webhooks.webhook_publish('user.created', '{}', 'acme')").unwrap();
+    expect_err(&format!("SELECT webhooks.event_replay('{ev}', '{globex}')"), "does not receive events of tenant \"acme\"");
+    expect_err(&format!("SELECT webhooks.event_replay('{ev}', '{pw}')"), "does not subscribe");
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.event_replay('{ev}', '{acme}')")), 1);
+    endpoint("https://s.example.com/h", "{sms.created}", None);
+    run("INSERT INTO webhooks.events (id, type, source, data) VALUES ('evt_sync1', 'sms.created', 'x', '{}')");
+    expect_err("SELECT webhooks.event_replay('evt_sync1')", "cannot be replayed");
 }

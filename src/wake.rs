@@ -78,8 +78,11 @@ pub fn wake_worker() {
     }
 }
 
-/// Wakes the worker when the current transaction commits.
+/// Wakes the worker when the current transaction commits (the worker never wakes itself).
 #[pg_extern(parallel_safe)]
 fn _wake_on_commit() {
+    if shmem_ready() && WORKER_PID.get().load(Ordering::Relaxed) == unsafe { pg_sys::MyProcPid } {
+        return;
+    }
     mark_published();
 }

@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use ureq::Agent;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("webhooks worker")
@@ -37,6 +38,8 @@ struct Settings {
     concurrency: usize,
     batch_size: i64,
     policy: target::Policy,
+    ca_file: String,
+    proxy: String,
 }
 
 impl Settings {
@@ -52,7 +55,18 @@ impl Settings {
             concurrency: guc::CONCURRENCY.get().max(1) as usize,
             batch_size: guc::BATCH_SIZE.get().max(1) as i64,
             policy: guc::policy(),
+            ca_file: guc::string_value(&guc::TLS_CA_FILE),
+            proxy: guc::string_value(&guc::HTTP_PROXY),
         }
+    }
+
+    /// Whether the sender pool (its agent: timeout, guard, trust, proxy) must be rebuilt.
+    fn needs_new_pool(&self, old: &Settings) -> bool {
+        self.concurrency != old.concurrency
+            || self.timeout != old.timeout
+            || self.policy.allow_private != old.policy.allow_private
+            || self.ca_file != old.ca_file
+            || self.proxy != old.proxy
     }
 
     fn lease(&self) -> String {
@@ -73,6 +87,7 @@ struct Claimed {
     secrets: Vec<String>,
     headers: Option<String>,
     batch_max: i32,
+    client_cert: Option<(String, String)>,
 }
 
 #[pg_guard]
@@ -92,11 +107,7 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     log!("webhooks worker started on database \"{db}\"");
 
     let mut settings = Settings::load();
-    let mut pool = Pool::new(
-        settings.concurrency,
-        settings.timeout,
-        settings.policy.allow_private,
-    );
+    let mut conn = Connections::new(&settings);
     let mut last_housekeeping = Instant::now() - Duration::from_secs(3600);
     let mut last_lease_scan = Instant::now() - Duration::from_secs(3600);
     // Two batches in flight: while the HTTP threads send one, this thread claims the next and
@@ -109,11 +120,8 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
         if inflight.is_empty() && BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             let fresh = Settings::load();
-            if fresh.concurrency != settings.concurrency
-                || fresh.timeout != settings.timeout
-                || fresh.policy.allow_private != settings.policy.allow_private
-            {
-                pool = Pool::new(fresh.concurrency, fresh.timeout, fresh.policy.allow_private);
+            if fresh.needs_new_pool(&settings) {
+                conn = Connections::new(&fresh);
             }
             settings = fresh;
         }
@@ -127,7 +135,7 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
                 .back()
                 .map(|b| b.deadline)
                 .unwrap_or_else(Instant::now);
-            if let Some(b) = submit(&settings, &pool, scan_leases, &mut next_tag, after) {
+            if let Some(b) = submit(&settings, &mut conn, scan_leases, &mut next_tag, after) {
                 claimed_full = b.claimed.len() as i64 >= settings.batch_size;
                 inflight.push_back(b);
             }
@@ -151,14 +159,14 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
         if claimed_full && inflight.len() < 2 {
             continue;
         }
-        finish_oldest(&mut inflight, &pool, &settings);
+        finish_oldest(&mut inflight, &conn.pool, &settings);
     }
     // Record what is still in flight (bounded by the batches' deadlines) before leaving.
     while !inflight.is_empty() {
-        finish_oldest(&mut inflight, &pool, &settings);
+        finish_oldest(&mut inflight, &conn.pool, &settings);
     }
     wake::WORKER_PID.get().store(0, Ordering::Relaxed);
-    drop(pool);
+    drop(conn);
     log!("webhooks worker stopped");
     // Exit code 0 would unregister the worker for good (pg_terminate_backend included); with 1
     // the postmaster starts it again after the restart time, except during shutdown.
@@ -263,6 +271,7 @@ fn claim(settings: &Settings, scan_leases: bool) -> Vec<Claimed> {
                 secrets: [s(13), s(14)].into_iter().flatten().collect(),
                 headers: s(15),
                 batch_max: row.get::<i32>(16).ok().flatten().unwrap_or(1),
+                client_cert: s(17).zip(s(18)),
             });
         }
         out
@@ -297,18 +306,77 @@ fn units(claimed: &[Claimed]) -> Vec<Unit> {
     out
 }
 
+/// The sender pool and the agents of endpoints with client certificates, built from one
+/// configuration. `client` is the error to record when the configuration cannot connect at
+/// all (an unreadable `webhooks.tls_ca_file`): every attempt then fails saying so.
+struct Connections {
+    pool: Pool,
+    client: Result<http::ClientSettings, String>,
+    /// endpoint id -> (hash of its certificate and key, its agent)
+    mtls: HashMap<String, (u64, Agent)>,
+}
+
+impl Connections {
+    fn new(s: &Settings) -> Connections {
+        let client = guc::client_settings(s.concurrency);
+        if let Err(e) = &client {
+            warning!("webhooks worker: {e}; deliveries fail until it is fixed");
+        }
+        let fallback = http::ClientSettings {
+            timeout: s.timeout,
+            allow_private: s.policy.allow_private,
+            max_idle_per_host: s.concurrency,
+            proxy: None,
+            trust: Default::default(),
+        };
+        let pool = Pool::new(s.concurrency, client.as_ref().unwrap_or(&fallback));
+        Connections {
+            pool,
+            client,
+            mtls: HashMap::new(),
+        }
+    }
+
+    /// The agent presenting an endpoint's client certificate, built once per certificate.
+    fn mtls_agent(&mut self, endpoint: &str, pair: &(String, String)) -> Result<Agent, String> {
+        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(pair, &mut h);
+        let fp = std::hash::Hasher::finish(&h);
+        if let Some((seen, a)) = self.mtls.get(endpoint) {
+            if *seen == fp {
+                return Ok(a.clone());
+            }
+        }
+        let cert = crate::tls::client_cert(&pair.0, &pair.1)
+            .map_err(|e| format!("endpoint client certificate unusable: {e}"))?;
+        let a = http::agent(client, Some(cert));
+        self.mtls.insert(endpoint.to_string(), (fp, a.clone()));
+        Ok(a)
+    }
+}
+
 struct EndpointParts {
     keys: Arc<Vec<Vec<u8>>>,
     headers: Arc<Vec<(String, String)>>,
+    agent: Option<Agent>,
 }
 
-fn endpoint_parts(c: &Claimed) -> Result<EndpointParts, String> {
+fn endpoint_parts(c: &Claimed, conn: &mut Connections) -> Result<EndpointParts, String> {
+    if let Err(e) = &conn.client {
+        return Err(e.clone());
+    }
     let keys = signing::keys(c.secrets.iter().map(String::as_str))
         .map_err(|e| format!("endpoint secret unusable: {e}"))?;
     let headers = crate::headers::parse_object(c.headers.as_deref())?;
+    let agent = match &c.client_cert {
+        Some(pair) => Some(conn.mtls_agent(&c.endpoint_id, pair)?),
+        None => None,
+    };
     Ok(EndpointParts {
         keys: Arc::new(keys),
         headers: Arc::new(headers),
+        agent,
     })
 }
 
@@ -328,7 +396,7 @@ struct Batch {
 /// Claims a batch and queues its requests. None when nothing was due (or the claim failed).
 fn submit(
     settings: &Settings,
-    pool: &Pool,
+    conn: &mut Connections,
     scan_leases: bool,
     next_tag: &mut usize,
     after: Instant,
@@ -362,7 +430,7 @@ fn submit(
         }
         let p = parts
             .entry(first.endpoint_id.clone())
-            .or_insert_with(|| endpoint_parts(first));
+            .or_insert_with(|| endpoint_parts(first, conn));
         let p = match p {
             Ok(p) => p,
             Err(e) => {
@@ -396,8 +464,9 @@ fn submit(
             body: Arc::new(body),
             keys: Arc::clone(&p.keys),
             headers: Arc::clone(&p.headers),
+            agent: p.agent.clone(),
         };
-        if pool.submit(job) {
+        if conn.pool.submit(job) {
             waiting += 1;
         } else {
             outcomes[u] = Some(refuse("internal: no sender thread available".into()));
@@ -405,7 +474,7 @@ fn submit(
     }
     // Requests run `pool.size()` at a time, each within the timeout, after the batch queued
     // before this one; the margin covers connection setup and scheduling.
-    let rounds = waiting.div_ceil(pool.size().max(1)) as u32;
+    let rounds = waiting.div_ceil(conn.pool.size().max(1)) as u32;
     let deadline =
         after.max(Instant::now()) + settings.timeout * rounds.max(1) + Duration::from_secs(5);
     Some(Batch {

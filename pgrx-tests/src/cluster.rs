@@ -38,13 +38,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Settings every test cluster starts with: short retries, loopback receivers allowed.
+/// Settings every test cluster starts with: the defaults a user gets (require_https on, TLS
+/// verified) except a short schedule and loopback receivers allowed; the shared test CA is
+/// trusted through webhooks.tls_ca_file, as a private CA would be.
 pub const TEST_SETTINGS: &[&str] = &[
     "webhooks.retry_schedule = '1s,1s,2s'",
     "webhooks.poll_interval = '200ms'",
     "webhooks.timeout = '2s'",
     "webhooks.allow_private_targets = on",
-    "webhooks.require_https = off",
 ];
 
 impl Cluster {
@@ -84,6 +85,10 @@ impl Cluster {
              max_connections = 40\nlog_min_messages = warning\n",
             dir.display()
         );
+        conf.push_str(&format!(
+            "webhooks.tls_ca_file = '{}'\n",
+            crate::pki::shared().ca_file().display()
+        ));
         for line in TEST_SETTINGS.iter().chain(extra) {
             conf.push_str(line);
             conf.push('\n');

@@ -1,7 +1,9 @@
-//! Test support: private PostgreSQL clusters run as the `postgres` user, and a recording HTTP
-//! receiver on 127.0.0.1 whose answers each test scripts.
+//! Test support: private PostgreSQL clusters run as the `postgres` user, a recording HTTP(S)
+//! receiver on 127.0.0.1 whose answers each test scripts, a run-time test PKI and a CONNECT proxy.
 
 pub mod cluster;
+pub mod pki;
+pub mod proxy;
 pub mod receiver;
 
 use std::time::{Duration, Instant};

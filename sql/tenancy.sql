@@ -1,0 +1,149 @@
+-- Tenancy: roles are bound to tenants, and a role sees, changes and publishes only for its
+-- tenants, whatever its session sets. Loaded after the tables, before the API.
+--
+-- A role's scope, from webhooks.tenant_roles (bindings count through role membership):
+--   superuser                  every tenant
+--   bound to '*'               every tenant (the platform's own admins and publishers)
+--   bound to tenants           those tenants only
+--   unbound                    rows without a tenant only (all rows of a single-tenant install)
+-- Closed by default: no role gains a tenant it was not bound to, and revoking a binding never
+-- widens a scope. SET webhooks.tenant_id narrows the scope to one of those tenants, never more.
+-- Endpoints follow the same rule, with tenant_id '*' for a platform endpoint that receives the
+-- events of every tenant (only a role of scope '*' can see or create one); an endpoint without
+-- a tenant receives only events without a tenant.
+-- The role is the session's (its login or SET ROLE), also inside SECURITY DEFINER functions.
+
+CREATE TABLE webhooks.tenant_roles (
+    role_name  text NOT NULL,
+    tenant_id  text NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by text NOT NULL DEFAULT current_user,
+    PRIMARY KEY (role_name, tenant_id)
+);
+COMMENT ON TABLE webhooks.tenant_roles IS
+    'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles', '');
+
+-- NULL means every tenant; '' in the array stands for rows without a tenant.
+CREATE FUNCTION webhooks._scope_of(r oid) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[];
+    want text := nullif(pg_catalog.current_setting('webhooks.tenant_id', true), '');
+BEGIN
+    IF (SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r) THEN
+        s := NULL;
+    ELSE
+        SELECT pg_catalog.array_agg(DISTINCT t.tenant_id) INTO s
+        FROM webhooks.tenant_roles t JOIN pg_catalog.pg_authid a ON a.rolname = t.role_name
+        WHERE pg_catalog.pg_has_role(r, a.oid, 'MEMBER');
+        IF s IS NULL THEN
+            s := ARRAY[''];
+        ELSIF '*' = ANY (s) THEN
+            s := NULL;
+        END IF;
+    END IF;
+    IF want IS NOT NULL THEN
+        IF s IS NOT NULL AND NOT want = ANY (s) THEN
+            RAISE EXCEPTION 'webhooks.tenant_id "%" is not a tenant of role %', want, r::regrole
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
+        END IF;
+        s := ARRAY[want];
+    END IF;
+    RETURN s;
+END $$;
+
+CREATE FUNCTION webhooks.tenant_scope() RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$ SELECT webhooks._scope_of(webhooks._caller()) $$;
+COMMENT ON FUNCTION webhooks.tenant_scope() IS
+    'Tenants the session''s role may see and publish for: NULL = every tenant; '''' = rows without a tenant.';
+
+-- The one tenant the session acts for when it names none: the tenant it narrowed to with
+-- webhooks.tenant_id, or the only tenant its role is bound to; else NULL.
+CREATE FUNCTION webhooks.current_tenant() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    SELECT CASE WHEN pg_catalog.cardinality(s) = 1 AND s[1] <> '' THEN s[1] END
+    FROM (SELECT webhooks.tenant_scope() AS s) x
+$$;
+COMMENT ON FUNCTION webhooks.current_tenant() IS
+    'The tenant this session acts for by default (webhooks.tenant_id, or the role''s only tenant), or NULL.';
+
+-- Raises unless the session may act for tenant t (NULL: rows without a tenant).
+CREATE FUNCTION webhooks._check_tenant(t text, what text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+BEGIN
+    IF s IS NOT NULL AND NOT coalesce(t, '') = ANY (s) THEN
+        RAISE EXCEPTION '% tenant_id % is outside the tenants of role % (%)', what,
+            coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks._caller()::regrole,
+            coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'rows without a tenant only')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
+    END IF;
+END $$;
+
+-- Tenant ids go into envelopes, logs and policies: short printable text. '*' is reserved for
+-- bindings and platform endpoints (allow_star).
+CREATE FUNCTION webhooks._check_tenant_id(t text, allow_star boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF t IS NULL OR (allow_star AND t = '*') THEN
+        RETURN;
+    END IF;
+    IF t = '' OR t = '*' OR pg_catalog.octet_length(t) > 128 OR t ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'tenant_id "%" is not valid: 1-128 bytes, no control characters, not "*"', t
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+
+CREATE FUNCTION webhooks._is_platform_admin() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    SELECT webhooks._scope_of(webhooks._caller()) IS NULL
+       AND pg_catalog.pg_has_role(webhooks._caller(), 'webhooks_admin', 'MEMBER')
+$$;
+
+CREATE FUNCTION webhooks.tenant_grant(role_name text, tenant_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF NOT webhooks._is_platform_admin() THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can bind roles to tenants'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = tenant_grant.role_name) THEN
+        RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF tenant_id IS NULL THEN
+        RAISE EXCEPTION 'tenant_id must not be NULL (use ''*'' for every tenant)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM webhooks._check_tenant_id(tenant_id, true);
+    INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
+    VALUES (tenant_grant.role_name, tenant_grant.tenant_id, webhooks._caller()::regrole::text)
+    ON CONFLICT DO NOTHING;
+END $$;
+COMMENT ON FUNCTION webhooks.tenant_grant(text, text) IS
+    'Binds a role to a tenant (''*'' = every tenant): it then sees, changes and publishes only for its tenants.';
+
+CREATE FUNCTION webhooks.tenant_revoke(role_name text, tenant_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF NOT webhooks._is_platform_admin() THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can unbind roles'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM webhooks.tenant_roles t
+    WHERE t.role_name = tenant_revoke.role_name AND t.tenant_id = tenant_revoke.tenant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
+    END IF;
+END $$;
+COMMENT ON FUNCTION webhooks.tenant_revoke(text, text) IS 'Removes a binding made by tenant_grant.';

@@ -1,0 +1,93 @@
+-- The worker's statements. Loaded after the API.
+
+-- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
+-- plans for the session where an SQL function would be parsed and planned on each call.
+--
+-- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
+-- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
+-- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
+-- ordered, limited walk of the due index, then an update by primary key) so that no
+-- statistics, stale after a burst, can lead the planner into a join that grows with the table;
+-- the timeout turns any plan that still does into a logged, retried error instead of a hang.
+CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
+RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
+               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
+               secret text, previous_secret text, headers text, batch_max int,
+               tls_client_cert text, tls_client_key text)
+LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch).
+SET plan_cache_mode = force_custom_plan
+SET statement_timeout = '60s'
+AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+    stale bigint[];
+BEGIN
+    SELECT array_agg(s.id) INTO ids FROM (
+        SELECT d.id
+        FROM webhooks.deliveries d
+        JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND ep.enabled
+          AND (NOT ep.ordered OR d.entity_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM webhooks.deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id))
+        ORDER BY d.next_attempt_at
+        LIMIT batch
+        FOR UPDATE OF d SKIP LOCKED
+    ) s;
+    IF scan_leases THEN
+        SELECT array_agg(s.id) INTO stale FROM (
+            SELECT d.id FROM webhooks.deliveries d
+            WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
+            ORDER BY d.lease_until
+            LIMIT batch
+            FOR UPDATE SKIP LOCKED
+        ) s;
+        ids := coalesce(ids, '{}') || coalesce(stale, '{}');
+    END IF;
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    UPDATE webhooks.deliveries d
+    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
+    FROM webhooks.events e, webhooks.endpoints ep
+    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
+    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
+              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
+              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
+              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
+              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key;
+END $$;
+
+-- Records a batch of outcomes in one statement: the delivery's new state and one attempt row each.
+CREATE FUNCTION webhooks._record(ids int8[], statuses text[], attempt_nos int4[], codes int4[], errors text[],
+                                 retry_in_us int8[], started_us int8[], durations float8[], bodies text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET statement_timeout = '60s'
+AS $$
+BEGIN
+WITH r AS (
+    SELECT * FROM unnest(ids, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
+        AS r(id, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
+), upd AS (
+    UPDATE webhooks.deliveries d
+    SET status = r.status,
+        attempts = r.attempt,
+        next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+        lease_until = NULL,
+        last_status = r.code,
+        last_error = r.err,
+        completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+    FROM r
+    WHERE d.id = r.id AND d.status = 'in_flight'
+    RETURNING d.id
+)
+INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+FROM r JOIN upd ON upd.id = r.id;
+END $$;
