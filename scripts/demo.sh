@@ -12,10 +12,24 @@ WORK=${WEBHOOKS_DEMO_DIR:-/var/tmp/webhooks-demo}
 RX_PORT=$(free_port)
 cleanup() { kill "${RX_PID:-0}" 2>/dev/null || true; cluster_stop; }
 trap cleanup EXIT
+# The production path: HTTPS with a verified certificate. The demo's receiver has its own CA,
+# trusted through webhooks.tls_ca_file as a company's private CA would be.
+TLS="$WORK.tls"
+rm -rf "$TLS"; mkdir -p "$TLS"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=webhooks demo CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+    -keyout "$TLS/ca.key" -out "$TLS/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$TLS/server.key" -out "$TLS/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$TLS/ext"
+openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -days 2 \
+    -extfile "$TLS/ext" -out "$TLS/server.pem" 2>/dev/null
+chmod 755 "$TLS"; chmod 644 "$TLS/ca.pem"
+# Defaults a user gets (require_https on), except that the receiver is on 127.0.0.1.
 cluster_start "$WORK" "webhooks.database = 'postgres'" \
-    "webhooks.allow_private_targets = on" "webhooks.require_https = off" \
+    "webhooks.allow_private_targets = on" "webhooks.tls_ca_file = '$TLS/ca.pem'" \
     "webhooks.source = 'https://id.example.com'"
-python3 scripts/receiver.py "$RX_PORT" "$WORK/secret" &
+python3 scripts/receiver.py "$RX_PORT" "$WORK/secret" "$TLS/server.pem" "$TLS/server.key" &
 RX_PID=$!
 psql() { command psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=terse "$@" 2>&1 | grep -v "does not exist, skipping" || true; }
 
@@ -30,7 +44,7 @@ CREATE TABLE users (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 SELECT webhooks.track_table('users', 'user', exclude_columns => '{password_hash}');
-SELECT id AS endpoint_id FROM webhooks.endpoint_create('http://127.0.0.1:$RX_PORT/hook', '{user.*}');
+SELECT id AS endpoint_id FROM webhooks.endpoint_create('https://127.0.0.1:$RX_PORT/hook', '{user.*}');
 SQL
 psql -At -c "SELECT secret FROM webhooks.endpoints" > "$WORK/secret"
 

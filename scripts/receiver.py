@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A demo webhook receiver on 127.0.0.1: verifies the Standard Webhooks signature with the
-secret in SECRET_FILE (written once the endpoint exists) and prints each event."""
-import base64, hashlib, hmac, json, os, sys, time
+secret in SECRET_FILE (written once the endpoint exists) and prints each event. With CERT and
+KEY it serves HTTPS, as real receivers do.
+
+    receiver.py PORT SECRET_FILE [CERT KEY]"""
+import base64, hashlib, hmac, json, os, ssl, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SECRET_FILE = sys.argv[2]
@@ -37,4 +40,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+if len(sys.argv) > 4:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

@@ -362,7 +362,8 @@ CREATE FUNCTION webhooks.endpoint_update(
     batch_max int DEFAULT NULL,
     batch_window interval DEFAULT NULL,
     tls_client_cert text DEFAULT NULL,
-    tls_client_key text DEFAULT NULL
+    tls_client_key text DEFAULT NULL,
+    max_in_flight int DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -378,7 +379,8 @@ BEGIN
         batch_max = coalesce(endpoint_update.batch_max, e.batch_max),
         batch_window = coalesce(endpoint_update.batch_window, e.batch_window),
         tls_client_cert = coalesce(endpoint_update.tls_client_cert, e.tls_client_cert),
-        tls_client_key = coalesce(endpoint_update.tls_client_key, e.tls_client_key)
+        tls_client_key = coalesce(endpoint_update.tls_client_key, e.tls_client_key),
+        max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight)
     WHERE e.id = endpoint_update.id
     RETURNING * INTO ep;
     IF NOT FOUND THEN
@@ -386,8 +388,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate.';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once.';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE

@@ -26,6 +26,9 @@ CREATE TABLE webhooks.endpoints (
     ordered                    boolean NOT NULL DEFAULT false,
     batch_max                  int NOT NULL DEFAULT 1 CHECK (batch_max BETWEEN 1 AND 1000),
     batch_window               interval NOT NULL DEFAULT '0',
+    -- Deliveries of this endpoint in flight at once, at most: a slow receiver cannot take every
+    -- sender thread from the others.
+    max_in_flight              int NOT NULL DEFAULT 16 CHECK (max_in_flight BETWEEN 1 AND 1000),
     -- Presented to receivers that demand a client certificate (mTLS); hidden like the secret.
     tls_client_cert            text,
     tls_client_key             text,

@@ -42,7 +42,7 @@ GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webho
     webhooks.tracked_tables TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
     webhooks.endpoint_create(text, text[], text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int),
     webhooks.endpoint_delete(text),
     webhooks.endpoint_enable(text),
     webhooks.endpoint_disable(text, text),

@@ -13,31 +13,64 @@ CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text)
+               tls_client_cert text, tls_client_key text, lease_us bigint)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
 SET plan_cache_mode = force_custom_plan
-SET statement_timeout = '60s'
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
     ids bigint[];
     stale bigint[];
+    orphans bigint[];
+    parked bigint[];
 BEGIN
-    SELECT array_agg(s.id) INTO ids FROM (
-        SELECT d.id
-        FROM webhooks.deliveries d
-        JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND ep.enabled
-          AND (NOT ep.ordered OR d.entity_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM webhooks.deliveries p
-                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id))
-        ORDER BY d.next_attempt_at
+    -- Rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could not
+    -- see them) are deleted, and rows of a disabled endpoint (a publish that raced a disable)
+    -- are parked, so that no row the claim cannot take stays at the head of the due index.
+    -- Each endpoint gets at most max_in_flight minus what it has in flight; the candidates are
+    -- a bounded walk of the due index (batch * 4), so a backlog on one endpoint only delays
+    -- others by as much, never by the whole backlog's size.
+    WITH busy AS (
+        SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
+        WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
+    ), cand AS (
+        SELECT d.id, d.endpoint_id, d.next_attempt_at, ep.id AS ep_id, ep.enabled, ep.max_in_flight,
+               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn
+        FROM (SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
+              FROM webhooks.deliveries x
+              WHERE x.status = 'pending' AND x.next_attempt_at <= now()
+              ORDER BY x.next_attempt_at
+              LIMIT batch * 4) d
+        LEFT JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+        WHERE ep.id IS NULL OR NOT ep.enabled OR NOT ep.ordered OR d.entity_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM webhooks.deliveries p
+              WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                AND p.status IN ('pending', 'in_flight') AND p.id < d.id)
+    ), chosen AS (
+        SELECT c.* FROM cand c LEFT JOIN busy b ON b.endpoint_id = c.endpoint_id
+        WHERE c.ep_id IS NULL OR NOT c.enabled OR c.rn <= c.max_in_flight - coalesce(b.n, 0)
+        ORDER BY c.next_attempt_at
         LIMIT batch
-        FOR UPDATE OF d SKIP LOCKED
-    ) s;
+    ), locked AS (
+        -- Another claimer may have taken a candidate since: lock what is still pending.
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.id IN (SELECT id FROM chosen) AND d.status = 'pending'
+        FOR UPDATE SKIP LOCKED
+    )
+    SELECT array_agg(c.id) FILTER (WHERE c.ep_id IS NOT NULL AND c.enabled),
+           array_agg(c.id) FILTER (WHERE c.ep_id IS NULL),
+           array_agg(c.id) FILTER (WHERE c.ep_id IS NOT NULL AND NOT c.enabled)
+    INTO ids, orphans, parked
+    FROM chosen c JOIN locked l ON l.id = c.id;
+    IF orphans IS NOT NULL THEN
+        DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
+    END IF;
+    IF parked IS NOT NULL THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity' WHERE d.id = ANY (parked);
+    END IF;
     IF scan_leases THEN
         SELECT array_agg(s.id) INTO stale FROM (
             SELECT d.id FROM webhooks.deliveries d
@@ -60,34 +93,48 @@ BEGIN
               (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
               e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
               CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
-              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key;
+              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
+              (extract(epoch FROM d.lease_until) * 1000000)::int8;
 END $$;
 
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row each.
-CREATE FUNCTION webhooks._record(ids int8[], statuses text[], attempt_nos int4[], codes int4[], errors text[],
-                                 retry_in_us int8[], started_us int8[], durations float8[], bodies text[])
-RETURNS void
+-- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
+-- each. An outcome is recorded only by the claim that holds the row (its lease, to the
+-- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
+-- someone else holds locked are skipped, never waited for, and returned to be recorded later.
+CREATE FUNCTION webhooks._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[])
+RETURNS int8[]
 LANGUAGE plpgsql VOLATILE
-SET statement_timeout = '60s'
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+DECLARE
+    got int8[];
+    busy int8[];
 BEGIN
-WITH r AS (
-    SELECT * FROM unnest(ids, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-        AS r(id, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
-), upd AS (
-    UPDATE webhooks.deliveries d
-    SET status = r.status,
-        attempts = r.attempt,
-        next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-        lease_until = NULL,
-        last_status = r.code,
-        last_error = r.err,
-        completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-    FROM r
-    WHERE d.id = r.id AND d.status = 'in_flight'
-    RETURNING d.id
-)
-INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-FROM r JOIN upd ON upd.id = r.id;
+    SELECT coalesce(array_agg(x.id), '{}') INTO got FROM (
+        SELECT d.id FROM webhooks.deliveries d WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
+    ) x;
+    WITH r AS (
+        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
+            AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = r.status,
+            attempts = r.attempt,
+            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+            lease_until = NULL,
+            last_status = r.code,
+            last_error = r.err,
+            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+        FROM r
+        WHERE d.id = r.id AND d.id = ANY (got) AND d.status = 'in_flight'
+          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+    FROM r JOIN upd ON upd.id = r.id;
+    SELECT coalesce(array_agg(x), '{}') INTO busy FROM unnest(ids) x WHERE NOT x = ANY (got);
+    RETURN busy;
 END $$;

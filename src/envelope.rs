@@ -45,6 +45,17 @@ pub fn build(e: &Event<'_>) -> String {
 }
 
 /// A JSON array of envelopes, for batched endpoints.
+/// The `webhook-id` of a batch: `msg_` and a digest of its event ids in order.
+pub fn batch_id(event_ids: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for id in event_ids {
+        h.update(id.as_bytes());
+        h.update(b",");
+    }
+    format!("msg_{}", &hex::encode(h.finalize())[..32])
+}
+
 pub fn build_batch(bodies: &[String]) -> String {
     let mut out = String::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
     out.push('[');
@@ -90,6 +101,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_ids_follow_contents() {
+        assert_eq!(batch_id(&["evt_a", "evt_b"]), batch_id(&["evt_a", "evt_b"]));
+        assert_ne!(batch_id(&["evt_a", "evt_b"]), batch_id(&["evt_a", "evt_c"]));
+        assert_ne!(batch_id(&["evt_a", "evt_b"]), batch_id(&["evt_a"]));
+        assert_ne!(batch_id(&["evt_ab"]), batch_id(&["evt_a", "b"]));
+        assert!(batch_id(&["x"]).starts_with("msg_") && batch_id(&["x"]).len() == 36);
+    }
 
     #[test]
     fn formats_times() {

@@ -16,6 +16,8 @@ pub static TIMEOUT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 pub static POLL_INTERVAL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1s"));
 pub static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"7d"));
+pub static DEAD_RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"30d"));
 pub static SOURCE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"urn:webhooks"));
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -172,6 +174,13 @@ pub fn init() {
         c"webhooks.retention",
         c"How long succeeded deliveries and their events are kept.",
         &RETENTION,
+        GucContext::Sighup,
+        Some(check_duration),
+    );
+    string(
+        c"webhooks.dead_retention",
+        c"How long dead deliveries (and events nothing else refers to) are kept.",
+        &DEAD_RETENTION,
         GucContext::Sighup,
         Some(check_duration),
     );

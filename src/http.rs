@@ -33,7 +33,10 @@ pub struct Job {
     pub keys: Arc<Vec<Vec<u8>>>,
     pub headers: Arc<Vec<(String, String)>>,
     /// The endpoint's own agent when it presents a client certificate; else the shared one.
-    pub agent: Option<Agent>,
+    pub agent: Option<Client>,
+    /// A request not started by then is dropped unsent: its batch stopped waiting for it and
+    /// its lease covers only requests that start before this instant.
+    pub not_after: Option<Instant>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -184,8 +187,46 @@ pub fn parse_proxy(raw: &str) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
-/// An agent for `s`, presenting `client` when a receiver asks for a client certificate.
-pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Agent {
+/// A ureq agent, and whether targets must be checked before a request: through a proxy, ureq
+/// asks the proxy to connect to the host name and never resolves it itself.
+#[derive(Clone, Debug)]
+pub struct Client {
+    agent: Agent,
+    /// Some(allow_private) when a proxy is configured.
+    proxy_guard: Option<bool>,
+    timeout: Duration,
+}
+
+/// With a proxy: resolves the target within the budget and refuses it when any address is
+/// forbidden, before the proxy is asked (the proxy itself is exempt from the rule).
+fn check_proxied_target(url: &str, allow_private: bool, budget: Duration) -> Result<(), String> {
+    let u = url::Url::parse(url).map_err(|_| "invalid url".to_string())?;
+    let host = u
+        .host_str()
+        .ok_or("url has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = u.port_or_known_default().unwrap_or(443);
+    let addrs = resolve_within(&host, port, budget).map_err(|e| match e {
+        ureq::Error::Timeout(_) => format!("timeout resolving {host} after webhooks.timeout"),
+        other => format!("host not found: {host} ({other})"),
+    })?;
+    if addrs.is_empty() {
+        return Err(format!("host not found: {host}"));
+    }
+    if !allow_private {
+        for a in &addrs {
+            if let Some(why) = target::forbidden_reason(a.ip()) {
+                return Err(format!("refused: {host} resolves to {} ({why} address)", a.ip()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A client for `s`, presenting `client` when a receiver asks for a client certificate.
+pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Client {
     let tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(tls::crypto_provider())
@@ -193,15 +234,16 @@ pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Agent {
         .client_cert(client)
         .build();
     let proxy_at = s.proxy.as_deref().and_then(|p| parse_proxy(p).ok());
-    // Never the environment's ALL_PROXY/HTTPS_PROXY: only the setting.
+    // Never the environment's ALL_PROXY/HTTPS_PROXY: only the setting. (resolve_target(true)
+    // would send the checked address, but ureq 3.5 writes it as "ip:port:port".)
     let proxy = proxy_at.as_ref().and_then(|(host, port)| {
         Proxy::builder(ProxyProtocol::Http)
             .host(host)
             .port(*port)
-            .resolve_target(true)
             .build()
             .ok()
     });
+    let proxied = proxy.is_some();
     let idle = s.max_idle_per_host.max(1);
     let config = Agent::config_builder()
         .http_status_as_error(false)
@@ -213,14 +255,19 @@ pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Agent {
         .tls_config(tls)
         .proxy(proxy)
         .build();
-    Agent::with_parts(
+    let agent = Agent::with_parts(
         config,
         DefaultConnector::new(),
         GuardedResolver {
             allow_private: s.allow_private,
             proxy: proxy_at,
         },
-    )
+    );
+    Client {
+        agent,
+        proxy_guard: proxied.then_some(s.allow_private),
+        timeout: s.timeout,
+    }
 }
 
 pub fn now_us() -> i64 {
@@ -231,8 +278,19 @@ pub fn now_us() -> i64 {
 }
 
 /// Makes one attempt. Never panics on network input: every failure becomes `Outcome::error`.
-pub fn send(agent: &Agent, job: &Job) -> Outcome {
-    let agent = job.agent.as_ref().unwrap_or(agent);
+pub fn send(client: &Client, job: &Job) -> Outcome {
+    let client = job.agent.as_ref().unwrap_or(client);
+    if let Some(allow_private) = client.proxy_guard {
+        if let Err(e) = check_proxied_target(&job.url, allow_private, client.timeout) {
+            return Outcome {
+                tag: job.tag,
+                error: Some(e),
+                started_at_us: now_us(),
+                ..Default::default()
+            };
+        }
+    }
+    let agent = &client.agent;
     let started_at_us = now_us();
     let t0 = Instant::now();
     let ts = started_at_us / 1_000_000;
@@ -286,6 +344,16 @@ fn describe_error(e: &ureq::Error, url: &str) -> String {
         ureq::Error::Io(io) => match tls::rustls_error(io) {
             Some(r) => tls::describe(r, &host),
             None if io.kind() == std::io::ErrorKind::PermissionDenied => io.to_string(),
+            None if url.starts_with("https:")
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                format!(
+                    "connection error: {io}: {host} closed the TLS connection (a receiver that requires a client certificate does this when none or an unknown one is sent)"
+                )
+            }
             None => format!("connection error: {io}"),
         },
         ureq::Error::ConnectProxyFailed(why) => {
@@ -297,22 +365,29 @@ fn describe_error(e: &ureq::Error, url: &str) -> String {
 }
 
 /// Runs `f` with every signal blocked in the calling thread, so threads it spawns start with
-/// all signals blocked: PostgreSQL's handlers must only ever run on the main thread.
+/// all signals blocked: PostgreSQL's handlers must only ever run on the main thread. The mask
+/// is restored however `f` ends (a panic included), and only `f` runs with it.
 pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
-    unsafe {
+    struct Restore(libc::sigset_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        }
+    }
+    let _restore = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let r = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        r
-    }
+        Restore(old)
+    };
+    f()
 }
 
 /// A fixed set of sender threads sharing one keep-alive connection pool.
 pub struct Pool {
     jobs: Option<Sender<Job>>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
     pub results: Receiver<Outcome>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -323,12 +398,14 @@ impl Pool {
         let (res_tx, res_rx) = channel::<Outcome>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let agent = agent(settings, None);
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = with_signals_blocked(|| {
             (0..size.max(1))
                 .filter_map(|i| {
                     let rx = Arc::clone(&job_rx);
                     let tx = res_tx.clone();
                     let agent = agent.clone();
+                    let closed = Arc::clone(&closed);
                     std::thread::Builder::new()
                         .name(format!("webhooks-http-{i}"))
                         .spawn(move || loop {
@@ -339,6 +416,11 @@ impl Pool {
                                 },
                                 Err(_) => return,
                             };
+                            if closed.load(std::sync::atomic::Ordering::Relaxed)
+                                || job.not_after.is_some_and(|t| Instant::now() >= t)
+                            {
+                                continue;
+                            }
                             if tx.send(send(&agent, &job)).is_err() {
                                 return;
                             }
@@ -349,6 +431,7 @@ impl Pool {
         });
         Pool {
             jobs: Some(job_tx),
+            closed,
             results: res_rx,
             threads,
         }
@@ -365,11 +448,14 @@ impl Pool {
 }
 
 impl Drop for Pool {
+    /// Closes the queue without waiting: a thread ends after the request it is making (bounded
+    /// by the timeout), and queued requests are never started. Waiting here would hold a
+    /// reload or a shutdown behind slow receivers.
     fn drop(&mut self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.jobs.take();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.threads.clear();
     }
 }
 
@@ -422,10 +508,11 @@ mod tests {
             keys: Arc::new(vec![vec![1u8; 32]]),
             headers: Arc::new(vec![("x-extra".into(), "yes".into())]),
             agent: None,
+            not_after: None,
         }
     }
 
-    fn plain(allow_private: bool) -> Agent {
+    fn plain(allow_private: bool) -> Client {
         agent(
             &ClientSettings {
                 timeout: Duration::from_secs(5),
@@ -452,6 +539,50 @@ mod tests {
             .unwrap_err()
             .contains("host:port"));
         assert!(parse_proxy("nope").is_err());
+    }
+
+    #[test]
+    fn with_a_proxy_the_target_is_still_checked_and_the_proxy_is_exempt() {
+        let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+        proxy.set_nonblocking(true).unwrap();
+        let a = agent(
+            &ClientSettings {
+                timeout: Duration::from_secs(5),
+                allow_private: false,
+                max_idle_per_host: 1,
+                proxy: Some(format!("http://{}", proxy.local_addr().unwrap())),
+                trust: tls::Trust::default(),
+            },
+            None,
+        );
+        // A name (not an IP literal the URL check would catch) that resolves to loopback.
+        let out = send(&a, &job("https://localhost:1/hook".into()));
+        let e = out.error.unwrap_or_default();
+        assert!(e.contains("refused") && e.contains("loopback"), "{e}");
+        assert!(proxy.accept().is_err(), "the proxy was never asked");
+        // The proxy's own (loopback) address is not refused: the CONNECT reaches it. The
+        // target is a documentation address; only the local proxy is ever connected to.
+        proxy.set_nonblocking(false).unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = proxy.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&req).contains("\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        let out = send(&a, &job("https://192.0.2.10:443/hook".into()));
+        let connect = h.join().unwrap();
+        assert!(connect.starts_with("CONNECT 192.0.2.10:443 "), "{connect}");
+        let e = out.error.unwrap_or_default();
+        assert!(e.contains("proxy refused"), "{e}");
     }
 
     #[test]

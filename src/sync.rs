@@ -10,6 +10,27 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// Threads one synchronous send may use.
+const MAX_THREADS: usize = 8;
+
+/// Removes U+0000 (which jsonb cannot store) from every string in `v`.
+fn strip_nul(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', ""),
+        Value::Array(a) => a.iter_mut().for_each(strip_nul),
+        Value::Object(o) => {
+            let keys: Vec<String> = o.keys().filter(|k| k.contains('\0')).cloned().collect();
+            for k in keys {
+                if let Some(x) = o.remove(&k) {
+                    o.insert(k.replace('\0', ""), x);
+                }
+            }
+            o.values_mut().for_each(strip_nul)
+        }
+        _ => {}
+    }
+}
+
 fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
@@ -92,22 +113,52 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             keys: Arc::new(keys),
             headers: Arc::new(headers),
             agent: Some(agent),
+            not_after: None,
         });
     }
-    // Every endpoint at once, from threads that never touch PostgreSQL and block all signals.
-    let sent: Vec<Outcome> = http::with_signals_blocked(|| {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .iter()
-                .filter_map(|j| {
-                    j.agent
-                        .as_ref()
-                        .map(|a| scope.spawn(move || http::send(a, j)))
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        })
+    // Every endpoint at once (at most MAX_THREADS requests at a time), from threads that never
+    // touch PostgreSQL and start with every signal blocked. Signals are blocked only while the
+    // threads are spawned: the session stays cancellable (and statement_timeout works) while
+    // they send; a cancelled caller leaves them to finish within webhooks.timeout.
+    let n = jobs.len();
+    let queue = Arc::new(std::sync::Mutex::new(jobs));
+    let (tx, rx) = std::sync::mpsc::channel::<Outcome>();
+    let spawned = http::with_signals_blocked(|| {
+        (0..n.min(MAX_THREADS))
+            .filter_map(|i| {
+                let (queue, tx) = (Arc::clone(&queue), tx.clone());
+                std::thread::Builder::new()
+                    .name(format!("webhooks-sync-{i}"))
+                    .spawn(move || loop {
+                        let job = match queue.lock() {
+                            Ok(mut q) => q.pop(),
+                            Err(_) => None,
+                        };
+                        let Some(job) = job else { return };
+                        let Some(agent) = job.agent.clone() else {
+                            continue;
+                        };
+                        if tx.send(http::send(&agent, &job)).is_err() {
+                            return;
+                        }
+                    })
+                    .ok()
+            })
+            .count()
     });
+    drop(tx);
+    let mut sent: Vec<Outcome> = Vec::with_capacity(n);
+    if spawned > 0 {
+        while sent.len() < n {
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(o) => sent.push(o),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    pgrx::check_for_interrupts!();
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
     for o in sent {
         let tag = o.tag;
         outcomes[tag] = Some(o);
@@ -120,8 +171,11 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
                 error: Some("no response".into()),
                 ..Default::default()
             });
-            let body = serde_json::from_str::<Value>(&o.body)
-                .unwrap_or_else(|_| Value::String(o.body.clone()));
+            // jsonb refuses U+0000: a receiver's NUL must not turn its 2xx into an error.
+            let text = o.body.replace('\0', "");
+            let mut body =
+                serde_json::from_str::<Value>(&text).unwrap_or_else(|_| Value::String(text));
+            strip_nul(&mut body);
             json!({
                 "delivery_id": t.get("delivery_id"),
                 "endpoint_id": t.get("endpoint_id"),

@@ -430,7 +430,7 @@ fn internals_are_for_the_owner_only() {
     run("SET ROLE wh_adm");
     for sql in [
         "SELECT * FROM webhooks._claim(100000, '100 years', true)",
-        "SELECT webhooks._record('{1}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}')",
+        "SELECT webhooks._record('{1}', '{0}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}')",
         "SELECT webhooks._sync_send('sms.created', '[]')",
         "SELECT * FROM webhooks._sync_prepare('sms.created', '{}', NULL, NULL)",
         "SELECT webhooks._new_secret()",
@@ -528,4 +528,17 @@ fn replay_checks_tenant_subscription_and_mode() {
     endpoint("https://s.example.com/h", "{sms.created}", None);
     run("INSERT INTO webhooks.events (id, type, source, data) VALUES ('evt_sync1', 'sms.created', 'x', '{}')");
     expect_err("SELECT webhooks.event_replay('evt_sync1')", "cannot be replayed");
+}
+
+#[pg_test]
+fn a_plain_update_of_enabled_parks_and_releases_like_the_functions() {
+    let ep = endpoint("https://h.example.com/in", "{*}", None);
+    run("SELECT webhooks.webhook_publish('user.created', '{}')");
+    run(&format!("UPDATE webhooks.endpoints SET enabled = false WHERE id = '{ep}'"));
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE next_attempt_at = 'infinity'"), 1);
+    run(&format!("UPDATE webhooks.endpoints SET enabled = true WHERE id = '{ep}'"));
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE next_attempt_at <= now()"), 1);
+    run(&format!("SELECT webhooks.endpoint_disable('{ep}', 'maintenance')"));
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE next_attempt_at = 'infinity'"), 1);
+    assert_eq!(one::<String>(&format!("SELECT disabled_reason FROM webhooks.endpoints WHERE id = '{ep}'")).as_deref(), Some("maintenance"));
 }

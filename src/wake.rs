@@ -30,9 +30,54 @@ pub fn shmem_ready() -> bool {
     SHMEM_READY.load(Ordering::Relaxed)
 }
 
-/// Registers the commit callback once per backend.
+static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// Registers the commit callback and the COMMIT PREPARED hook once per backend.
 pub fn init_backend() {
-    unsafe { pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut()) };
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        PREV_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(on_utility);
+    }
+}
+
+/// A prepared transaction that published is committed later, maybe by another session, which
+/// cannot know: every COMMIT PREPARED wakes the worker once it has committed (cheap, and rare).
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn on_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::os::raw::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    let commit_prepared = !pstmt.is_null() && {
+        let node = (*pstmt).utilityStmt;
+        !node.is_null()
+            && (*node).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && (*(node as *mut pg_sys::TransactionStmt)).kind
+                == pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED
+    };
+    match PREV_UTILITY {
+        Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
+        None => pg_sys::standard_ProcessUtility(
+            pstmt,
+            query,
+            read_only_tree,
+            context,
+            params,
+            env,
+            dest,
+            qc,
+        ),
+    }
+    if commit_prepared {
+        wake_worker();
+    }
 }
 
 #[pg_guard]

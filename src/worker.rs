@@ -11,10 +11,10 @@ use pgrx::bgworkers::*;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use ureq::Agent;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("webhooks worker")
@@ -35,6 +35,7 @@ struct Settings {
     timeout: Duration,
     poll: Duration,
     retention: Duration,
+    dead_retention: Duration,
     concurrency: usize,
     batch_size: i64,
     policy: target::Policy,
@@ -52,6 +53,7 @@ impl Settings {
             poll: guc::duration(&guc::POLL_INTERVAL, Duration::from_secs(1))
                 .max(Duration::from_millis(10)),
             retention: guc::duration(&guc::RETENTION, Duration::from_secs(7 * 86_400)),
+            dead_retention: guc::duration(&guc::DEAD_RETENTION, Duration::from_secs(30 * 86_400)),
             concurrency: guc::CONCURRENCY.get().max(1) as usize,
             batch_size: guc::BATCH_SIZE.get().max(1) as i64,
             policy: guc::policy(),
@@ -68,15 +70,14 @@ impl Settings {
             || self.ca_file != old.ca_file
             || self.proxy != old.proxy
     }
-
-    fn lease(&self) -> String {
-        format!("{} milliseconds", (self.timeout.as_millis() * 2 + 30_000))
-    }
 }
 
 /// One claimed delivery (or a batch of them for batched endpoints).
 struct Claimed {
     delivery_id: i64,
+    /// The claim's lease end in Unix microseconds: its token. An outcome is recorded only
+    /// while the row still carries it, so a late answer never overwrites a newer claim.
+    lease_us: i64,
     attempts: i32,
     event_id: String,
     event_type: String,
@@ -106,27 +107,47 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     }
     log!("webhooks worker started on database \"{db}\"");
 
+    // Every statement of the worker is bounded: lock waits here (lock_timeout is armed at the
+    // wait itself), statements in `in_transaction` (a statement timeout it arms itself, since
+    // statement_timeout is only armed for client statements).
+    in_transaction("setting lock_timeout", || {
+        Spi::run("SET lock_timeout = '2s'").ok();
+    });
+
     let mut settings = Settings::load();
-    let mut conn = Connections::new(&settings);
+    let mut conn = Rc::new(Connections::new(&settings));
     let mut last_housekeeping = Instant::now() - Duration::from_secs(3600);
     let mut last_lease_scan = Instant::now() - Duration::from_secs(3600);
-    // Two batches in flight: while the HTTP threads send one, this thread claims the next and
-    // records the previous, so neither the database nor the network waits for the other.
+    // Several batches in flight: while the HTTP threads send, this thread records whatever
+    // batch has finished and claims more as soon as work is committed, so a slow receiver's
+    // batch never holds back another endpoint's (each endpoint is capped by max_in_flight).
     let mut inflight: VecDeque<Batch> = VecDeque::new();
     let mut next_tag = 0usize;
+    let mut carry = Record::default();
+    let mut claim_now = true;
+    let mut last_claim = Instant::now();
 
     loop {
-        // Settings change only between batches: a new pool must not orphan queued requests.
-        if inflight.is_empty() && BackgroundWorker::sighup_received() {
+        // A reload applies now, whatever is in flight: batches keep the pool that sends them,
+        // new claims use the new settings (and a new pool when connecting changed).
+        if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             let fresh = Settings::load();
             if fresh.needs_new_pool(&settings) {
-                conn = Connections::new(&fresh);
+                conn = Rc::new(Connections::new(&fresh));
             }
             settings = fresh;
+            claim_now = true;
         }
-        let mut claimed_full = false;
-        if inflight.len() < 2 && !BackgroundWorker::sigterm_received() {
+        if signals::stopping() {
+            break;
+        }
+        if last_claim.elapsed() >= settings.poll {
+            claim_now = true;
+        }
+        if claim_now && inflight.len() < MAX_BATCHES {
+            claim_now = false;
+            last_claim = Instant::now();
             let scan_leases = last_lease_scan.elapsed() > Duration::from_secs(5);
             if scan_leases {
                 last_lease_scan = Instant::now();
@@ -135,8 +156,9 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
                 .back()
                 .map(|b| b.deadline)
                 .unwrap_or_else(Instant::now);
-            if let Some(b) = submit(&settings, &mut conn, scan_leases, &mut next_tag, after) {
-                claimed_full = b.claimed.len() as i64 >= settings.batch_size;
+            if let Some(b) = submit(&settings, &conn, scan_leases, &mut next_tag, after) {
+                // A full batch means more is probably due: claim again at once.
+                claim_now = b.claimed.len() as i64 >= settings.batch_size;
                 inflight.push_back(b);
             }
         }
@@ -147,24 +169,39 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             last_housekeeping = Instant::now();
             housekeeping(&settings);
         }
+        if !carry.ids.is_empty() && inflight.is_empty() {
+            let again = std::mem::take(&mut carry);
+            save(again, &mut carry);
+        }
+        report_statistics();
         if inflight.is_empty() {
-            if BackgroundWorker::sigterm_received()
-                || !BackgroundWorker::wait_latch(Some(settings.poll))
-            {
+            if !signals::wait(settings.poll) {
                 break;
             }
+            claim_now = true;
             continue;
         }
-        // A full batch means more is probably due: claim the next before waiting on this one.
-        if claimed_full && inflight.len() < 2 {
+        if claim_now && inflight.len() < MAX_BATCHES {
             continue;
         }
-        finish_oldest(&mut inflight, &conn.pool, &settings);
+        // Answers for a short while; then record what finished, and claim if woken.
+        pump(&mut inflight, &conn, Duration::from_millis(20));
+        // Recorded work frees room under the endpoints' max_in_flight: claim again.
+        if record_finished(&mut inflight, &settings, &mut carry) || latch_was_set() {
+            claim_now = true;
+        }
     }
-    // Record what is still in flight (bounded by the batches' deadlines) before leaving.
+    // Stopping: claim nothing more; record what answers within webhooks.timeout (a request
+    // under way ends by then) and leave the rest to its lease. Queued requests are dropped.
+    let until = Instant::now() + settings.timeout + Duration::from_millis(500);
+    for b in inflight.iter_mut() {
+        b.deadline = b.deadline.min(until);
+    }
     while !inflight.is_empty() {
-        finish_oldest(&mut inflight, &conn.pool, &settings);
+        pump(&mut inflight, &conn, Duration::from_millis(50));
+        record_finished(&mut inflight, &settings, &mut carry);
     }
+    report_statistics();
     wake::WORKER_PID.get().store(0, Ordering::Relaxed);
     drop(conn);
     log!("webhooks worker stopped");
@@ -172,6 +209,70 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     // the postmaster starts it again after the restart time, except during shutdown.
     unsafe { pg_sys::proc_exit(1) };
 }
+
+/// Batches claimed and not yet recorded, at most.
+const MAX_BATCHES: usize = 4;
+
+/// Whether a commit (or a signal) set the worker's latch since it last looked; resets it.
+fn latch_was_set() -> bool {
+    unsafe {
+        let latch = pg_sys::MyLatch;
+        if latch.is_null() || (*latch).is_set == 0 {
+            return false;
+        }
+        pg_sys::ResetLatch(latch);
+        true
+    }
+}
+
+/// SIGTERM, remembered: pgrx clears its flag when read (by `sigterm_received` and
+/// `wait_latch` alike), so every read goes through here and the answer stays "stop".
+mod signals {
+    use pgrx::bgworkers::BackgroundWorker;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    static STOP: AtomicBool = AtomicBool::new(false);
+
+    pub fn stopping() -> bool {
+        if BackgroundWorker::sigterm_received() {
+            STOP.store(true, Ordering::Relaxed);
+        }
+        STOP.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps until woken, `d` passes or a stop is asked; false when stopping.
+    pub fn wait(d: Duration) -> bool {
+        if stopping() {
+            return false;
+        }
+        if !BackgroundWorker::wait_latch(Some(d)) {
+            STOP.store(true, Ordering::Relaxed);
+        }
+        !STOP.load(Ordering::Relaxed)
+    }
+}
+
+/// Autovacuum and pg_stat_user_tables learn of a background worker's writes only when it
+/// reports them itself (a client backend does it when idle).
+fn report_statistics() {
+    unsafe {
+        if !pg_sys::IsTransactionState() {
+            pg_sys::pgstat_report_stat(false);
+        }
+    }
+}
+
+// utils/timeout.h, which pgrx does not bind. STATEMENT_TIMEOUT is the fourth TimeoutId.
+const STATEMENT_TIMEOUT: std::os::raw::c_int = 3;
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: std::os::raw::c_int, delay_ms: std::os::raw::c_int);
+    fn disable_timeout(id: std::os::raw::c_int, keep_indicator: bool);
+}
+
+/// Longest a worker transaction may run: a claim or a record is milliseconds; a plan gone
+/// wrong or a wait not covered by lock_timeout becomes a logged, retried error.
+const STATEMENT_TIMEOUT_MS: i32 = 60_000;
 
 /// Runs `f` in its own transaction. An ERROR is logged and the transaction rolled back.
 fn in_transaction<R>(
@@ -182,6 +283,8 @@ fn in_transaction<R>(
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        // A statement_timeout setting is not armed for a worker's statements: arm it here.
+        enable_timeout_after(STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_MS);
     }
     let result = PgTryBuilder::new(|| Some(f()))
         .catch_others(|e| {
@@ -197,6 +300,7 @@ fn in_transaction<R>(
         })
         .execute();
     unsafe {
+        disable_timeout(STATEMENT_TIMEOUT, false);
         match result {
             Some(_) => {
                 pg_sys::PopActiveSnapshot();
@@ -222,8 +326,8 @@ fn extension_present(client: &SpiClient<'_>) -> bool {
 /// The claim lives in SQL (`webhooks._claim`) so the isolation specs exercise the same statement.
 const CLAIM_SQL: &str = "SELECT * FROM webhooks._claim($1::int4, $2::interval, $3)";
 
-fn claim(settings: &Settings, scan_leases: bool) -> Vec<Claimed> {
-    let lease = settings.lease();
+fn claim(settings: &Settings, scan_leases: bool, lease: Duration) -> Vec<Claimed> {
+    let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
         if !extension_present(client) {
             return Vec::new();
@@ -272,6 +376,7 @@ fn claim(settings: &Settings, scan_leases: bool) -> Vec<Claimed> {
                 headers: s(15),
                 batch_max: row.get::<i32>(16).ok().flatten().unwrap_or(1),
                 client_cert: s(17).zip(s(18)),
+                lease_us: row.get::<i64>(19).ok().flatten().unwrap_or(0),
             });
         }
         out
@@ -313,7 +418,7 @@ struct Connections {
     pool: Pool,
     client: Result<http::ClientSettings, String>,
     /// endpoint id -> (hash of its certificate and key, its agent)
-    mtls: HashMap<String, (u64, Agent)>,
+    mtls: std::cell::RefCell<HashMap<String, (u64, http::Client)>>,
 }
 
 impl Connections {
@@ -333,17 +438,17 @@ impl Connections {
         Connections {
             pool,
             client,
-            mtls: HashMap::new(),
+            mtls: Default::default(),
         }
     }
 
     /// The agent presenting an endpoint's client certificate, built once per certificate.
-    fn mtls_agent(&mut self, endpoint: &str, pair: &(String, String)) -> Result<Agent, String> {
+    fn mtls_agent(&self, endpoint: &str, pair: &(String, String)) -> Result<http::Client, String> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(pair, &mut h);
         let fp = std::hash::Hasher::finish(&h);
-        if let Some((seen, a)) = self.mtls.get(endpoint) {
+        if let Some((seen, a)) = self.mtls.borrow().get(endpoint) {
             if *seen == fp {
                 return Ok(a.clone());
             }
@@ -351,7 +456,9 @@ impl Connections {
         let cert = crate::tls::client_cert(&pair.0, &pair.1)
             .map_err(|e| format!("endpoint client certificate unusable: {e}"))?;
         let a = http::agent(client, Some(cert));
-        self.mtls.insert(endpoint.to_string(), (fp, a.clone()));
+        self.mtls
+            .borrow_mut()
+            .insert(endpoint.to_string(), (fp, a.clone()));
         Ok(a)
     }
 }
@@ -359,10 +466,10 @@ impl Connections {
 struct EndpointParts {
     keys: Arc<Vec<Vec<u8>>>,
     headers: Arc<Vec<(String, String)>>,
-    agent: Option<Agent>,
+    agent: Option<http::Client>,
 }
 
-fn endpoint_parts(c: &Claimed, conn: &mut Connections) -> Result<EndpointParts, String> {
+fn endpoint_parts(c: &Claimed, conn: &Connections) -> Result<EndpointParts, String> {
     if let Err(e) = &conn.client {
         return Err(e.clone());
     }
@@ -391,17 +498,31 @@ struct Batch {
     outcomes: Vec<Option<Outcome>>,
     waiting: usize,
     deadline: Instant,
+    /// The pool sending it (a reload may have made a new one for later batches).
+    conn: Rc<Connections>,
 }
 
 /// Claims a batch and queues its requests. None when nothing was due (or the claim failed).
 fn submit(
     settings: &Settings,
-    conn: &mut Connections,
+    conn: &Rc<Connections>,
     scan_leases: bool,
     next_tag: &mut usize,
     after: Instant,
 ) -> Option<Batch> {
-    let mut claimed = in_transaction("claiming deliveries", || claim(settings, scan_leases))?;
+    // Requests run `pool.size()` at a time, each within the timeout, after the batch queued
+    // before this one. No request starts after the batch's deadline (the sender drops it), so a
+    // lease that outlasts the deadline by one timeout covers every copy that can be on the wire:
+    // the lease scan never claims a row whose request may still be sent.
+    let rounds = (settings.batch_size as usize).div_ceil(conn.pool.size().max(1)) as u32;
+    let deadline =
+        after.max(Instant::now()) + settings.timeout * rounds.max(1) + Duration::from_secs(5);
+    let lease = deadline.saturating_duration_since(Instant::now())
+        + settings.timeout
+        + Duration::from_secs(30);
+    let mut claimed = in_transaction("claiming deliveries", || {
+        claim(settings, scan_leases, lease)
+    })?;
     if claimed.is_empty() {
         return None;
     }
@@ -444,11 +565,14 @@ fn submit(
                 .iter()
                 .map(|i| std::mem::take(&mut bodies[*i]))
                 .collect();
-            // A batch is its own message; its id is stable over retries of the same first event.
-            (
-                format!("msg_{}_{}", first.event_id, unit.members.len()),
-                envelope::build_batch(&bodies),
-            )
+            // A batch is its own message, named by its contents: the same events give the same
+            // webhook-id (receivers dedupe a resent batch), different events a different one.
+            let ids: Vec<&str> = unit
+                .members
+                .iter()
+                .map(|i| claimed[*i].event_id.as_str())
+                .collect();
+            (envelope::batch_id(&ids), envelope::build_batch(&bodies))
         } else {
             (
                 first.event_id.clone(),
@@ -465,6 +589,7 @@ fn submit(
             keys: Arc::clone(&p.keys),
             headers: Arc::clone(&p.headers),
             agent: p.agent.clone(),
+            not_after: Some(deadline),
         };
         if conn.pool.submit(job) {
             waiting += 1;
@@ -472,11 +597,6 @@ fn submit(
             outcomes[u] = Some(refuse("internal: no sender thread available".into()));
         }
     }
-    // Requests run `pool.size()` at a time, each within the timeout, after the batch queued
-    // before this one; the margin covers connection setup and scheduling.
-    let rounds = waiting.div_ceil(conn.pool.size().max(1)) as u32;
-    let deadline =
-        after.max(Instant::now()) + settings.timeout * rounds.max(1) + Duration::from_secs(5);
     Some(Batch {
         base,
         claimed,
@@ -484,6 +604,7 @@ fn submit(
         outcomes,
         waiting,
         deadline,
+        conn: Rc::clone(conn),
     })
 }
 
@@ -501,41 +622,81 @@ fn route(inflight: &mut VecDeque<Batch>, o: Outcome) {
 }
 
 /// Waits for the oldest batch's answers (routing any others to their batches) and records it.
-fn finish_oldest(inflight: &mut VecDeque<Batch>, pool: &Pool, settings: &Settings) {
-    loop {
-        let Some(front) = inflight.front() else {
-            return;
-        };
-        if front.waiting == 0 {
-            break;
+/// Routes answers to their batches for up to `wait`: from every pool that batches still use
+/// (a reload may have left an older one), waiting on the newest.
+fn pump(inflight: &mut VecDeque<Batch>, newest: &Rc<Connections>, wait: Duration) {
+    let mut pools: Vec<Rc<Connections>> = Vec::new();
+    for b in inflight.iter() {
+        if !Rc::ptr_eq(&b.conn, newest) && !pools.iter().any(|p| Rc::ptr_eq(p, &b.conn)) {
+            pools.push(Rc::clone(&b.conn));
         }
-        let left = front.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
+    }
+    for p in &pools {
+        while let Ok(o) = p.pool.results.try_recv() {
+            route(inflight, o);
         }
-        match pool.results.recv_timeout(left) {
+    }
+    let until = Instant::now() + wait;
+    while !inflight.iter().any(|b| b.waiting == 0) {
+        match newest
+            .pool
+            .results
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
             Ok(o) => route(inflight, o),
             Err(_) => break,
         }
     }
-    let Some(b) = inflight.pop_front() else {
-        return;
-    };
-    let now = http::now_us();
-    let mut rec = Record::default();
-    for (u, unit) in b.units.iter().enumerate() {
-        // An unanswered unit keeps its lease and is claimed again after it expires.
-        let Some(o) = &b.outcomes[u] else { continue };
-        for &i in &unit.members {
-            rec.push(&b.claimed[i], o, settings, now);
-        }
-    }
-    in_transaction("recording outcomes", || rec.save());
 }
 
-#[derive(Default)]
+/// Records every batch that is fully answered or past its deadline (an unanswered request
+/// keeps its lease and is claimed again after it expires). True when one was recorded.
+fn record_finished(
+    inflight: &mut VecDeque<Batch>,
+    settings: &Settings,
+    carry: &mut Record,
+) -> bool {
+    let now_i = Instant::now();
+    let mut rec = std::mem::take(carry);
+    let mut left = VecDeque::with_capacity(inflight.len());
+    let now = http::now_us();
+    for b in inflight.drain(..) {
+        if b.waiting > 0 && b.deadline > now_i {
+            left.push_back(b);
+            continue;
+        }
+        for (u, unit) in b.units.iter().enumerate() {
+            let Some(o) = &b.outcomes[u] else { continue };
+            for &i in &unit.members {
+                rec.push(&b.claimed[i], o, settings, now);
+            }
+        }
+    }
+    let done = !rec.ids.is_empty();
+    *inflight = left;
+    save(rec, carry);
+    done
+}
+
+/// Records outcomes; those of rows someone else holds locked (an admin's open transaction)
+/// go back into `carry` and are recorded on a later loop instead of being waited for.
+fn save(rec: Record, carry: &mut Record) {
+    if rec.ids.is_empty() {
+        return;
+    }
+    let kept = rec.clone();
+    let busy = in_transaction("recording outcomes", || rec.save()).flatten();
+    if let Some(busy) = busy {
+        if !busy.is_empty() {
+            *carry = kept.only(&busy);
+        }
+    }
+}
+
+#[derive(Default, Clone)]
 struct Record {
     ids: Vec<i64>,
+    lease_us: Vec<i64>,
     status: Vec<String>,
     attempt: Vec<i32>,
     code: Vec<Option<i32>>,
@@ -565,6 +726,7 @@ impl Record {
             }
         };
         self.ids.push(c.delivery_id);
+        self.lease_us.push(c.lease_us);
         self.status.push(status.into());
         self.attempt.push(attempt);
         self.code.push(o.status.map(i32::from));
@@ -576,13 +738,32 @@ impl Record {
             .push((!o.body.is_empty()).then(|| o.body.replace('\0', "")));
     }
 
-    fn save(self) {
-        if self.ids.is_empty() {
-            return;
+    /// The entries of `ids` only.
+    fn only(self, ids: &[i64]) -> Record {
+        let mut out = Record::default();
+        for i in 0..self.ids.len() {
+            if ids.contains(&self.ids[i]) {
+                out.ids.push(self.ids[i]);
+                out.lease_us.push(self.lease_us[i]);
+                out.status.push(self.status[i].clone());
+                out.attempt.push(self.attempt[i]);
+                out.code.push(self.code[i]);
+                out.error.push(self.error[i].clone());
+                out.retry_in_us.push(self.retry_in_us[i]);
+                out.started_us.push(self.started_us[i]);
+                out.duration_ms.push(self.duration_ms[i]);
+                out.body.push(self.body[i].clone());
+            }
         }
+        out
+    }
+
+    /// Returns the ids whose rows were locked by someone else.
+    fn save(self) -> Option<Vec<i64>> {
         Spi::connect_mut(|client| {
             let args = [
                 self.ids.into(),
+                self.lease_us.into(),
                 self.status.into(),
                 self.attempt.into(),
                 self.code.into(),
@@ -592,36 +773,49 @@ impl Record {
                 self.duration_ms.into(),
                 self.body.into(),
             ];
-            if let Err(e) = client.update(RECORD_SQL, None, &args) {
-                warning!("webhooks worker: recording outcomes failed: {e}");
+            match client.update(RECORD_SQL, None, &args) {
+                Ok(t) => t
+                    .first()
+                    .get::<Vec<i64>>(1)
+                    .ok()
+                    .flatten()
+                    .or(Some(Vec::new())),
+                Err(e) => {
+                    warning!("webhooks worker: recording outcomes failed: {e}");
+                    None
+                }
             }
         })
     }
 }
 
-const RECORD_SQL: &str = "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const RECORD_SQL: &str = "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 fn housekeeping(settings: &Settings) {
     let keep = format!("{} seconds", settings.retention.as_secs());
+    let keep_dead = format!("{} seconds", settings.dead_retention.as_secs());
     in_transaction("pruning old deliveries", || {
         Spi::connect_mut(|client| {
             if !extension_present(client) {
                 return;
             }
-            let args = [keep.as_str().into()];
+            let args = [keep.as_str().into(), keep_dead.as_str().into()];
+            // SKIP LOCKED: a row someone holds is pruned next time, never waited for.
             let _ = client.update(
                 "DELETE FROM webhooks.deliveries WHERE id IN (
                     SELECT id FROM webhooks.deliveries
-                    WHERE status = 'succeeded' AND completed_at < now() - $1::interval LIMIT 50000)",
+                    WHERE (status = 'succeeded' AND completed_at < now() - $1::interval)
+                       OR (status = 'dead' AND completed_at < now() - $2::interval)
+                    LIMIT 50000 FOR UPDATE SKIP LOCKED)",
                 None,
                 &args,
             );
             let _ = client.update(
                 "DELETE FROM webhooks.events WHERE id IN (
                     SELECT e.id FROM webhooks.events e
-                    WHERE e.occurred_at < now() - $1::interval
+                    WHERE e.occurred_at < now() - least($1::interval, $2::interval)
                       AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
-                    LIMIT 50000)",
+                    LIMIT 50000 FOR UPDATE SKIP LOCKED)",
                 None,
                 &args,
             );

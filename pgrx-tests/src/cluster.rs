@@ -155,20 +155,30 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Stops as a DBA would (`-m fast`: the worker must obey); immediate only if that fails.
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let _ = Command::new("sudo")
-            .args([
-                "-u",
-                "postgres",
-                &format!("{BIN}/pg_ctl"),
-                "-D",
-                data.to_str().unwrap(),
-                "stop",
-                "-m",
-                "immediate",
-            ])
-            .output();
+        let stop = |mode: &str| {
+            Command::new("sudo")
+                .args([
+                    "-u",
+                    "postgres",
+                    &format!("{BIN}/pg_ctl"),
+                    "-D",
+                    data.to_str().unwrap(),
+                    "stop",
+                    "-m",
+                    mode,
+                    "-t",
+                    "60",
+                ])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        if !stop("fast") {
+            stop("immediate");
+        }
         if std::env::var("WEBHOOKS_KEEP").is_err() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else if std::thread::panicking() {

@@ -47,6 +47,12 @@ fn delivers_a_signed_envelope_that_the_reference_library_verifies() {
         &[&ep],
     )
     .unwrap();
+    // The event below is tenant-1's: an endpoint receives the events of its own tenant.
+    db.execute(
+        "UPDATE webhooks.endpoints SET tenant_id = 'tenant-1' WHERE id = $1",
+        &[&ep],
+    )
+    .unwrap();
     let id: String = db
         .query_one(
             "SELECT webhooks.webhook_publish('user.created', '{\"email\":\"a@b.c\"}', 'tenant-1', '{\"kind\":\"admin\"}')",
