@@ -11,7 +11,7 @@ WORK=${WEBHOOKS_TEST_DIR:-/var/tmp/webhooks-test}
 mkdir -p "$WORK"
 chown postgres "$WORK" 2>/dev/null || true
 chmod 755 "$WORK"
-rm -rf "$WORK/pgrx-data" "$WORK"/e2e-* "$WORK/isolation"
+rm -rf "$WORK/pgrx-data" "$WORK"/e2e-* "$WORK"/pki-* "$WORK/isolation"
 LOG="$WORK/test-output.log"
 : > "$LOG"
 
