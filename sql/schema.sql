@@ -25,7 +25,8 @@ CREATE TABLE webhooks.endpoints (
     disabled_reason            text,
     ordered                    boolean NOT NULL DEFAULT false,
     batch_max                  int NOT NULL DEFAULT 1 CHECK (batch_max BETWEEN 1 AND 1000),
-    batch_window               interval NOT NULL DEFAULT '0',
+    batch_window               interval NOT NULL DEFAULT '0'
+                               CHECK (batch_window BETWEEN interval '0' AND interval '1 hour'),
     -- Deliveries of this endpoint in flight at once, at most: a slow receiver cannot take every
     -- sender thread from the others.
     max_in_flight              int NOT NULL DEFAULT 16 CHECK (max_in_flight BETWEEN 1 AND 1000),
@@ -79,6 +80,9 @@ CREATE TABLE webhooks.deliveries (
 );
 -- Claiming due work walks this index from the oldest due row: O(batch) whatever waits behind.
 CREATE INDEX deliveries_due ON webhooks.deliveries (next_attempt_at) WHERE status = 'pending';
+-- The claim's second look, per endpoint, when the head of the due index is full of rows of
+-- endpoints at their max_in_flight.
+CREATE INDEX deliveries_endpoint_due ON webhooks.deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_leased ON webhooks.deliveries (lease_until) WHERE status = 'in_flight';
 CREATE INDEX deliveries_event ON webhooks.deliveries (event_id);
 -- Per-entity ordering looks up earlier unfinished deliveries of the same entity.

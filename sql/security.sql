@@ -27,6 +27,7 @@ GRANT SELECT ON webhooks.event_types TO webhooks_publisher;
 GRANT EXECUTE ON FUNCTION
     webhooks.webhook_publish(text, jsonb, text, jsonb, text),
     webhooks.webhook_send_sync(text, jsonb, text, jsonb),
+    webhooks.webhook_send_sync_result(text, jsonb, text, jsonb),
     webhooks.webhook_sign(text, text, bigint, text),
     webhooks.webhook_verify(text, text, bigint, text, text, int),
     webhooks.webhook_verify(text, jsonb, text, int),
@@ -37,7 +38,10 @@ GRANT EXECUTE ON FUNCTION
 TO webhooks_publisher;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.endpoints, webhooks.event_types TO webhooks_admin;
-GRANT SELECT, UPDATE ON webhooks.deliveries TO webhooks_admin;
+-- Only what delivery_retry changes: no way to point a delivery at another event or endpoint,
+-- or to fake a lease the worker would honour.
+GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
+GRANT UPDATE (status, next_attempt_at, completed_at) ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
     webhooks.tracked_tables TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
@@ -80,3 +84,23 @@ CREATE POLICY tenant_isolation ON webhooks.attempts
 -- Tracked tables have no tenant: the tables of the roles one is a member of.
 CREATE POLICY owner_only ON webhooks.tracked_tables
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'));
+
+-- The entry points written in Rust (src/gate.rs) document themselves here.
+COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text) IS
+    'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id.';
+COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) IS
+    'As webhook_send_sync, but a failure is returned as {"error": {"code", "message", "detail", "hint"}} instead of raised.';
+COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[]) IS
+    'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns.';
+COMMENT ON FUNCTION webhooks.untrack_table(regclass) IS 'Stops row events of a tracked table.';
+COMMENT ON FUNCTION webhooks.tenant_scope() IS
+    'Tenants the calling role may see and publish for: NULL = every tenant; the empty string = rows without a tenant.';
+COMMENT ON FUNCTION webhooks.current_tenant() IS
+    'The tenant this session acts for by default (webhooks.tenant_id, or the role''s only tenant), or NULL.';
+COMMENT ON FUNCTION webhooks.tenant_grant(text, text) IS
+    'Binds a role to a tenant (''*'' = every tenant, the empty string = rows without a tenant).';
+COMMENT ON FUNCTION webhooks.tenant_revoke(text, text) IS 'Removes a binding made by tenant_grant.';
+COMMENT ON FUNCTION webhooks.event_replay(text, text) IS
+    'Sends an event again as new deliveries: to one endpoint, or to every enabled endpoint that subscribes to it.';
+COMMENT ON FUNCTION webhooks.status() IS
+    'The worker (running, last loop, database served) and the queue of the caller''s tenants.';

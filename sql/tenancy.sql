@@ -4,14 +4,18 @@
 -- A role's scope, from webhooks.tenant_roles (bindings count through role membership):
 --   superuser                  every tenant
 --   bound to '*'               every tenant (the platform's own admins and publishers)
---   bound to tenants           those tenants only
---   unbound                    rows without a tenant only (all rows of a single-tenant install)
--- Closed by default: no role gains a tenant it was not bound to, and revoking a binding never
--- widens a scope. SET webhooks.tenant_id narrows the scope to one of those tenants, never more.
+--   bound to tenants           those tenants ('' stands for rows without a tenant)
+--   unbound, no binding exists rows without a tenant (a single-tenant install needs no binding)
+--   unbound, bindings exist    nothing
+-- Closed by default: once tenants are in use, a role sees only what it was bound to, and
+-- revoking a binding never widens a scope. A membership counts only when granted by someone
+-- other than the member role itself (PostgreSQL 15 lets a login role grant itself to others).
+-- SET webhooks.tenant_id narrows the scope to one of those tenants, never more.
 -- Endpoints follow the same rule, with tenant_id '*' for a platform endpoint that receives the
 -- events of every tenant (only a role of scope '*' can see or create one); an endpoint without
 -- a tenant receives only events without a tenant.
--- The role is the session's (its login or SET ROLE), also inside SECURITY DEFINER functions.
+-- The role is the one that called the API (webhooks._caller(), see src/gate.rs), not the
+-- session's: someone else's code running in a session acts with its own rights.
 
 CREATE TABLE webhooks.tenant_roles (
     role_name  text NOT NULL,
@@ -35,11 +39,18 @@ BEGIN
     IF (SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r) THEN
         s := NULL;
     ELSE
+        WITH RECURSIVE roles(oid) AS (
+            SELECT r
+            UNION
+            SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN roles ON m.member = roles.oid
+            WHERE m.grantor <> m.roleid
+        )
         SELECT pg_catalog.array_agg(DISTINCT t.tenant_id) INTO s
-        FROM webhooks.tenant_roles t JOIN pg_catalog.pg_authid a ON a.rolname = t.role_name
-        WHERE pg_catalog.pg_has_role(r, a.oid, 'MEMBER');
+        FROM webhooks.tenant_roles t
+        JOIN pg_catalog.pg_authid a ON a.rolname = t.role_name
+        JOIN roles ON roles.oid = a.oid;
         IF s IS NULL THEN
-            s := ARRAY[''];
+            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks.tenant_roles) THEN '{}'::text[] ELSE ARRAY[''] END;
         ELSIF '*' = ANY (s) THEN
             s := NULL;
         END IF;
@@ -55,23 +66,6 @@ BEGIN
     RETURN s;
 END $$;
 
-CREATE FUNCTION webhooks.tenant_scope() RETURNS text[]
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$ SELECT webhooks._scope_of(webhooks._caller()) $$;
-COMMENT ON FUNCTION webhooks.tenant_scope() IS
-    'Tenants the session''s role may see and publish for: NULL = every tenant; '''' = rows without a tenant.';
-
--- The one tenant the session acts for when it names none: the tenant it narrowed to with
--- webhooks.tenant_id, or the only tenant its role is bound to; else NULL.
-CREATE FUNCTION webhooks.current_tenant() RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    SELECT CASE WHEN pg_catalog.cardinality(s) = 1 AND s[1] <> '' THEN s[1] END
-    FROM (SELECT webhooks.tenant_scope() AS s) x
-$$;
-COMMENT ON FUNCTION webhooks.current_tenant() IS
-    'The tenant this session acts for by default (webhooks.tenant_id, or the role''s only tenant), or NULL.';
-
 -- Raises unless the session may act for tenant t (NULL: rows without a tenant).
 CREATE FUNCTION webhooks._check_tenant(t text, what text) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
@@ -82,7 +76,7 @@ BEGIN
     IF s IS NOT NULL AND NOT coalesce(t, '') = ANY (s) THEN
         RAISE EXCEPTION '% tenant_id % is outside the tenants of role % (%)', what,
             coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks._caller()::regrole,
-            coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'rows without a tenant only')
+            coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), CASE WHEN '' = ANY (s) THEN 'rows without a tenant only' ELSE 'no tenant' END)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
     END IF;
@@ -104,13 +98,17 @@ BEGIN
 END $$;
 
 CREATE FUNCTION webhooks._is_platform_admin() RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
-    SELECT webhooks._scope_of(webhooks._caller()) IS NULL
-       AND pg_catalog.pg_has_role(webhooks._caller(), 'webhooks_admin', 'MEMBER')
-$$;
+DECLARE
+    r oid := webhooks._caller();
+BEGIN
+    RETURN webhooks._scope_of(r) IS NULL
+       AND ((SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r)
+            OR pg_catalog.pg_has_role(r, 'webhooks_admin', 'MEMBER'));
+END $$;
 
-CREATE FUNCTION webhooks.tenant_grant(role_name text, tenant_id text) RETURNS void
+CREATE FUNCTION webhooks._tenant_grant(role_name text, tenant_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -118,21 +116,21 @@ BEGIN
         RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can bind roles to tenants'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = tenant_grant.role_name) THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = _tenant_grant.role_name) THEN
         RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
     END IF;
     IF tenant_id IS NULL THEN
         RAISE EXCEPTION 'tenant_id must not be NULL (use ''*'' for every tenant)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM webhooks._check_tenant_id(tenant_id, true);
+    IF tenant_id <> '' THEN
+        PERFORM webhooks._check_tenant_id(tenant_id, true);
+    END IF;
     INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
-    VALUES (tenant_grant.role_name, tenant_grant.tenant_id, webhooks._caller()::regrole::text)
+    VALUES (_tenant_grant.role_name, _tenant_grant.tenant_id, webhooks._caller()::regrole::text)
     ON CONFLICT DO NOTHING;
 END $$;
-COMMENT ON FUNCTION webhooks.tenant_grant(text, text) IS
-    'Binds a role to a tenant (''*'' = every tenant): it then sees, changes and publishes only for its tenants.';
 
-CREATE FUNCTION webhooks.tenant_revoke(role_name text, tenant_id text) RETURNS void
+CREATE FUNCTION webhooks._tenant_revoke(role_name text, tenant_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -141,9 +139,8 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     DELETE FROM webhooks.tenant_roles t
-    WHERE t.role_name = tenant_revoke.role_name AND t.tenant_id = tenant_revoke.tenant_id;
+    WHERE t.role_name = _tenant_revoke.role_name AND t.tenant_id = _tenant_revoke.tenant_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
     END IF;
 END $$;
-COMMENT ON FUNCTION webhooks.tenant_revoke(text, text) IS 'Removes a binding made by tenant_grant.';

@@ -7,7 +7,9 @@
 -- publish for the tenants their role acts for.
 --
 -- What is sent is decided by attribute number, not name, and recomputed by an event trigger
--- after every ALTER TABLE of a tracked table: exclusions follow a column through RENAME COLUMN,
+-- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
+-- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
+-- exclusions follow a column through RENAME COLUMN,
 -- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
 -- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
 --
@@ -21,6 +23,7 @@ CREATE TABLE webhooks.tracked_tables (
     include_attnums int2[],                -- NULL: every column not excluded
     tenant_attnum   int2,
     auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
     tracked_at      timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE webhooks.tracked_tables IS
@@ -92,6 +95,7 @@ DECLARE
     key_cols text[];
     excluded text[];
     auto text[];
+    args text[];
 BEGIN
     SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
     IF t.tenant_attnum IS NOT NULL THEN
@@ -115,12 +119,23 @@ BEGIN
     INTO excluded, auto
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
-        'FOR EACH ROW EXECUTE FUNCTION webhooks._emit_row_event(%L, %L, %L, %L)',
-        tbl, t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text);
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}') WHERE x.relid = tbl;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF key_cols && excluded THEN
+        key_cols := NULL;
+    END IF;
+    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text];
+    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
+    IF t.applied IS DISTINCT FROM args OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_event'
+    ) THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION webhooks._emit_row_event(%L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4]);
+    END IF;
+    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
+    WHERE x.relid = tbl;
     RETURN coalesce(auto, '{}');
 END $$;
 
@@ -145,12 +160,12 @@ BEGIN
     RETURN nums;
 END $$;
 
-CREATE FUNCTION webhooks.track_table(
+CREATE FUNCTION webhooks._track_table(
     tbl regclass,
     entity text,
-    exclude_columns text[] DEFAULT '{}',
-    tenant_column text DEFAULT NULL,
-    include_columns text[] DEFAULT NULL
+    exclude_columns text[],
+    tenant_column text,
+    include_columns text[]
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -160,11 +175,17 @@ DECLARE
     auto text[];
 BEGIN
     SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
+    END IF;
     IF NOT pg_catalog.pg_has_role(webhooks._caller(), rel.relowner, 'USAGE') THEN
         RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF rel.relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
     END IF;
     IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
        OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
@@ -201,10 +222,8 @@ BEGIN
     END IF;
     RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
 END $$;
-COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[]) IS
-    'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without the excluded (or secret-looking) columns.';
 
-CREATE FUNCTION webhooks.untrack_table(tbl regclass) RETURNS void
+CREATE FUNCTION webhooks._untrack_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -214,11 +233,12 @@ BEGIN
     DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
 END $$;
-COMMENT ON FUNCTION webhooks.untrack_table(regclass) IS 'Stops row events of a tracked table.';
 
--- After ALTER TABLE of a tracked table (RENAME COLUMN, ADD COLUMN, DROP COLUMN): the trigger is
--- rebuilt in the same transaction, so no row is ever written under stale column names.
-CREATE FUNCTION webhooks._on_alter_table() RETURNS event_trigger
+-- After any DDL command that touches a tracked table, directly or through a parent, a view
+-- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
+-- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
+-- whose trigger is already right are left alone.
+CREATE FUNCTION webhooks._on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -226,10 +246,11 @@ DECLARE
     before text[];
     auto text[];
 BEGIN
-    FOR r IN SELECT DISTINCT t.relid, t.auto_excluded
-             FROM pg_catalog.pg_event_trigger_ddl_commands() c
-             JOIN webhooks.tracked_tables t ON t.relid::oid = c.objid
-             WHERE c.classid = 'pg_catalog.pg_class'::regclass
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
     LOOP
         before := r.auto_excluded;
         auto := webhooks._track_apply(r.relid);
@@ -240,17 +261,24 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE EVENT TRIGGER webhooks_track_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
-    EXECUTE FUNCTION webhooks._on_alter_table();
+CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
+    EXECUTE FUNCTION webhooks._on_ddl();
 
+-- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
 CREATE FUNCTION webhooks._on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
+        RETURN;
+    END IF;
     DELETE FROM webhooks.tracked_tables t
     USING pg_catalog.pg_event_trigger_dropped_objects() o
     WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
 END $$;
 
-CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop WHEN TAG IN ('DROP TABLE')
+CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
     EXECUTE FUNCTION webhooks._on_drop();

@@ -26,50 +26,110 @@ DECLARE
     stale bigint[];
     orphans bigint[];
     parked bigint[];
+    blocked bigint[];
+    more bigint[];
+    head_n int;
 BEGIN
-    -- Rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could not
-    -- see them) are deleted, and rows of a disabled endpoint (a publish that raced a disable)
-    -- are parked, so that no row the claim cannot take stays at the head of the due index.
-    -- Each endpoint gets at most max_in_flight minus what it has in flight; the candidates are
-    -- a bounded walk of the due index (batch * 4), so a backlog on one endpoint only delays
-    -- others by as much, never by the whole backlog's size.
+    -- Step A, the head of the due index (batch * 4 rows), in one statement:
+    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
+    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
+    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
+    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
+    --    stays at the head for long.
+    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
+    --    flight.
     WITH busy AS (
         SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
         WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
+    ), head AS (
+        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
+        FROM webhooks.deliveries x
+        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
+        ORDER BY x.next_attempt_at
+        LIMIT batch * 4
     ), cand AS (
-        SELECT d.id, d.endpoint_id, d.next_attempt_at, ep.id AS ep_id, ep.enabled, ep.max_in_flight,
-               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn
-        FROM (SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
-              FROM webhooks.deliveries x
-              WHERE x.status = 'pending' AND x.next_attempt_at <= now()
-              ORDER BY x.next_attempt_at
-              LIMIT batch * 4) d
-        LEFT JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-        WHERE ep.id IS NULL OR NOT ep.enabled OR NOT ep.ordered OR d.entity_key IS NULL OR NOT EXISTS (
-              SELECT 1 FROM webhooks.deliveries p
-              WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                AND p.status IN ('pending', 'in_flight') AND p.id < d.id)
+        SELECT h.id, h.endpoint_id, h.next_attempt_at,
+               CASE WHEN ep.id IS NULL THEN 'orphan'
+                    WHEN NOT ep.enabled THEN 'parked'
+                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
+                         -- behind an earlier unfinished row of its entity: 'waiting' while that
+                         -- row is due or in flight, 'blocked' while it waits for a retry
+                         -- (decided by the first unfinished row of the entity)
+                         SELECT coalesce((
+                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
+                                         THEN 'waiting' ELSE 'blocked' END
+                             FROM webhooks.deliveries p
+                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
+                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
+                             ORDER BY p.id LIMIT 1), 'take'))
+                    ELSE 'take' END AS what,
+               ep.max_in_flight
+        FROM head h LEFT JOIN webhooks.endpoints ep ON ep.id = h.endpoint_id
+    ), ranked AS (
+        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id, c.what ORDER BY c.next_attempt_at, c.id) AS rn
+        FROM cand c
     ), chosen AS (
-        SELECT c.* FROM cand c LEFT JOIN busy b ON b.endpoint_id = c.endpoint_id
-        WHERE c.ep_id IS NULL OR NOT c.enabled OR c.rn <= c.max_in_flight - coalesce(b.n, 0)
-        ORDER BY c.next_attempt_at
-        LIMIT batch
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0)
+         ORDER BY r.next_attempt_at
+         LIMIT batch)
+        UNION ALL
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked')
     ), locked AS (
         -- Another claimer may have taken a candidate since: lock what is still pending.
         SELECT d.id FROM webhooks.deliveries d
         WHERE d.id IN (SELECT id FROM chosen) AND d.status = 'pending'
         FOR UPDATE SKIP LOCKED
     )
-    SELECT array_agg(c.id) FILTER (WHERE c.ep_id IS NOT NULL AND c.enabled),
-           array_agg(c.id) FILTER (WHERE c.ep_id IS NULL),
-           array_agg(c.id) FILTER (WHERE c.ep_id IS NOT NULL AND NOT c.enabled)
-    INTO ids, orphans, parked
+    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
+           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
+           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
+           (SELECT count(*) FROM head)
+    INTO ids, orphans, parked, blocked, head_n
     FROM chosen c JOIN locked l ON l.id = c.id;
     IF orphans IS NOT NULL THEN
         DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
     END IF;
     IF parked IS NOT NULL THEN
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity' WHERE d.id = ANY (parked);
+    END IF;
+    IF blocked IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        SET next_attempt_at = greatest(now() + interval '1 second', (
+                SELECT p.next_attempt_at FROM webhooks.deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
+                ORDER BY p.id LIMIT 1))
+        WHERE d.id = ANY (blocked);
+    END IF;
+    ids := coalesce(ids, '{}');
+    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
+    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
+    -- per-endpoint index, so a backlog on one endpoint never starves the others.
+    IF cardinality(ids) < batch AND head_n >= batch * 4 THEN
+        WITH busy AS (
+            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
+            WHERE d.status = 'in_flight' OR d.id = ANY (ids) GROUP BY d.endpoint_id
+        ), room AS (
+            SELECT ep.id, ep.max_in_flight - coalesce(b.n, 0) AS n
+            FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
+            WHERE ep.enabled AND NOT ep.ordered AND ep.max_in_flight > coalesce(b.n, 0)
+        ), pick AS (
+            SELECT y.id FROM room,
+                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
+                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                         ORDER BY x.next_attempt_at
+                         LIMIT least(room.n, batch)) y
+            ORDER BY y.next_attempt_at
+            LIMIT batch - cardinality(ids)
+        )
+        SELECT array_agg(d.id) INTO more FROM (
+            SELECT d.id FROM webhooks.deliveries d
+            WHERE d.id IN (SELECT id FROM pick) AND d.status = 'pending'
+            FOR UPDATE SKIP LOCKED
+        ) d;
+        ids := ids || coalesce(more, '{}');
     END IF;
     IF scan_leases THEN
         SELECT array_agg(s.id) INTO stale FROM (
@@ -79,9 +139,9 @@ BEGIN
             LIMIT batch
             FOR UPDATE SKIP LOCKED
         ) s;
-        ids := coalesce(ids, '{}') || coalesce(stale, '{}');
+        ids := ids || coalesce(stale, '{}');
     END IF;
-    IF ids IS NULL OR cardinality(ids) = 0 THEN
+    IF cardinality(ids) = 0 THEN
         RETURN;
     END IF;
     RETURN QUERY

@@ -93,14 +93,6 @@ fn ok_or_error<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| invalid(&e))
 }
 
-/// The role the session acts as (its login, or the role of `SET ROLE`), also inside a
-/// SECURITY DEFINER function, where `current_user` is the function's owner. Tenancy and
-/// ownership checks of definer functions are made for this role.
-#[pg_extern(stable, parallel_safe)]
-fn _caller() -> pg_sys::Oid {
-    unsafe { pg_sys::GetOuterUserId() }
-}
-
 #[pg_extern(volatile, parallel_safe)]
 fn _new_event_id() -> String {
     ok_or_error(ids::prefixed("evt_"))

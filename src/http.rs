@@ -54,6 +54,36 @@ impl Outcome {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }
 
+    /// What went wrong, in words that name no host, address or URL: for publishers, who must
+    /// not learn where an endpoint points.
+    pub fn public(&self) -> String {
+        if let (None, Some(s)) = (&self.error, self.status) {
+            return format!("HTTP {s}");
+        }
+        let e = self.error.as_deref().unwrap_or("no response");
+        let kinds = [
+            ("TLS: untrusted certificate", "TLS: untrusted certificate"),
+            ("TLS: hostname mismatch", "TLS: hostname mismatch"),
+            (
+                "TLS: the certificate of",
+                "TLS: certificate expired or not yet valid",
+            ),
+            ("TLS: ", "TLS handshake failed"),
+            ("refused", "refused by the outbound guard"),
+            ("timeout", "timeout"),
+            ("host not found", "host not found"),
+            ("proxy refused", "proxy refused the tunnel"),
+            ("endpoint client certificate", "client certificate unusable"),
+            ("endpoint secret", "endpoint secret or headers unusable"),
+            ("webhooks.tls_ca_file", "webhooks.tls_ca_file unreadable"),
+        ];
+        kinds
+            .iter()
+            .find(|(prefix, _)| e.starts_with(prefix))
+            .map(|(_, k)| k.to_string())
+            .unwrap_or_else(|| "connection failed".into())
+    }
+
     /// A short description of a failure for `last_error` and error messages.
     pub fn describe(&self) -> String {
         match (&self.error, self.status) {
@@ -218,7 +248,10 @@ fn check_proxied_target(url: &str, allow_private: bool, budget: Duration) -> Res
     if !allow_private {
         for a in &addrs {
             if let Some(why) = target::forbidden_reason(a.ip()) {
-                return Err(format!("refused: {host} resolves to {} ({why} address)", a.ip()));
+                return Err(format!(
+                    "refused: {host} resolves to {} ({why} address)",
+                    a.ip()
+                ));
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod target;
 pub mod tls;
 
 pub mod api;
+pub mod gate;
 pub mod guc;
 pub mod sync;
 pub mod wake;
@@ -27,7 +28,7 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
-    requires = ["schema", api::_caller]
+    requires = ["schema", gate::_caller]
 );
 extension_sql_file!(
     "../sql/api.sql",
@@ -38,6 +39,9 @@ extension_sql_file!(
         api::_matches,
         api::_new_event_id,
         api::_check_client_cert,
+        gate::tenant_scope,
+        gate::current_tenant,
+        gate::webhook_send_sync_result,
         wake::_wake_on_commit
     ]
 );

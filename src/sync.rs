@@ -173,8 +173,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             });
             // jsonb refuses U+0000: a receiver's NUL must not turn its 2xx into an error.
             let text = o.body.replace('\0', "");
-            let mut body =
-                serde_json::from_str::<Value>(&text).unwrap_or_else(|_| Value::String(text));
+            let mut body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
             strip_nul(&mut body);
             json!({
                 "delivery_id": t.get("delivery_id"),
@@ -182,6 +181,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
                 "url": t.get("url"),
                 "status": o.status,
                 "error": (!o.ok()).then(|| o.describe()),
+                "public_error": (!o.ok()).then(|| o.public()),
                 "body": body,
                 "raw_body": (!o.body.is_empty()).then(|| o.body.replace('\0', "")),
                 "started_us": o.started_at_us,

@@ -307,22 +307,27 @@ fn a_tenant_sees_and_changes_only_its_own_rows() {
     assert_eq!(count(&format!("SELECT count(*) FROM webhooks.endpoints WHERE description IS NOT NULL AND id IN ('{theirs}', '{platform}', '{global}')")), 0);
     // revoking the last binding closes the role, never opens it
     run("SELECT webhooks.tenant_revoke('wh_tadmin', 'acme'); SET ROLE wh_tadmin");
-    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1, "unbound: rows without a tenant only");
-    assert_eq!(one::<String>("SELECT id FROM webhooks.endpoints").as_deref(), Some(global.as_str()));
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 0, "unbound while tenants are in use: nothing");
     run("RESET ROLE");
+    let _ = global;
 }
 
 #[pg_test]
 fn unbound_roles_see_rows_without_tenant_and_star_binds_the_platform() {
     err("SELECT 1");
     run("CREATE ROLE wh_plain IN ROLE webhooks_admin; CREATE ROLE wh_ops IN ROLE webhooks_admin");
-    run("SELECT webhooks.tenant_grant('wh_ops', '*')");
     endpoint("https://a.example.com/h", "{*}", Some("acme"));
     endpoint("https://g.example.com/h", "{*}", None);
+    // A single-tenant install: no binding anywhere, every role sees the rows without a tenant.
     run("SET ROLE wh_plain");
     assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1);
-    expect_err("SELECT webhooks.endpoint_create('https://x.example.com', tenant_id => '*')", "outside the tenants");
     assert_eq!(one::<Vec<String>>("SELECT webhooks.tenant_scope()"), Some(vec!["".to_string()]));
+    expect_err("SELECT webhooks.endpoint_create('https://x.example.com', tenant_id => '*')", "outside the tenants");
+    run("RESET ROLE");
+    // Once tenants are in use, an unbound role sees nothing until it is bound.
+    run("SELECT webhooks.tenant_grant('wh_ops', '*')");
+    run("SET ROLE wh_plain");
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 0);
     run("RESET ROLE; SET ROLE wh_ops");
     assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 2);
     assert!(one::<Vec<String>>("SELECT webhooks.tenant_scope()").is_none());
@@ -330,10 +335,50 @@ fn unbound_roles_see_rows_without_tenant_and_star_binds_the_platform() {
     run("SET webhooks.tenant_id = 'acme'");
     assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1);
     run("RESET webhooks.tenant_id");
-    run("SELECT webhooks.tenant_grant('wh_plain', 'acme')");
+    run("SELECT webhooks.tenant_grant('wh_plain', '')");
     expect_err("SELECT webhooks.tenant_grant('no_such_role', 'acme')", "role \"no_such_role\" does not exist");
     expect_err("SELECT webhooks.tenant_grant('wh_plain', E'a\\x01b')", "not valid");
+    run("RESET ROLE; SET ROLE wh_plain");
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints"), 1, "bound to '': rows without a tenant");
+    // the catalogue is shared: only a platform admin changes it
+    expect_err("DELETE FROM webhooks.event_types WHERE name = 'email.created'", "only a platform admin");
+    expect_err("UPDATE webhooks.event_types SET mode = 'sync' WHERE name = 'user.created'", "only a platform admin");
+    expect_err("SELECT webhooks.event_type_register('invoice.paid')", "only a platform admin");
     run("RESET ROLE");
+    expect_err("DELETE FROM webhooks.event_types WHERE name = 'email.created'", "cannot be deleted");
+}
+
+/// The API acts for the role that called it, not for the session's: someone else's code that
+/// a session runs (a definer function, an index expression ANALYZE evaluates as the table's
+/// owner) gets its own owner's rights, never the session's.
+#[pg_test]
+fn the_api_acts_for_its_immediate_caller_not_the_session() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_mallory IN ROLE webhooks_admin; CREATE SCHEMA mal AUTHORIZATION wh_mallory");
+    run("SELECT webhooks.tenant_grant('wh_mallory', 'acme')");
+    endpoint("https://globex.example.com/h", "{*}", Some("globex"));
+    run("SET ROLE wh_mallory");
+    run(r#"CREATE FUNCTION mal.bait() RETURNS int LANGUAGE plpgsql SECURITY DEFINER AS $f$
+        BEGIN PERFORM webhooks.tenant_grant('wh_mallory', '*'); RETURN 1; END $f$"#);
+    run(r#"CREATE FUNCTION mal.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS
+        'SELECT count(*) FROM webhooks.endpoints'"#);
+    run(r#"CREATE FUNCTION mal.idx(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+        BEGIN PERFORM webhooks.tenant_grant('wh_mallory', '*'); RETURN $1; END $f$"#);
+    run("CREATE TABLE mal.t (x int); INSERT INTO mal.t VALUES (1)");
+    run("RESET ROLE");
+    // A superuser session runs mallory's code.
+    expect_err("SELECT mal.bait()", "only a platform admin");
+    assert_eq!(count("SELECT mal.peek()"), 0, "mallory's function sees mallory's rows");
+    expect_err("CREATE INDEX ON mal.t (mal.idx(x))", "only a platform admin");
+    assert_eq!(count("SELECT count(*) FROM webhooks.tenant_roles WHERE tenant_id = '*'"), 0);
+    // A publisher's definer function publishes with the publisher's scope, whoever calls it.
+    run("CREATE ROLE wh_pubx IN ROLE webhooks_publisher; SELECT webhooks.tenant_grant('wh_pubx', 'acme')");
+    run("CREATE SCHEMA pubx AUTHORIZATION wh_pubx; SET ROLE wh_pubx");
+    run(r#"CREATE FUNCTION pubx.forge() RETURNS text LANGUAGE sql SECURITY DEFINER AS
+        $f$ SELECT webhooks.webhook_publish('user.created', '{}', 'globex') $f$"#);
+    run("RESET ROLE");
+    expect_err("SELECT pubx.forge()", "cannot publish for tenant_id \"globex\"");
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0);
 }
 
 #[pg_test]
@@ -374,10 +419,8 @@ fn a_publisher_cannot_run_code_as_the_owner_through_a_tracked_table() {
     run("CREATE TYPE evil.mood AS ENUM ('happy')");
     run(r#"CREATE FUNCTION evil.mood_json(evil.mood) RETURNS json LANGUAGE plpgsql AS $f$
         BEGIN EXECUTE 'ALTER ROLE wh_evil SUPERUSER'; RETURN '"x"'::json; END $f$"#);
-    // Only a superuser may create such a cast; the attack needs one, so the test makes it.
-    run("RESET ROLE");
+    // The owner of the type may create the cast.
     run("CREATE CAST (evil.mood AS json) WITH FUNCTION evil.mood_json(evil.mood)");
-    run("SET ROLE wh_evil");
     run("CREATE TABLE evil.users (id int PRIMARY KEY, m evil.mood)");
     run("SELECT webhooks.track_table('evil.users', 'user')");
     let e = err("INSERT INTO evil.users VALUES (1, 'happy')");
@@ -436,6 +479,9 @@ fn internals_are_for_the_owner_only() {
         "SELECT webhooks._new_secret()",
         "SELECT webhooks._scope_of(1)",
         "INSERT INTO webhooks.deliveries (event_id, endpoint_id) VALUES ('e', 'x')",
+        "UPDATE webhooks.deliveries SET endpoint_id = 'x'",
+        "UPDATE webhooks.deliveries SET lease_until = 'infinity'",
+        "UPDATE webhooks.deliveries SET event_id = 'evt_x'",
     ] {
         expect_err(sql, "permission denied");
     }
@@ -451,12 +497,12 @@ fn publishers_never_learn_endpoint_urls() {
     run("CREATE ROLE wh_p IN ROLE webhooks_publisher; SET ROLE wh_p");
     let e = err("SELECT webhooks.webhook_send_sync('sms.created', '{\"code\":\"1\"}')").unwrap();
     assert!(e.contains(&ep), "{e}");
-    assert!(!e.contains("tok_SECRET123") && !e.contains("/hooks"), "{e}");
+    assert!(!e.contains("tok_SECRET123") && !e.contains("/hooks") && !e.contains("127.0.0.1"), "{e}");
     run("RESET ROLE; SET webhooks.allow_private_targets = off");
     // refused at send time (the guard changed since the endpoint was written): no URL either
     run("SET ROLE wh_p");
     let e = err("SELECT webhooks.webhook_send_sync('sms.created', '{\"code\":\"1\"}')").unwrap();
-    assert!(e.contains("refused") && !e.contains("tok_SECRET123"), "{e}");
+    assert!(e.contains("refused") && !e.contains("tok_SECRET123") && !e.contains("127.0.0.1"), "{e}");
     run("RESET ROLE");
 }
 
@@ -541,4 +587,44 @@ fn a_plain_update_of_enabled_parks_and_releases_like_the_functions() {
     run(&format!("SELECT webhooks.endpoint_disable('{ep}', 'maintenance')"));
     assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE next_attempt_at = 'infinity'"), 1);
     assert_eq!(one::<String>(&format!("SELECT disabled_reason FROM webhooks.endpoints WHERE id = '{ep}'")).as_deref(), Some("maintenance"));
+}
+
+/// A full head of the due index that cannot be taken (an endpoint at its max_in_flight, an
+/// ordered entity behind a failed row) never starves another endpoint.
+#[pg_test]
+fn a_blocked_head_of_the_queue_starves_no_other_endpoint() {
+    let slow = endpoint("https://slow.example.com/h", "{user.updated}", None);
+    let ord = endpoint("https://ordered.example.com/h", "{user.deleted}", None);
+    let other = endpoint("https://other.example.com/h", "{user.created}", None);
+    run(&format!("SELECT webhooks.endpoint_update('{slow}', max_in_flight => 1)"));
+    run(&format!("SELECT webhooks.endpoint_update('{ord}', ordered => true)"));
+    run("SELECT webhooks.webhook_publish('user.updated', '{}') FROM generate_series(1, 2100)");
+    run("SELECT webhooks.webhook_publish('user.deleted', '{}', entity_key => 'user:1') FROM generate_series(1, 2100)");
+    let ev = one::<String>("SELECT webhooks.webhook_publish('user.created', '{}')").unwrap();
+    // the due index: the ordered entity's rows first, then the slow endpoint's, the other last
+    run(&format!(
+        "UPDATE webhooks.deliveries SET next_attempt_at = now() - interval '1 minute' WHERE endpoint_id = '{slow}'"
+    ));
+    run(&format!(
+        "UPDATE webhooks.deliveries SET next_attempt_at = now() - interval '2 minutes' WHERE endpoint_id = '{ord}'"
+    ));
+    // the first of the ordered entity failed and waits an hour for its retry
+    run(&format!(
+        "UPDATE webhooks.deliveries SET next_attempt_at = now() + interval '1 hour'
+         WHERE id = (SELECT min(id) FROM webhooks.deliveries WHERE endpoint_id = '{ord}')"
+    ));
+    let claimed = one::<String>(
+        "SELECT string_agg(endpoint_id || ':' || event_id, ',') FROM webhooks._claim(500, '1 minute', false)",
+    )
+    .unwrap_or_default();
+    assert!(claimed.contains(&format!("{other}:{ev}")), "the other endpoint's delivery was claimed: {claimed}");
+    assert_eq!(claimed.matches(&slow).count(), 1, "max_in_flight 1: {claimed}");
+    assert_eq!(claimed.matches(&ord).count(), 0);
+    // the ordered entity's rows at the head (2,000 looked at) moved behind its retry
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ord}' AND next_attempt_at >= now() + interval '59 minutes'"
+        )),
+        2001
+    );
 }

@@ -1,0 +1,331 @@
+//! The public entry points that act with the extension owner's rights, and the identity they
+//! act for.
+//!
+//! A SECURITY DEFINER function cannot tell who called it: `current_user` is its owner and the
+//! session's role (`GetOuterUserId`) is not the caller when the call comes from someone else's
+//! code in that session (a definer function or trigger a victim runs, an index expression that
+//! ANALYZE evaluates as the table's owner). So the API that needs the owner's rights is written
+//! here, as ordinary (invoker) functions: each records the role that really called it
+//! (`GetUserId()` at entry), becomes the owner the way fmgr does for a definer function, runs
+//! the owner-only SQL function that does the work, and becomes the caller again. Tenancy and
+//! ownership checks in SQL ask `webhooks._caller()`, which answers that recorded role.
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use std::cell::{Cell, RefCell};
+
+thread_local! {
+    static CALLERS: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
+    static OWNER: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+}
+
+/// The extension's owner (cached per backend, checked against the extension's oid so that a
+/// DROP/CREATE EXTENSION by someone else is noticed).
+fn owner() -> pg_sys::Oid {
+    let ext = unsafe { pg_sys::get_extension_oid(c"webhooks".as_ptr(), true) };
+    if let Some((e, o)) = OWNER.get() {
+        if e == ext {
+            return o;
+        }
+    }
+    let o = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+        &[ext.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| error!("the webhooks extension is not installed in this database"));
+    OWNER.set(Some((ext, o)));
+    o
+}
+
+/// The role the current call acts for: the caller recorded by the innermost entry point while
+/// running as the owner; otherwise the current user itself.
+pub fn effective_caller() -> pg_sys::Oid {
+    let current = unsafe { pg_sys::GetUserId() };
+    match CALLERS.with(|c| c.borrow().last().copied()) {
+        Some(caller) if current == owner() => caller,
+        _ => current,
+    }
+}
+
+/// Restores the caller's identity however the call ends (an ERROR unwinds through it too).
+struct Restore {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+        CALLERS.with(|c| {
+            c.borrow_mut().pop();
+        });
+    }
+}
+
+/// Runs `f` as the extension owner on behalf of the current caller.
+pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let caller = effective_caller();
+    let owner = owner();
+    let mut user = pg_sys::Oid::INVALID;
+    let mut context = 0i32;
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    CALLERS.with(|c| c.borrow_mut().push(caller));
+    let _restore = Restore { user, context };
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32)
+    };
+    f()
+}
+
+/// Runs one statement as the owner and returns the first column of its first row.
+fn owner_query<T: FromDatum + IntoDatum>(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Option<T> {
+    as_owner(|| {
+        Spi::connect_mut(|client: &mut SpiClient<'_>| {
+            client
+                .update(sql, Some(1), args)
+                .unwrap_or_else(|e| error!("{e}"))
+                .first()
+                .get::<T>(1)
+                .unwrap_or_else(|e| error!("{e}"))
+        })
+    })
+}
+
+/// Declares a Rust type that passes a datum of an SQL type through untouched.
+macro_rules! raw_sql_type {
+    ($name:ident, $sql:literal, $oid:expr) => {
+        pub struct $name(pg_sys::Datum);
+
+        impl FromDatum for $name {
+            unsafe fn from_polymorphic_datum(
+                datum: pg_sys::Datum,
+                is_null: bool,
+                _typoid: pg_sys::Oid,
+            ) -> Option<Self> {
+                (!is_null).then_some($name(datum))
+            }
+        }
+
+        impl IntoDatum for $name {
+            fn into_datum(self) -> Option<pg_sys::Datum> {
+                Some(self.0)
+            }
+            fn type_oid() -> pg_sys::Oid {
+                $oid
+            }
+        }
+
+        unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $name {
+            unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+                let index = arg.index();
+                unsafe {
+                    arg.unbox_arg_using_from_datum()
+                        .unwrap_or_else(|| panic!("argument {index} must not be null"))
+                }
+            }
+
+            unsafe fn unbox_nullable_arg(
+                arg: pgrx::callconv::Arg<'_, 'fcx>,
+            ) -> pgrx::nullable::Nullable<Self> {
+                unsafe { arg.unbox_arg_using_from_datum().into() }
+            }
+        }
+
+        unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for $name {
+            const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!($name);
+            const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+                pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+            const ARGUMENT_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql));
+            const RETURN_SQL: Result<
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+                pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+            > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+                pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal($sql),
+            ));
+        }
+    };
+}
+
+// A jsonb argument passed on as is (no round trip through serde_json), and a regclass.
+raw_sql_type!(RawJsonb, "jsonb", pg_sys::JSONBOID);
+raw_sql_type!(Regclass, "regclass", pg_sys::REGCLASSOID);
+
+/// The role a SECURITY DEFINER function acts for (see the module documentation).
+#[pg_extern(stable, parallel_safe)]
+fn _caller() -> pg_sys::Oid {
+    effective_caller()
+}
+
+#[pg_extern(volatile)]
+fn webhook_publish(
+    event_type: Option<&str>,
+    data: Option<RawJsonb>,
+    tenant_id: default!(Option<&str>, "NULL"),
+    actor: default!(Option<RawJsonb>, "NULL"),
+    entity_key: default!(Option<&str>, "NULL"),
+) -> Option<String> {
+    owner_query(
+        "SELECT webhooks._publish($1, $2, $3, $4, $5)",
+        &[
+            event_type.into(),
+            data.into(),
+            tenant_id.into(),
+            actor.into(),
+            entity_key.into(),
+        ],
+    )
+}
+
+/// `webhook_send_sync` without the raise: the answers, or `{"error": {...}}` (the failed
+/// attempts then stay recorded if the caller commits).
+#[pg_extern(volatile)]
+fn webhook_send_sync_result(
+    event_type: Option<&str>,
+    data: Option<RawJsonb>,
+    tenant_id: default!(Option<&str>, "NULL"),
+    actor: default!(Option<RawJsonb>, "NULL"),
+) -> Option<pgrx::JsonB> {
+    owner_query(
+        "SELECT webhooks._send_sync($1, $2, $3, $4)",
+        &[
+            event_type.into(),
+            data.into(),
+            tenant_id.into(),
+            actor.into(),
+        ],
+    )
+}
+
+#[pg_extern(volatile)]
+fn track_table(
+    tbl: Option<Regclass>,
+    entity: Option<&str>,
+    exclude_columns: default!(Option<Vec<Option<String>>>, "'{}'"),
+    tenant_column: default!(Option<&str>, "NULL"),
+    include_columns: default!(Option<Vec<Option<String>>>, "NULL"),
+) -> Option<String> {
+    owner_query(
+        "SELECT webhooks._track_table($1, $2, $3, $4, $5)",
+        &[
+            tbl.into(),
+            entity.into(),
+            exclude_columns.into(),
+            tenant_column.into(),
+            include_columns.into(),
+        ],
+    )
+}
+
+#[pg_extern(volatile)]
+fn untrack_table(tbl: Option<Regclass>) {
+    owner_query::<bool>("SELECT webhooks._untrack_table($1) IS NULL", &[tbl.into()]);
+}
+
+#[pg_extern(stable)]
+fn tenant_scope() -> Option<Vec<Option<String>>> {
+    let caller = effective_caller();
+    owner_query("SELECT webhooks._scope_of($1)", &[caller.into()])
+}
+
+#[pg_extern(stable)]
+fn current_tenant() -> Option<String> {
+    let scope = tenant_scope()?;
+    match scope.as_slice() {
+        [Some(t)] if !t.is_empty() => Some(t.clone()),
+        _ => None,
+    }
+}
+
+#[pg_extern(volatile)]
+fn tenant_grant(role_name: Option<&str>, tenant_id: Option<&str>) {
+    owner_query::<bool>(
+        "SELECT webhooks._tenant_grant($1, $2) IS NULL",
+        &[role_name.into(), tenant_id.into()],
+    );
+}
+
+#[pg_extern(volatile)]
+fn tenant_revoke(role_name: Option<&str>, tenant_id: Option<&str>) {
+    owner_query::<bool>(
+        "SELECT webhooks._tenant_revoke($1, $2) IS NULL",
+        &[role_name.into(), tenant_id.into()],
+    );
+}
+
+#[pg_extern(volatile)]
+fn event_replay(
+    event_id: Option<&str>,
+    endpoint_id: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(delivery_id, i64), name!(endpoint_id, String))> {
+    let rows: Vec<(i64, String)> = as_owner(|| {
+        Spi::connect_mut(|client| {
+            client
+                .update(
+                    "SELECT new_delivery_id, to_endpoint_id FROM webhooks._event_replay($1, $2)",
+                    None,
+                    &[event_id.into(), endpoint_id.into()],
+                )
+                .unwrap_or_else(|e| error!("{e}"))
+                .map(|r| {
+                    (
+                        r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                        r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+    });
+    TableIterator::new(rows)
+}
+
+type Ts = pgrx::datum::TimestampWithTimeZone;
+
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile)]
+fn status() -> TableIterator<
+    'static,
+    (
+        name!(preloaded, Option<bool>),
+        name!(worker_pid, Option<i32>),
+        name!(worker_running, Option<bool>),
+        name!(last_loop, Option<Ts>),
+        name!(database, Option<String>),
+        name!(serves_this_database, Option<bool>),
+        name!(pending, Option<i64>),
+        name!(due, Option<i64>),
+        name!(in_flight, Option<i64>),
+        name!(dead, Option<i64>),
+        name!(oldest_due, Option<Ts>),
+    ),
+> {
+    let row = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let t = client
+                .update("SELECT * FROM webhooks._status()", Some(1), &[])
+                .unwrap_or_else(|e| error!("{e}"));
+            let r = t.first();
+            (
+                r.get::<bool>(1).ok().flatten(),
+                r.get::<i32>(2).ok().flatten(),
+                r.get::<bool>(3).ok().flatten(),
+                r.get::<Ts>(4).ok().flatten(),
+                r.get::<String>(5).ok().flatten(),
+                r.get::<bool>(6).ok().flatten(),
+                r.get::<i64>(7).ok().flatten(),
+                r.get::<i64>(8).ok().flatten(),
+                r.get::<i64>(9).ok().flatten(),
+                r.get::<i64>(10).ok().flatten(),
+                r.get::<Ts>(11).ok().flatten(),
+            )
+        })
+    });
+    TableIterator::once(row)
+}
