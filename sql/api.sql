@@ -323,12 +323,17 @@ BEGIN
     END IF;
     IF TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types THEN
         PERFORM webhooks._check_filters(NEW.event_types);
+        -- A name must be in the catalogue, and a category.* must match at least one type in it.
         SELECT f INTO unknown FROM pg_catalog.unnest(NEW.event_types) f
-        WHERE f <> '*' AND f NOT LIKE '%.*'
-          AND NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = f)
+        WHERE f <> '*' AND NOT EXISTS (
+            SELECT 1 FROM webhooks.event_types t
+            WHERE CASE WHEN f LIKE '%.*' THEN pg_catalog.starts_with(t.name, pg_catalog.left(f, -1))
+                       ELSE t.name = f END)
         LIMIT 1;
         IF unknown IS NOT NULL THEN
-            RAISE EXCEPTION 'event_types names unknown event type "%"', unknown
+            RAISE EXCEPTION 'event_types names unknown event %', CASE WHEN unknown LIKE '%.*'
+                THEN pg_catalog.format('category "%s" (no event type starts with "%s")', unknown, pg_catalog.left(unknown, -1))
+                ELSE pg_catalog.format('type "%s"', unknown) END
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'See webhooks.event_types, or register it with webhooks.event_type_register().';
         END IF;

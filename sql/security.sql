@@ -104,3 +104,15 @@ COMMENT ON FUNCTION webhooks.event_replay(text, text) IS
     'Sends an event again as new deliveries: to one endpoint, or to every enabled endpoint that subscribes to it.';
 COMMENT ON FUNCTION webhooks.status() IS
     'The worker (running, last loop, database served) and the queue of the caller''s tenants.';
+
+-- Said once, where it is created: events recorded in a database the worker does not serve are
+-- never delivered (webhooks.status() says so too).
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('webhooks.database', true) IS DISTINCT FROM pg_catalog.current_database() THEN
+        RAISE NOTICE 'the webhooks worker serves database "%" (webhooks.database), not "%": events published here will not be delivered',
+            pg_catalog.current_setting('webhooks.database', true), pg_catalog.current_database()
+            USING HINT = pg_catalog.format('Set webhooks.database = %L in postgresql.conf and restart, or create the extension in %I.',
+                pg_catalog.current_database(), pg_catalog.current_setting('webhooks.database', true));
+    END IF;
+END $$;

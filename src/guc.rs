@@ -71,6 +71,39 @@ unsafe extern "C-unwind" fn check_duration(
     check_with(newval, |v| schedule::parse_duration(v).map(|_| ()))
 }
 
+/// Timeouts and the poll interval: a duration above zero.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_positive_duration(
+    newval: *mut *mut std::os::raw::c_char,
+    _extra: *mut *mut std::os::raw::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_with(newval, |v| match schedule::parse_duration(v)? {
+        d if d.is_zero() => Err(format!("\"{v}\" must be more than zero")),
+        _ => Ok(()),
+    })
+}
+
+/// The actor of row events: a JSON object, as the envelope carries it.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_actor(
+    newval: *mut *mut std::os::raw::c_char,
+    _extra: *mut *mut std::os::raw::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_with(newval, |v| {
+        if v.trim().is_empty() {
+            return Ok(());
+        }
+        match serde_json::from_str::<serde_json::Value>(v) {
+            Ok(serde_json::Value::Object(_)) if v.len() <= 8192 => Ok(()),
+            Ok(serde_json::Value::Object(_)) => Err("must be at most 8192 bytes".into()),
+            Ok(_) => Err(format!("\"{v}\" must be a JSON object, like {{\"kind\": \"admin\", \"id\": \"adm_9\"}}")),
+            Err(e) => Err(format!("\"{v}\" is not JSON ({e}); expected an object like {{\"kind\": \"admin\", \"id\": \"adm_9\"}}")),
+        }
+    })
+}
+
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_schedule(
     newval: *mut *mut std::os::raw::c_char,
@@ -161,14 +194,14 @@ pub fn init() {
         c"Timeout of one HTTP attempt.",
         &TIMEOUT,
         GucContext::Suset,
-        Some(check_duration),
+        Some(check_positive_duration),
     );
     string(
         c"webhooks.poll_interval",
         c"Longest time the worker sleeps between looks for due work.",
         &POLL_INTERVAL,
         GucContext::Sighup,
-        Some(check_duration),
+        Some(check_positive_duration),
     );
     string(
         c"webhooks.retention",
@@ -203,7 +236,7 @@ pub fn init() {
         c"Actor (JSON) recorded on row events of this session.",
         &ACTOR,
         GucContext::Userset,
-        None,
+        Some(check_actor),
     );
     string(
         c"webhooks.tls_ca_file",

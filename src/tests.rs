@@ -135,6 +135,19 @@ fn endpoints_are_validated_on_every_write() {
 }
 
 #[pg_test]
+fn settings_refuse_bad_values_and_accept_both_duration_notations() {
+    expect_err("SET webhooks.actor = 'adm_9'", "webhooks.actor");
+    expect_err("SET webhooks.actor = '[1]'", "must be a JSON object");
+    run("SET webhooks.actor = '{\"kind\": \"admin\"}'");
+    expect_err("SET webhooks.timeout = '0'", "more than zero");
+    expect_err("SET webhooks.timeout = '0s'", "webhooks.timeout");
+    run("SET webhooks.timeout = '30 seconds'");
+    run("SET webhooks.timeout = '1 min'");
+    expect_err("SELECT webhooks.endpoint_create('https://h.example.com', '{users.*}')", "unknown event category \"users.*\"");
+    assert!(one::<String>("SELECT id FROM webhooks.endpoint_create('https://h.example.com', '{user.*,user.registration.*}')").is_some());
+}
+
+#[pg_test]
 fn bad_settings_are_refused_by_name() {
     expect_err("SET webhooks.timeout = 'soon'", "webhooks.timeout");
     expect_err("SET webhooks.timeout = '5 parsecs'", "unknown unit");

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 struct Args {
     pg: String,
     nginx: String,
+    /// The same nginx location over TLS, and the log of its connections (one line each).
+    nginx_tls: String,
+    tls_log: String,
     pgbench: String,
     work: String,
     commit: String,
@@ -36,6 +39,8 @@ fn args() -> Args {
     Args {
         pg: get("pg"),
         nginx: get("nginx"),
+        nginx_tls: get("nginx-tls"),
+        tls_log: get("tls-log"),
         pgbench: get("pgbench"),
         work: get("work"),
         commit: get("commit"),
@@ -402,6 +407,35 @@ fn main() {
         );
     }
     let (tenr, n10) = throughput(&mut db, &ten, a.n / 10);
+    // The same single-endpoint run over HTTPS (keep-alive): the rate against plain http measured
+    // just before, and the handshakes nginx saw (one per TLS connection).
+    let tls_ep: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.*}')",
+            &[&a.nginx_tls],
+        )
+        .unwrap()
+        .get(0);
+    for e in &ten {
+        db.execute("SELECT webhooks.endpoint_disable($1)", &[e]).unwrap();
+    }
+    let _ = std::fs::write(&a.tls_log, "");
+    let (tls_rate, n_tls) = throughput(&mut db, std::slice::from_ref(&tls_ep), a.n);
+    let handshakes = std::fs::read_to_string(&a.tls_log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    for e in &ten {
+        db.execute("SELECT webhooks.endpoint_enable($1)", &[e]).unwrap();
+    }
+    db.execute("SELECT webhooks.endpoint_delete($1)", &[&tls_ep]).unwrap();
+    println!("   https one endpoint {tls_rate:.0}/s ({handshakes} handshakes for {n_tls})");
+    r.insert("tls".into(), json!({"https_one_endpoint_per_s": tls_rate, "deliveries": n_tls,
+        "ratio_to_http": tls_rate / one, "handshakes": handshakes,
+        "handshakes_per_1000": handshakes as f64 * 1000.0 / n_tls as f64}));
     let (mem_private, mem_peak) = worker_memory(&mut db);
     println!("   raw {raw:.0}/s, one endpoint {one:.0}/s, ten endpoints {tenr:.0}/s");
     r.insert("throughput".into(), json!({"raw_loop_per_s": raw, "one_endpoint_per_s": one, "deliveries_one": n1,
@@ -535,6 +569,7 @@ fn report(v: &Value) -> String {
     s += &format!("| publish, 50,000 events in one statement | {:.2} s | plain INSERT: {:.2} s | {:.2}x the cost |\n", f("/publish/bulk_publish_s"), f("/publish/bulk_plain_s"), f("/publish/bulk_ratio"));
     s += &format!("| INSERT into a tracked users table | {:.0} tx/s | untracked table: {:.0} tx/s | {:.2}x the cost |\n", f("/trigger/tracked_tps"), f("/trigger/untracked_tps"), f("/trigger/ratio"));
     s += &format!("| signed deliveries, 1 endpoint ({} deliveries) | {:.0} /s | raw ureq loop, 32 threads, no DB: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_one"], f("/throughput/one_endpoint_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_one_to_raw"));
+    s += &format!("| signed deliveries over HTTPS (keep-alive), 1 endpoint ({} deliveries) | {:.0} /s, {:.2} handshakes per 1,000 | same over plain http: {:.0} /s | {:.0}% of http |\n", v["tls"]["deliveries"], f("/tls/https_one_endpoint_per_s"), f("/tls/handshakes_per_1000"), f("/throughput/one_endpoint_per_s"), 100.0 * f("/tls/ratio_to_http"));
     s += &format!("| signed deliveries, 10 endpoints ({} deliveries) | {:.0} /s | raw loop: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_ten"], f("/throughput/ten_endpoints_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_ten_to_raw"));
     for rate in ["10", "100", "1000"] {
         s += &format!("| commit to receiver's first byte at {rate} events/s | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | | |\n",

@@ -128,6 +128,18 @@ impl Cluster {
         .expect("connect to the test cluster")
     }
 
+    /// A session logged in as `user` (a LOGIN role; the test clusters trust local logins).
+    pub fn client_as(&self, user: &str) -> Client {
+        Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={user} dbname=postgres",
+                self.port
+            ),
+            NoTls,
+        )
+        .expect("connect to the test cluster")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }

@@ -1,0 +1,145 @@
+//! Hostile roles with LOGIN, each in its own session, against a cluster running the worker:
+//! a publisher and a tenant admin try to run code as the owner, reach another tenant, call the
+//! internals and learn a URL. Every attempt fails with a clear error and leaves no trace.
+
+use std::time::Duration;
+use webhooks_e2e::cluster::Cluster;
+use webhooks_e2e::receiver::Receiver;
+use webhooks_e2e::wait_for;
+
+fn error_of(r: Result<u64, postgres::Error>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string()),
+    }
+}
+
+#[test]
+fn hostile_publisher_and_tenant_admin_get_nowhere() {
+    let c = Cluster::start(&[]);
+    let acme_rx = Receiver::ok();
+    let globex_rx = Receiver::ok();
+    let mut su = c.client();
+    su.batch_execute(
+        "CREATE ROLE pub LOGIN IN ROLE webhooks_publisher;
+         CREATE ROLE adm LOGIN IN ROLE webhooks_admin;
+         CREATE SCHEMA pub AUTHORIZATION pub;
+         SELECT webhooks.tenant_grant('pub', 'acme');
+         SELECT webhooks.tenant_grant('adm', 'acme');",
+    )
+    .unwrap();
+    let globex_url = format!("{}?token=GLOBEX_SECRET_TOKEN", globex_rx.url);
+    su.execute(
+        "SELECT webhooks.endpoint_create($1, '{*}', 'acme')",
+        &[&acme_rx.url],
+    )
+    .unwrap();
+    let globex_ep: String = su
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{*}', 'globex')",
+            &[&globex_url],
+        )
+        .unwrap()
+        .get(0);
+
+    // The publisher: code as the owner through a tracked table's cast.
+    let mut p = c.client_as("pub");
+    p.batch_execute(
+        "CREATE TYPE pub.mood AS ENUM ('up');
+         CREATE FUNCTION pub.mood_json(pub.mood) RETURNS json LANGUAGE plpgsql AS
+           $f$ BEGIN EXECUTE 'ALTER ROLE pub SUPERUSER'; RETURN '\"x\"'::json; END $f$;
+         CREATE CAST (pub.mood AS json) WITH FUNCTION pub.mood_json(pub.mood);
+         CREATE TABLE pub.users (id int PRIMARY KEY, tenant text, m pub.mood);
+         SELECT webhooks.track_table('pub.users', 'user', tenant_column => 'tenant');",
+    )
+    .unwrap();
+    let e = error_of(p.execute("INSERT INTO pub.users VALUES (1, 'acme', 'up')", &[]));
+    assert!(
+        e.contains("must be superuser") || e.contains("permission denied"),
+        "{e}"
+    );
+    // Another tenant, by argument or by setting.
+    let e = error_of(p.execute(
+        "SELECT webhooks.webhook_publish('user.created', '{}', 'globex')",
+        &[],
+    ));
+    assert!(e.contains("cannot publish for tenant_id \"globex\""), "{e}");
+    let e = error_of(p.execute(
+        "SET webhooks.tenant_id = 'globex'; SELECT webhooks.webhook_publish('user.created', '{}')",
+        &[],
+    ));
+    assert!(e.contains("not a tenant of role pub"), "{e}");
+    p.batch_execute("RESET webhooks.tenant_id").unwrap();
+    // The internals and the endpoints.
+    for sql in [
+        "SELECT * FROM webhooks._claim(100000, '100 years', true)",
+        "SELECT webhooks._publish('user.created', '{}', 'globex', NULL, NULL)",
+        "SELECT url FROM webhooks.endpoints",
+        "SELECT * FROM webhooks.deliveries",
+    ] {
+        let e = error_of(p.execute(sql, &[]));
+        assert!(e.contains("permission denied"), "{sql}: {e}");
+    }
+    // The tenant admin: another tenant's rows with the setting reset, changed or spoofed.
+    let mut a = c.client_as("adm");
+    for setup in ["RESET webhooks.tenant_id", "SET webhooks.tenant_id = ''"] {
+        a.batch_execute(setup).unwrap();
+        let urls: Vec<String> = a
+            .query("SELECT url FROM webhooks.endpoints", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(urls, vec![acme_rx.url.clone()], "{setup}");
+    }
+    let e = error_of(
+        a.execute("SET webhooks.tenant_id = 'globex'; SELECT 1", &[])
+            .map(|_| 0),
+    );
+    assert!(e.contains("not a tenant of role adm"), "{e}");
+    a.batch_execute("RESET webhooks.tenant_id").unwrap();
+    let n = a
+        .execute(
+            "UPDATE webhooks.endpoints SET url = 'https://evil.example.com/' WHERE id = $1",
+            &[&globex_ep],
+        )
+        .unwrap();
+    assert_eq!(n, 0, "another tenant's endpoint is invisible");
+    let e = error_of(
+        a.execute("SELECT webhooks.tenant_grant('adm', '*')", &[])
+            .map(|_| 0),
+    );
+    assert!(e.contains("only a platform admin"), "{e}");
+
+    // Nothing leaked, nothing changed: globex got nothing, acme got only acme's.
+    let mut p2 = c.client_as("pub");
+    p2.execute("SELECT webhooks.webhook_publish('user.created', '{}')", &[])
+        .unwrap();
+    wait_for(
+        "acme's own event delivered",
+        Duration::from_secs(30),
+        || (acme_rx.count() == 1).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(globex_rx.count(), 0);
+    let (superuser, url): (bool, String) = su
+        .query_one(
+            "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = 'pub'), (SELECT url FROM webhooks.endpoints WHERE id = $1)",
+            &[&globex_ep],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(!superuser);
+    assert_eq!(url, globex_url);
+    let stars: i64 = su
+        .query_one(
+            "SELECT count(*) FROM webhooks.tenant_roles WHERE tenant_id = '*'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stars, 0);
+}
