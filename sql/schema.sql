@@ -89,6 +89,7 @@ CREATE INDEX deliveries_event ON webhooks.deliveries (event_id);
 CREATE INDEX deliveries_entity ON webhooks.deliveries (endpoint_id, entity_key, id)
     WHERE entity_key IS NOT NULL AND status IN ('pending', 'in_flight');
 CREATE INDEX deliveries_succeeded ON webhooks.deliveries (completed_at) WHERE status = 'succeeded';
+CREATE INDEX deliveries_dead ON webhooks.deliveries (completed_at) WHERE status = 'dead';
 
 CREATE TABLE webhooks.attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -27,6 +27,7 @@ DECLARE
     orphans bigint[];
     parked bigint[];
     blocked bigint[];
+    waiting bigint[];
     more bigint[];
     head_n int;
 BEGIN
@@ -42,14 +43,15 @@ BEGIN
         SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
         WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
     ), head AS (
-        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
+        SELECT x.id, x.endpoint_id, x.event_id, x.next_attempt_at, x.entity_key
         FROM webhooks.deliveries x
         WHERE x.status = 'pending' AND x.next_attempt_at <= now()
         ORDER BY x.next_attempt_at
         LIMIT batch * 4
     ), cand AS (
         SELECT h.id, h.endpoint_id, h.next_attempt_at,
-               CASE WHEN ep.id IS NULL THEN 'orphan'
+               CASE WHEN ep.id IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = h.event_id)
+                    THEN 'orphan'
                     WHEN NOT ep.enabled THEN 'parked'
                     WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
                          -- behind an earlier unfinished row of its entity: 'waiting' while that
@@ -74,7 +76,7 @@ BEGIN
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
-        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked')
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'waiting')
     ), locked AS (
         -- Another claimer may have taken a candidate since: lock what is still pending.
         SELECT d.id FROM webhooks.deliveries d
@@ -85,18 +87,24 @@ BEGIN
            array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
            array_agg(c.id) FILTER (WHERE c.what = 'parked'),
            array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'waiting'),
            (SELECT count(*) FROM head)
-    INTO ids, orphans, parked, blocked, head_n
+    INTO ids, orphans, parked, blocked, waiting, head_n
     FROM chosen c JOIN locked l ON l.id = c.id;
     IF orphans IS NOT NULL THEN
         DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
     END IF;
     IF parked IS NOT NULL THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity' WHERE d.id = ANY (parked);
+        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
+        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.id = ANY (parked)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled);
     END IF;
     IF blocked IS NOT NULL THEN
         UPDATE webhooks.deliveries d
-        SET next_attempt_at = greatest(now() + interval '1 second', (
+        -- (just after it: rows that tie with it in the due index never sort before it)
+        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
                 SELECT p.next_attempt_at FROM webhooks.deliveries p
                 WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
                   AND p.status IN ('pending', 'in_flight') AND p.id < d.id
@@ -104,13 +112,22 @@ BEGIN
         WHERE d.id = ANY (blocked);
     END IF;
     ids := coalesce(ids, '{}');
+    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
+    -- unless they crowd the head: then they step back a second.
+    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= batch * 4 THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
+        WHERE d.id = ANY (waiting);
+    END IF;
     -- Step B, only when the head was full of rows that could not be taken (endpoints at their
     -- max_in_flight): the oldest due rows of every other endpoint with room, through the
     -- per-endpoint index, so a backlog on one endpoint never starves the others.
     IF cardinality(ids) < batch AND head_n >= batch * 4 THEN
         WITH busy AS (
-            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
-            WHERE d.status = 'in_flight' OR d.id = ANY (ids) GROUP BY d.endpoint_id
+            SELECT b.endpoint_id, count(*) AS n FROM (
+                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.status = 'in_flight'
+                UNION ALL
+                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.id = ANY (ids)) b
+            GROUP BY b.endpoint_id
         ), room AS (
             SELECT ep.id, ep.max_in_flight - coalesce(b.n, 0) AS n
             FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
@@ -131,12 +148,12 @@ BEGIN
         ) d;
         ids := ids || coalesce(more, '{}');
     END IF;
-    IF scan_leases THEN
+    IF scan_leases AND cardinality(ids) < batch THEN
         SELECT array_agg(s.id) INTO stale FROM (
             SELECT d.id FROM webhooks.deliveries d
             WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
             ORDER BY d.lease_until
-            LIMIT batch
+            LIMIT batch - cardinality(ids)
             FOR UPDATE SKIP LOCKED
         ) s;
         ids := ids || coalesce(stale, '{}');
@@ -195,6 +212,12 @@ BEGIN
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
     SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
     FROM r JOIN upd ON upd.id = r.id;
-    SELECT coalesce(array_agg(x), '{}') INTO busy FROM unnest(ids) x WHERE NOT x = ANY (got);
+    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
+    -- Rows gone (endpoint deleted) or claimed again since are not kept for later.
+    SELECT coalesce(array_agg(d.id), '{}') INTO busy
+    FROM unnest(ids, leases_us) AS r(id, lease_us)
+    JOIN webhooks.deliveries d ON d.id = r.id
+    WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
+      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
     RETURN busy;
 END $$;

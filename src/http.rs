@@ -129,9 +129,20 @@ fn default_port(uri: &Uri) -> u16 {
 /// `to_socket_addrs` blocks for as long as the system resolver likes (30 s and more with a dead
 /// nameserver); run it on a helper thread and stop waiting when the budget is spent. A helper
 /// left behind ends when the resolver gives up; it never touches PostgreSQL.
+/// DNS helper threads alive at once, at most: a dead nameserver must not pile them up.
+const DNS_HELPERS_MAX: usize = 64;
+static DNS_HELPERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn resolve_within(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
+    use std::sync::atomic::Ordering::SeqCst;
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if DNS_HELPERS.fetch_add(1, SeqCst) >= DNS_HELPERS_MAX {
+        DNS_HELPERS.fetch_sub(1, SeqCst);
+        return Err(ureq::Error::Io(std::io::Error::other(format!(
+            "host not found: {host} (the resolver is not answering: {DNS_HELPERS_MAX} lookups already waiting)"
+        ))));
     }
     let (tx, rx) = channel();
     let name = host.to_string();
@@ -142,10 +153,12 @@ fn resolve_within(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketA
                 let r = (name.as_str(), port)
                     .to_socket_addrs()
                     .map(|a| a.collect::<Vec<_>>());
+                DNS_HELPERS.fetch_sub(1, SeqCst);
                 let _ = tx.send(r);
             })
     });
     if let Err(e) = spawned {
+        DNS_HELPERS.fetch_sub(1, SeqCst);
         return Err(ureq::Error::Io(e));
     }
     match rx.recv_timeout(budget) {
@@ -472,6 +485,12 @@ impl Pool {
 
     pub fn size(&self) -> usize {
         self.threads.len()
+    }
+
+    /// Queued requests are dropped, unstarted, from now on (requests under way finish).
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Queues a job; false when no sender thread is left to take it.

@@ -57,7 +57,7 @@ impl Settings {
             concurrency: guc::CONCURRENCY.get().max(1) as usize,
             batch_size: guc::BATCH_SIZE.get().max(1) as i64,
             policy: guc::policy(),
-            ca_file: guc::string_value(&guc::TLS_CA_FILE),
+            ca_file: ca_file_stamp(&guc::string_value(&guc::TLS_CA_FILE)),
             proxy: guc::string_value(&guc::HTTP_PROXY),
         }
     }
@@ -110,8 +110,14 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     // Every statement of the worker is bounded: lock waits here (lock_timeout is armed at the
     // wait itself), statements in `in_transaction` (a statement timeout it arms itself, since
     // statement_timeout is only armed for client statements).
-    in_transaction("setting lock_timeout", || {
-        Spi::run("SET lock_timeout = '2s'").ok();
+    in_transaction("setting session defaults", || {
+        // Whatever postgresql.conf says: the worker's statements are read-write, read committed
+        // (SKIP LOCKED and the lease token rely on it), and never wait on a lock for long.
+        Spi::run(
+            "SET lock_timeout = '2s'; SET default_transaction_isolation = 'read committed'; \
+             SET default_transaction_read_only = off",
+        )
+        .ok();
     });
 
     let mut settings = Settings::load();
@@ -139,24 +145,29 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             settings = fresh;
             claim_now = true;
         }
-        if signals::stopping() {
+        if signals::stopping() || !unsafe { PostmasterIsAliveInternal() } {
             break;
         }
         if last_claim.elapsed() >= settings.poll {
             claim_now = true;
         }
-        if claim_now && inflight.len() < MAX_BATCHES {
+        // An unreadable webhooks.tls_ca_file: claim nothing (attempts would only fail and use up
+        // their retries) until the file or the setting is fixed and reloaded.
+        let can_send = conn.client.is_ok();
+        if claim_now && inflight.len() < MAX_BATCHES && can_send {
             claim_now = false;
             last_claim = Instant::now();
             let scan_leases = last_lease_scan.elapsed() > Duration::from_secs(5);
             if scan_leases {
                 last_lease_scan = Instant::now();
             }
-            let after = inflight
-                .back()
-                .map(|b| b.deadline)
-                .unwrap_or_else(Instant::now);
-            if let Some(b) = submit(&settings, &conn, scan_leases, &mut next_tag, after) {
+            // Requests still queued or under way on this pool go before the new batch's.
+            let queued: usize = inflight
+                .iter()
+                .filter(|b| Rc::ptr_eq(&b.conn, &conn))
+                .map(|b| b.waiting)
+                .sum();
+            if let Some(b) = submit(&settings, &conn, scan_leases, &mut next_tag, queued) {
                 // A full batch means more is probably due: claim again at once.
                 claim_now = b.claimed.len() as i64 >= settings.batch_size;
                 inflight.push_back(b);
@@ -165,7 +176,9 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
         wake::WORKER_BEAT
             .get()
             .store(http::now_us(), Ordering::Relaxed);
-        if last_housekeeping.elapsed() > settings.retention.min(Duration::from_secs(60)) {
+        if last_housekeeping.elapsed() > settings.retention.min(Duration::from_secs(60))
+            && !signals::stopping()
+        {
             last_housekeeping = Instant::now();
             housekeeping(&settings);
         }
@@ -191,11 +204,17 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             claim_now = true;
         }
     }
-    // Stopping: claim nothing more; record what answers within webhooks.timeout (a request
-    // under way ends by then) and leave the rest to its lease. Queued requests are dropped.
-    let until = Instant::now() + settings.timeout + Duration::from_millis(500);
+    // Stopping: claim nothing more; queued requests are dropped now, unstarted; record what
+    // answers within webhooks.timeout (a request under way ends by then) and leave the rest to
+    // its lease.
+    conn.pool.close();
+    for b in inflight.iter() {
+        b.conn.pool.close();
+    }
+    // (a batch is recorded one timeout after its deadline)
+    let cut = Instant::now() + Duration::from_millis(500);
     for b in inflight.iter_mut() {
-        b.deadline = b.deadline.min(until);
+        b.deadline = b.deadline.min(cut);
     }
     while !inflight.is_empty() {
         pump(&mut inflight, &conn, Duration::from_millis(50));
@@ -210,6 +229,9 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
+/// Endpoints whose client-certificate agents are kept, at most.
+const MTLS_CACHE_MAX: usize = 256;
+
 /// Batches claimed and not yet recorded, at most.
 const MAX_BATCHES: usize = 4;
 
@@ -223,6 +245,24 @@ fn latch_was_set() -> bool {
         pg_sys::ResetLatch(latch);
         true
     }
+}
+
+/// The CA file's path with its size and modification time: a bundle replaced at the same path
+/// is picked up by a reload.
+fn ca_file_stamp(path: &str) -> String {
+    let meta = std::fs::metadata(path.trim()).ok();
+    let (len, mtime) = meta
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            (m.len(), t)
+        })
+        .unwrap_or((0, 0));
+    format!("{path}|{len}|{mtime}")
 }
 
 /// SIGTERM, remembered: pgrx clears its flag when read (by `sigterm_received` and
@@ -268,6 +308,8 @@ const STATEMENT_TIMEOUT: std::os::raw::c_int = 3;
 unsafe extern "C-unwind" {
     fn enable_timeout_after(id: std::os::raw::c_int, delay_ms: std::os::raw::c_int);
     fn disable_timeout(id: std::os::raw::c_int, keep_indicator: bool);
+    // storage/pmsignal.h: a worker busy sending must still notice a dead postmaster.
+    fn PostmasterIsAliveInternal() -> bool;
 }
 
 /// Longest a worker transaction may run: a claim or a record is milliseconds; a plan gone
@@ -286,27 +328,32 @@ fn in_transaction<R>(
         // A statement_timeout setting is not armed for a worker's statements: arm it here.
         enable_timeout_after(STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_MS);
     }
-    let result = PgTryBuilder::new(|| Some(f()))
-        .catch_others(|e| {
-            let msg = match &e {
-                pg_sys::panic::CaughtError::PostgresError(r)
-                | pg_sys::panic::CaughtError::ErrorReport(r)
-                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
-                    r.message().to_string()
-                }
-            };
-            warning!("webhooks worker: {what} failed: {msg}");
-            None
-        })
-        .execute();
+    let result = PgTryBuilder::new(|| {
+        let r = f();
+        // Inside the try: a commit can fail too (a serialization failure, a deferred check).
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Some(r)
+    })
+    .catch_others(|e| {
+        let msg = match &e {
+            pg_sys::panic::CaughtError::PostgresError(r)
+            | pg_sys::panic::CaughtError::ErrorReport(r)
+            | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => r.message().to_string(),
+        };
+        warning!("webhooks worker: {what} failed: {msg}");
+        None
+    })
+    .execute();
     unsafe {
         disable_timeout(STATEMENT_TIMEOUT, false);
-        match result {
-            Some(_) => {
-                pg_sys::PopActiveSnapshot();
-                pg_sys::CommitTransactionCommand();
-            }
-            None => pg_sys::AbortCurrentTransaction(),
+        // A cancel that arrived after the last check must not fire later, outside any
+        // transaction (in wait_latch), where it would end the worker.
+        pg_sys::QueryCancelPending = 0;
+        if result.is_none() {
+            pg_sys::AbortCurrentTransaction();
         }
     }
     result
@@ -456,9 +503,12 @@ impl Connections {
         let cert = crate::tls::client_cert(&pair.0, &pair.1)
             .map_err(|e| format!("endpoint client certificate unusable: {e}"))?;
         let a = http::agent(client, Some(cert));
-        self.mtls
-            .borrow_mut()
-            .insert(endpoint.to_string(), (fp, a.clone()));
+        let mut cache = self.mtls.borrow_mut();
+        // Endpoints come and go: a cache that only grows would keep their idle connections.
+        if cache.len() >= MTLS_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(endpoint.to_string(), (fp, a.clone()));
         Ok(a)
     }
 }
@@ -508,17 +558,18 @@ fn submit(
     conn: &Rc<Connections>,
     scan_leases: bool,
     next_tag: &mut usize,
-    after: Instant,
+    queued: usize,
 ) -> Option<Batch> {
-    // Requests run `pool.size()` at a time, each within the timeout, after the batch queued
-    // before this one. No request starts after the batch's deadline (the sender drops it), so a
-    // lease that outlasts the deadline by one timeout covers every copy that can be on the wire:
-    // the lease scan never claims a row whose request may still be sent.
-    let rounds = (settings.batch_size as usize).div_ceil(conn.pool.size().max(1)) as u32;
-    let deadline =
-        after.max(Instant::now()) + settings.timeout * rounds.max(1) + Duration::from_secs(5);
+    // Requests run `pool.size()` at a time, each within the timeout, after the `queued` ones.
+    // No request starts after the batch's deadline (the sender drops it) and a request lasts at
+    // most two timeouts (a proxied target is resolved first), so a lease that outlasts the
+    // deadline by that covers every copy that can be on the wire: the lease scan never claims a
+    // row whose request may still be sent. A claim returns at most `batch_size` rows.
+    let size = conn.pool.size().max(1);
+    let rounds = (queued + settings.batch_size as usize).div_ceil(size) as u32;
+    let deadline = Instant::now() + settings.timeout * rounds.max(1) + Duration::from_secs(5);
     let lease = deadline.saturating_duration_since(Instant::now())
-        + settings.timeout
+        + settings.timeout * 2
         + Duration::from_secs(30);
     let mut claimed = in_transaction("claiming deliveries", || {
         claim(settings, scan_leases, lease)
@@ -660,11 +711,14 @@ fn record_finished(
     let mut rec = std::mem::take(carry);
     let mut left = VecDeque::with_capacity(inflight.len());
     let now = http::now_us();
+    let mut fresh = false;
     for b in inflight.drain(..) {
-        if b.waiting > 0 && b.deadline > now_i {
+        // A request started just before the deadline answers within one timeout after it.
+        if b.waiting > 0 && b.deadline + settings.timeout > now_i {
             left.push_back(b);
             continue;
         }
+        fresh = true;
         for (u, unit) in b.units.iter().enumerate() {
             let Some(o) = &b.outcomes[u] else { continue };
             for &i in &unit.members {
@@ -672,24 +726,34 @@ fn record_finished(
             }
         }
     }
-    let done = !rec.ids.is_empty();
     *inflight = left;
     save(rec, carry);
-    done
+    fresh
 }
 
+/// Outcomes kept for a later try, at most (beyond that the leases take over).
+const CARRY_MAX: usize = 10_000;
+
 /// Records outcomes; those of rows someone else holds locked (an admin's open transaction)
-/// go back into `carry` and are recorded on a later loop instead of being waited for.
+/// go back into `carry` and are recorded on a later loop instead of being waited for, and so
+/// does everything when the record transaction fails (a lock on the table, a cancel). Each
+/// outcome is only good while its claim's lease holds: the token makes a late try harmless.
 fn save(rec: Record, carry: &mut Record) {
     if rec.ids.is_empty() {
         return;
     }
     let kept = rec.clone();
-    let busy = in_transaction("recording outcomes", || rec.save()).flatten();
-    if let Some(busy) = busy {
-        if !busy.is_empty() {
-            *carry = kept.only(&busy);
-        }
+    match in_transaction("recording outcomes", || rec.save()).flatten() {
+        Some(busy) if busy.is_empty() => {}
+        Some(busy) => *carry = kept.only(&busy),
+        None => *carry = kept,
+    }
+    if carry.ids.len() > CARRY_MAX {
+        warning!(
+            "webhooks worker: {} outcomes could not be recorded; their deliveries are sent again after their lease",
+            carry.ids.len()
+        );
+        *carry = Record::default();
     }
 }
 
@@ -740,9 +804,10 @@ impl Record {
 
     /// The entries of `ids` only.
     fn only(self, ids: &[i64]) -> Record {
+        let keep: std::collections::HashSet<i64> = ids.iter().copied().collect();
         let mut out = Record::default();
         for i in 0..self.ids.len() {
-            if ids.contains(&self.ids[i]) {
+            if keep.contains(&self.ids[i]) {
                 out.ids.push(self.ids[i]);
                 out.lease_us.push(self.lease_us[i]);
                 out.status.push(self.status[i].clone());
@@ -794,7 +859,12 @@ const RECORD_SQL: &str = "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8
 fn housekeeping(settings: &Settings) {
     let keep = format!("{} seconds", settings.retention.as_secs());
     let keep_dead = format!("{} seconds", settings.dead_retention.as_secs());
-    in_transaction("pruning old deliveries", || {
+    // Event ids are ULIDs: every event published before the cutoff has a smaller id, so the
+    // primary key finds them (no index on occurred_at on the publish path).
+    let cutoff_ms = ((http::now_us() / 1000) as u64)
+        .saturating_sub(settings.retention.min(settings.dead_retention).as_millis() as u64);
+    let before = format!("evt_{}", crate::ids::ulid(cutoff_ms, [0; 10]));
+    in_transaction("housekeeping", || {
         Spi::connect_mut(|client| {
             if !extension_present(client) {
                 return;
@@ -804,20 +874,35 @@ fn housekeeping(settings: &Settings) {
             let _ = client.update(
                 "DELETE FROM webhooks.deliveries WHERE id IN (
                     SELECT id FROM webhooks.deliveries
-                    WHERE (status = 'succeeded' AND completed_at < now() - $1::interval)
-                       OR (status = 'dead' AND completed_at < now() - $2::interval)
-                    LIMIT 50000 FOR UPDATE SKIP LOCKED)",
+                    WHERE status = 'succeeded' AND completed_at < now() - $1::interval
+                    LIMIT 5000 FOR UPDATE SKIP LOCKED)",
                 None,
-                &args,
+                &args[..1],
+            );
+            let _ = client.update(
+                "DELETE FROM webhooks.deliveries WHERE id IN (
+                    SELECT id FROM webhooks.deliveries
+                    WHERE status = 'dead' AND completed_at < now() - $1::interval
+                    LIMIT 5000 FOR UPDATE SKIP LOCKED)",
+                None,
+                &args[1..],
             );
             let _ = client.update(
                 "DELETE FROM webhooks.events WHERE id IN (
                     SELECT e.id FROM webhooks.events e
-                    WHERE e.occurred_at < now() - least($1::interval, $2::interval)
+                    WHERE e.id < $1
                       AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
-                    LIMIT 50000 FOR UPDATE SKIP LOCKED)",
+                    LIMIT 5000 FOR UPDATE SKIP LOCKED)",
                 None,
-                &args,
+                &[before.as_str().into()],
+            );
+            // A parking that raced an endpoint_enable: release what waits for no reason.
+            let _ = client.update(
+                "UPDATE webhooks.deliveries d SET next_attempt_at = now()
+                 WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
+                   AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled)",
+                None,
+                &[],
             );
         })
     });

@@ -335,3 +335,67 @@ fn dead_deliveries_are_pruned_and_statistics_are_reported() {
         (ins >= 5 && del >= 5 && upd >= 5).then_some(())
     });
 }
+
+#[test]
+fn a_table_lock_while_recording_delays_the_record_and_sends_nothing_twice() {
+    let c = Cluster::start(&["webhooks.timeout = '3s'"]);
+    let rx = Receiver::scripted(|_, _| Reply::Slow(Duration::from_millis(1000)));
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["user.created"]);
+    db.batch_execute(
+        "SELECT webhooks.webhook_publish('user.created', '{}') FROM generate_series(1, 10)",
+    )
+    .unwrap();
+    wait_for("requests under way", T, || (rx.count() >= 5).then_some(()));
+    // A DBA's maintenance holds the table longer than the worker's lock_timeout.
+    let mut dba = c.client();
+    let mut tx = dba.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE webhooks.deliveries IN EXCLUSIVE MODE")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    tx.rollback().unwrap();
+    wait_for("every delivery recorded", T, || {
+        let n = count(
+            &mut db,
+            "SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'",
+        );
+        (n == 10).then_some(())
+    });
+    let all = rx.all();
+    let ids: HashSet<&str> = all.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 10);
+    assert_eq!(all.len(), 10, "nothing was sent twice");
+}
+
+#[test]
+fn a_serializable_or_read_only_default_does_not_stop_the_worker() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["user.created"]);
+    db.batch_execute("ALTER SYSTEM SET default_transaction_isolation = 'serializable'")
+        .unwrap();
+    db.batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    // A worker started under those defaults.
+    let pid = c.worker_pid(&mut db).unwrap();
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    wait_for("a new worker", T, || {
+        c.worker_pid(&mut db).filter(|p| *p != pid)
+    });
+    db.batch_execute("SET default_transaction_read_only = off")
+        .unwrap();
+    db.batch_execute(
+        "SELECT webhooks.webhook_publish('user.created', '{}') FROM generate_series(1, 20)",
+    )
+    .unwrap();
+    wait_for("all delivered and recorded", T, || {
+        let n = count(
+            &mut db,
+            "SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'",
+        );
+        (n == 20).then_some(())
+    });
+}
