@@ -30,8 +30,10 @@ DECLARE
     waiting bigint[];
     more bigint[];
     head_n int;
+    room_total int;
+    win int;
 BEGIN
-    -- Step A, the head of the due index (batch * 4 rows), in one statement:
+    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
     --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
     --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
     --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
@@ -39,19 +41,26 @@ BEGIN
     --    stays at the head for long.
     --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
     --    flight.
+    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
+    -- busy endpoint costs a claim a few dozen index entries, not thousands.
+    SELECT coalesce(sum(greatest(ep.max_in_flight - coalesce(b.n, 0), 0)), 0)::int INTO room_total
+    FROM webhooks.endpoints ep
+    LEFT JOIN (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
+               WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b ON b.endpoint_id = ep.id
+    WHERE ep.enabled;
+    win := least(batch * 4, greatest(room_total * 2, 32));
     WITH busy AS (
         SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
         WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
     ), head AS (
-        SELECT x.id, x.endpoint_id, x.event_id, x.next_attempt_at, x.entity_key
+        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
         FROM webhooks.deliveries x
         WHERE x.status = 'pending' AND x.next_attempt_at <= now()
         ORDER BY x.next_attempt_at
-        LIMIT batch * 4
+        LIMIT win
     ), cand AS (
         SELECT h.id, h.endpoint_id, h.next_attempt_at,
-               CASE WHEN ep.id IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = h.event_id)
-                    THEN 'orphan'
+               CASE WHEN ep.id IS NULL THEN 'orphan'
                     WHEN NOT ep.enabled THEN 'parked'
                     WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
                          -- behind an earlier unfinished row of its entity: 'waiting' while that
@@ -76,7 +85,7 @@ BEGIN
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
-        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'waiting')
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked')
     ), locked AS (
         -- Another claimer may have taken a candidate since: lock what is still pending.
         SELECT d.id FROM webhooks.deliveries d
@@ -87,10 +96,15 @@ BEGIN
            array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
            array_agg(c.id) FILTER (WHERE c.what = 'parked'),
            array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'waiting'),
+           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
            (SELECT count(*) FROM head)
     INTO ids, orphans, parked, blocked, waiting, head_n
     FROM chosen c JOIN locked l ON l.id = c.id;
+    -- Deliveries whose event is gone (a replay that raced pruning) are orphans too.
+    IF ids IS NOT NULL THEN
+        DELETE FROM webhooks.deliveries d
+        WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
+    END IF;
     IF orphans IS NOT NULL THEN
         DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
     END IF;
@@ -114,14 +128,15 @@ BEGIN
     ids := coalesce(ids, '{}');
     -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
     -- unless they crowd the head: then they step back a second.
-    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= batch * 4 THEN
+    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
         UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id = ANY (waiting);
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.id = ANY (waiting) AND x.status = 'pending' FOR UPDATE SKIP LOCKED);
     END IF;
     -- Step B, only when the head was full of rows that could not be taken (endpoints at their
     -- max_in_flight): the oldest due rows of every other endpoint with room, through the
     -- per-endpoint index, so a backlog on one endpoint never starves the others.
-    IF cardinality(ids) < batch AND head_n >= batch * 4 THEN
+    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
         WITH busy AS (
             SELECT b.endpoint_id, count(*) AS n FROM (
                 SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.status = 'in_flight'

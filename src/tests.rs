@@ -633,11 +633,9 @@ fn a_blocked_head_of_the_queue_starves_no_other_endpoint() {
     assert!(claimed.contains(&format!("{other}:{ev}")), "the other endpoint's delivery was claimed: {claimed}");
     assert_eq!(claimed.matches(&slow).count(), 1, "max_in_flight 1: {claimed}");
     assert_eq!(claimed.matches(&ord).count(), 0);
-    // the ordered entity's rows at the head (2,000 looked at) moved behind its retry
-    assert_eq!(
-        count(&format!(
-            "SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ord}' AND next_attempt_at >= now() + interval '59 minutes'"
-        )),
-        2001
-    );
+    // the ordered entity's rows the claim looked at moved behind its retry
+    let moved = count(&format!(
+        "SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ord}' AND next_attempt_at >= now() + interval '59 minutes'"
+    ));
+    assert!(moved > 32, "{moved} rows moved behind the failed one");
 }

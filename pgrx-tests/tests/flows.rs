@@ -333,3 +333,34 @@ fn a_tracked_users_table_reaches_the_receiver_and_retention_prunes() {
         (rx.count() == 4).then_some(())
     });
 }
+
+#[test]
+fn a_sync_send_stays_cancellable_and_returns_any_2xx_body() {
+    let c = Cluster::start(&["webhooks.timeout = '20s'"]);
+    // A 2xx whose JSON carries U+0000 (which jsonb cannot store) is still an answer.
+    let nul = Receiver::scripted(|_, _| Reply::Status(200, "{\"note\":\"a\\u0000b\"}"));
+    let mut db = c.client();
+    c.endpoint(&mut db, &nul.url, &["sms.created"]);
+    let answer: String = db
+        .query_one(
+            "SELECT webhooks.webhook_send_sync('sms.created', '{}')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(answer.contains("\"note\": \"ab\""), "{answer}");
+    // A receiver slower than the caller's statement_timeout: the caller is cancelled on time
+    // (signals are not held blocked while the request runs).
+    let hang = Receiver::scripted(|_, _| Reply::Slow(Duration::from_secs(15)));
+    c.endpoint(&mut db, &hang.url, &["push.created"]);
+    db.batch_execute("SET statement_timeout = '1s'").unwrap();
+    let t0 = std::time::Instant::now();
+    let e = db
+        .execute(
+            "SELECT webhooks.webhook_send_sync('push.created', '{}')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "57014", "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
