@@ -27,9 +27,9 @@ CREATE TABLE webhooks.endpoints (
     batch_max                  int NOT NULL DEFAULT 1 CHECK (batch_max BETWEEN 1 AND 1000),
     batch_window               interval NOT NULL DEFAULT '0'
                                CHECK (batch_window BETWEEN interval '0' AND interval '1 hour'),
-    -- Deliveries of this endpoint in flight at once, at most: a slow receiver cannot take every
-    -- sender thread from the others.
-    max_in_flight              int NOT NULL DEFAULT 16 CHECK (max_in_flight BETWEEN 1 AND 1000),
+    -- Deliveries of this endpoint in flight at once, at most: half the default sender threads,
+    -- so a slow receiver cannot take every thread from the others.
+    max_in_flight              int NOT NULL DEFAULT 32 CHECK (max_in_flight BETWEEN 1 AND 1000),
     -- Presented to receivers that demand a client certificate (mTLS); hidden like the secret.
     tls_client_cert            text,
     tls_client_key             text,

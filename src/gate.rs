@@ -79,15 +79,40 @@ pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+thread_local! {
+    /// Statements of the entry points, prepared once per backend (the publish path would
+    /// otherwise parse and plan its one statement on every call). PostgreSQL replans a kept plan
+    /// when what it refers to changes (DROP/CREATE EXTENSION included).
+    static PLANS: RefCell<std::collections::HashMap<&'static str, std::rc::Rc<pgrx::spi::OwnedPreparedStatement>>> =
+        RefCell::new(std::collections::HashMap::new());
+}
+
 /// Runs one statement as the owner and returns the first column of its first row.
 fn owner_query<T: FromDatum + IntoDatum>(
-    sql: &str,
+    sql: &'static str,
+    types: &[pg_sys::Oid],
     args: &[pgrx::datum::DatumWithOid],
 ) -> Option<T> {
     as_owner(|| {
         Spi::connect_mut(|client: &mut SpiClient<'_>| {
+            let cached = PLANS.with(|p| p.borrow().get(sql).cloned());
+            let stmt = match cached {
+                Some(s) => s,
+                None => {
+                    let oids: Vec<pgrx::PgOid> =
+                        types.iter().map(|o| pgrx::PgOid::from(*o)).collect();
+                    let s = std::rc::Rc::new(
+                        client
+                            .prepare_mut(sql, &oids)
+                            .unwrap_or_else(|e| error!("{e}"))
+                            .keep(),
+                    );
+                    PLANS.with(|p| p.borrow_mut().insert(sql, std::rc::Rc::clone(&s)));
+                    s
+                }
+            };
             client
-                .update(sql, Some(1), args)
+                .update(&*stmt, Some(1), args)
                 .unwrap_or_else(|e| error!("{e}"))
                 .first()
                 .get::<T>(1)
@@ -95,6 +120,8 @@ fn owner_query<T: FromDatum + IntoDatum>(
         })
     })
 }
+
+use pg_sys::{JSONBOID as JB, OIDOID as OI, REGCLASSOID as RC, TEXTARRAYOID as TA, TEXTOID as TX};
 
 /// Declares a Rust type that passes a datum of an SQL type through untouched.
 macro_rules! raw_sql_type {
@@ -174,6 +201,7 @@ fn webhook_publish(
 ) -> Option<String> {
     owner_query(
         "SELECT webhooks._publish($1, $2, $3, $4, $5)",
+        &[TX, JB, TX, JB, TX],
         &[
             event_type.into(),
             data.into(),
@@ -195,6 +223,7 @@ fn webhook_send_sync_result(
 ) -> Option<pgrx::JsonB> {
     owner_query(
         "SELECT webhooks._send_sync($1, $2, $3, $4)",
+        &[TX, JB, TX, JB],
         &[
             event_type.into(),
             data.into(),
@@ -214,6 +243,7 @@ fn track_table(
 ) -> Option<String> {
     owner_query(
         "SELECT webhooks._track_table($1, $2, $3, $4, $5)",
+        &[RC, TX, TA, TX, TA],
         &[
             tbl.into(),
             entity.into(),
@@ -226,13 +256,23 @@ fn track_table(
 
 #[pg_extern(volatile)]
 fn untrack_table(tbl: Option<Regclass>) {
-    owner_query::<bool>("SELECT webhooks._untrack_table($1) IS NULL", &[tbl.into()]);
+    owner_query::<bool>(
+        "SELECT webhooks._untrack_table($1) IS NULL",
+        &[RC],
+        &[tbl.into()],
+    );
 }
 
 #[pg_extern(stable)]
 fn tenant_scope() -> Option<Vec<Option<String>>> {
     let caller = effective_caller();
-    owner_query("SELECT webhooks._scope_of($1)", &[caller.into()])
+    // A superuser acts for every tenant unless its session narrowed itself: no query needed.
+    if unsafe { pg_sys::superuser_arg(caller) }
+        && crate::guc::string_value(&crate::guc::TENANT_ID).is_empty()
+    {
+        return None;
+    }
+    owner_query("SELECT webhooks._scope_of($1)", &[OI], &[caller.into()])
 }
 
 #[pg_extern(stable)]
@@ -248,6 +288,7 @@ fn current_tenant() -> Option<String> {
 fn tenant_grant(role_name: Option<&str>, tenant_id: Option<&str>) {
     owner_query::<bool>(
         "SELECT webhooks._tenant_grant($1, $2) IS NULL",
+        &[TX, TX],
         &[role_name.into(), tenant_id.into()],
     );
 }
@@ -256,6 +297,7 @@ fn tenant_grant(role_name: Option<&str>, tenant_id: Option<&str>) {
 fn tenant_revoke(role_name: Option<&str>, tenant_id: Option<&str>) {
     owner_query::<bool>(
         "SELECT webhooks._tenant_revoke($1, $2) IS NULL",
+        &[TX, TX],
         &[role_name.into(), tenant_id.into()],
     );
 }
