@@ -62,36 +62,36 @@ unsafe fn check_with(
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_duration(
-    newval: *mut *mut std::os::raw::c_char,
-    _extra: *mut *mut std::os::raw::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_with(newval, |v| schedule::parse_duration(v).map(|_| ()))
+/// A GUC string check hook: `$parse` refuses a value with a message (the error's DETAIL).
+macro_rules! check_hook {
+    ($(#[$doc:meta])* $name:ident, $parse:expr) => {
+        $(#[$doc])*
+        #[pgrx::pg_guard]
+        unsafe extern "C-unwind" fn $name(
+            newval: *mut *mut std::os::raw::c_char,
+            _extra: *mut *mut std::os::raw::c_void,
+            _source: pg_sys::GucSource::Type,
+        ) -> bool {
+            check_with(newval, $parse)
+        }
+    };
 }
 
-/// Timeouts and the poll interval: a duration above zero.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_positive_duration(
-    newval: *mut *mut std::os::raw::c_char,
-    _extra: *mut *mut std::os::raw::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_with(newval, |v| match schedule::parse_duration(v)? {
+check_hook!(check_duration, |v| schedule::parse_duration(v).map(|_| ()));
+
+check_hook!(
+    #[doc = "Timeouts and the poll interval: a duration above zero."]
+    check_positive_duration,
+    |v| match schedule::parse_duration(v)? {
         d if d.is_zero() => Err(format!("\"{v}\" must be more than zero")),
         _ => Ok(()),
-    })
-}
+    }
+);
 
-/// The actor of row events: a JSON object, as the envelope carries it.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_actor(
-    newval: *mut *mut std::os::raw::c_char,
-    _extra: *mut *mut std::os::raw::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_with(newval, |v| {
+check_hook!(
+    #[doc = "The actor of row events: a JSON object, as the envelope carries it."]
+    check_actor,
+    |v| {
         if v.trim().is_empty() {
             return Ok(());
         }
@@ -101,49 +101,28 @@ unsafe extern "C-unwind" fn check_actor(
             Ok(_) => Err(format!("\"{v}\" must be a JSON object, like {{\"kind\": \"admin\", \"id\": \"adm_9\"}}")),
             Err(e) => Err(format!("\"{v}\" is not JSON ({e}); expected an object like {{\"kind\": \"admin\", \"id\": \"adm_9\"}}")),
         }
-    })
-}
+    }
+);
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_schedule(
-    newval: *mut *mut std::os::raw::c_char,
-    _extra: *mut *mut std::os::raw::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_with(newval, |v| {
-        schedule::parse_schedule(v)
-            .map(|_| ())
-            .map_err(|e| format!("retry schedule {e}; expected a list like 1m,5m,30m,2h,12h"))
-    })
-}
+check_hook!(check_schedule, |v| {
+    schedule::parse_schedule(v)
+        .map(|_| ())
+        .map_err(|e| format!("retry schedule {e}; expected a list like 1m,5m,30m,2h,12h"))
+});
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_ca_file(
-    newval: *mut *mut std::os::raw::c_char,
-    _extra: *mut *mut std::os::raw::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_with(newval, |v| {
-        if v.trim().is_empty() {
-            return Ok(());
-        }
-        crate::tls::read_ca_file(v.trim()).map(|_| ())
-    })
-}
+check_hook!(check_ca_file, |v| {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    crate::tls::read_ca_file(v.trim()).map(|_| ())
+});
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_proxy(
-    newval: *mut *mut std::os::raw::c_char,
-    _extra: *mut *mut std::os::raw::c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_with(newval, |v| {
-        if v.trim().is_empty() {
-            return Ok(());
-        }
-        crate::http::parse_proxy(v).map(|_| ())
-    })
-}
+check_hook!(check_proxy, |v| {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    crate::http::parse_proxy(v).map(|_| ())
+});
 
 fn string(
     name: &'static CStr,
