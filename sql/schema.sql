@@ -175,3 +175,34 @@ FROM (VALUES
     ('federation.sso_completed', 'A federated sign-in completed.', 'async'),
     ('federation.sso_failed', 'A federated sign-in failed.', 'async')
 ) AS t(name, description, mode);
+
+-- What psql's \d+ shows users.
+COMMENT ON TABLE webhooks.endpoints IS
+    'Receivers: where events go, which types, for which tenant, signed with which secret.';
+COMMENT ON COLUMN webhooks.endpoints.id IS 'ep_ + ULID; what publishers and error messages name.';
+COMMENT ON COLUMN webhooks.endpoints.tenant_id IS 'The tenant whose events it receives; ''*'' = every tenant; NULL = events without a tenant.';
+COMMENT ON COLUMN webhooks.endpoints.url IS 'https:// URL the events are POSTed to (may carry a token: never shown to publishers).';
+COMMENT ON COLUMN webhooks.endpoints.event_types IS 'Filters: exact type names, category.* or *.';
+COMMENT ON COLUMN webhooks.endpoints.secret IS 'whsec_ signing secret (Standard Webhooks).';
+COMMENT ON COLUMN webhooks.endpoints.previous_secret IS 'The secret before the last rotation; also signs until previous_secret_expires_at.';
+COMMENT ON COLUMN webhooks.endpoints.headers IS 'Extra request headers, a JSON object of name to string value.';
+COMMENT ON COLUMN webhooks.endpoints.enabled IS 'Disabled endpoints get no new deliveries; their pending ones wait.';
+COMMENT ON COLUMN webhooks.endpoints.ordered IS 'One delivery per entity key at a time, in publish order.';
+COMMENT ON COLUMN webhooks.endpoints.batch_max IS 'Events per request (JSON array) when above 1.';
+COMMENT ON COLUMN webhooks.endpoints.batch_window IS 'How long events wait to be batched.';
+COMMENT ON COLUMN webhooks.endpoints.tls_client_cert IS 'PEM chain presented to receivers that require a client certificate.';
+COMMENT ON COLUMN webhooks.endpoints.tls_client_key IS 'PEM private key of tls_client_cert.';
+COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Deliveries of this endpoint in flight at once, at most.';
+COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
+COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
+COMMENT ON COLUMN webhooks.events.data IS 'The envelope''s data.';
+COMMENT ON COLUMN webhooks.events.actor IS 'Who did it (JSON object), from the publish call or webhooks.actor.';
+COMMENT ON COLUMN webhooks.events.entity_key IS 'Orders deliveries on ordered endpoints (row events: <entity>:<primary key>).';
+COMMENT ON TABLE webhooks.deliveries IS 'One row per event and endpoint: its state, attempts and next try.';
+COMMENT ON COLUMN webhooks.deliveries.status IS 'pending, in_flight, succeeded or dead.';
+COMMENT ON COLUMN webhooks.deliveries.attempts IS 'Attempts made so far.';
+COMMENT ON COLUMN webhooks.deliveries.next_attempt_at IS 'When a pending delivery is due (infinity: its endpoint is disabled).';
+COMMENT ON COLUMN webhooks.deliveries.lease_until IS 'While in flight: when the claim lapses and the delivery may be claimed again.';
+COMMENT ON COLUMN webhooks.deliveries.last_status IS 'HTTP status of the last attempt.';
+COMMENT ON COLUMN webhooks.deliveries.last_error IS 'What went wrong in the last attempt, in words.';
+COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long, status, error, the first 4 KiB of the answer.';

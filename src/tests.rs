@@ -639,3 +639,21 @@ fn a_blocked_head_of_the_queue_starves_no_other_endpoint() {
     ));
     assert!(moved > 32, "{moved} rows moved behind the failed one");
 }
+
+#[pg_test]
+fn every_table_and_view_and_their_user_columns_say_what_they_are() {
+    let missing = one::<String>(
+        "SELECT string_agg(c.relname, ', ') FROM pg_class c
+         WHERE c.relnamespace = 'webhooks'::regnamespace AND c.relkind IN ('r', 'v')
+           AND obj_description(c.oid, 'pg_class') IS NULL",
+    );
+    assert_eq!(missing, None, "tables and views without a COMMENT");
+    let missing = one::<String>(
+        "SELECT string_agg(c.relname || '.' || a.attname, ', ') FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+         WHERE c.oid IN ('webhooks.endpoints'::regclass, 'webhooks.deliveries'::regclass)
+           AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attname NOT IN ('created_at', 'updated_at', 'completed_at', 'previous_secret_expires_at', 'description', 'disabled_reason', 'event_id', 'endpoint_id', 'tenant_id', 'entity_key', 'sync', 'id')
+           AND col_description(c.oid, a.attnum) IS NULL",
+    );
+    assert_eq!(missing, None, "columns without a COMMENT");
+}
