@@ -226,7 +226,7 @@ CREATE FUNCTION webhooks.webhook_send_sync(
     tenant_id text DEFAULT NULL,
     actor jsonb DEFAULT NULL
 ) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
@@ -368,7 +368,7 @@ CREATE TRIGGER endpoints_before_write BEFORE INSERT OR UPDATE ON webhooks.endpoi
 -- definer trigger would see the owner): the default tenant, and a refusal that names the
 -- role's tenants before row-level security refuses with less to say. Fires first (by name).
 CREATE FUNCTION webhooks._endpoint_tenant() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s text[] := webhooks.tenant_scope();
@@ -559,7 +559,7 @@ CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON web
 
 -- Who is writing is the writing role: checked as that role, before the definer trigger.
 CREATE FUNCTION webhooks._event_type_admin() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF webhooks.tenant_scope() IS NOT NULL

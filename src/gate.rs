@@ -28,8 +28,10 @@ fn owner() -> pg_sys::Oid {
             return o;
         }
     }
+    // Runs as the caller, under the caller's search_path: nothing in it may resolve to
+    // something the caller defined (an `=` of theirs would pick another extension's owner).
     let o = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE oid = $1",
+        "SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.oid OPERATOR(pg_catalog.=) $1",
         &[ext.into()],
     )
     .ok()
@@ -42,6 +44,10 @@ fn owner() -> pg_sys::Oid {
 /// The role the current call acts for: the caller recorded by the innermost entry point while
 /// running as the owner; otherwise the current user itself.
 pub fn effective_caller() -> pg_sys::Oid {
+    // The recorded callers live in the leader's memory: a parallel worker cannot know them.
+    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        error!("webhooks: the calling role cannot be determined in a parallel worker");
+    }
     let current = unsafe { pg_sys::GetUserId() };
     match CALLERS.with(|c| c.borrow().last().copied()) {
         Some(caller) if current == owner() => caller,
@@ -185,8 +191,9 @@ macro_rules! raw_sql_type {
 raw_sql_type!(RawJsonb, "jsonb", pg_sys::JSONBOID);
 raw_sql_type!(Regclass, "regclass", pg_sys::REGCLASSOID);
 
-/// The role a SECURITY DEFINER function acts for (see the module documentation).
-#[pg_extern(stable, parallel_safe)]
+/// The role a SECURITY DEFINER function acts for (see the module documentation). Parallel
+/// unsafe: only the leader knows the recorded callers.
+#[pg_extern(stable, parallel_unsafe)]
 fn _caller() -> pg_sys::Oid {
     effective_caller()
 }

@@ -657,3 +657,12 @@ fn every_table_and_view_and_their_user_columns_say_what_they_are() {
     );
     assert_eq!(missing, None, "columns without a COMMENT");
 }
+
+/// Only the leader knows who called: `_caller` never runs in a parallel worker.
+#[pg_test]
+fn the_caller_is_never_asked_in_a_parallel_worker() {
+    assert_eq!(
+        one::<String>("SELECT proparallel::text FROM pg_proc WHERE oid = 'webhooks._caller()'::regprocedure").as_deref(),
+        Some("u")
+    );
+}

@@ -147,3 +147,49 @@ fn hostile_publisher_and_tenant_admin_get_nowhere() {
         .get(0);
     assert_eq!(stars, 0);
 }
+
+/// The entry points find the extension's owner without anything the caller can define: an
+/// `=` of the caller's, first on its search_path, must not make another extension's superuser
+/// owner pass for the owner (the calling role would then look like that superuser).
+#[test]
+fn a_shadowed_operator_cannot_change_who_the_api_acts_for() {
+    let c = Cluster::start(&[]);
+    let mut su = c.client();
+    su.batch_execute(
+        "CREATE ROLE other_su SUPERUSER;
+         SET ROLE other_su; CREATE EXTENSION pgcrypto; RESET ROLE;
+         CREATE ROLE mallory LOGIN IN ROLE webhooks_admin;
+         CREATE SCHEMA mal AUTHORIZATION mallory;
+         SELECT webhooks.tenant_grant('mallory', 'acme');",
+    )
+    .unwrap();
+    su.execute(
+        "SELECT webhooks.endpoint_create('https://globex.example.com/h?token=SECRET', '{*}', 'globex')",
+        &[],
+    )
+    .unwrap();
+    // A fresh session: nothing cached yet.
+    let mut m = c.client_as("mallory");
+    m.batch_execute(
+        "CREATE FUNCTION mal.pick(oid, oid) RETURNS bool LANGUAGE sql SET search_path = pg_catalog
+           AS $$ SELECT $1 OPERATOR(pg_catalog.=) (SELECT oid FROM pg_extension WHERE extname = 'pgcrypto') $$;
+         CREATE OPERATOR mal.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = mal.pick);
+         SET search_path = mal, pg_catalog;",
+    )
+    .unwrap();
+    let _ = m.query_one("SELECT webhooks.current_tenant()", &[]);
+    m.batch_execute("RESET search_path").unwrap();
+    let e = m
+        .batch_execute("SELECT webhooks.tenant_grant('mallory', '*')")
+        .unwrap_err();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("only a platform admin"), "{e:?}");
+    let n: i64 = m
+        .query_one("SELECT count(*) FROM webhooks.endpoints", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "globex's endpoint stays invisible");
+}
