@@ -66,22 +66,6 @@ BEGIN
     RETURN s;
 END $$;
 
--- Raises unless the session may act for tenant t (NULL: rows without a tenant).
-CREATE FUNCTION webhooks._check_tenant(t text, what text) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-BEGIN
-    IF s IS NOT NULL AND NOT coalesce(t, '') = ANY (s) THEN
-        RAISE EXCEPTION '% tenant_id % is outside the tenants of role % (%)', what,
-            coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks._caller()::regrole,
-            coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), CASE WHEN '' = ANY (s) THEN 'rows without a tenant only' ELSE 'no tenant' END)
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
-    END IF;
-END $$;
-
 -- Tenant ids go into envelopes, logs and policies: short printable text. '*' is reserved for
 -- bindings and platform endpoints (allow_star).
 CREATE FUNCTION webhooks._check_tenant_id(t text, allow_star boolean DEFAULT false) RETURNS void
@@ -97,25 +81,27 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION webhooks._is_platform_admin() RETURNS boolean
+-- Raises unless the caller is a platform admin: a superuser, or a webhooks_admin whose scope
+-- is every tenant.
+CREATE FUNCTION webhooks._require_platform_admin(action text) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     r oid := webhooks._caller();
 BEGIN
-    RETURN webhooks._scope_of(r) IS NULL
-       AND ((SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r)
-            OR pg_catalog.pg_has_role(r, 'webhooks_admin', 'MEMBER'));
+    IF webhooks._scope_of(r) IS NOT NULL
+       OR NOT ((SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r)
+               OR pg_catalog.pg_has_role(r, 'webhooks_admin', 'MEMBER')) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can %', action
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
 END $$;
 
 CREATE FUNCTION webhooks._tenant_grant(role_name text, tenant_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    IF NOT webhooks._is_platform_admin() THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can bind roles to tenants'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM webhooks._require_platform_admin('bind roles to tenants');
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = _tenant_grant.role_name) THEN
         RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
     END IF;
@@ -134,10 +120,7 @@ CREATE FUNCTION webhooks._tenant_revoke(role_name text, tenant_id text) RETURNS 
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    IF NOT webhooks._is_platform_admin() THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can unbind roles'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM webhooks._require_platform_admin('unbind roles');
     DELETE FROM webhooks.tenant_roles t
     WHERE t.role_name = _tenant_revoke.role_name AND t.tenant_id = _tenant_revoke.tenant_id;
     IF NOT FOUND THEN
