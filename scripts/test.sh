@@ -20,6 +20,12 @@ cargo pgrx test pg15 --runas postgres --pgdata "$WORK/pgrx-data" 2>&1 | tee -a "
 
 echo "== installing the extension into the system PostgreSQL 15"
 cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config --sudo >/dev/null
+# The upgrade scripts are generated from the install script just installed: stale ones fail here.
+EXT=$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension
+bash scripts/upgrade-scripts.sh --check "$EXT/webhooks--$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).sql"
+# Old versions' install scripts, for the upgrade tests only (not shipped: upgrades start from
+# what a user has, never create it anew).
+install -m 644 sql/versions/webhooks--*.sql "$EXT/"
 
 echo "== end-to-end tests"
 WEBHOOKS_TEST_DIR="$WORK" cargo test --manifest-path pgrx-tests/Cargo.toml --target-dir "$ROOT/target/e2e" \

@@ -1,6 +1,10 @@
 -- Tables of the webhooks extension. Loaded first (bootstrap): nothing here calls Rust code.
+--
+-- IF NOT EXISTS and ON CONFLICT: the upgrade script from 0.1.0 brings the existing tables to
+-- this shape first (sql/upgrades/0.1.0--0.2.0.pre.sql) and then runs this whole install script,
+-- so that an upgraded database and a fresh one are built by the same statements.
 
-CREATE TABLE webhooks.event_types (
+CREATE TABLE IF NOT EXISTS webhooks.event_types (
     name        text PRIMARY KEY,
     category    text NOT NULL,
     description text NOT NULL DEFAULT '',
@@ -11,7 +15,7 @@ CREATE TABLE webhooks.event_types (
 COMMENT ON TABLE webhooks.event_types IS
     'Catalogue of event types. mode: async (worker, retried), sync (webhook_send_sync), batched (log events).';
 
-CREATE TABLE webhooks.endpoints (
+CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     id                         text PRIMARY KEY,
     tenant_id                  text,
     url                        text NOT NULL,
@@ -27,19 +31,30 @@ CREATE TABLE webhooks.endpoints (
     batch_max                  int NOT NULL DEFAULT 1 CHECK (batch_max BETWEEN 1 AND 1000),
     batch_window               interval NOT NULL DEFAULT '0'
                                CHECK (batch_window BETWEEN interval '0' AND interval '1 hour'),
+    created_at                 timestamptz NOT NULL DEFAULT now(),
+    updated_at                 timestamptz NOT NULL DEFAULT now(),
+    -- Columns added after 0.1.0 go last, where ALTER TABLE ... ADD COLUMN puts them on upgrade,
+    -- so an upgraded table and a fresh one are the same table.
+    --
     -- Deliveries of this endpoint in flight at once, at most: half the default sender threads,
     -- so a slow receiver cannot take every thread from the others.
     max_in_flight              int NOT NULL DEFAULT 32 CHECK (max_in_flight BETWEEN 1 AND 1000),
     -- Presented to receivers that demand a client certificate (mTLS); hidden like the secret.
     tls_client_cert            text,
     tls_client_key             text,
-    created_at                 timestamptz NOT NULL DEFAULT now(),
-    updated_at                 timestamptz NOT NULL DEFAULT now()
+    -- Deliveries per second at most (NULL: no limit), shared by every worker through rate_next_at:
+    -- the time the next send is due under the limit (a GCRA, with one second of burst).
+    rate_limit                 int CHECK (rate_limit BETWEEN 1 AND 10000),
+    rate_next_at               timestamptz,
+    -- The receiver asked for a pause (429/502/503/504 with Retry-After): nothing is sent before.
+    paused_until               timestamptz,
+    -- The first failed attempt since the last success: webhooks.disable_after counts from here.
+    failing_since              timestamptz
 );
-CREATE INDEX endpoints_tenant ON webhooks.endpoints (tenant_id);
+CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints (tenant_id);
 
 -- The outbox: an event row exists if and only if its transaction committed.
-CREATE TABLE webhooks.events (
+CREATE TABLE IF NOT EXISTS webhooks.events (
     id          text PRIMARY KEY,      -- evt_ + ULID: sorts by publish time
     tenant_id   text,
     type        text NOT NULL,
@@ -48,10 +63,14 @@ CREATE TABLE webhooks.events (
     actor       jsonb,
     data        jsonb NOT NULL,
     occurred_at timestamptz NOT NULL DEFAULT now(),
-    entity_key  text
+    entity_key  text,
+    -- A publisher's retry of the same transaction gets the first event back (per tenant).
+    idempotency_key text
 );
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON webhooks.events ((coalesce(tenant_id, '')), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
-CREATE TABLE webhooks.deliveries (
+CREATE TABLE IF NOT EXISTS webhooks.deliveries (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- No foreign keys on the hot path: their per-row checks (and KEY SHARE locks on the
     -- endpoint row, shared by every publisher) cost more than the rest of a publish. Deletes
@@ -79,19 +98,19 @@ CREATE TABLE webhooks.deliveries (
             ELSE false END)
 );
 -- Claiming due work walks this index from the oldest due row: O(batch) whatever waits behind.
-CREATE INDEX deliveries_due ON webhooks.deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_due ON webhooks.deliveries (next_attempt_at) WHERE status = 'pending';
 -- The claim's second look, per endpoint, when the head of the due index is full of rows of
 -- endpoints at their max_in_flight.
-CREATE INDEX deliveries_endpoint_due ON webhooks.deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
-CREATE INDEX deliveries_leased ON webhooks.deliveries (lease_until) WHERE status = 'in_flight';
-CREATE INDEX deliveries_event ON webhooks.deliveries (event_id);
+CREATE INDEX IF NOT EXISTS deliveries_endpoint_due ON webhooks.deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_leased ON webhooks.deliveries (lease_until) WHERE status = 'in_flight';
+CREATE INDEX IF NOT EXISTS deliveries_event ON webhooks.deliveries (event_id);
 -- Per-entity ordering looks up earlier unfinished deliveries of the same entity.
-CREATE INDEX deliveries_entity ON webhooks.deliveries (endpoint_id, entity_key, id)
+CREATE INDEX IF NOT EXISTS deliveries_entity ON webhooks.deliveries (endpoint_id, entity_key, id)
     WHERE entity_key IS NOT NULL AND status IN ('pending', 'in_flight');
-CREATE INDEX deliveries_succeeded ON webhooks.deliveries (completed_at) WHERE status = 'succeeded';
-CREATE INDEX deliveries_dead ON webhooks.deliveries (completed_at) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS deliveries_succeeded ON webhooks.deliveries (completed_at) WHERE status = 'succeeded';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON webhooks.deliveries (completed_at) WHERE status = 'dead';
 
-CREATE TABLE webhooks.attempts (
+CREATE TABLE IF NOT EXISTS webhooks.attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     delivery_id   bigint NOT NULL,
     attempt       int NOT NULL CHECK (attempt >= 1),
@@ -101,12 +120,19 @@ CREATE TABLE webhooks.attempts (
     error         text,
     response_body text
 );
-CREATE INDEX attempts_delivery ON webhooks.attempts (delivery_id);
-CREATE INDEX attempts_started ON webhooks.attempts (started_at);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON webhooks.attempts (delivery_id);
+CREATE INDEX IF NOT EXISTS attempts_started ON webhooks.attempts (started_at);
 
--- pg_dump keeps endpoints and the catalogue entries users added.
+-- pg_dump keeps endpoints, the catalogue entries users added and the work still to do: events
+-- with a delivery pending or in flight, and those deliveries (with the sequence behind their
+-- ids, so that new deliveries after a restore don't collide with restored ones). History
+-- (succeeded and dead deliveries, attempts) stays behind.
 SELECT pg_catalog.pg_extension_config_dump('webhooks.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.event_types', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('webhooks.events',
+    'WHERE id IN (SELECT d.event_id FROM webhooks.deliveries d WHERE d.status IN (''pending'', ''in_flight''))');
+SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries', 'WHERE status IN (''pending'', ''in_flight'')');
+SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries_id_seq', '');
 
 -- The identity events named by the seed pages (shared/seeds).
 INSERT INTO webhooks.event_types (name, category, description, mode, builtin)
@@ -173,8 +199,16 @@ FROM (VALUES
     ('application.deleted', 'An application was deleted.', 'async'),
     ('federation.connection_added', 'A federation connection was added.', 'async'),
     ('federation.sso_completed', 'A federated sign-in completed.', 'async'),
-    ('federation.sso_failed', 'A federated sign-in failed.', 'async')
-) AS t(name, description, mode);
+    ('federation.sso_failed', 'A federated sign-in failed.', 'async'),
+    -- Operational events, published by the extension itself for an operator's alerting
+    -- receiver. Only endpoints that name them (webhook.* or the exact name) receive them.
+    ('webhook.test', 'A test event sent by webhooks.endpoint_test().', 'sync'),
+    ('webhook.endpoint.disabled', 'An endpoint was disabled: by an admin, by a 410 Gone, or after failing for webhooks.disable_after.', 'async'),
+    ('webhook.endpoint.recovered', 'An endpoint that was failing answered with success again.', 'async'),
+    ('webhook.delivery.dead', 'A delivery exhausted its retries (or its time to live) and was dead-lettered.', 'async')
+) AS t(name, description, mode)
+ON CONFLICT (name) DO UPDATE
+    SET category = excluded.category, description = excluded.description, mode = excluded.mode, builtin = true;
 
 -- What psql's \d+ shows users.
 COMMENT ON TABLE webhooks.endpoints IS

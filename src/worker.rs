@@ -359,15 +359,38 @@ fn in_transaction<R>(
     result
 }
 
+/// The worker speaks its own version's schema only. Between installing a new library and
+/// `ALTER EXTENSION webhooks UPDATE` the tables are the old version's: it waits, and says why
+/// once, instead of failing every loop (or worse, half-working) against them.
 fn extension_present(client: &SpiClient<'_>) -> bool {
-    client
+    let installed = client
         .select(
-            "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'webhooks'",
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'webhooks'",
             Some(1),
             &[],
         )
-        .map(|t| !t.is_empty())
-        .unwrap_or(false)
+        .ok()
+        .and_then(|t| t.first().get::<String>(1).ok().flatten());
+    let Some(installed) = installed else {
+        return false;
+    };
+    let ours = env!("CARGO_PKG_VERSION");
+    if installed == ours {
+        return true;
+    }
+    thread_local! {
+        static TOLD: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    TOLD.with(|told| {
+        if *told.borrow() != installed {
+            log!(
+                "webhooks worker: the library is {ours} but the extension in this database is \
+                 {installed}; nothing is sent until ALTER EXTENSION webhooks UPDATE"
+            );
+            *told.borrow_mut() = installed;
+        }
+    });
+    false
 }
 
 /// The claim lives in SQL (`webhooks._claim`) so the isolation specs exercise the same statement.

@@ -50,6 +50,16 @@ pub const TEST_SETTINGS: &[&str] = &[
 
 impl Cluster {
     pub fn start(extra: &[&str]) -> Cluster {
+        let c = Cluster::start_bare(extra);
+        c.client()
+            .batch_execute("CREATE EXTENSION webhooks")
+            .unwrap();
+        c
+    }
+
+    /// A running cluster with the library preloaded but no extension created yet (upgrade and
+    /// restore tests create it themselves).
+    pub fn start_bare(extra: &[&str]) -> Cluster {
         let base = PathBuf::from(
             std::env::var("WEBHOOKS_TEST_DIR").unwrap_or_else(|_| "/var/tmp/webhooks-test".into()),
         );
@@ -96,10 +106,31 @@ impl Cluster {
         std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
         let c = Cluster { dir, port };
         c.pg_ctl(&["start", "-w", "-t", "60"]);
-        c.client()
-            .batch_execute("CREATE EXTENSION webhooks")
-            .unwrap();
         c
+    }
+
+    /// Runs one of PostgreSQL's client programs (pg_dump, pg_restore, psql) against this
+    /// cluster as the postgres user; returns stdout, panics with stderr when it fails.
+    pub fn tool(&self, program: &str, args: &[&str]) -> String {
+        let out = Command::new(format!("{BIN}/{program}"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(args)
+            .output()
+            .expect("client program runs");
+        if !out.status.success() {
+            panic!(
+                "{program} {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn pg_ctl(&self, args: &[&str]) {

@@ -1,0 +1,341 @@
+//! Running it for years: ALTER EXTENSION UPDATE from the 0.1.0 that shipped (its install script
+//! is kept in sql/versions/), and pg_dump/pg_restore of a database that uses the extension.
+
+use std::collections::HashSet;
+use std::time::Duration;
+use webhooks_e2e::cluster::Cluster;
+use webhooks_e2e::receiver::Receiver;
+use webhooks_e2e::wait_for;
+
+const T: Duration = Duration::from_secs(30);
+
+/// The extension's whole schema as pg_upgrade would recreate it (binary-upgrade mode is the
+/// one where pg_dump writes out an extension's members), minus what differs between any two
+/// databases: oids, transaction ids, sequence positions, and the users' own tables.
+fn extension_schema(c: &Cluster, db: &str) -> String {
+    c.tool(
+        "pg_dump",
+        &["--schema-only", "--binary-upgrade", "-T", "public.*", db],
+    )
+    .lines()
+    .filter(|l| {
+        !(l.is_empty()
+            || l.starts_with("--")
+            || l.contains("binary_upgrade_set")
+            || l.contains("relfrozenxid")
+            || l.starts_with("\\restrict")
+            || l.starts_with("\\unrestrict")
+            || (l.starts_with("WHERE oid = '") && l.ends_with("';")))
+    })
+    .map(|l| {
+        if l.contains("binary_upgrade_create_empty_extension") {
+            // The config tables' oids, in the one line that lists them.
+            let start = l.find("'{").unwrap_or(0);
+            let end = l[start..].find("}'").map(|e| start + e).unwrap_or(start);
+            format!("{}{}", &l[..start], &l[end..])
+        } else if l.contains("pg_catalog.setval(") {
+            l.split(',').next().unwrap_or(l).to_string()
+        } else {
+            l.to_string()
+        }
+    })
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+fn first_difference(a: &str, b: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    for i in 0..a.len().max(b.len()) {
+        if a.get(i) != b.get(i) {
+            let from = i.saturating_sub(3);
+            return format!(
+                "line {i}:\nupgraded:\n{}\nfresh:\n{}",
+                a[from.min(a.len())..(i + 3).min(a.len())].join("\n"),
+                b[from.min(b.len())..(i + 3).min(b.len())].join("\n")
+            );
+        }
+    }
+    String::new()
+}
+
+#[test]
+fn alter_extension_update_from_0_1_0_keeps_the_work_and_builds_the_same_schema_as_a_fresh_install()
+{
+    let c = Cluster::start_bare(&[]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+
+    // A 0.1.0 database as 0.1.0's own functions built it: an endpoint, a tracked table, events,
+    // and deliveries in every state. The library is 0.2.0 already (installed, restarted).
+    db.batch_execute("CREATE EXTENSION webhooks VERSION '0.1.0'")
+        .unwrap();
+    let ep: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.*}')",
+            &[&rx.url],
+        )
+        .unwrap()
+        .get(0);
+    db.batch_execute(
+        "CREATE TABLE users (id int PRIMARY KEY, email text, password_hash text, api_token text);
+         SELECT webhooks.track_table('users', 'user', '{password_hash}');
+         INSERT INTO users VALUES (1, 'a@example.com', 'h1', 't1'), (2, 'b@example.com', 'h2', 't2');",
+    )
+    .unwrap();
+    let published: String = db
+        .query_one(
+            "SELECT webhooks.webhook_publish('user.signed_in', '{\"user\": 1}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // Two more made history before the upgrade: one succeeded, one dead-lettered.
+    db.batch_execute(
+        "INSERT INTO users VALUES (3, 'c@example.com', 'h3', 't3'), (4, 'd@example.com', 'h4', 't4');
+         UPDATE webhooks.deliveries SET status = 'succeeded', attempts = 1, completed_at = now()
+          WHERE id = (SELECT max(id) - 1 FROM webhooks.deliveries);
+         UPDATE webhooks.deliveries SET status = 'dead', attempts = 6, completed_at = now(), last_error = 'gave up'
+          WHERE id = (SELECT max(id) FROM webhooks.deliveries);",
+    )
+    .unwrap();
+    let pending: Vec<String> = db
+        .query(
+            "SELECT event_id FROM webhooks.deliveries WHERE status = 'pending' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        pending.len(),
+        3,
+        "two row events and one published event wait"
+    );
+    assert!(pending.contains(&published));
+
+    // The 0.2.0 worker does not touch a 0.1.0 schema: it waits, and says why.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        rx.all().is_empty(),
+        "nothing is sent before ALTER EXTENSION UPDATE"
+    );
+    wait_for("the worker's note in the log", T, || {
+        c.log()
+            .contains("the extension in this database is 0.1.0")
+            .then_some(())
+    });
+
+    db.batch_execute("ALTER EXTENSION webhooks UPDATE").unwrap();
+    let v: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'webhooks'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0.2.0");
+
+    // What waited is delivered; history is still there.
+    let got = wait_for("the pending deliveries", T, || {
+        let ids: HashSet<String> = rx
+            .all()
+            .iter()
+            .map(|r| r.header("webhook-id").to_string())
+            .collect();
+        pending.iter().all(|p| ids.contains(p)).then_some(ids)
+    });
+    assert_eq!(got.len(), 3, "exactly the pending ones: {got:?}");
+    let states: Vec<(String, i64)> = db
+        .query(
+            "SELECT status, count(*) FROM webhooks.deliveries GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    wait_for("the outcomes recorded", T, || {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 4).then_some(())
+    });
+    assert!(
+        states.contains(&("dead".to_string(), 1)),
+        "the dead-lettered delivery is kept: {states:?}"
+    );
+    let dead: String = db
+        .query_one(
+            "SELECT last_error FROM webhooks.dead_letters WHERE endpoint_id = $1",
+            &[&ep],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(dead, "gave up");
+
+    // The tracked table is tracked the 0.2.0 way: same entity and exclusions, plus the
+    // secret-looking column 0.1.0 only warned about.
+    let tracked: (String, Vec<String>) = db
+        .query_one(
+            "SELECT entity, auto_excluded FROM webhooks.tracked_tables WHERE relid = 'users'::regclass",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(tracked, ("user".to_string(), vec!["api_token".to_string()]));
+    db.batch_execute("INSERT INTO users VALUES (5, 'e@example.com', 'h5', 't5')")
+        .unwrap();
+    let row = wait_for("the new row event", T, || {
+        rx.all()
+            .into_iter()
+            .find(|r| r.json()["data"]["user"]["id"] == 5)
+    });
+    let user = &row.json()["data"]["user"];
+    assert_eq!(user["email"], "e@example.com");
+    assert!(user.get("password_hash").is_none() && user.get("api_token").is_none());
+
+    // The same schema as a fresh 0.2.0: tables, columns and their order, constraints,
+    // indexes, functions, views, triggers, policies, grants and comments.
+    db.batch_execute("CREATE DATABASE fresh").unwrap();
+    let mut fresh = postgres::Client::connect(
+        &format!("host=127.0.0.1 port={} user=postgres dbname=fresh", c.port),
+        postgres::NoTls,
+    )
+    .unwrap();
+    fresh.batch_execute("CREATE EXTENSION webhooks").unwrap();
+    let (upgraded, new) = (
+        extension_schema(&c, "postgres"),
+        extension_schema(&c, "fresh"),
+    );
+    assert!(
+        upgraded.contains("CREATE TABLE webhooks.endpoints") && upgraded.len() > 20_000,
+        "the dump lists the extension's members"
+    );
+    assert!(
+        upgraded == new,
+        "upgraded and fresh schemas differ at {}",
+        first_difference(&upgraded, &new)
+    );
+}
+
+#[test]
+fn pg_dump_and_pg_restore_keep_endpoints_the_catalogue_and_undelivered_work() {
+    let a = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let mut db = a.client();
+    db.batch_execute("SELECT webhooks.event_type_register('invoice.paid', 'An invoice was paid.')")
+        .unwrap();
+    let (live, _) = a.endpoint(&mut db, &rx.url, &["user.*"]);
+    let (parked, _) = a.endpoint(&mut db, &rx.url, &["invoice.*"]);
+    // Undelivered work: published to the second endpoint, which is disabled in the same
+    // transaction (so the worker never sees it enabled): its deliveries wait.
+    let mut tx = db.transaction().unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..2 {
+        let id: String = tx
+            .query_one(
+                "SELECT webhooks.webhook_publish('invoice.paid', jsonb_build_object('n', $1::int))",
+                &[&i],
+            )
+            .unwrap()
+            .get(0);
+        waiting.push(id);
+    }
+    tx.execute(
+        "SELECT webhooks.endpoint_disable($1, 'maintenance')",
+        &[&parked],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let delivered: String = db
+        .query_one("SELECT webhooks.webhook_publish('user.created', '{}')", &[])
+        .unwrap()
+        .get(0);
+    wait_for("the live endpoint's delivery, recorded", T, || {
+        let s: Option<String> = db
+            .query_opt(
+                "SELECT status FROM webhooks.deliveries WHERE event_id = $1",
+                &[&delivered],
+            )
+            .unwrap()
+            .map(|r| r.get(0));
+        (s.as_deref() == Some("succeeded")).then_some(())
+    });
+    let endpoints = |db: &mut postgres::Client| -> Vec<String> {
+        db.query(
+            "SELECT row(id, url, secret, tenant_id, event_types, enabled, disabled_reason,
+                        created_at, updated_at)::text FROM webhooks.endpoints ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let before = endpoints(&mut db);
+
+    let dump = a.dir.join("db.dump");
+    let dump = dump.to_str().unwrap();
+    a.tool("pg_dump", &["-Fc", "-f", dump, "postgres"]);
+
+    let b = Cluster::start_bare(&[]);
+    b.tool("pg_restore", &["-d", "postgres", dump]);
+    let mut db = b.client();
+    assert_eq!(
+        endpoints(&mut db),
+        before,
+        "endpoints come back as they were: ids, URLs, secrets, timestamps"
+    );
+    let registered: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.event_types WHERE name = 'invoice.paid' AND NOT builtin",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(registered, 1, "the type a user registered is restored");
+    let restored: Vec<String> = db
+        .query(
+            "SELECT d.event_id FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+             WHERE d.status = 'pending' ORDER BY d.id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(restored, waiting, "the undelivered work and its events");
+    let history: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = $1",
+            &[&live],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 0, "delivered work is history and stays behind");
+
+    // The restored cluster delivers what waited, and new work gets new ids.
+    // A restored sequence behind deliveries.id would make this publish fail on the primary key.
+    let seen = rx.all().len();
+    db.execute("SELECT webhooks.endpoint_enable($1)", &[&parked])
+        .unwrap();
+    let fresh: String = db
+        .query_one(
+            "SELECT webhooks.webhook_publish('invoice.paid', '{\"n\": 9}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    wait_for("the restored work and a new event", T, || {
+        let ids: HashSet<String> = rx.all()[seen..]
+            .iter()
+            .map(|r| r.header("webhook-id").to_string())
+            .collect();
+        (waiting.iter().all(|w| ids.contains(w)) && ids.contains(&fresh)).then_some(())
+    });
+}

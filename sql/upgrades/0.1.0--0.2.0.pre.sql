@@ -1,0 +1,106 @@
+-- webhooks 0.1.0 -> 0.2.0, part 1: bring what 0.1.0 left to where the 0.2.0 install script can
+-- run over it. scripts/upgrade-scripts.sh glues this, the 0.2.0 install script and part 2 into
+-- sql/webhooks--0.1.0--0.2.0.sql: the tables are altered in place here (no data is copied),
+-- every other object (functions, views, triggers, policies, grants) is dropped here and made
+-- again by the very statements that make a fresh 0.2.0, so both end as the same schema.
+
+-- 0.1.0 kept a tracked table only as its trigger's arguments (entity, excluded columns, tenant
+-- column, key columns); 0.2.0 keeps it in webhooks.tracked_tables. Remember them before the
+-- triggers go with emit_row_event; part 2 tracks them again.
+CREATE TABLE webhooks._upgrade_tracked AS
+SELECT t.tgrelid::regclass AS relid, a.args[1] AS entity, a.args[2]::text[] AS exclude_columns,
+       NULLIF(a.args[3], '') AS tenant_column
+FROM pg_catalog.pg_trigger t
+CROSS JOIN LATERAL (SELECT pg_catalog.string_to_array(
+    pg_catalog.regexp_replace(pg_catalog.encode(t.tgargs, 'escape'), '\\000$', ''), '\000') AS args) a
+WHERE t.tgfoid = 'webhooks.emit_row_event()'::regprocedure AND NOT t.tgisinternal;
+
+DO $$
+DECLARE
+    ext oid := (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'webhooks');
+    blockers text;
+    r record;
+BEGIN
+    -- Dropping 0.1.0's functions and views must not take a user's objects with them: a view or
+    -- function of theirs built on ours stops the upgrade, named, before anything changed.
+    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, 0), ', ')
+    INTO blockers
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_depend m
+      ON m.classid = d.refclassid AND m.objid = d.refobjid
+     AND m.refclassid = 'pg_catalog.pg_extension'::regclass AND m.refobjid = ext AND m.deptype = 'e'
+    LEFT JOIN pg_catalog.pg_rewrite rw ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND rw.oid = d.objid
+    WHERE d.deptype = 'n'
+      AND (m.classid = 'pg_catalog.pg_proc'::regclass
+           OR (m.classid = 'pg_catalog.pg_class'::regclass
+               AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = m.objid) = 'v'))
+      AND d.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_rewrite'::regclass)
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_depend x
+          WHERE x.refobjid = ext AND x.deptype = 'e'
+            AND ((x.classid = d.classid AND x.objid = d.objid)
+                 OR (x.classid = 'pg_catalog.pg_class'::regclass AND x.objid = rw.ev_class)));
+    IF blockers IS NOT NULL THEN
+        RAISE EXCEPTION 'webhooks 0.1.0 -> 0.2.0 would drop objects built on the extension: %', blockers
+            USING HINT = 'Drop them, run ALTER EXTENSION webhooks UPDATE, then create them again.';
+    END IF;
+
+    FOR r IN
+        SELECT et.evtname FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_event_trigger et ON d.classid = 'pg_catalog.pg_event_trigger'::regclass AND et.oid = d.objid
+        WHERE d.refobjid = ext AND d.deptype = 'e'
+    LOOP
+        EXECUTE pg_catalog.format('DROP EVENT TRIGGER %I', r.evtname);
+    END LOOP;
+    FOR r IN
+        SELECT d.objid::regclass AS v FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class c ON d.classid = 'pg_catalog.pg_class'::regclass AND c.oid = d.objid
+        WHERE d.refobjid = ext AND d.deptype = 'e' AND c.relkind = 'v'
+    LOOP
+        EXECUTE pg_catalog.format('DROP VIEW %s CASCADE', r.v);
+    END LOOP;
+    -- CASCADE takes the triggers and policies that call them, on our tables and on tracked ones.
+    FOR r IN
+        SELECT d.objid::regprocedure AS f FROM pg_catalog.pg_depend d
+        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = ext AND d.deptype = 'e'
+    LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION %s CASCADE', r.f);
+    END LOOP;
+    FOR r IN
+        SELECT p.polname, p.polrelid::regclass AS t FROM pg_catalog.pg_policy p
+        JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+        WHERE c.relnamespace = 'webhooks'::regnamespace
+    LOOP
+        EXECUTE pg_catalog.format('DROP POLICY %I ON %s', r.polname, r.t);
+    END LOOP;
+    FOR r IN
+        SELECT t.tgname, t.tgrelid::regclass AS t FROM pg_catalog.pg_trigger t
+        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+        WHERE c.relnamespace = 'webhooks'::regnamespace AND NOT t.tgisinternal
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.t);
+    END LOOP;
+END $$;
+
+-- Privileges are granted again, exactly, by the install script.
+REVOKE ALL ON ALL TABLES IN SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
+REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
+
+-- The tables, in place. New columns go last, as in sql/schema.sql.
+UPDATE webhooks.endpoints SET batch_window = LEAST(GREATEST(batch_window, interval '0'), interval '1 hour')
+WHERE batch_window NOT BETWEEN interval '0' AND interval '1 hour';
+ALTER TABLE webhooks.endpoints
+    ADD CONSTRAINT endpoints_batch_window_check CHECK (batch_window BETWEEN interval '0' AND interval '1 hour'),
+    ADD COLUMN max_in_flight int NOT NULL DEFAULT 32 CHECK (max_in_flight BETWEEN 1 AND 1000),
+    ADD COLUMN tls_client_cert text,
+    ADD COLUMN tls_client_key text,
+    ADD COLUMN rate_limit int CHECK (rate_limit BETWEEN 1 AND 10000),
+    ADD COLUMN rate_next_at timestamptz,
+    ADD COLUMN paused_until timestamptz,
+    ADD COLUMN failing_since timestamptz;
+ALTER TABLE webhooks.events ADD COLUMN idempotency_key text;
+
+-- ---------------------------------------------------------------------------------------------
+-- The 0.2.0 install script follows.
+-- ---------------------------------------------------------------------------------------------
