@@ -87,22 +87,49 @@ CREATE FUNCTION webhooks._publish(
     data jsonb,
     tenant_id text,
     actor jsonb,
-    entity_key text
+    entity_key text,
+    idempotency_key text
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
     p_type text := event_type;
+    p_key text := idempotency_key;
     p_tenant text := webhooks._event_tenant(tenant_id);
     et webhooks.event_types;
     new_id text := webhooks._new_event_id();
+    got text;
+    earlier webhooks.events;
     due_now boolean;
 BEGIN
     et := webhooks._check_event(p_type, data, actor, entity_key, false);
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key)
-    VALUES (new_id, p_tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
-            actor, data, entity_key);
+    IF pg_catalog.starts_with(p_type, 'webhook.') THEN
+        RAISE EXCEPTION 'event type "%" is one of the extension''s operational events: only the extension publishes it', p_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_key IS NOT NULL AND (p_key = '' OR pg_catalog.octet_length(p_key) > 255) THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 bytes, got %', pg_catalog.octet_length(p_key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- With a key, the unique index decides: a concurrent publish of the same key waits for the
+    -- first transaction; if that commits, this one gets its event back and creates nothing, if
+    -- it rolls back, this one publishes. Within webhooks.ttl only: after it, the key is free.
+    LOOP
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key)
+        VALUES (new_id, p_tenant, p_type, et.version,
+                coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+                actor, data, entity_key, p_key)
+        ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING e.id INTO got;
+        EXIT WHEN got IS NOT NULL;
+        SELECT * INTO earlier FROM webhooks.events e
+        WHERE coalesce(e.tenant_id, '') = coalesce(p_tenant, '') AND e.idempotency_key = p_key;
+        IF FOUND AND earlier.occurred_at > pg_catalog.now() - webhooks._ttl() THEN
+            RETURN earlier.id;
+        END IF;
+        UPDATE webhooks.events e SET idempotency_key = NULL WHERE e.id = earlier.id;
+    END LOOP;
     WITH d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at)
         SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window
@@ -117,6 +144,38 @@ BEGIN
     IF due_now THEN
         PERFORM webhooks._wake_on_commit();
     END IF;
+    RETURN new_id;
+END $$;
+
+-- The extension's own events (category webhook): an endpoint disabled or recovered, a delivery
+-- dead. Delivered like any event to the endpoints that name them, except the endpoint they are
+-- about (a failing receiver would feed on its own failures), and sent as NOTIFY on channel
+-- "webhooks" for applications that LISTEN. Published in the transaction that made the change.
+CREATE FUNCTION webhooks._publish_operational(p_type text, p_data jsonb, p_about text, p_tenant text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    new_id text := webhooks._new_event_id();
+    tenant text := nullif(p_tenant, '*');
+    n int;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data)
+    VALUES (new_id, tenant, p_type, '1',
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data);
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at)
+    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window
+    FROM webhooks.endpoints ep
+    WHERE ep.enabled AND ep.id IS DISTINCT FROM p_about
+      AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+      AND webhooks._matches(ep.event_types, p_type);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM webhooks._wake_on_commit();
+    END IF;
+    -- NOTIFY payloads are limited to 8000 bytes: the event's id and type always fit.
+    PERFORM pg_catalog.pg_notify('webhooks', pg_catalog.left(
+        pg_catalog.jsonb_build_object('id', new_id, 'type', p_type, 'tenant_id', tenant, 'data', p_data)::text, 7900));
     RETURN new_id;
 END $$;
 
@@ -367,8 +426,18 @@ BEGIN
             PERFORM webhooks._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
         END IF;
     END IF;
+    IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
+        -- A fresh start: disable_after counts again from the next failure, no pause holds.
+        NEW.failing_since := NULL;
+        NEW.paused_until := NULL;
+    END IF;
     NEW.headers := coalesce(NEW.headers, '{}');
-    NEW.updated_at := pg_catalog.now();
+    -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
+    -- rate) does not count as an update.
+    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at}'::text[])
+                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at}'::text[]) THEN
+        NEW.updated_at := pg_catalog.now();
+    END IF;
     RETURN NEW;
 END $$;
 
@@ -407,6 +476,8 @@ CREATE TRIGGER endpoints_0_tenant BEFORE INSERT OR UPDATE ON webhooks.endpoints
 CREATE FUNCTION webhooks._endpoint_after_enable() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+DECLARE
+    waiting bigint;
 BEGIN
     IF NEW.enabled THEN
         UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now()
@@ -414,6 +485,11 @@ BEGIN
     ELSE
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
         WHERE d.endpoint_id = NEW.id AND d.status = 'pending';
+        GET DIAGNOSTICS waiting = ROW_COUNT;
+        PERFORM webhooks._publish_operational('webhook.endpoint.disabled',
+            pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
+                                          'failing_since', NEW.failing_since, 'pending_deliveries', waiting),
+            NEW.id, NEW.tenant_id);
     END IF;
     RETURN NULL;
 END $$;
@@ -448,7 +524,8 @@ CREATE FUNCTION webhooks.endpoint_update(
     batch_window interval DEFAULT NULL,
     tls_client_cert text DEFAULT NULL,
     tls_client_key text DEFAULT NULL,
-    max_in_flight int DEFAULT NULL
+    max_in_flight int DEFAULT NULL,
+    rate_limit int DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -465,7 +542,10 @@ BEGIN
         batch_window = coalesce(endpoint_update.batch_window, e.batch_window),
         tls_client_cert = coalesce(endpoint_update.tls_client_cert, e.tls_client_cert),
         tls_client_key = coalesce(endpoint_update.tls_client_key, e.tls_client_key),
-        max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight)
+        max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight),
+        -- 0 lifts the limit (NULL, as for every field here, keeps it)
+        rate_limit = CASE WHEN endpoint_update.rate_limit = 0 THEN NULL
+                          ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END
     WHERE e.id = endpoint_update.id
     RETURNING * INTO ep;
     IF NOT FOUND THEN
@@ -473,8 +553,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once.';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -558,6 +638,10 @@ BEGIN
         RETURN OLD;
     END IF;
     PERFORM webhooks._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
         RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -631,6 +715,71 @@ BEGIN
     RETURN d;
 END $$;
 COMMENT ON FUNCTION webhooks.delivery_retry(bigint) IS 'Sends a dead (or waiting) delivery again now.';
+
+-- The day a receiver comes back after an outage: everything that died meanwhile goes again.
+CREATE FUNCTION webhooks.endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    ep webhooks.endpoints;
+    n bigint;
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must be a time: the dead deliveries completed from then on are sent again'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = endpoint_recover.endpoint_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
+    END IF;
+    -- (a disabled endpoint's deliveries wait, parked, until it is enabled)
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', completed_at = NULL,
+        next_attempt_at = CASE WHEN ep.enabled THEN pg_catalog.now() ELSE 'infinity' END
+    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_recover(text, timestamptz) IS
+    'Sends again every dead delivery of an endpoint that died since the given time; returns how many.';
+
+-- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
+-- caller may see. Nothing is recorded: it is a probe, answered now.
+CREATE FUNCTION webhooks._endpoint_test(p_endpoint text, p_type text)
+RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
+               error text, response jsonb)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ep webhooks.endpoints;
+    new_id text := webhooks._new_event_id();
+    answer jsonb;
+BEGIN
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'endpoint "%" not found', p_endpoint USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = p_type) THEN
+        RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
+    END IF;
+    answer := webhooks._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+        'event_id', new_id, 'version', '1',
+        'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        'tenant_id', nullif(ep.tenant_id, '*'),
+        'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
+        'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
+        'endpoint_id', ep.id, 'url', ep.url, 'secret', ep.secret,
+        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
+        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key)))
+        OPERATOR(pg_catalog.->) 0;
+    RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
+        answer OPERATOR(pg_catalog.->>) 'error' IS NULL,
+        (answer OPERATOR(pg_catalog.->>) 'duration_ms')::float8,
+        answer OPERATOR(pg_catalog.->>) 'error',
+        answer OPERATOR(pg_catalog.->) 'body';
+END $$;
 
 -- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
 -- a publish makes is made here too, for the calling role.

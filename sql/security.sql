@@ -25,7 +25,7 @@ GRANT USAGE ON SCHEMA webhooks TO webhooks_admin, webhooks_publisher;
 
 GRANT SELECT ON webhooks.event_types TO webhooks_publisher;
 GRANT EXECUTE ON FUNCTION
-    webhooks.webhook_publish(text, jsonb, text, jsonb, text),
+    webhooks.webhook_publish(text, jsonb, text, jsonb, text, text),
     webhooks.webhook_send_sync(text, jsonb, text, jsonb),
     webhooks.webhook_send_sync_result(text, jsonb, text, jsonb),
     webhooks.webhook_sign(text, text, bigint, text),
@@ -46,7 +46,9 @@ GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webho
     webhooks.tracked_tables TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
     webhooks.endpoint_create(text, text[], text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int),
+    webhooks.endpoint_recover(text, timestamptz),
+    webhooks.endpoint_test(text, text),
     webhooks.endpoint_delete(text),
     webhooks.endpoint_enable(text),
     webhooks.endpoint_disable(text, text),
@@ -86,8 +88,8 @@ CREATE POLICY owner_only ON webhooks.tracked_tables
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'));
 
 -- The entry points written in Rust (src/gate.rs) document themselves here.
-COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text) IS
-    'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id.';
+COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text, text) IS
+    'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id; with an idempotency_key already used (same tenant, within webhooks.ttl), returns that event''s id and records nothing.';
 COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) IS
     'As webhook_send_sync, but a failure is returned as {"error": {"code", "message", "detail", "hint"}} instead of raised.';
 COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[]) IS
@@ -102,6 +104,8 @@ COMMENT ON FUNCTION webhooks.tenant_grant(text, text) IS
 COMMENT ON FUNCTION webhooks.tenant_revoke(text, text) IS 'Removes a binding made by tenant_grant.';
 COMMENT ON FUNCTION webhooks.event_replay(text, text) IS
     'Sends an event again as new deliveries: to one endpoint, or to every enabled endpoint that subscribes to it.';
+COMMENT ON FUNCTION webhooks.endpoint_test(text, text) IS
+    'Sends a signed test event (webhook.test, or the type given) to the endpoint now and returns what it answered. Nothing is recorded.';
 COMMENT ON FUNCTION webhooks.status() IS
     'The worker (running, last loop, database served) and the queue of the caller''s tenants.';
 

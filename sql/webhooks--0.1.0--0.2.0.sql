@@ -575,7 +575,7 @@ AS 'MODULE_PATHNAME', '_check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:172
+-- src/api.rs:180
 -- webhooks::api::_matches
 CREATE  FUNCTION "_matches"(
 	"filters" TEXT[], /* Vec < Option < String > > */
@@ -626,6 +626,15 @@ AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:173
+-- webhooks::api::_ttl
+CREATE  FUNCTION "_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/wake.rs:127
 -- webhooks::wake::_wake_on_commit
 CREATE  FUNCTION "_wake_on_commit"() RETURNS void
@@ -635,7 +644,7 @@ AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:179
+-- src/api.rs:187
 -- webhooks::api::_worker_state
 CREATE  FUNCTION "_worker_state"() RETURNS TABLE (
 	"preloaded" bool,  /* bool */
@@ -648,7 +657,7 @@ AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:285
+-- src/gate.rs:287
 -- webhooks::gate::current_tenant
 CREATE  FUNCTION "current_tenant"() RETURNS TEXT /* Option < String > */
 STRICT STABLE
@@ -657,7 +666,27 @@ AS 'MODULE_PATHNAME', 'current_tenant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:312
+-- src/gate.rs:343
+-- webhooks::gate::endpoint_test
+CREATE  FUNCTION "endpoint_test"(
+	"endpoint_id" TEXT, /* Option < & str > */
+	"event_type" TEXT DEFAULT 'webhook.test' /* Option < & str > */
+) RETURNS TABLE (
+	"endpoint_id" TEXT,  /* Option < String > */
+	"event_id" TEXT,  /* Option < String > */
+	"status" INT,  /* Option < i32 > */
+	"ok" bool,  /* Option < bool > */
+	"duration_ms" double precision,  /* Option < f64 > */
+	"error" TEXT,  /* Option < String > */
+	"response" jsonb  /* Option < pgrx :: JsonB > */
+)
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'endpoint_test_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/gate.rs:314
 -- webhooks::gate::event_replay
 CREATE  FUNCTION "event_replay"(
 	"event_id" TEXT, /* Option < & str > */
@@ -672,7 +701,7 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:341
+-- src/gate.rs:388
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -693,7 +722,7 @@ AS 'MODULE_PATHNAME', 'status_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:294
+-- src/gate.rs:296
 -- webhooks::gate::tenant_grant
 CREATE  FUNCTION "tenant_grant"(
 	"role_name" TEXT, /* Option < & str > */
@@ -705,7 +734,7 @@ AS 'MODULE_PATHNAME', 'tenant_grant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:303
+-- src/gate.rs:305
 -- webhooks::gate::tenant_revoke
 CREATE  FUNCTION "tenant_revoke"(
 	"role_name" TEXT, /* Option < & str > */
@@ -717,7 +746,7 @@ AS 'MODULE_PATHNAME', 'tenant_revoke_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:273
+-- src/gate.rs:275
 -- webhooks::gate::tenant_scope
 CREATE  FUNCTION "tenant_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
 STRICT STABLE
@@ -726,7 +755,7 @@ AS 'MODULE_PATHNAME', 'tenant_scope_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:243
+-- src/gate.rs:245
 -- webhooks::gate::track_table
 CREATE  FUNCTION "track_table"(
 	"tbl" regclass, /* Option < Regclass > */
@@ -741,7 +770,7 @@ AS 'MODULE_PATHNAME', 'track_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:264
+-- src/gate.rs:266
 -- webhooks::gate::untrack_table
 CREATE  FUNCTION "untrack_table"(
 	"tbl" regclass /* Option < Regclass > */
@@ -759,7 +788,8 @@ CREATE  FUNCTION "webhook_publish"(
 	"data" jsonb, /* Option < RawJsonb > */
 	"tenant_id" TEXT DEFAULT NULL, /* Option < & str > */
 	"actor" jsonb DEFAULT NULL, /* Option < RawJsonb > */
-	"entity_key" TEXT DEFAULT NULL /* Option < & str > */
+	"entity_key" TEXT DEFAULT NULL, /* Option < & str > */
+	"idempotency_key" TEXT DEFAULT NULL /* Option < & str > */
 ) RETURNS TEXT /* Option < String > */
 VOLATILE
 LANGUAGE c /* Rust */
@@ -767,7 +797,7 @@ AS 'MODULE_PATHNAME', 'webhook_publish_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:224
+-- src/gate.rs:226
 -- webhooks::gate::webhook_send_sync_result
 CREATE  FUNCTION "webhook_send_sync_result"(
 	"event_type" TEXT, /* Option < & str > */
@@ -882,22 +912,49 @@ CREATE FUNCTION webhooks._publish(
     data jsonb,
     tenant_id text,
     actor jsonb,
-    entity_key text
+    entity_key text,
+    idempotency_key text
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
     p_type text := event_type;
+    p_key text := idempotency_key;
     p_tenant text := webhooks._event_tenant(tenant_id);
     et webhooks.event_types;
     new_id text := webhooks._new_event_id();
+    got text;
+    earlier webhooks.events;
     due_now boolean;
 BEGIN
     et := webhooks._check_event(p_type, data, actor, entity_key, false);
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key)
-    VALUES (new_id, p_tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
-            actor, data, entity_key);
+    IF pg_catalog.starts_with(p_type, 'webhook.') THEN
+        RAISE EXCEPTION 'event type "%" is one of the extension''s operational events: only the extension publishes it', p_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_key IS NOT NULL AND (p_key = '' OR pg_catalog.octet_length(p_key) > 255) THEN
+        RAISE EXCEPTION 'idempotency_key must be 1 to 255 bytes, got %', pg_catalog.octet_length(p_key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- With a key, the unique index decides: a concurrent publish of the same key waits for the
+    -- first transaction; if that commits, this one gets its event back and creates nothing, if
+    -- it rolls back, this one publishes. Within webhooks.ttl only: after it, the key is free.
+    LOOP
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key)
+        VALUES (new_id, p_tenant, p_type, et.version,
+                coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+                actor, data, entity_key, p_key)
+        ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING e.id INTO got;
+        EXIT WHEN got IS NOT NULL;
+        SELECT * INTO earlier FROM webhooks.events e
+        WHERE coalesce(e.tenant_id, '') = coalesce(p_tenant, '') AND e.idempotency_key = p_key;
+        IF FOUND AND earlier.occurred_at > pg_catalog.now() - webhooks._ttl() THEN
+            RETURN earlier.id;
+        END IF;
+        UPDATE webhooks.events e SET idempotency_key = NULL WHERE e.id = earlier.id;
+    END LOOP;
     WITH d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at)
         SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window
@@ -912,6 +969,38 @@ BEGIN
     IF due_now THEN
         PERFORM webhooks._wake_on_commit();
     END IF;
+    RETURN new_id;
+END $$;
+
+-- The extension's own events (category webhook): an endpoint disabled or recovered, a delivery
+-- dead. Delivered like any event to the endpoints that name them, except the endpoint they are
+-- about (a failing receiver would feed on its own failures), and sent as NOTIFY on channel
+-- "webhooks" for applications that LISTEN. Published in the transaction that made the change.
+CREATE FUNCTION webhooks._publish_operational(p_type text, p_data jsonb, p_about text, p_tenant text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    new_id text := webhooks._new_event_id();
+    tenant text := nullif(p_tenant, '*');
+    n int;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data)
+    VALUES (new_id, tenant, p_type, '1',
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data);
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at)
+    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window
+    FROM webhooks.endpoints ep
+    WHERE ep.enabled AND ep.id IS DISTINCT FROM p_about
+      AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+      AND webhooks._matches(ep.event_types, p_type);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM webhooks._wake_on_commit();
+    END IF;
+    -- NOTIFY payloads are limited to 8000 bytes: the event's id and type always fit.
+    PERFORM pg_catalog.pg_notify('webhooks', pg_catalog.left(
+        pg_catalog.jsonb_build_object('id', new_id, 'type', p_type, 'tenant_id', tenant, 'data', p_data)::text, 7900));
     RETURN new_id;
 END $$;
 
@@ -1162,8 +1251,18 @@ BEGIN
             PERFORM webhooks._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
         END IF;
     END IF;
+    IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
+        -- A fresh start: disable_after counts again from the next failure, no pause holds.
+        NEW.failing_since := NULL;
+        NEW.paused_until := NULL;
+    END IF;
     NEW.headers := coalesce(NEW.headers, '{}');
-    NEW.updated_at := pg_catalog.now();
+    -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
+    -- rate) does not count as an update.
+    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at}'::text[])
+                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at}'::text[]) THEN
+        NEW.updated_at := pg_catalog.now();
+    END IF;
     RETURN NEW;
 END $$;
 
@@ -1202,6 +1301,8 @@ CREATE TRIGGER endpoints_0_tenant BEFORE INSERT OR UPDATE ON webhooks.endpoints
 CREATE FUNCTION webhooks._endpoint_after_enable() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+DECLARE
+    waiting bigint;
 BEGIN
     IF NEW.enabled THEN
         UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now()
@@ -1209,6 +1310,11 @@ BEGIN
     ELSE
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
         WHERE d.endpoint_id = NEW.id AND d.status = 'pending';
+        GET DIAGNOSTICS waiting = ROW_COUNT;
+        PERFORM webhooks._publish_operational('webhook.endpoint.disabled',
+            pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
+                                          'failing_since', NEW.failing_since, 'pending_deliveries', waiting),
+            NEW.id, NEW.tenant_id);
     END IF;
     RETURN NULL;
 END $$;
@@ -1243,7 +1349,8 @@ CREATE FUNCTION webhooks.endpoint_update(
     batch_window interval DEFAULT NULL,
     tls_client_cert text DEFAULT NULL,
     tls_client_key text DEFAULT NULL,
-    max_in_flight int DEFAULT NULL
+    max_in_flight int DEFAULT NULL,
+    rate_limit int DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -1260,7 +1367,10 @@ BEGIN
         batch_window = coalesce(endpoint_update.batch_window, e.batch_window),
         tls_client_cert = coalesce(endpoint_update.tls_client_cert, e.tls_client_cert),
         tls_client_key = coalesce(endpoint_update.tls_client_key, e.tls_client_key),
-        max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight)
+        max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight),
+        -- 0 lifts the limit (NULL, as for every field here, keeps it)
+        rate_limit = CASE WHEN endpoint_update.rate_limit = 0 THEN NULL
+                          ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END
     WHERE e.id = endpoint_update.id
     RETURNING * INTO ep;
     IF NOT FOUND THEN
@@ -1268,8 +1378,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once.';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -1353,6 +1463,10 @@ BEGIN
         RETURN OLD;
     END IF;
     PERFORM webhooks._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
         RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -1426,6 +1540,71 @@ BEGIN
     RETURN d;
 END $$;
 COMMENT ON FUNCTION webhooks.delivery_retry(bigint) IS 'Sends a dead (or waiting) delivery again now.';
+
+-- The day a receiver comes back after an outage: everything that died meanwhile goes again.
+CREATE FUNCTION webhooks.endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    ep webhooks.endpoints;
+    n bigint;
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must be a time: the dead deliveries completed from then on are sent again'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = endpoint_recover.endpoint_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
+    END IF;
+    -- (a disabled endpoint's deliveries wait, parked, until it is enabled)
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', completed_at = NULL,
+        next_attempt_at = CASE WHEN ep.enabled THEN pg_catalog.now() ELSE 'infinity' END
+    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_recover(text, timestamptz) IS
+    'Sends again every dead delivery of an endpoint that died since the given time; returns how many.';
+
+-- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
+-- caller may see. Nothing is recorded: it is a probe, answered now.
+CREATE FUNCTION webhooks._endpoint_test(p_endpoint text, p_type text)
+RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
+               error text, response jsonb)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ep webhooks.endpoints;
+    new_id text := webhooks._new_event_id();
+    answer jsonb;
+BEGIN
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'endpoint "%" not found', p_endpoint USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = p_type) THEN
+        RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
+    END IF;
+    answer := webhooks._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+        'event_id', new_id, 'version', '1',
+        'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        'tenant_id', nullif(ep.tenant_id, '*'),
+        'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
+        'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
+        'endpoint_id', ep.id, 'url', ep.url, 'secret', ep.secret,
+        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
+        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key)))
+        OPERATOR(pg_catalog.->) 0;
+    RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
+        answer OPERATOR(pg_catalog.->>) 'error' IS NULL,
+        (answer OPERATOR(pg_catalog.->>) 'duration_ms')::float8,
+        answer OPERATOR(pg_catalog.->>) 'error',
+        answer OPERATOR(pg_catalog.->) 'body';
+END $$;
 
 -- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
 -- a publish makes is made here too, for the calling role.
@@ -1545,6 +1724,374 @@ $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
 ALTER FUNCTION webhooks._matches(text[], text) COST 100;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:49
+-- requires:
+--   api
+
+-- The worker's statements. Loaded after the API.
+
+-- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
+-- plans for the session where an SQL function would be parsed and planned on each call.
+--
+-- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
+-- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
+-- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
+-- ordered, limited walk of the due index, then an update by primary key) so that no
+-- statistics, stale after a burst, can lead the planner into a join that grows with the table;
+-- the timeout turns any plan that still does into a logged, retried error instead of a hang.
+CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
+RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
+               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
+               secret text, previous_secret text, headers text, batch_max int,
+               tls_client_cert text, tls_client_key text, lease_us bigint)
+LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch).
+SET plan_cache_mode = force_custom_plan
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+    stale bigint[];
+    orphans bigint[];
+    parked bigint[];
+    blocked bigint[];
+    waiting bigint[];
+    more bigint[];
+    head_n int;
+    room_total int;
+    win int;
+    paused bigint[];
+    rl_ids text[];
+    rl_allow int[];
+BEGIN
+    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
+    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
+    -- One someone else holds is skipped (no allowance this time), never waited for. The
+    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
+    FROM (SELECT ep.id,
+                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
+                                * ep.rate_limit), 0)::int AS allow
+          FROM webhooks.endpoints ep
+          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
+          FOR NO KEY UPDATE SKIP LOCKED) x;
+    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
+    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
+    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
+    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
+    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
+    --    stays at the head for long.
+    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
+    --    flight.
+    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
+    -- busy endpoint costs a claim a few dozen index entries, not thousands.
+    SELECT coalesce(sum(greatest(least(ep.max_in_flight - coalesce(b.n, 0),
+                                       CASE WHEN ep.rate_limit IS NULL THEN ep.max_in_flight
+                                            ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
+    FROM webhooks.endpoints ep
+    LEFT JOIN (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
+               WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b ON b.endpoint_id = ep.id
+    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
+    win := least(batch * 4, greatest(room_total * 2, 32));
+    WITH busy AS (
+        SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
+        WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
+    ), head AS (
+        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
+        FROM webhooks.deliveries x
+        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
+        ORDER BY x.next_attempt_at
+        LIMIT win
+    ), cand AS (
+        SELECT h.id, h.endpoint_id, h.next_attempt_at,
+               CASE WHEN ep.id IS NULL THEN 'orphan'
+                    WHEN NOT ep.enabled THEN 'parked'
+                    -- the receiver asked for a pause (Retry-After): deferred to its end
+                    WHEN ep.paused_until > now() THEN 'paused'
+                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
+                         -- behind an earlier unfinished row of its entity: 'waiting' while that
+                         -- row is due or in flight, 'blocked' while it waits for a retry
+                         -- (decided by the first unfinished row of the entity)
+                         SELECT coalesce((
+                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
+                                         THEN 'waiting' ELSE 'blocked' END
+                             FROM webhooks.deliveries p
+                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
+                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
+                             ORDER BY p.id LIMIT 1), 'take'))
+                    ELSE 'take' END AS what,
+               ep.max_in_flight,
+               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
+        FROM head h LEFT JOIN webhooks.endpoints ep ON ep.id = h.endpoint_id
+        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    ), ranked AS (
+        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id, c.what ORDER BY c.next_attempt_at, c.id) AS rn
+        FROM cand c
+    ), chosen AS (
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0) AND r.rn <= r.allow
+         ORDER BY r.next_attempt_at
+         LIMIT batch)
+        UNION ALL
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
+    ), locked AS (
+        -- Another claimer may have taken a candidate since: lock what is still pending.
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.id IN (SELECT id FROM chosen) AND d.status = 'pending'
+        FOR UPDATE SKIP LOCKED
+    )
+    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
+           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
+           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'paused'),
+           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
+           (SELECT count(*) FROM head)
+    INTO ids, orphans, parked, blocked, paused, waiting, head_n
+    FROM chosen c JOIN locked l ON l.id = c.id;
+    -- Deliveries whose event is gone (a replay that raced pruning) are orphans too.
+    IF ids IS NOT NULL THEN
+        DELETE FROM webhooks.deliveries d
+        WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
+    END IF;
+    IF orphans IS NOT NULL THEN
+        DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
+    END IF;
+    IF parked IS NOT NULL THEN
+        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
+        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.id = ANY (parked)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled);
+    END IF;
+    IF blocked IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        -- (just after it: rows that tie with it in the due index never sort before it)
+        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
+                SELECT p.next_attempt_at FROM webhooks.deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
+                ORDER BY p.id LIMIT 1))
+        WHERE d.id = ANY (blocked);
+    END IF;
+    IF paused IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        SET next_attempt_at = greatest(d.next_attempt_at, (
+                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id))
+        WHERE d.id = ANY (paused);
+    END IF;
+    ids := coalesce(ids, '{}');
+    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
+    -- unless they crowd the head: then they step back a second.
+    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.id = ANY (waiting) AND x.status = 'pending' FOR UPDATE SKIP LOCKED);
+    END IF;
+    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
+    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
+    -- per-endpoint index, so a backlog on one endpoint never starves the others.
+    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
+        WITH busy AS (
+            SELECT b.endpoint_id, count(*) AS n FROM (
+                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.status = 'in_flight'
+                UNION ALL
+                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.id = ANY (ids)) b
+            GROUP BY b.endpoint_id
+        ), taken AS (
+            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+            GROUP BY d.endpoint_id
+        ), room AS (
+            SELECT ep.id, least(ep.max_in_flight - coalesce(b.n, 0),
+                                CASE WHEN ep.rate_limit IS NULL THEN batch
+                                     ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
+            FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
+            LEFT JOIN taken t ON t.endpoint_id = ep.id
+            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+            WHERE ep.enabled AND NOT ep.ordered AND ep.max_in_flight > coalesce(b.n, 0)
+              AND NOT coalesce(ep.paused_until > now(), false)
+        ), pick AS (
+            SELECT y.id FROM room CROSS JOIN
+                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
+                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                         ORDER BY x.next_attempt_at
+                         LIMIT least(greatest(room.n, 0), batch)) y
+            ORDER BY y.next_attempt_at
+            LIMIT batch - cardinality(ids)
+        )
+        SELECT array_agg(d.id) INTO more FROM (
+            SELECT d.id FROM webhooks.deliveries d
+            WHERE d.id IN (SELECT id FROM pick) AND d.status = 'pending'
+            FOR UPDATE SKIP LOCKED
+        ) d;
+        ids := ids || coalesce(more, '{}');
+    END IF;
+    IF scan_leases AND cardinality(ids) < batch THEN
+        SELECT array_agg(s.id) INTO stale FROM (
+            SELECT d.id FROM webhooks.deliveries d
+            WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
+            ORDER BY d.lease_until
+            LIMIT batch - cardinality(ids)
+            FOR UPDATE SKIP LOCKED
+        ) s;
+        ids := ids || coalesce(stale, '{}');
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(rl_ids) > 0 THEN
+        UPDATE webhooks.endpoints ep
+        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
+        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+              GROUP BY d.endpoint_id) t
+        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
+    END IF;
+    RETURN QUERY
+    UPDATE webhooks.deliveries d
+    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
+    FROM webhooks.events e, webhooks.endpoints ep
+    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
+    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
+              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
+              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
+              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
+              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
+              (extract(epoch FROM d.lease_until) * 1000000)::int8;
+END $$;
+
+-- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
+-- each. An outcome is recorded only by the claim that holds the row (its lease, to the
+-- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
+-- someone else holds locked are skipped, never waited for, and returned to be recorded later.
+-- Then what the answers say about their endpoints:
+--  * a throttling answer with Retry-After pauses the endpoint (paused_until);
+--  * 410 Gone disables it (its pending deliveries are kept, parked);
+--  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
+--    one that lasted disable_after disables the endpoint;
+--  * a delivery that died is published as webhook.delivery.dead.
+CREATE FUNCTION webhooks._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[], pauses_us int8[],
+                                 disable_after interval)
+RETURNS int8[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    got int8[];
+    busy int8[];
+    done_ids int8[];
+    done_eps text[];
+    r record;
+    tenant text;
+    since timestamptz;
+BEGIN
+    SELECT coalesce(array_agg(x.id), '{}') INTO got FROM (
+        SELECT d.id FROM webhooks.deliveries d WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
+    ) x;
+    WITH r AS (
+        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
+            AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = r.status,
+            attempts = r.attempt,
+            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+            lease_until = NULL,
+            last_status = r.code,
+            last_error = r.err,
+            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+        FROM r
+        WHERE d.id = r.id AND d.id = ANY (got) AND d.status = 'in_flight'
+          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+        RETURNING d.id, d.endpoint_id
+    ), ins AS (
+        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+        FROM r JOIN upd ON upd.id = r.id
+    )
+    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}')
+    INTO done_ids, done_eps FROM upd;
+    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
+    -- Rows gone (endpoint deleted) or claimed again since are not kept for later.
+    SELECT coalesce(array_agg(d.id), '{}') INTO busy
+    FROM unnest(ids, leases_us) AS r(id, lease_us)
+    JOIN webhooks.deliveries d ON d.id = r.id
+    WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
+      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
+    IF cardinality(done_ids) = 0 THEN
+        RETURN busy;
+    END IF;
+
+    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
+    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
+    -- state for its next answers.)
+    FOR r IN
+        WITH o AS (
+            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
+            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
+            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
+              ON a.id = x.id
+        )
+        SELECT o.endpoint_id,
+               bool_or(o.status = 'succeeded') AS ok,
+               bool_or(o.code = 410) AS gone,
+               min(to_timestamp(o.started_us / 1000000.0)) FILTER (WHERE o.status <> 'succeeded') AS first_failure,
+               max(now() + o.pause_us * interval '1 microsecond') AS pause_until
+        FROM o GROUP BY o.endpoint_id
+    LOOP
+        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = r.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        IF r.pause_until IS NOT NULL THEN
+            UPDATE webhooks.endpoints ep SET paused_until = r.pause_until
+            WHERE ep.id = r.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < r.pause_until);
+        END IF;
+        IF r.gone THEN
+            UPDATE webhooks.endpoints ep
+            SET enabled = false,
+                disabled_reason = format('the receiver answered 410 Gone at %s', now())
+            WHERE ep.id = r.endpoint_id AND ep.enabled;
+        ELSIF r.ok THEN
+            WITH o AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = r.endpoint_id)
+            UPDATE webhooks.endpoints ep SET failing_since = NULL
+            FROM o WHERE ep.id = r.endpoint_id AND ep.failing_since IS NOT NULL
+            RETURNING ep.tenant_id, o.failing_since INTO tenant, since;
+            IF FOUND THEN
+                PERFORM webhooks._publish_operational('webhook.endpoint.recovered',
+                    jsonb_build_object('endpoint_id', r.endpoint_id, 'failing_since', since,
+                                       'recovered_at', now()),
+                    r.endpoint_id, tenant);
+            END IF;
+        ELSE
+            UPDATE webhooks.endpoints ep SET failing_since = r.first_failure
+            WHERE ep.id = r.endpoint_id AND ep.failing_since IS NULL;
+            IF disable_after > interval '0' THEN
+                UPDATE webhooks.endpoints ep
+                SET enabled = false,
+                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
+                                             ep.failing_since, disable_after)
+                WHERE ep.id = r.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- Dead letters, announced (except those of operational events: no event about an event
+    -- about an event).
+    PERFORM webhooks._publish_operational('webhook.delivery.dead',
+                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', e.type,
+                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
+                                   'last_status', d.last_status, 'last_error', d.last_error),
+                d.endpoint_id, d.tenant_id)
+    FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+    WHERE d.id = ANY (done_ids) AND d.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
+    RETURN busy;
+END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1839,251 +2386,6 @@ CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:49
--- requires:
---   api
-
--- The worker's statements. Loaded after the API.
-
--- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
--- plans for the session where an SQL function would be parsed and planned on each call.
---
--- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
--- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
--- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
--- ordered, limited walk of the due index, then an update by primary key) so that no
--- statistics, stale after a burst, can lead the planner into a join that grows with the table;
--- the timeout turns any plan that still does into a logged, retried error instead of a hang.
-CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
-RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
-               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
-               secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text, lease_us bigint)
-LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch).
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    ids bigint[];
-    stale bigint[];
-    orphans bigint[];
-    parked bigint[];
-    blocked bigint[];
-    waiting bigint[];
-    more bigint[];
-    head_n int;
-    room_total int;
-    win int;
-BEGIN
-    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
-    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
-    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
-    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
-    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
-    --    stays at the head for long.
-    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
-    --    flight.
-    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
-    -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(ep.max_in_flight - coalesce(b.n, 0), 0)), 0)::int INTO room_total
-    FROM webhooks.endpoints ep
-    LEFT JOIN (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
-               WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b ON b.endpoint_id = ep.id
-    WHERE ep.enabled;
-    win := least(batch * 4, greatest(room_total * 2, 32));
-    WITH busy AS (
-        SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
-        WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
-    ), head AS (
-        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
-        FROM webhooks.deliveries x
-        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
-        ORDER BY x.next_attempt_at
-        LIMIT win
-    ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at,
-               CASE WHEN ep.id IS NULL THEN 'orphan'
-                    WHEN NOT ep.enabled THEN 'parked'
-                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
-                         -- behind an earlier unfinished row of its entity: 'waiting' while that
-                         -- row is due or in flight, 'blocked' while it waits for a retry
-                         -- (decided by the first unfinished row of the entity)
-                         SELECT coalesce((
-                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
-                                         THEN 'waiting' ELSE 'blocked' END
-                             FROM webhooks.deliveries p
-                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
-                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
-                             ORDER BY p.id LIMIT 1), 'take'))
-                    ELSE 'take' END AS what,
-               ep.max_in_flight
-        FROM head h LEFT JOIN webhooks.endpoints ep ON ep.id = h.endpoint_id
-    ), ranked AS (
-        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id, c.what ORDER BY c.next_attempt_at, c.id) AS rn
-        FROM cand c
-    ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0)
-         ORDER BY r.next_attempt_at
-         LIMIT batch)
-        UNION ALL
-        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked')
-    ), locked AS (
-        -- Another claimer may have taken a candidate since: lock what is still pending.
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.id IN (SELECT id FROM chosen) AND d.status = 'pending'
-        FOR UPDATE SKIP LOCKED
-    )
-    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
-           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
-           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
-           (SELECT count(*) FROM head)
-    INTO ids, orphans, parked, blocked, waiting, head_n
-    FROM chosen c JOIN locked l ON l.id = c.id;
-    -- Deliveries whose event is gone (a replay that raced pruning) are orphans too.
-    IF ids IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d
-        WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
-    END IF;
-    IF orphans IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
-    END IF;
-    IF parked IS NOT NULL THEN
-        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
-        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.id = ANY (parked)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled);
-    END IF;
-    IF blocked IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        -- (just after it: rows that tie with it in the due index never sort before it)
-        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
-                SELECT p.next_attempt_at FROM webhooks.deliveries p
-                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
-                ORDER BY p.id LIMIT 1))
-        WHERE d.id = ANY (blocked);
-    END IF;
-    ids := coalesce(ids, '{}');
-    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
-    -- unless they crowd the head: then they step back a second.
-    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.id = ANY (waiting) AND x.status = 'pending' FOR UPDATE SKIP LOCKED);
-    END IF;
-    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
-    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
-    -- per-endpoint index, so a backlog on one endpoint never starves the others.
-    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
-        WITH busy AS (
-            SELECT b.endpoint_id, count(*) AS n FROM (
-                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.status = 'in_flight'
-                UNION ALL
-                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.id = ANY (ids)) b
-            GROUP BY b.endpoint_id
-        ), room AS (
-            SELECT ep.id, ep.max_in_flight - coalesce(b.n, 0) AS n
-            FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered AND ep.max_in_flight > coalesce(b.n, 0)
-        ), pick AS (
-            SELECT y.id FROM room,
-                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
-                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
-                         ORDER BY x.next_attempt_at
-                         LIMIT least(room.n, batch)) y
-            ORDER BY y.next_attempt_at
-            LIMIT batch - cardinality(ids)
-        )
-        SELECT array_agg(d.id) INTO more FROM (
-            SELECT d.id FROM webhooks.deliveries d
-            WHERE d.id IN (SELECT id FROM pick) AND d.status = 'pending'
-            FOR UPDATE SKIP LOCKED
-        ) d;
-        ids := ids || coalesce(more, '{}');
-    END IF;
-    IF scan_leases AND cardinality(ids) < batch THEN
-        SELECT array_agg(s.id) INTO stale FROM (
-            SELECT d.id FROM webhooks.deliveries d
-            WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
-            ORDER BY d.lease_until
-            LIMIT batch - cardinality(ids)
-            FOR UPDATE SKIP LOCKED
-        ) s;
-        ids := ids || coalesce(stale, '{}');
-    END IF;
-    IF cardinality(ids) = 0 THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
-    UPDATE webhooks.deliveries d
-    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
-    FROM webhooks.events e, webhooks.endpoints ep
-    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
-    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
-              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
-              (extract(epoch FROM d.lease_until) * 1000000)::int8;
-END $$;
-
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
-CREATE FUNCTION webhooks._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[])
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    got int8[];
-    busy int8[];
-BEGIN
-    SELECT coalesce(array_agg(x.id), '{}') INTO got FROM (
-        SELECT d.id FROM webhooks.deliveries d WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
-    ) x;
-    WITH r AS (
-        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-            AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = r.status,
-            attempts = r.attempt,
-            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-            lease_until = NULL,
-            last_status = r.code,
-            last_error = r.err,
-            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-        FROM r
-        WHERE d.id = r.id AND d.id = ANY (got) AND d.status = 'in_flight'
-          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-    FROM r JOIN upd ON upd.id = r.id;
-    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
-    -- Rows gone (endpoint deleted) or claimed again since are not kept for later.
-    SELECT coalesce(array_agg(d.id), '{}') INTO busy
-    FROM unnest(ids, leases_us) AS r(id, lease_us)
-    JOIN webhooks.deliveries d ON d.id = r.id
-    WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
-      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
-    RETURN busy;
-END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:17
 -- webhooks::api::webhook_sign
 CREATE  FUNCTION "webhook_sign"(
@@ -2157,7 +2459,7 @@ GRANT USAGE ON SCHEMA webhooks TO webhooks_admin, webhooks_publisher;
 
 GRANT SELECT ON webhooks.event_types TO webhooks_publisher;
 GRANT EXECUTE ON FUNCTION
-    webhooks.webhook_publish(text, jsonb, text, jsonb, text),
+    webhooks.webhook_publish(text, jsonb, text, jsonb, text, text),
     webhooks.webhook_send_sync(text, jsonb, text, jsonb),
     webhooks.webhook_send_sync_result(text, jsonb, text, jsonb),
     webhooks.webhook_sign(text, text, bigint, text),
@@ -2178,7 +2480,9 @@ GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webho
     webhooks.tracked_tables TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
     webhooks.endpoint_create(text, text[], text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int),
+    webhooks.endpoint_recover(text, timestamptz),
+    webhooks.endpoint_test(text, text),
     webhooks.endpoint_delete(text),
     webhooks.endpoint_enable(text),
     webhooks.endpoint_disable(text, text),
@@ -2218,8 +2522,8 @@ CREATE POLICY owner_only ON webhooks.tracked_tables
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'));
 
 -- The entry points written in Rust (src/gate.rs) document themselves here.
-COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text) IS
-    'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id.';
+COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text, text) IS
+    'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id; with an idempotency_key already used (same tenant, within webhooks.ttl), returns that event''s id and records nothing.';
 COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) IS
     'As webhook_send_sync, but a failure is returned as {"error": {"code", "message", "detail", "hint"}} instead of raised.';
 COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[]) IS
@@ -2234,6 +2538,8 @@ COMMENT ON FUNCTION webhooks.tenant_grant(text, text) IS
 COMMENT ON FUNCTION webhooks.tenant_revoke(text, text) IS 'Removes a binding made by tenant_grant.';
 COMMENT ON FUNCTION webhooks.event_replay(text, text) IS
     'Sends an event again as new deliveries: to one endpoint, or to every enabled endpoint that subscribes to it.';
+COMMENT ON FUNCTION webhooks.endpoint_test(text, text) IS
+    'Sends a signed test event (webhook.test, or the type given) to the endpoint now and returns what it answered. Nothing is recorded.';
 COMMENT ON FUNCTION webhooks.status() IS
     'The worker (running, last loop, database served) and the queue of the caller''s tenants.';
 

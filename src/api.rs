@@ -169,6 +169,14 @@ fn _check_headers(h: JsonB) -> bool {
     true
 }
 
+/// `webhooks.ttl` for SQL: how long an idempotency key holds.
+#[pg_extern(stable, parallel_safe)]
+fn _ttl() -> pgrx::datum::Interval {
+    let ttl = crate::guc::duration(&crate::guc::TTL, std::time::Duration::from_secs(86_400));
+    pgrx::datum::Interval::try_from(ttl)
+        .unwrap_or_else(|e| error!("webhooks.ttl cannot be an interval: {e:?}"))
+}
+
 #[pg_extern(immutable, parallel_safe, strict)]
 fn _matches(filters: Vec<Option<String>>, event_type: &str) -> bool {
     let f: Vec<String> = filters.into_iter().flatten().collect();

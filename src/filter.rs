@@ -1,9 +1,15 @@
 //! Endpoint event filters: exact names, `category.*` prefixes, and `*`.
 
+/// The category of the extension's own operational events (an endpoint disabled, a delivery
+/// dead). `*` does not reach it: those go to receivers that ask for them by name or by
+/// `webhook.*` (an operator's alerting), never to every customer endpoint, and never in a loop
+/// through the very endpoint that is failing.
+pub const OPERATIONAL: &str = "webhook.";
+
 pub fn matches(filters: &[impl AsRef<str>], event_type: &str) -> bool {
     filters.iter().any(|f| {
         let f = f.as_ref();
-        f == "*"
+        (f == "*" && !event_type.starts_with(OPERATIONAL))
             || f == event_type
             || f.strip_suffix('*')
                 .is_some_and(|p| p.ends_with('.') && event_type.starts_with(p))
@@ -45,6 +51,12 @@ mod tests {
         assert!(matches(&["user.*"], "user.registration.completed"));
         assert!(!matches(&["user.*"], "users.created"));
         assert!(!matches(&["user*"], "users.created"));
+        assert!(!matches(&["*"], "webhook.endpoint.disabled"));
+        assert!(matches(&["webhook.*"], "webhook.endpoint.disabled"));
+        assert!(matches(
+            &["*", "webhook.delivery.dead"],
+            "webhook.delivery.dead"
+        ));
         let none: [&str; 0] = [];
         assert!(!matches(&none, "user.created"));
     }

@@ -205,16 +205,18 @@ fn webhook_publish(
     tenant_id: default!(Option<&str>, "NULL"),
     actor: default!(Option<RawJsonb>, "NULL"),
     entity_key: default!(Option<&str>, "NULL"),
+    idempotency_key: default!(Option<&str>, "NULL"),
 ) -> Option<String> {
     owner_query(
-        "SELECT webhooks._publish($1, $2, $3, $4, $5)",
-        &[TX, JB, TX, JB, TX],
+        "SELECT webhooks._publish($1, $2, $3, $4, $5, $6)",
+        &[TX, JB, TX, JB, TX, TX],
         &[
             event_type.into(),
             data.into(),
             tenant_id.into(),
             actor.into(),
             entity_key.into(),
+            idempotency_key.into(),
         ],
     )
 }
@@ -330,6 +332,51 @@ fn event_replay(
                     )
                 })
                 .collect()
+        })
+    });
+    TableIterator::new(rows)
+}
+
+/// Sends a signed test event to one endpoint now and returns the answer (for psql users
+/// checking a new endpoint). As the owner: the endpoint's secret and URL never reach the caller.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile)]
+fn endpoint_test(
+    endpoint_id: Option<&str>,
+    event_type: default!(Option<&str>, "'webhook.test'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(endpoint_id, Option<String>),
+        name!(event_id, Option<String>),
+        name!(status, Option<i32>),
+        name!(ok, Option<bool>),
+        name!(duration_ms, Option<f64>),
+        name!(error, Option<String>),
+        name!(response, Option<pgrx::JsonB>),
+    ),
+> {
+    let rows = as_owner(|| {
+        Spi::connect_mut(|client| {
+            client
+                .update(
+                    "SELECT * FROM webhooks._endpoint_test($1, $2)",
+                    None,
+                    &[endpoint_id.into(), event_type.into()],
+                )
+                .unwrap_or_else(|e| error!("{e}"))
+                .map(|r| {
+                    (
+                        r.get::<String>(1).ok().flatten(),
+                        r.get::<String>(2).ok().flatten(),
+                        r.get::<i32>(3).ok().flatten(),
+                        r.get::<bool>(4).ok().flatten(),
+                        r.get::<f64>(5).ok().flatten(),
+                        r.get::<String>(6).ok().flatten(),
+                        r.get::<pgrx::JsonB>(7).ok().flatten(),
+                    )
+                })
+                .collect::<Vec<_>>()
         })
     });
     TableIterator::new(rows)

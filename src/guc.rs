@@ -16,6 +16,8 @@ pub static TIMEOUT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 pub static POLL_INTERVAL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1s"));
 pub static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"7d"));
+pub static DISABLE_AFTER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"5d"));
 pub static DEAD_RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"30d"));
 pub static SOURCE: GucSetting<Option<CString>> =
@@ -186,6 +188,13 @@ pub fn init() {
         c"webhooks.retention",
         c"How long succeeded deliveries and their events are kept.",
         &RETENTION,
+        GucContext::Sighup,
+        Some(check_duration),
+    );
+    string(
+        c"webhooks.disable_after",
+        c"An endpoint whose every attempt has failed for this long is disabled (0: never).",
+        &DISABLE_AFTER,
         GucContext::Sighup,
         Some(check_duration),
     );

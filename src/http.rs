@@ -47,6 +47,8 @@ pub struct Outcome {
     pub body: String,
     pub started_at_us: i64,
     pub duration_ms: f64,
+    /// The receiver's `Retry-After`, as sent (read only on the answers that may carry it).
+    pub retry_after: Option<String>,
 }
 
 impl Outcome {
@@ -360,6 +362,13 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
     match req.send(job.body.as_bytes()) {
         Ok(mut resp) => {
             out.status = Some(resp.status().as_u16());
+            if matches!(out.status, Some(429 | 502 | 503 | 504)) {
+                out.retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(64).collect());
+            }
             let mut buf = Vec::with_capacity(256);
             let reader = resp.body_mut().as_reader();
             if let Err(e) = reader.take(READ_LIMIT as u64).read_to_end(&mut buf) {

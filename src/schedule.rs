@@ -81,8 +81,116 @@ pub fn after_failure(
     }
 }
 
+/// After a throttling answer (429, 502, 503, 504) that asked for a pause: the schedule's
+/// retry, but not before the pause is over, and never after the event's TTL runs out (a
+/// receiver asking for a week does not keep an event past webhooks.ttl).
+pub fn after_pushback(
+    attempts_made: i32,
+    schedule: &[Duration],
+    event_age: Duration,
+    ttl: Duration,
+    pause: Duration,
+) -> AfterFailure {
+    match after_failure(attempts_made, schedule, event_age, ttl) {
+        AfterFailure::RetryIn(us) => {
+            let left = ttl.saturating_sub(event_age).as_micros() as i64;
+            AfterFailure::RetryIn(us.max(pause.as_micros() as i64).min(left.max(us)))
+        }
+        dead => dead,
+    }
+}
+
+/// `Retry-After` as seconds (`120`) or as an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`),
+/// relative to `now_unix_s`. A date in the past is no pause; anything else unreadable is
+/// ignored (the schedule applies).
+pub fn retry_after(value: &str, now_unix_s: i64) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    let at = http_date(v)?;
+    Some(Duration::from_secs((at - now_unix_s).max(0) as u64))
+}
+
+/// IMF-fixdate, the form RFC 9110 requires senders to use: `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(v: &str) -> Option<i64> {
+    let rest = v.split_once(", ")?.1;
+    let p: Vec<&str> = rest.split(' ').collect();
+    if p.len() != 5 || p[4] != "GMT" {
+        return None;
+    }
+    let day: i64 = p[0].parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == p[1])? as i64 + 1;
+    let year: i64 = p[2].parse().ok()?;
+    let hms: Vec<i64> = p[3].split(':').filter_map(|n| n.parse().ok()).collect();
+    if hms.len() != 3 || !(1..=31).contains(&day) || hms[0] > 23 || hms[1] > 59 || hms[2] > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        // 2015-10-21T07:28:00Z is 1445412480.
+        let now = 1_445_412_480 - 90;
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now + 1000),
+            Some(Duration::ZERO),
+            "a date in the past is no pause"
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 PST", now), None);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn a_pushback_waits_for_the_pause_but_not_past_the_ttl() {
+        let sched = [Duration::from_secs(60), Duration::from_secs(300)];
+        let ttl = Duration::from_secs(3600);
+        let young = Duration::from_secs(10);
+        assert_eq!(
+            after_pushback(1, &sched, young, ttl, Duration::from_secs(600)),
+            AfterFailure::RetryIn(600_000_000)
+        );
+        assert_eq!(
+            after_pushback(1, &sched, young, ttl, Duration::from_secs(5)),
+            AfterFailure::RetryIn(60_000_000),
+            "a shorter pause than the schedule's changes nothing"
+        );
+        assert_eq!(
+            after_pushback(1, &sched, young, ttl, Duration::from_secs(86_400)),
+            AfterFailure::RetryIn(3_590_000_000),
+            "capped where the TTL ends"
+        );
+        assert!(matches!(
+            after_pushback(3, &sched, young, ttl, Duration::from_secs(1)),
+            AfterFailure::Dead(_)
+        ));
+    }
+
     use super::*;
 
     #[test]

@@ -36,6 +36,7 @@ struct Settings {
     poll: Duration,
     retention: Duration,
     dead_retention: Duration,
+    disable_after: Duration,
     concurrency: usize,
     batch_size: i64,
     policy: target::Policy,
@@ -54,6 +55,7 @@ impl Settings {
                 .max(Duration::from_millis(10)),
             retention: guc::duration(&guc::RETENTION, Duration::from_secs(7 * 86_400)),
             dead_retention: guc::duration(&guc::DEAD_RETENTION, Duration::from_secs(30 * 86_400)),
+            disable_after: guc::duration(&guc::DISABLE_AFTER, Duration::from_secs(5 * 86_400)),
             concurrency: guc::CONCURRENCY.get().max(1) as usize,
             batch_size: guc::BATCH_SIZE.get().max(1) as i64,
             policy: guc::policy(),
@@ -184,7 +186,7 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
         }
         if !carry.ids.is_empty() && inflight.is_empty() {
             let again = std::mem::take(&mut carry);
-            save(again, &mut carry);
+            save(again, &mut carry, &settings);
         }
         report_statistics();
         if inflight.is_empty() {
@@ -750,7 +752,7 @@ fn record_finished(
         }
     }
     *inflight = left;
-    save(rec, carry);
+    save(rec, carry, settings);
     fresh
 }
 
@@ -761,12 +763,13 @@ const CARRY_MAX: usize = 10_000;
 /// go back into `carry` and are recorded on a later loop instead of being waited for, and so
 /// does everything when the record transaction fails (a lock on the table, a cancel). Each
 /// outcome is only good while its claim's lease holds: the token makes a late try harmless.
-fn save(rec: Record, carry: &mut Record) {
+fn save(rec: Record, carry: &mut Record, settings: &Settings) {
     if rec.ids.is_empty() {
         return;
     }
     let kept = rec.clone();
-    match in_transaction("recording outcomes", || rec.save()).flatten() {
+    let disable_after = format!("{} milliseconds", settings.disable_after.as_millis());
+    match in_transaction("recording outcomes", || rec.save(&disable_after)).flatten() {
         Some(busy) if busy.is_empty() => {}
         Some(busy) => *carry = kept.only(&busy),
         None => *carry = kept,
@@ -783,6 +786,8 @@ fn save(rec: Record, carry: &mut Record) {
 #[derive(Default, Clone)]
 struct Record {
     ids: Vec<i64>,
+    /// Receivers that pushed back: how long their endpoint pauses (microseconds).
+    pause_us: Vec<Option<i64>>,
     lease_us: Vec<i64>,
     status: Vec<String>,
     attempt: Vec<i32>,
@@ -798,11 +803,24 @@ impl Record {
     fn push(&mut self, c: &Claimed, o: &Outcome, s: &Settings, now_us: i64) {
         let attempt = c.attempts + 1;
         let mut err = o.error.clone().or_else(|| (!o.ok()).then(|| o.describe()));
+        let age = Duration::from_micros((now_us - c.occurred_us).max(0) as u64);
+        // Throttled with a Retry-After: the whole endpoint pauses (at most for the TTL).
+        let pause = o
+            .retry_after
+            .as_deref()
+            .and_then(|v| schedule::retry_after(v, now_us / 1_000_000))
+            .map(|p| p.min(s.ttl));
         let (status, retry) = if o.ok() {
             ("succeeded", None)
+        } else if o.status == Some(410) {
+            // Gone: _record disables the endpoint, which parks this delivery with the others.
+            ("pending", Some(0))
         } else {
-            let age = Duration::from_micros((now_us - c.occurred_us).max(0) as u64);
-            match schedule::after_failure(attempt, &s.schedule, age, s.ttl) {
+            let next = match pause {
+                Some(p) => schedule::after_pushback(attempt, &s.schedule, age, s.ttl, p),
+                None => schedule::after_failure(attempt, &s.schedule, age, s.ttl),
+            };
+            match next {
                 AfterFailure::RetryIn(us) => ("pending", Some(us)),
                 AfterFailure::Dead(why) => {
                     if let Some(e) = err.as_mut() {
@@ -813,6 +831,7 @@ impl Record {
             }
         };
         self.ids.push(c.delivery_id);
+        self.pause_us.push(pause.map(|p| p.as_micros() as i64));
         self.lease_us.push(c.lease_us);
         self.status.push(status.into());
         self.attempt.push(attempt);
@@ -832,6 +851,7 @@ impl Record {
         for i in 0..self.ids.len() {
             if keep.contains(&self.ids[i]) {
                 out.ids.push(self.ids[i]);
+                out.pause_us.push(self.pause_us[i]);
                 out.lease_us.push(self.lease_us[i]);
                 out.status.push(self.status[i].clone());
                 out.attempt.push(self.attempt[i]);
@@ -847,7 +867,7 @@ impl Record {
     }
 
     /// Returns the ids whose rows were locked by someone else.
-    fn save(self) -> Option<Vec<i64>> {
+    fn save(self, disable_after: &str) -> Option<Vec<i64>> {
         Spi::connect_mut(|client| {
             let args = [
                 self.ids.into(),
@@ -860,6 +880,8 @@ impl Record {
                 self.started_us.into(),
                 self.duration_ms.into(),
                 self.body.into(),
+                self.pause_us.into(),
+                disable_after.into(),
             ];
             match client.update(RECORD_SQL, None, &args) {
                 Ok(t) => t
@@ -877,7 +899,8 @@ impl Record {
     }
 }
 
-const RECORD_SQL: &str = "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const RECORD_SQL: &str =
+    "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::interval)";
 
 fn housekeeping(settings: &Settings) {
     let keep = format!("{} seconds", settings.retention.as_secs());
