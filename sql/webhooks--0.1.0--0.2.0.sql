@@ -1727,374 +1727,6 @@ ALTER FUNCTION webhooks._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:49
--- requires:
---   api
-
--- The worker's statements. Loaded after the API.
-
--- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
--- plans for the session where an SQL function would be parsed and planned on each call.
---
--- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
--- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
--- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
--- ordered, limited walk of the due index, then an update by primary key) so that no
--- statistics, stale after a burst, can lead the planner into a join that grows with the table;
--- the timeout turns any plan that still does into a logged, retried error instead of a hang.
-CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
-RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
-               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
-               secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text, lease_us bigint)
-LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch).
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    ids bigint[];
-    stale bigint[];
-    orphans bigint[];
-    parked bigint[];
-    blocked bigint[];
-    waiting bigint[];
-    more bigint[];
-    head_n int;
-    room_total int;
-    win int;
-    paused bigint[];
-    rl_ids text[];
-    rl_allow int[];
-BEGIN
-    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
-    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
-    -- One someone else holds is skipped (no allowance this time), never waited for. The
-    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
-    FROM (SELECT ep.id,
-                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
-                                * ep.rate_limit), 0)::int AS allow
-          FROM webhooks.endpoints ep
-          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
-          FOR NO KEY UPDATE SKIP LOCKED) x;
-    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
-    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
-    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
-    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
-    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
-    --    stays at the head for long.
-    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
-    --    flight.
-    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
-    -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least(ep.max_in_flight - coalesce(b.n, 0),
-                                       CASE WHEN ep.rate_limit IS NULL THEN ep.max_in_flight
-                                            ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
-    FROM webhooks.endpoints ep
-    LEFT JOIN (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
-               WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b ON b.endpoint_id = ep.id
-    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
-    win := least(batch * 4, greatest(room_total * 2, 32));
-    WITH busy AS (
-        SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
-        WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
-    ), head AS (
-        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
-        FROM webhooks.deliveries x
-        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
-        ORDER BY x.next_attempt_at
-        LIMIT win
-    ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at,
-               CASE WHEN ep.id IS NULL THEN 'orphan'
-                    WHEN NOT ep.enabled THEN 'parked'
-                    -- the receiver asked for a pause (Retry-After): deferred to its end
-                    WHEN ep.paused_until > now() THEN 'paused'
-                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
-                         -- behind an earlier unfinished row of its entity: 'waiting' while that
-                         -- row is due or in flight, 'blocked' while it waits for a retry
-                         -- (decided by the first unfinished row of the entity)
-                         SELECT coalesce((
-                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
-                                         THEN 'waiting' ELSE 'blocked' END
-                             FROM webhooks.deliveries p
-                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
-                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
-                             ORDER BY p.id LIMIT 1), 'take'))
-                    ELSE 'take' END AS what,
-               ep.max_in_flight,
-               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
-        FROM head h LEFT JOIN webhooks.endpoints ep ON ep.id = h.endpoint_id
-        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    ), ranked AS (
-        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id, c.what ORDER BY c.next_attempt_at, c.id) AS rn
-        FROM cand c
-    ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0) AND r.rn <= r.allow
-         ORDER BY r.next_attempt_at
-         LIMIT batch)
-        UNION ALL
-        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
-    ), locked AS (
-        -- Another claimer may have taken a candidate since: lock what is still pending.
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.id IN (SELECT id FROM chosen) AND d.status = 'pending'
-        FOR UPDATE SKIP LOCKED
-    )
-    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
-           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
-           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'paused'),
-           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
-           (SELECT count(*) FROM head)
-    INTO ids, orphans, parked, blocked, paused, waiting, head_n
-    FROM chosen c JOIN locked l ON l.id = c.id;
-    -- Deliveries whose event is gone (a replay that raced pruning) are orphans too.
-    IF ids IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d
-        WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
-    END IF;
-    IF orphans IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
-    END IF;
-    IF parked IS NOT NULL THEN
-        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
-        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.id = ANY (parked)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled);
-    END IF;
-    IF blocked IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        -- (just after it: rows that tie with it in the due index never sort before it)
-        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
-                SELECT p.next_attempt_at FROM webhooks.deliveries p
-                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
-                ORDER BY p.id LIMIT 1))
-        WHERE d.id = ANY (blocked);
-    END IF;
-    IF paused IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        SET next_attempt_at = greatest(d.next_attempt_at, (
-                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id))
-        WHERE d.id = ANY (paused);
-    END IF;
-    ids := coalesce(ids, '{}');
-    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
-    -- unless they crowd the head: then they step back a second.
-    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.id = ANY (waiting) AND x.status = 'pending' FOR UPDATE SKIP LOCKED);
-    END IF;
-    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
-    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
-    -- per-endpoint index, so a backlog on one endpoint never starves the others.
-    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
-        WITH busy AS (
-            SELECT b.endpoint_id, count(*) AS n FROM (
-                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.status = 'in_flight'
-                UNION ALL
-                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.id = ANY (ids)) b
-            GROUP BY b.endpoint_id
-        ), taken AS (
-            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-            GROUP BY d.endpoint_id
-        ), room AS (
-            SELECT ep.id, least(ep.max_in_flight - coalesce(b.n, 0),
-                                CASE WHEN ep.rate_limit IS NULL THEN batch
-                                     ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
-            FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
-            LEFT JOIN taken t ON t.endpoint_id = ep.id
-            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered AND ep.max_in_flight > coalesce(b.n, 0)
-              AND NOT coalesce(ep.paused_until > now(), false)
-        ), pick AS (
-            SELECT y.id FROM room CROSS JOIN
-                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
-                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
-                         ORDER BY x.next_attempt_at
-                         LIMIT least(greatest(room.n, 0), batch)) y
-            ORDER BY y.next_attempt_at
-            LIMIT batch - cardinality(ids)
-        )
-        SELECT array_agg(d.id) INTO more FROM (
-            SELECT d.id FROM webhooks.deliveries d
-            WHERE d.id IN (SELECT id FROM pick) AND d.status = 'pending'
-            FOR UPDATE SKIP LOCKED
-        ) d;
-        ids := ids || coalesce(more, '{}');
-    END IF;
-    IF scan_leases AND cardinality(ids) < batch THEN
-        SELECT array_agg(s.id) INTO stale FROM (
-            SELECT d.id FROM webhooks.deliveries d
-            WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
-            ORDER BY d.lease_until
-            LIMIT batch - cardinality(ids)
-            FOR UPDATE SKIP LOCKED
-        ) s;
-        ids := ids || coalesce(stale, '{}');
-    END IF;
-    IF cardinality(ids) = 0 THEN
-        RETURN;
-    END IF;
-    IF cardinality(rl_ids) > 0 THEN
-        UPDATE webhooks.endpoints ep
-        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
-        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-              GROUP BY d.endpoint_id) t
-        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
-    END IF;
-    RETURN QUERY
-    UPDATE webhooks.deliveries d
-    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
-    FROM webhooks.events e, webhooks.endpoints ep
-    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
-    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
-              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
-              (extract(epoch FROM d.lease_until) * 1000000)::int8;
-END $$;
-
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
--- Then what the answers say about their endpoints:
---  * a throttling answer with Retry-After pauses the endpoint (paused_until);
---  * 410 Gone disables it (its pending deliveries are kept, parked);
---  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint;
---  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[], pauses_us int8[],
-                                 disable_after interval)
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    got int8[];
-    busy int8[];
-    done_ids int8[];
-    done_eps text[];
-    r record;
-    tenant text;
-    since timestamptz;
-BEGIN
-    SELECT coalesce(array_agg(x.id), '{}') INTO got FROM (
-        SELECT d.id FROM webhooks.deliveries d WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
-    ) x;
-    WITH r AS (
-        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-            AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = r.status,
-            attempts = r.attempt,
-            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-            lease_until = NULL,
-            last_status = r.code,
-            last_error = r.err,
-            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-        FROM r
-        WHERE d.id = r.id AND d.id = ANY (got) AND d.status = 'in_flight'
-          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
-        RETURNING d.id, d.endpoint_id
-    ), ins AS (
-        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-        FROM r JOIN upd ON upd.id = r.id
-    )
-    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}')
-    INTO done_ids, done_eps FROM upd;
-    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
-    -- Rows gone (endpoint deleted) or claimed again since are not kept for later.
-    SELECT coalesce(array_agg(d.id), '{}') INTO busy
-    FROM unnest(ids, leases_us) AS r(id, lease_us)
-    JOIN webhooks.deliveries d ON d.id = r.id
-    WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
-      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
-    IF cardinality(done_ids) = 0 THEN
-        RETURN busy;
-    END IF;
-
-    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
-    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
-    -- state for its next answers.)
-    FOR r IN
-        WITH o AS (
-            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
-            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
-            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
-              ON a.id = x.id
-        )
-        SELECT o.endpoint_id,
-               bool_or(o.status = 'succeeded') AS ok,
-               bool_or(o.code = 410) AS gone,
-               min(to_timestamp(o.started_us / 1000000.0)) FILTER (WHERE o.status <> 'succeeded') AS first_failure,
-               max(now() + o.pause_us * interval '1 microsecond') AS pause_until
-        FROM o GROUP BY o.endpoint_id
-    LOOP
-        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = r.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        IF r.pause_until IS NOT NULL THEN
-            UPDATE webhooks.endpoints ep SET paused_until = r.pause_until
-            WHERE ep.id = r.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < r.pause_until);
-        END IF;
-        IF r.gone THEN
-            UPDATE webhooks.endpoints ep
-            SET enabled = false,
-                disabled_reason = format('the receiver answered 410 Gone at %s', now())
-            WHERE ep.id = r.endpoint_id AND ep.enabled;
-        ELSIF r.ok THEN
-            WITH o AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = r.endpoint_id)
-            UPDATE webhooks.endpoints ep SET failing_since = NULL
-            FROM o WHERE ep.id = r.endpoint_id AND ep.failing_since IS NOT NULL
-            RETURNING ep.tenant_id, o.failing_since INTO tenant, since;
-            IF FOUND THEN
-                PERFORM webhooks._publish_operational('webhook.endpoint.recovered',
-                    jsonb_build_object('endpoint_id', r.endpoint_id, 'failing_since', since,
-                                       'recovered_at', now()),
-                    r.endpoint_id, tenant);
-            END IF;
-        ELSE
-            UPDATE webhooks.endpoints ep SET failing_since = r.first_failure
-            WHERE ep.id = r.endpoint_id AND ep.failing_since IS NULL;
-            IF disable_after > interval '0' THEN
-                UPDATE webhooks.endpoints ep
-                SET enabled = false,
-                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
-                                             ep.failing_since, disable_after)
-                WHERE ep.id = r.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
-            END IF;
-        END IF;
-    END LOOP;
-
-    -- Dead letters, announced (except those of operational events: no event about an event
-    -- about an event).
-    PERFORM webhooks._publish_operational('webhook.delivery.dead',
-                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', e.type,
-                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
-                                   'last_status', d.last_status, 'last_error', d.last_error),
-                d.endpoint_id, d.tenant_id)
-    FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
-    WHERE d.id = ANY (done_ids) AND d.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
-    RETURN busy;
-END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:48
 -- requires:
 --   api
@@ -2383,6 +2015,374 @@ END $$;
 
 CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
     EXECUTE FUNCTION webhooks._on_drop();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:49
+-- requires:
+--   api
+
+-- The worker's statements. Loaded after the API.
+
+-- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
+-- plans for the session where an SQL function would be parsed and planned on each call.
+--
+-- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
+-- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
+-- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
+-- ordered, limited walk of the due index, then an update by primary key) so that no
+-- statistics, stale after a burst, can lead the planner into a join that grows with the table;
+-- the timeout turns any plan that still does into a logged, retried error instead of a hang.
+CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
+RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
+               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
+               secret text, previous_secret text, headers text, batch_max int,
+               tls_client_cert text, tls_client_key text, lease_us bigint)
+LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch).
+SET plan_cache_mode = force_custom_plan
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+    stale bigint[];
+    orphans bigint[];
+    parked bigint[];
+    blocked bigint[];
+    waiting bigint[];
+    more bigint[];
+    head_n int;
+    room_total int;
+    win int;
+    paused bigint[];
+    rl_ids text[];
+    rl_allow int[];
+BEGIN
+    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
+    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
+    -- One someone else holds is skipped (no allowance this time), never waited for. The
+    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
+    FROM (SELECT ep.id,
+                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
+                                * ep.rate_limit), 0)::int AS allow
+          FROM webhooks.endpoints ep
+          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
+          FOR NO KEY UPDATE SKIP LOCKED) x;
+    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
+    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
+    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
+    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
+    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
+    --    stays at the head for long.
+    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
+    --    flight.
+    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
+    -- busy endpoint costs a claim a few dozen index entries, not thousands.
+    SELECT coalesce(sum(greatest(least(ep.max_in_flight - coalesce(b.n, 0),
+                                       CASE WHEN ep.rate_limit IS NULL THEN ep.max_in_flight
+                                            ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
+    FROM webhooks.endpoints ep
+    LEFT JOIN (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
+               WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b ON b.endpoint_id = ep.id
+    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
+    win := least(batch * 4, greatest(room_total * 2, 32));
+    WITH busy AS (
+        SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
+        WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
+    ), head AS (
+        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
+        FROM webhooks.deliveries x
+        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
+        ORDER BY x.next_attempt_at
+        LIMIT win
+    ), cand AS (
+        SELECT h.id, h.endpoint_id, h.next_attempt_at,
+               CASE WHEN ep.id IS NULL THEN 'orphan'
+                    WHEN NOT ep.enabled THEN 'parked'
+                    -- the receiver asked for a pause (Retry-After): deferred to its end
+                    WHEN ep.paused_until > now() THEN 'paused'
+                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
+                         -- behind an earlier unfinished row of its entity: 'waiting' while that
+                         -- row is due or in flight, 'blocked' while it waits for a retry
+                         -- (decided by the first unfinished row of the entity)
+                         SELECT coalesce((
+                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
+                                         THEN 'waiting' ELSE 'blocked' END
+                             FROM webhooks.deliveries p
+                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
+                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
+                             ORDER BY p.id LIMIT 1), 'take'))
+                    ELSE 'take' END AS what,
+               ep.max_in_flight,
+               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
+        FROM head h LEFT JOIN webhooks.endpoints ep ON ep.id = h.endpoint_id
+        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    ), ranked AS (
+        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id, c.what ORDER BY c.next_attempt_at, c.id) AS rn
+        FROM cand c
+    ), chosen AS (
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0) AND r.rn <= r.allow
+         ORDER BY r.next_attempt_at
+         LIMIT batch)
+        UNION ALL
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
+    ), locked AS (
+        -- Another claimer may have taken a candidate since: lock what is still pending.
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.id IN (SELECT id FROM chosen) AND d.status = 'pending'
+        FOR UPDATE SKIP LOCKED
+    )
+    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
+           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
+           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'paused'),
+           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
+           (SELECT count(*) FROM head)
+    INTO ids, orphans, parked, blocked, paused, waiting, head_n
+    FROM chosen c JOIN locked l ON l.id = c.id;
+    -- Deliveries whose event is gone (a replay that raced pruning) are orphans too.
+    IF ids IS NOT NULL THEN
+        DELETE FROM webhooks.deliveries d
+        WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
+    END IF;
+    IF orphans IS NOT NULL THEN
+        DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
+    END IF;
+    IF parked IS NOT NULL THEN
+        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
+        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.id = ANY (parked)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled);
+    END IF;
+    IF blocked IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        -- (just after it: rows that tie with it in the due index never sort before it)
+        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
+                SELECT p.next_attempt_at FROM webhooks.deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
+                ORDER BY p.id LIMIT 1))
+        WHERE d.id = ANY (blocked);
+    END IF;
+    IF paused IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        SET next_attempt_at = greatest(d.next_attempt_at, (
+                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id))
+        WHERE d.id = ANY (paused);
+    END IF;
+    ids := coalesce(ids, '{}');
+    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
+    -- unless they crowd the head: then they step back a second.
+    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.id = ANY (waiting) AND x.status = 'pending' FOR UPDATE SKIP LOCKED);
+    END IF;
+    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
+    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
+    -- per-endpoint index, so a backlog on one endpoint never starves the others.
+    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
+        WITH busy AS (
+            SELECT b.endpoint_id, count(*) AS n FROM (
+                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.status = 'in_flight'
+                UNION ALL
+                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.id = ANY (ids)) b
+            GROUP BY b.endpoint_id
+        ), taken AS (
+            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+            GROUP BY d.endpoint_id
+        ), room AS (
+            SELECT ep.id, least(ep.max_in_flight - coalesce(b.n, 0),
+                                CASE WHEN ep.rate_limit IS NULL THEN batch
+                                     ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
+            FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
+            LEFT JOIN taken t ON t.endpoint_id = ep.id
+            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+            WHERE ep.enabled AND NOT ep.ordered AND ep.max_in_flight > coalesce(b.n, 0)
+              AND NOT coalesce(ep.paused_until > now(), false)
+        ), pick AS (
+            SELECT y.id FROM room CROSS JOIN
+                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
+                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                         ORDER BY x.next_attempt_at
+                         LIMIT least(greatest(room.n, 0), batch)) y
+            ORDER BY y.next_attempt_at
+            LIMIT batch - cardinality(ids)
+        )
+        SELECT array_agg(d.id) INTO more FROM (
+            SELECT d.id FROM webhooks.deliveries d
+            WHERE d.id IN (SELECT id FROM pick) AND d.status = 'pending'
+            FOR UPDATE SKIP LOCKED
+        ) d;
+        ids := ids || coalesce(more, '{}');
+    END IF;
+    IF scan_leases AND cardinality(ids) < batch THEN
+        SELECT array_agg(s.id) INTO stale FROM (
+            SELECT d.id FROM webhooks.deliveries d
+            WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
+            ORDER BY d.lease_until
+            LIMIT batch - cardinality(ids)
+            FOR UPDATE SKIP LOCKED
+        ) s;
+        ids := ids || coalesce(stale, '{}');
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(rl_ids) > 0 THEN
+        UPDATE webhooks.endpoints ep
+        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
+        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+              GROUP BY d.endpoint_id) t
+        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
+    END IF;
+    RETURN QUERY
+    UPDATE webhooks.deliveries d
+    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
+    FROM webhooks.events e, webhooks.endpoints ep
+    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
+    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
+              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
+              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
+              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
+              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
+              (extract(epoch FROM d.lease_until) * 1000000)::int8;
+END $$;
+
+-- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
+-- each. An outcome is recorded only by the claim that holds the row (its lease, to the
+-- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
+-- someone else holds locked are skipped, never waited for, and returned to be recorded later.
+-- Then what the answers say about their endpoints:
+--  * a throttling answer with Retry-After pauses the endpoint (paused_until);
+--  * 410 Gone disables it (its pending deliveries are kept, parked);
+--  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
+--    one that lasted disable_after disables the endpoint;
+--  * a delivery that died is published as webhook.delivery.dead.
+CREATE FUNCTION webhooks._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[], pauses_us int8[],
+                                 disable_after interval)
+RETURNS int8[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    got int8[];
+    busy int8[];
+    done_ids int8[];
+    done_eps text[];
+    o record;
+    tenant text;
+    since timestamptz;
+BEGIN
+    SELECT coalesce(array_agg(x.id), '{}') INTO got FROM (
+        SELECT d.id FROM webhooks.deliveries d WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
+    ) x;
+    WITH r AS (
+        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
+            AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = r.status,
+            attempts = r.attempt,
+            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+            lease_until = NULL,
+            last_status = r.code,
+            last_error = r.err,
+            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+        FROM r
+        WHERE d.id = r.id AND d.id = ANY (got) AND d.status = 'in_flight'
+          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+        RETURNING d.id, d.endpoint_id
+    ), ins AS (
+        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+        FROM r JOIN upd ON upd.id = r.id
+    )
+    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}')
+    INTO done_ids, done_eps FROM upd;
+    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
+    -- Rows gone (endpoint deleted) or claimed again since are not kept for later.
+    SELECT coalesce(array_agg(d.id), '{}') INTO busy
+    FROM unnest(ids, leases_us) AS r(id, lease_us)
+    JOIN webhooks.deliveries d ON d.id = r.id
+    WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
+      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
+    IF cardinality(done_ids) = 0 THEN
+        RETURN busy;
+    END IF;
+
+    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
+    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
+    -- state for its next answers.)
+    FOR o IN
+        WITH answers AS (
+            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
+            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
+            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
+              ON a.id = x.id
+        )
+        SELECT w.endpoint_id,
+               bool_or(w.status = 'succeeded') AS ok,
+               bool_or(w.code = 410) AS gone,
+               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
+               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
+        FROM answers w GROUP BY w.endpoint_id
+    LOOP
+        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        IF o.pause_until IS NOT NULL THEN
+            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
+            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
+        END IF;
+        IF o.gone THEN
+            UPDATE webhooks.endpoints ep
+            SET enabled = false,
+                disabled_reason = format('the receiver answered 410 Gone at %s', now())
+            WHERE ep.id = o.endpoint_id AND ep.enabled;
+        ELSIF o.ok THEN
+            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
+            UPDATE webhooks.endpoints ep SET failing_since = NULL
+            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
+            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
+            IF FOUND THEN
+                PERFORM webhooks._publish_operational('webhook.endpoint.recovered',
+                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
+                                       'recovered_at', now()),
+                    o.endpoint_id, tenant);
+            END IF;
+        ELSE
+            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
+            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
+            IF disable_after > interval '0' THEN
+                UPDATE webhooks.endpoints ep
+                SET enabled = false,
+                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
+                                             ep.failing_since, disable_after)
+                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- Dead letters, announced (except those of operational events: no event about an event
+    -- about an event).
+    PERFORM webhooks._publish_operational('webhook.delivery.dead',
+                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', e.type,
+                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
+                                   'last_status', d.last_status, 'last_error', d.last_error),
+                d.endpoint_id, d.tenant_id)
+    FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+    WHERE d.id = ANY (done_ids) AND d.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
+    RETURN busy;
+END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -255,7 +255,7 @@ DECLARE
     busy int8[];
     done_ids int8[];
     done_eps text[];
-    r record;
+    o record;
     tenant text;
     since timestamptz;
 BEGIN
@@ -299,51 +299,51 @@ BEGIN
     -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
     -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
     -- state for its next answers.)
-    FOR r IN
-        WITH o AS (
+    FOR o IN
+        WITH answers AS (
             SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
             FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
             JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
               ON a.id = x.id
         )
-        SELECT o.endpoint_id,
-               bool_or(o.status = 'succeeded') AS ok,
-               bool_or(o.code = 410) AS gone,
-               min(to_timestamp(o.started_us / 1000000.0)) FILTER (WHERE o.status <> 'succeeded') AS first_failure,
-               max(now() + o.pause_us * interval '1 microsecond') AS pause_until
-        FROM o GROUP BY o.endpoint_id
+        SELECT w.endpoint_id,
+               bool_or(w.status = 'succeeded') AS ok,
+               bool_or(w.code = 410) AS gone,
+               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
+               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
+        FROM answers w GROUP BY w.endpoint_id
     LOOP
-        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = r.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
+        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        IF r.pause_until IS NOT NULL THEN
-            UPDATE webhooks.endpoints ep SET paused_until = r.pause_until
-            WHERE ep.id = r.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < r.pause_until);
+        IF o.pause_until IS NOT NULL THEN
+            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
+            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
         END IF;
-        IF r.gone THEN
+        IF o.gone THEN
             UPDATE webhooks.endpoints ep
             SET enabled = false,
                 disabled_reason = format('the receiver answered 410 Gone at %s', now())
-            WHERE ep.id = r.endpoint_id AND ep.enabled;
-        ELSIF r.ok THEN
-            WITH o AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = r.endpoint_id)
+            WHERE ep.id = o.endpoint_id AND ep.enabled;
+        ELSIF o.ok THEN
+            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
             UPDATE webhooks.endpoints ep SET failing_since = NULL
-            FROM o WHERE ep.id = r.endpoint_id AND ep.failing_since IS NOT NULL
-            RETURNING ep.tenant_id, o.failing_since INTO tenant, since;
+            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
+            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
             IF FOUND THEN
                 PERFORM webhooks._publish_operational('webhook.endpoint.recovered',
-                    jsonb_build_object('endpoint_id', r.endpoint_id, 'failing_since', since,
+                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
                                        'recovered_at', now()),
-                    r.endpoint_id, tenant);
+                    o.endpoint_id, tenant);
             END IF;
         ELSE
-            UPDATE webhooks.endpoints ep SET failing_since = r.first_failure
-            WHERE ep.id = r.endpoint_id AND ep.failing_since IS NULL;
+            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
+            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
             IF disable_after > interval '0' THEN
                 UPDATE webhooks.endpoints ep
                 SET enabled = false,
                     disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
                                              ep.failing_since, disable_after)
-                WHERE ep.id = r.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
+                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
             END IF;
         END IF;
     END LOOP;

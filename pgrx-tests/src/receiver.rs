@@ -45,6 +45,8 @@ impl Request {
 /// How the receiver answers one request.
 pub enum Reply {
     Status(u16, &'static str),
+    /// A status with a `Retry-After` header of this value.
+    RetryAfter(u16, String),
     /// Sleep this long, then answer 200.
     Slow(Duration),
     /// Close the connection without answering.
@@ -405,8 +407,13 @@ fn serve<S: Read + Write>(s: S, tls: bool, client_cert: bool, sh: &Shared) {
             all.push(req.clone());
             all.len() - 1
         };
+        let mut extra = String::new();
         let (status, text) = match (sh.script)(&req, n) {
             Reply::Status(s, t) => (s, t),
+            Reply::RetryAfter(s, after) => {
+                extra = format!("retry-after: {after}\r\n");
+                (s, "slow down")
+            }
             Reply::Slow(d) => {
                 std::thread::sleep(d);
                 (200, "slow ok")
@@ -420,7 +427,7 @@ fn serve<S: Read + Write>(s: S, tls: bool, client_cert: bool, sh: &Shared) {
             }
         };
         let resp = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{text}",
             text.len()
         );
         let w = r.get_mut();

@@ -1,0 +1,458 @@
+//! Running it for years: receivers that push back, endpoints that switch themselves off and
+//! say so, recovering after an outage, testing an endpoint, idempotent publish, rate limits.
+
+use postgres::fallible_iterator::FallibleIterator;
+use std::time::Duration;
+use webhooks_e2e::cluster::Cluster;
+use webhooks_e2e::receiver::{Receiver, Reply, Request};
+use webhooks_e2e::wait_for;
+
+const T: Duration = Duration::from_secs(30);
+
+fn msg(e: &postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+fn publish(db: &mut postgres::Client, ty: &str) -> String {
+    db.query_one(
+        "SELECT webhooks.webhook_publish($1, jsonb_build_object('at', clock_timestamp()))",
+        &[&ty],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn endpoint_row(db: &mut postgres::Client, ep: &str) -> (bool, Option<String>) {
+    let r = db
+        .query_one(
+            "SELECT enabled, disabled_reason FROM webhooks.endpoints WHERE id = $1",
+            &[&ep],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// The operational events an alerting receiver got, as (type, data).
+fn operational(rx: &Receiver) -> Vec<(String, serde_json::Value)> {
+    rx.all()
+        .iter()
+        .map(|r| {
+            (
+                r.header("webhook-event-type").to_string(),
+                r.json()["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn alerting(c: &Cluster, db: &mut postgres::Client, rx: &Receiver) -> String {
+    c.endpoint(db, &rx.url, &["webhook.*"]).0
+}
+
+#[test]
+fn a_throttling_answer_with_retry_after_pauses_the_whole_endpoint() {
+    let c = Cluster::start(&[]);
+    // The first request is told to come back in 3 seconds; the schedule alone would retry
+    // after 1 second, and a second event would go at once.
+    let rx = Receiver::scripted(|_, n| {
+        if n == 0 {
+            Reply::RetryAfter(503, "3".into())
+        } else {
+            Reply::Status(200, "ok")
+        }
+    });
+    let mut db = c.client();
+    let (ep, _) = c.endpoint(&mut db, &rx.url, &["user.*"]);
+    let first = publish(&mut db, "user.created");
+    wait_for("the pause recorded", T, || {
+        db.query_one(
+            "SELECT paused_until > now() + interval '2 seconds' FROM webhooks.endpoints WHERE id = $1",
+            &[&ep],
+        )
+        .unwrap()
+        .get::<_, Option<bool>>(0)
+        .unwrap_or(false)
+        .then_some(())
+    });
+    let second = publish(&mut db, "user.updated");
+    let all = wait_for("both delivered", T, || {
+        let all = rx.all();
+        (all.len() >= 3).then_some(all)
+    });
+    let t0 = all[0].at;
+    for r in &all[1..] {
+        assert!(
+            r.at.duration_since(t0) >= Duration::from_millis(2800),
+            "{} went {:?} after the 503 that asked for 3 s",
+            r.header("webhook-id"),
+            r.at.duration_since(t0)
+        );
+    }
+    let ids: Vec<&str> = all.iter().map(|r| r.header("webhook-id")).collect();
+    assert!(ids.contains(&first.as_str()) && ids.contains(&second.as_str()));
+    let (code, attempts): (Option<i32>, i32) = db
+        .query_one(
+            "SELECT (SELECT status_code FROM webhooks.attempts a WHERE a.delivery_id = d.id AND a.attempt = 1), d.attempts
+             FROM webhooks.deliveries d WHERE d.event_id = $1",
+            &[&first],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((code, attempts), (Some(503), 2));
+}
+
+#[test]
+fn gone_disables_the_endpoint_keeps_its_work_and_tells_the_operator() {
+    let c = Cluster::start(&[]);
+    let alerts = Receiver::ok();
+    let everything = Receiver::ok();
+    let gone = Receiver::scripted(|_, n| {
+        if n == 0 {
+            Reply::Status(410, "gone")
+        } else {
+            Reply::Status(200, "ok")
+        }
+    });
+    let mut db = c.client();
+    let mut listener = c.client();
+    listener.batch_execute("LISTEN webhooks").unwrap();
+    alerting(&c, &mut db, &alerts);
+    // '*' means every event of the application, not the extension's own.
+    c.endpoint(&mut db, &everything.url, &["*"]);
+    let (ep, _) = c.endpoint(&mut db, &gone.url, &["user.*"]);
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, max_in_flight => 1)",
+        &[&ep],
+    )
+    .unwrap();
+    let mut tx = db.transaction().unwrap();
+    let events = [
+        publish_in(&mut tx, "user.created"),
+        publish_in(&mut tx, "user.updated"),
+    ];
+    tx.commit().unwrap();
+
+    let reason = wait_for("the endpoint disabled", T, || {
+        match endpoint_row(&mut db, &ep) {
+            (false, reason) => reason,
+            _ => None,
+        }
+    });
+    assert!(reason.contains("410 Gone"), "{reason}");
+    let parked: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.deliveries
+             WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at = 'infinity'",
+            &[&ep],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(parked, 2, "both deliveries are kept, waiting");
+
+    let got = wait_for("the operator's alert", T, || {
+        operational(&alerts)
+            .into_iter()
+            .find(|(ty, _)| ty == "webhook.endpoint.disabled")
+    });
+    assert_eq!(got.1["endpoint_id"], ep.as_str());
+    assert_eq!(got.1["reason"], reason.as_str());
+    assert_eq!(got.1["pending_deliveries"], 2);
+    let note = listener
+        .notifications()
+        .timeout_iter(Duration::from_secs(5))
+        .next()
+        .unwrap()
+        .expect("a NOTIFY on channel webhooks");
+    assert_eq!(note.channel(), "webhooks");
+    let payload: serde_json::Value = serde_json::from_str(note.payload()).unwrap();
+    assert_eq!(payload["type"], "webhook.endpoint.disabled");
+    assert_eq!(payload["data"]["endpoint_id"], ep.as_str());
+
+    // Back after the outage: enabling sends what waited.
+    db.execute("SELECT webhooks.endpoint_enable($1)", &[&ep])
+        .unwrap();
+    wait_for("the kept deliveries", T, || {
+        let ids: Vec<String> = gone.all()[1..]
+            .iter()
+            .map(|r| r.header("webhook-id").to_string())
+            .collect();
+        events.iter().all(|e| ids.contains(e)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        everything
+            .all()
+            .iter()
+            .all(|r: &Request| !r.header("webhook-event-type").starts_with("webhook.")),
+        "no operational event reached the '*' endpoint"
+    );
+}
+
+fn publish_in(tx: &mut postgres::Transaction<'_>, ty: &str) -> String {
+    tx.query_one(
+        "SELECT webhooks.webhook_publish($1, jsonb_build_object('at', clock_timestamp()))",
+        &[&ty],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn an_endpoint_failing_for_disable_after_is_disabled_and_one_that_recovers_is_announced() {
+    let c = Cluster::start(&["webhooks.disable_after = '2s'"]);
+    let alerts = Receiver::ok();
+    let down = Receiver::scripted(|_, _| Reply::Status(500, "down"));
+    // Fails the first two attempts (at 0 s and 1 s: a streak shorter than disable_after),
+    // then answers.
+    let flaky = Receiver::scripted(|_, n| {
+        if n < 2 {
+            Reply::Status(500, "flaky")
+        } else {
+            Reply::Status(200, "ok")
+        }
+    });
+    let mut db = c.client();
+    alerting(&c, &mut db, &alerts);
+    let (dead_ep, _) = c.endpoint(&mut db, &down.url, &["user.created"]);
+    let (flaky_ep, _) = c.endpoint(&mut db, &flaky.url, &["user.created"]);
+    publish(&mut db, "user.created");
+
+    let reason = wait_for("the failing endpoint disabled", T, || {
+        match endpoint_row(&mut db, &dead_ep) {
+            (false, reason) => reason,
+            _ => None,
+        }
+    });
+    assert!(
+        reason.contains("every attempt has failed since") && reason.contains("disable_after"),
+        "{reason}"
+    );
+    let recovered = wait_for("the recovered endpoint's announcement", T, || {
+        operational(&alerts)
+            .into_iter()
+            .find(|(ty, _)| ty == "webhook.endpoint.recovered")
+    });
+    assert_eq!(recovered.1["endpoint_id"], flaky_ep.as_str());
+    assert!(recovered.1["failing_since"].is_string());
+    wait_for("the disabled one's announcement", T, || {
+        operational(&alerts).into_iter().find(|(ty, d)| {
+            ty == "webhook.endpoint.disabled" && d["endpoint_id"] == dead_ep.as_str()
+        })
+    });
+    assert_eq!(
+        endpoint_row(&mut db, &flaky_ep),
+        (true, None),
+        "a success ended its streak before disable_after"
+    );
+    let streak: Option<bool> = db
+        .query_one(
+            "SELECT failing_since IS NULL FROM webhooks.endpoints WHERE id = $1",
+            &[&flaky_ep],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(streak, Some(true));
+}
+
+#[test]
+fn a_dead_delivery_is_announced_and_endpoint_recover_sends_it_again() {
+    let c = Cluster::start(&[]);
+    let alerts = Receiver::ok();
+    // Down for the four attempts of the test schedule (1s,1s,2s), back afterwards.
+    let rx = Receiver::scripted(|_, n| {
+        if n < 4 {
+            Reply::Status(503, "outage")
+        } else {
+            Reply::Status(200, "ok")
+        }
+    });
+    let mut db = c.client();
+    alerting(&c, &mut db, &alerts);
+    let (ep, _) = c.endpoint(&mut db, &rx.url, &["user.*"]);
+    let ev = publish(&mut db, "user.created");
+    let dead = wait_for("the dead-letter announcement", T, || {
+        operational(&alerts)
+            .into_iter()
+            .find(|(ty, _)| ty == "webhook.delivery.dead")
+    });
+    assert_eq!(dead.1["event_id"], ev.as_str());
+    assert_eq!(dead.1["endpoint_id"], ep.as_str());
+    assert_eq!(dead.1["event_type"], "user.created");
+    assert_eq!(dead.1["attempts"], 4);
+    assert_eq!(dead.1["last_status"], 503);
+
+    let bad = db
+        .query_one("SELECT webhooks.endpoint_recover($1, NULL)", &[&ep])
+        .unwrap_err();
+    assert!(msg(&bad).contains("since must be a time"), "{bad}");
+    let n: i64 = db
+        .query_one(
+            "SELECT webhooks.endpoint_recover($1, now() - interval '1 hour')",
+            &[&ep],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    wait_for("the recovered delivery succeeded", T, || {
+        let s: String = db
+            .query_one(
+                "SELECT status FROM webhooks.deliveries WHERE event_id = $1",
+                &[&ev],
+            )
+            .unwrap()
+            .get(0);
+        (s == "succeeded").then_some(())
+    });
+    assert_eq!(rx.all()[4].header("webhook-id"), ev);
+}
+
+#[test]
+fn endpoint_test_sends_a_signed_test_event_now_and_returns_the_answer() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let broken = Receiver::scripted(|_, _| Reply::Status(500, "{\"why\": \"broken\"}"));
+    let mut db = c.client();
+    let (ep, secret) = c.endpoint(&mut db, &rx.url, &["user.created"]);
+    let (bad, _) = c.endpoint(&mut db, &broken.url, &["user.created"]);
+    let row = db
+        .query_one(
+            "SELECT status, ok, error, event_id FROM webhooks.endpoint_test($1)",
+            &[&ep],
+        )
+        .unwrap();
+    let (status, ok, error, event_id): (Option<i32>, Option<bool>, Option<String>, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!((status, ok, error), (Some(200), Some(true), None));
+    let req = &rx.all()[0];
+    assert_eq!(req.header("webhook-event-type"), "webhook.test");
+    assert_eq!(req.header("webhook-id"), event_id);
+    assert_eq!(req.json()["data"]["test"], true);
+    assert!(webhooks_e2e::verify_signature(&secret, req));
+
+    let row = db
+        .query_one(
+            "SELECT status, ok, error, response::text FROM webhooks.endpoint_test($1, 'user.created')",
+            &[&bad],
+        )
+        .unwrap();
+    let (status, ok, error, body): (Option<i32>, Option<bool>, Option<String>, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, ok), (Some(500), Some(false)));
+    assert!(error.unwrap_or_default().contains("500"));
+    assert_eq!(body["why"], "broken");
+    assert_eq!(broken.all()[0].header("webhook-event-type"), "user.created");
+
+    let recorded: i64 = db
+        .query_one("SELECT count(*) FROM webhooks.events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 0, "a probe records nothing");
+    let e = db
+        .query_one("SELECT * FROM webhooks.endpoint_test('ep_nope')", &[])
+        .unwrap_err();
+    assert!(msg(&e).contains("endpoint \"ep_nope\" not found"), "{e}");
+}
+
+#[test]
+fn an_idempotency_key_returns_the_first_event_within_the_ttl_only() {
+    let c = Cluster::start(&["webhooks.ttl = '3s'"]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["user.*"]);
+    let key_publish = |db: &mut postgres::Client, tenant: Option<&str>| -> String {
+        db.query_one(
+            "SELECT webhooks.webhook_publish('user.created', '{}', $1, idempotency_key => 'signup-7')",
+            &[&tenant],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let first = key_publish(&mut db, None);
+    let again = key_publish(&mut db, None);
+    assert_eq!(
+        first, again,
+        "the retry of the application's transaction gets the first event"
+    );
+    let other = key_publish(&mut db, Some("acme"));
+    assert_ne!(other, first, "keys are per tenant");
+    let deliveries: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
+             WHERE e.idempotency_key = 'signup-7' AND e.tenant_id IS NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(deliveries, 1);
+    std::thread::sleep(Duration::from_millis(3200));
+    let later = key_publish(&mut db, None);
+    assert_ne!(later, first, "after webhooks.ttl the key is free again");
+    let e = db
+        .query_one(
+            "SELECT webhooks.webhook_publish('user.created', '{}', idempotency_key => '')",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        msg(&e).contains("idempotency_key must be 1 to 255 bytes"),
+        "{e}"
+    );
+    let e = db
+        .query_one(
+            "SELECT webhooks.webhook_publish('webhook.endpoint.disabled', '{}')",
+            &[],
+        )
+        .unwrap_err();
+    assert!(msg(&e).contains("only the extension publishes it"), "{e}");
+}
+
+#[test]
+fn a_rate_limit_spaces_the_deliveries_to_an_endpoint() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    let (ep, _) = c.endpoint(&mut db, &rx.url, &["user.*"]);
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, rate_limit => 5)",
+        &[&ep],
+    )
+    .unwrap();
+    db.batch_execute(
+        "SELECT webhooks.webhook_publish('user.created', jsonb_build_object('i', g)) FROM generate_series(1, 20) g",
+    )
+    .unwrap();
+    let all = wait_for("all twenty", T, || {
+        let all = rx.all();
+        (all.len() == 20).then_some(all)
+    });
+    // One second of burst (5), then 5 per second: the last goes about 3 s after the first.
+    let span = all[19].at.duration_since(all[0].at);
+    assert!(
+        span >= Duration::from_millis(2400),
+        "20 deliveries at 5/s took {span:?}"
+    );
+    // A GCRA with one second of burst: any window of w seconds holds at most 5 * (w + 1).
+    for (i, a) in all.iter().enumerate() {
+        let within = all[i..]
+            .iter()
+            .filter(|b| b.at.duration_since(a.at) < Duration::from_secs(1))
+            .count();
+        assert!(within <= 10, "{within} deliveries within one second");
+    }
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, rate_limit => 0)",
+        &[&ep],
+    )
+    .unwrap();
+    let limit: Option<i32> = db
+        .query_one(
+            "SELECT rate_limit FROM webhooks.endpoints WHERE id = $1",
+            &[&ep],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(limit, None, "0 lifts the limit");
+}
