@@ -227,10 +227,15 @@ COMMENT ON COLUMN webhooks.endpoints.batch_window IS 'How long events wait to be
 COMMENT ON COLUMN webhooks.endpoints.tls_client_cert IS 'PEM chain presented to receivers that require a client certificate.';
 COMMENT ON COLUMN webhooks.endpoints.tls_client_key IS 'PEM private key of tls_client_cert.';
 COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Deliveries of this endpoint in flight at once, at most.';
+COMMENT ON COLUMN webhooks.endpoints.rate_limit IS 'Deliveries per second at most, shared by every worker (NULL: no limit).';
+COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit clock: when the next send is due under rate_limit.';
+COMMENT ON COLUMN webhooks.endpoints.paused_until IS 'The receiver asked to wait (429/502/503/504 with Retry-After): nothing is sent before.';
+COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
 COMMENT ON COLUMN webhooks.events.data IS 'The envelope''s data.';
 COMMENT ON COLUMN webhooks.events.actor IS 'Who did it (JSON object), from the publish call or webhooks.actor.';
+COMMENT ON COLUMN webhooks.events.idempotency_key IS 'The publisher''s key: a second publish with it (same tenant, within webhooks.ttl) returns this event.';
 COMMENT ON COLUMN webhooks.events.entity_key IS 'Orders deliveries on ordered endpoints (row events: <entity>:<primary key>).';
 COMMENT ON TABLE webhooks.deliveries IS 'One row per event and endpoint: its state, attempts and next try.';
 COMMENT ON COLUMN webhooks.deliveries.status IS 'pending, in_flight, succeeded or dead.';

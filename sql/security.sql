@@ -43,7 +43,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.endpoints, webhooks.event_types
 GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
 GRANT UPDATE (status, next_attempt_at, completed_at) ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
-    webhooks.tracked_tables TO webhooks_admin;
+    webhooks.tracked_tables, webhooks.metrics TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
     webhooks.endpoint_create(text, text[], text, text),
     webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int),

@@ -47,6 +47,11 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/tracking.sql", name = "tracking", requires = ["api"]);
 extension_sql_file!("../sql/worker.sql", name = "worker", requires = ["api"]);
+extension_sql_file!(
+    "../sql/metrics.sql",
+    name = "metrics",
+    requires = ["api", gate::status]
+);
 extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 #[pg_guard]

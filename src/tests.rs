@@ -171,7 +171,7 @@ fn rotation_keeps_the_previous_secret_for_the_grace_period() {
 
 #[pg_test]
 fn catalogue_ships_the_seed_events_and_accepts_new_ones() {
-    assert_eq!(count("SELECT count(*) FROM webhooks.event_types WHERE builtin"), 62);
+    assert_eq!(count("SELECT count(*) FROM webhooks.event_types WHERE builtin"), 66);
     assert_eq!(
         one::<String>("SELECT string_agg(name, ',' ORDER BY name) FROM webhooks.event_types WHERE mode = 'sync'").as_deref(),
         Some("action.verify,email.created,push.created,sms.created")
@@ -486,7 +486,7 @@ fn internals_are_for_the_owner_only() {
     run("SET ROLE wh_adm");
     for sql in [
         "SELECT * FROM webhooks._claim(100000, '100 years', true)",
-        "SELECT webhooks._record('{1}', '{0}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}')",
+        "SELECT webhooks._record('{1}', '{0}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}', '{NULL}', '1 day')",
         "SELECT webhooks._sync_send('sms.created', '[]')",
         "SELECT * FROM webhooks._sync_prepare('sms.created', '{}', NULL, NULL)",
         "SELECT webhooks._new_secret()",

@@ -456,3 +456,126 @@ fn a_rate_limit_spaces_the_deliveries_to_an_endpoint() {
         .get(0);
     assert_eq!(limit, None, "0 lifts the limit");
 }
+
+/// The exporter Debian ships, run against a test cluster with the repository's queries file.
+struct Exporter(std::process::Child, u16);
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Exporter {
+    fn start(c: &Cluster) -> Exporter {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let queries = concat!(env!("CARGO_MANIFEST_DIR"), "/../monitoring/queries.yaml");
+        let child = std::process::Command::new("/usr/bin/prometheus-postgres-exporter")
+            .env(
+                "DATA_SOURCE_NAME",
+                format!(
+                    "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+                    c.port
+                ),
+            )
+            .arg(format!("--extend.query-path={queries}"))
+            .arg("--disable-default-metrics")
+            .arg("--disable-settings-metrics")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-postgres-exporter (scripts/setup.sh installs it)");
+        Exporter(child, port)
+    }
+
+    fn scrape(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    }
+}
+
+/// The value of series `name` whose labels include `endpoint="<endpoint>"`.
+fn series(page: &str, name: &str, endpoint: &str) -> Option<f64> {
+    let label = format!("endpoint=\"{endpoint}\"");
+    page.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_metrics_view_and_the_exporter_queries_show_what_happened() {
+    let c = Cluster::start(&["webhooks.retry_schedule = ''"]);
+    let ok = Receiver::ok();
+    let down = Receiver::scripted(|_, _| Reply::Status(503, "down"));
+    let mut db = c.client();
+    let (good, _) = c.endpoint(&mut db, &ok.url, &["user.created"]);
+    let (bad, _) = c.endpoint(&mut db, &down.url, &["user.created"]);
+    // A third endpoint, disabled, holds a backlog.
+    let (held, _) = c.endpoint(&mut db, &ok.url, &["user.updated"]);
+    db.execute("SELECT webhooks.endpoint_disable($1)", &[&held])
+        .unwrap();
+    for _ in 0..3 {
+        publish(&mut db, "user.created");
+    }
+    wait_for("six outcomes recorded", T, || {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries WHERE status IN ('succeeded', 'dead')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 6).then_some(())
+    });
+    let row = db
+        .query_one(
+            "SELECT succeeded, dead, attempts_5m, answered_2xx_5m, answered_5xx_5m,
+                    latency_p50_ms IS NOT NULL, worker_running
+             FROM webhooks.metrics WHERE endpoint_id IS NULL",
+            &[],
+        )
+        .unwrap();
+    let overall: (i64, i64, i64, i64, i64, bool, Option<bool>) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    );
+    assert_eq!(overall, (3, 3, 6, 3, 3, true, Some(true)));
+
+    let exporter = Exporter::start(&c);
+    let page = wait_for("the exporter's page with webhooks series", T, || {
+        exporter
+            .scrape()
+            .filter(|p| p.contains("webhooks_succeeded{"))
+    });
+    let v = |name: &str, ep: &str| series(&page, name, ep);
+    assert_eq!(v("webhooks_succeeded", &good), Some(3.0), "{page}");
+    assert_eq!(v("webhooks_dead", &bad), Some(3.0));
+    assert_eq!(v("webhooks_answered_5xx_5m", &bad), Some(3.0));
+    assert_eq!(v("webhooks_answered_2xx_5m", "all"), Some(3.0));
+    assert_eq!(v("webhooks_attempts_5m", "all"), Some(6.0));
+    assert_eq!(v("webhooks_enabled", &held), Some(0.0));
+    assert!(v("webhooks_failing_seconds", &bad).unwrap_or(0.0) > 0.0);
+    assert_eq!(v("webhooks_failing_seconds", &good), Some(0.0));
+    assert!(v("webhooks_latency_p99_ms", &good).unwrap_or(0.0) > 0.0);
+    assert!(page
+        .lines()
+        .any(|l| l.starts_with("webhooks_worker_up{") && l.ends_with(" 1")));
+}
