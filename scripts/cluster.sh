@@ -2,6 +2,8 @@
 # cluster run as the postgres user (PostgreSQL refuses root), with webhooks preloaded.
 #   cluster_start DIR [extra postgresql.conf lines...]   sets PGPORT, PGHOST, CLUSTER_DIR
 #   cluster_stop
+#   private_ca DIR     a CA (DIR/ca.pem) and a server certificate for localhost/127.0.0.1
+#                      (DIR/server.pem, DIR/server.key), as a company's private CA would issue
 PG_BIN=/usr/lib/postgresql/15/bin
 
 free_port() {
@@ -26,4 +28,18 @@ cluster_start() {
 
 cluster_stop() {
     [ -n "${CLUSTER_DIR:-}" ] && sudo -u postgres "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" stop -m fast >/dev/null 2>&1 || true
+}
+
+private_ca() {
+    local dir=$1
+    rm -rf "$dir"; mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=webhooks demo CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$dir/ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+        -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
+    chmod 755 "$dir"; chmod 644 "$dir/ca.pem"
 }

@@ -15,16 +15,7 @@ trap cleanup EXIT
 # The production path: HTTPS with a verified certificate. The demo's receiver has its own CA,
 # trusted through webhooks.tls_ca_file as a company's private CA would be.
 TLS="$WORK.tls"
-rm -rf "$TLS"; mkdir -p "$TLS"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=webhooks demo CA" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
-    -keyout "$TLS/ca.key" -out "$TLS/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-    -keyout "$TLS/server.key" -out "$TLS/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$TLS/ext"
-openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -days 2 \
-    -extfile "$TLS/ext" -out "$TLS/server.pem" 2>/dev/null
-chmod 755 "$TLS"; chmod 644 "$TLS/ca.pem"
+private_ca "$TLS"
 # Defaults a user gets (require_https on), except that the receiver is on 127.0.0.1.
 cluster_start "$WORK" "webhooks.database = 'postgres'" \
     "webhooks.allow_private_targets = on" "webhooks.tls_ca_file = '$TLS/ca.pem'" \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit tests and #[pg_test]s (cargo pgrx test), the end-to-end tests
-# against private clusters with the worker and a real receiver, and the isolation specs.
+# against private clusters with the worker and a real receiver, the isolation specs, and the
+# Debian package installed with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,7 +35,11 @@ WEBHOOKS_TEST_DIR="$WORK" cargo test --manifest-path pgrx-tests/Cargo.toml --tar
 echo "== isolation specs"
 bash isolation/run.sh "$WORK" 2>&1 | tee -a "$LOG"
 
+echo "== the Debian package, installed with apt-get on a PostgreSQL without the source build"
+WEBHOOKS_TEST_DIR="$WORK" bash scripts/test-package.sh 2>&1 | tee -a "$LOG"
+
 # pipefail has stopped us on any failure above; sum what ran.
 passed=$(grep -oE "test result: ok\. [0-9]+ passed" "$LOG" | awk '{s += $4} END {print s + 0}')
 iso=$(grep -oE "All [0-9]+ tests passed" "$LOG" | awk '{s += $2} END {print s + 0}')
-echo "webhooks: $((passed + iso)) passed, 0 failed"
+pkg=$(grep -c "^package test: " "$LOG" || true)
+echo "webhooks: $((passed + iso + pkg)) passed, 0 failed"

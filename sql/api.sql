@@ -27,6 +27,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = pg_catalog.format('Register it first: SELECT webhooks.event_type_register(%L, ''description'');', p_type);
     END IF;
+    IF pg_catalog.starts_with(p_type, 'webhook.') THEN
+        RAISE EXCEPTION 'event type "%" is one of the extension''s operational events: only the extension publishes it', p_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF et.mode = 'sync' AND NOT p_sync THEN
         RAISE EXCEPTION 'event type "%" is synchronous', p_type
             USING ERRCODE = 'invalid_parameter_value',
@@ -104,10 +108,6 @@ DECLARE
     due_now boolean;
 BEGIN
     et := webhooks._check_event(p_type, data, actor, entity_key, false);
-    IF pg_catalog.starts_with(p_type, 'webhook.') THEN
-        RAISE EXCEPTION 'event type "%" is one of the extension''s operational events: only the extension publishes it', p_type
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF p_key IS NOT NULL AND (p_key = '' OR pg_catalog.octet_length(p_key) > 255) THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 bytes, got %', pg_catalog.octet_length(p_key)
             USING ERRCODE = 'invalid_parameter_value';

@@ -202,7 +202,7 @@ FROM (VALUES
     ('federation.sso_failed', 'A federated sign-in failed.', 'async'),
     -- Operational events, published by the extension itself for an operator's alerting
     -- receiver. Only endpoints that name them (webhook.* or the exact name) receive them.
-    ('webhook.test', 'A test event sent by webhooks.endpoint_test().', 'sync'),
+    ('webhook.test', 'A test event sent by webhooks.endpoint_test().', 'async'),
     ('webhook.endpoint.disabled', 'An endpoint was disabled: by an admin, by a 410 Gone, or after failing for webhooks.disable_after.', 'async'),
     ('webhook.endpoint.recovered', 'An endpoint that was failing answered with success again.', 'async'),
     ('webhook.delivery.dead', 'A delivery exhausted its retries (or its time to live) and was dead-lettered.', 'async')
