@@ -395,8 +395,8 @@ fn extension_present(client: &SpiClient<'_>) -> bool {
     false
 }
 
-/// The claim lives in SQL (`webhooks._claim`) so the isolation specs exercise the same statement.
-const CLAIM_SQL: &str = "SELECT * FROM webhooks._claim($1::int4, $2::interval, $3)";
+/// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
+const CLAIM_SQL: &str = "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3)";
 
 fn claim(settings: &Settings, scan_leases: bool, lease: Duration) -> Vec<Claimed> {
     let lease = format!("{} milliseconds", lease.as_millis());
@@ -900,7 +900,7 @@ impl Record {
 }
 
 const RECORD_SQL: &str =
-    "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::interval)";
+    "SELECT webhooks_internal._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::interval)";
 
 fn housekeeping(settings: &Settings) {
     let keep = format!("{} seconds", settings.retention.as_secs());
