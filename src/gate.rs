@@ -281,7 +281,11 @@ fn tenant_scope() -> Option<Vec<Option<String>>> {
     {
         return None;
     }
-    owner_query("SELECT webhooks_internal._scope_of($1)", &[OI], &[caller.into()])
+    owner_query(
+        "SELECT webhooks_internal._scope_of($1)",
+        &[OI],
+        &[caller.into()],
+    )
 }
 
 #[pg_extern(stable)]

@@ -184,6 +184,9 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             last_housekeeping = Instant::now();
             housekeeping(&settings);
         }
+        if crate::handoff::pending() {
+            record_sync_failures();
+        }
         if !carry.ids.is_empty() && inflight.is_empty() {
             let again = std::mem::take(&mut carry);
             save(again, &mut carry, &settings);
@@ -393,6 +396,27 @@ fn extension_present(client: &SpiClient<'_>) -> bool {
         }
     });
     false
+}
+
+/// Failed synchronous sends whose transaction did not commit (src/handoff.rs), recorded so
+/// that attempts, dead_letters and endpoint_health show them.
+fn record_sync_failures() {
+    in_transaction("recording failed synchronous sends", || {
+        Spi::connect_mut(|client| {
+            if !extension_present(client) {
+                return;
+            }
+            for note in crate::handoff::drain() {
+                if let Err(e) = client.update(
+                    "SELECT webhooks_internal._sync_failure_record($1::jsonb)",
+                    None,
+                    &[note.as_str().into()],
+                ) {
+                    warning!("webhooks worker: a failed synchronous send was not recorded: {e}");
+                }
+            }
+        })
+    });
 }
 
 /// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.

@@ -78,7 +78,7 @@ fn hostile_publisher_and_tenant_admin_get_nowhere() {
     // The internals and the endpoints.
     for sql in [
         "SELECT * FROM webhooks_internal._claim(100000, '100 years', true)",
-        "SELECT webhooks_internal._publish('user.created', '{}', 'globex', NULL, NULL)",
+        "SELECT webhooks_internal._publish('user.created', '{}', 'globex', NULL, NULL, NULL)",
         "SELECT url FROM webhooks.endpoints",
         "SELECT * FROM webhooks.deliveries",
     ] {
