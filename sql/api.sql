@@ -12,7 +12,7 @@
 
 -- Checks shared by _publish and _send_sync; returns the catalogue entry. Limits
 -- apply to what is sent: the JSON text of data and actor, not their stored (compressed) size.
-CREATE FUNCTION webhooks._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean)
+CREATE FUNCTION webhooks_internal._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean)
 RETURNS webhooks.event_types
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -65,7 +65,7 @@ END $$;
 
 -- The tenant an event is published for: the one named, else the session's default; refused
 -- unless the session's role may act for it.
-CREATE FUNCTION webhooks._event_tenant(p_tenant text) RETURNS text
+CREATE FUNCTION webhooks_internal._event_tenant(p_tenant text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -75,10 +75,10 @@ BEGIN
     IF t IS NULL AND pg_catalog.cardinality(s) = 1 AND s[1] <> '' THEN
         t := s[1];
     END IF;
-    PERFORM webhooks._check_tenant_id(t);
+    PERFORM webhooks_internal._check_tenant_id(t);
     IF s IS NOT NULL AND NOT coalesce(t, '') = ANY (s) THEN
         RAISE EXCEPTION 'cannot publish for tenant_id %: role % acts for %',
-            coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks._caller()::regrole,
+            coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks_internal._caller()::regrole,
             coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'events without a tenant only')
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
@@ -86,7 +86,7 @@ BEGIN
     RETURN t;
 END $$;
 
-CREATE FUNCTION webhooks._publish(
+CREATE FUNCTION webhooks_internal._publish(
     event_type text,
     data jsonb,
     tenant_id text,
@@ -100,14 +100,14 @@ AS $$
 DECLARE
     p_type text := event_type;
     p_key text := idempotency_key;
-    p_tenant text := webhooks._event_tenant(tenant_id);
+    p_tenant text := webhooks_internal._event_tenant(tenant_id);
     et webhooks.event_types;
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     got text;
     earlier webhooks.events;
     due_now boolean;
 BEGIN
-    et := webhooks._check_event(p_type, data, actor, entity_key, false);
+    et := webhooks_internal._check_event(p_type, data, actor, entity_key, false);
     IF p_key IS NOT NULL AND (p_key = '' OR pg_catalog.octet_length(p_key) > 255) THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 bytes, got %', pg_catalog.octet_length(p_key)
             USING ERRCODE = 'invalid_parameter_value';
@@ -125,7 +125,7 @@ BEGIN
         EXIT WHEN got IS NOT NULL;
         SELECT * INTO earlier FROM webhooks.events e
         WHERE coalesce(e.tenant_id, '') = coalesce(p_tenant, '') AND e.idempotency_key = p_key;
-        IF FOUND AND earlier.occurred_at > pg_catalog.now() - webhooks._ttl() THEN
+        IF FOUND AND earlier.occurred_at > pg_catalog.now() - webhooks_internal._ttl() THEN
             RETURN earlier.id;
         END IF;
         UPDATE webhooks.events e SET idempotency_key = NULL WHERE e.id = earlier.id;
@@ -136,13 +136,13 @@ BEGIN
         FROM webhooks.endpoints ep
         WHERE ep.enabled
           AND (ep.tenant_id IS NOT DISTINCT FROM p_tenant OR ep.tenant_id = '*')
-          AND webhooks._matches(ep.event_types, p_type)
+          AND webhooks_internal._matches(ep.event_types, p_type)
         RETURNING next_attempt_at
     )
     SELECT pg_catalog.bool_or(d.next_attempt_at <= pg_catalog.now()) INTO due_now FROM d;
     -- Wake the worker on commit only for work that is due now (batched endpoints wait anyway).
     IF due_now THEN
-        PERFORM webhooks._wake_on_commit();
+        PERFORM webhooks_internal._wake_on_commit();
     END IF;
     RETURN new_id;
 END $$;
@@ -151,12 +151,12 @@ END $$;
 -- dead. Delivered like any event to the endpoints that name them, except the endpoint they are
 -- about (a failing receiver would feed on its own failures), and sent as NOTIFY on channel
 -- "webhooks" for applications that LISTEN. Published in the transaction that made the change.
-CREATE FUNCTION webhooks._publish_operational(p_type text, p_data jsonb, p_about text, p_tenant text)
+CREATE FUNCTION webhooks_internal._publish_operational(p_type text, p_data jsonb, p_about text, p_tenant text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     tenant text := nullif(p_tenant, '*');
     n int;
 BEGIN
@@ -168,10 +168,10 @@ BEGIN
     FROM webhooks.endpoints ep
     WHERE ep.enabled AND ep.id IS DISTINCT FROM p_about
       AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-      AND webhooks._matches(ep.event_types, p_type);
+      AND webhooks_internal._matches(ep.event_types, p_type);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        PERFORM webhooks._wake_on_commit();
+        PERFORM webhooks_internal._wake_on_commit();
     END IF;
     -- NOTIFY payloads are limited to 8000 bytes: the event's id and type always fit.
     PERFORM pg_catalog.pg_notify('webhooks', pg_catalog.left(
@@ -180,19 +180,19 @@ BEGIN
 END $$;
 
 -- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
-CREATE FUNCTION webhooks._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
                previous_secret text, headers text, tls_client_cert text, tls_client_key text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    tenant text := webhooks._event_tenant(p_tenant);
+    tenant text := webhooks_internal._event_tenant(p_tenant);
     et webhooks.event_types;
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     ev webhooks.events;
 BEGIN
-    et := webhooks._check_event(p_type, p_data, p_actor, NULL, true);
+    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
     INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data)
     VALUES (new_id, tenant, p_type, et.version,
             coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor, p_data)
@@ -203,7 +203,7 @@ BEGIN
         SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour'
         FROM webhooks.endpoints ep
         WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks._matches(ep.event_types, p_type)
+          AND webhooks_internal._matches(ep.event_types, p_type)
         RETURNING dd.id, dd.endpoint_id
     )
     SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
@@ -215,7 +215,7 @@ BEGIN
     ORDER BY ep.id;
 END $$;
 
-CREATE FUNCTION webhooks._sync_record(answers jsonb) RETURNS void
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     WITH r AS (
@@ -238,7 +238,7 @@ $$;
 -- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
 -- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
 -- never URLs or hosts (publishers read them, and a URL may carry a token).
-CREATE FUNCTION webhooks._send_sync(
+CREATE FUNCTION webhooks_internal._send_sync(
     event_type text,
     data jsonb,
     tenant_id text,
@@ -252,18 +252,22 @@ DECLARE
     failures text;
 BEGIN
     SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks._sync_prepare(event_type, data, tenant_id, actor) t;
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
     IF targets IS NULL THEN
         RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
             'code', 'WH002',
             'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
             'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
     END IF;
-    answers := webhooks._sync_send(event_type, targets);
-    PERFORM webhooks._sync_record(answers);
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
     SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
     INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
     IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
         RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
             'code', 'WH001',
             'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
@@ -275,6 +279,35 @@ BEGIN
                                  'endpoint_id', a->'endpoint_id', 'status', a->'status',
                                  'body', a->'body', 'duration_ms', a->'duration_ms'))
                       FROM pg_catalog.jsonb_array_elements(answers) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now())
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
 END $$;
 
 -- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
@@ -303,7 +336,7 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
 
 -- Deleting endpoints, events or deliveries removes what hangs off them, once per statement.
 -- They run as the owner: an admin deleting an endpoint needs no DELETE right on deliveries.
-CREATE FUNCTION webhooks._cascade_delete() RETURNS trigger
+CREATE FUNCTION webhooks_internal._cascade_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -318,30 +351,30 @@ BEGIN
 END $$;
 
 CREATE TRIGGER endpoints_cascade AFTER DELETE ON webhooks.endpoints
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
 CREATE TRIGGER events_cascade AFTER DELETE ON webhooks.events
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
 CREATE TRIGGER deliveries_cascade AFTER DELETE ON webhooks.deliveries
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
 
 -- Any UPDATE of deliveries (a retry, an admin's fix) may have made work due: wake the worker
 -- when it commits. Once per statement; the worker's own statements do not wake itself.
-CREATE FUNCTION webhooks._wake_after_update() RETURNS trigger
+CREATE FUNCTION webhooks_internal._wake_after_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    PERFORM webhooks._wake_on_commit();
+    PERFORM webhooks_internal._wake_on_commit();
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
-    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._wake_after_update();
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._wake_after_update();
 
 -- Endpoints ----------------------------------------------------------------------------------
 
 -- Fills ids and secrets and validates every write, whether it comes through the functions
 -- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
-CREATE FUNCTION webhooks._endpoint_before_write() RETURNS trigger
+CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -359,12 +392,12 @@ BEGIN
         RETURN NEW;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        NEW.id := coalesce(NEW.id, webhooks._new_endpoint_id());
+        NEW.id := coalesce(NEW.id, webhooks_internal._new_endpoint_id());
         NEW.created_at := pg_catalog.now();
     END IF;
-    NEW.secret := coalesce(NEW.secret, webhooks._new_secret());
+    NEW.secret := coalesce(NEW.secret, webhooks_internal._new_secret());
     IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
-        PERFORM webhooks._check_tenant_id(NEW.tenant_id, true);
+        PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
     END IF;
     IF NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
         RAISE EXCEPTION 'endpoint id "%" is not valid: 1-64 letters, digits, _ or -', NEW.id
@@ -389,10 +422,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'A rotation grace period is at most 30 days.';
     END IF;
     IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
-        PERFORM webhooks._check_url(NEW.url);
+        PERFORM webhooks_internal._check_url(NEW.url);
     END IF;
     IF TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types THEN
-        PERFORM webhooks._check_filters(NEW.event_types);
+        PERFORM webhooks_internal._check_filters(NEW.event_types);
         -- A name must be in the catalogue, and a category.* must match at least one type in it.
         SELECT f INTO unknown FROM pg_catalog.unnest(NEW.event_types) f
         WHERE f <> '*' AND NOT EXISTS (
@@ -409,13 +442,13 @@ BEGIN
         END IF;
     END IF;
     IF TG_OP = 'INSERT' OR NEW.headers IS DISTINCT FROM OLD.headers THEN
-        PERFORM webhooks._check_headers(coalesce(NEW.headers, '{}'));
+        PERFORM webhooks_internal._check_headers(coalesce(NEW.headers, '{}'));
     END IF;
     IF TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret THEN
-        PERFORM webhooks._check_secret(NEW.secret);
+        PERFORM webhooks_internal._check_secret(NEW.secret);
     END IF;
     IF NEW.previous_secret IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret) THEN
-        PERFORM webhooks._check_secret(NEW.previous_secret);
+        PERFORM webhooks_internal._check_secret(NEW.previous_secret);
     END IF;
     IF TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert
        OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key THEN
@@ -423,7 +456,7 @@ BEGIN
             RAISE EXCEPTION 'tls_client_cert and tls_client_key must be set together (or both NULL)'
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF NEW.tls_client_cert IS NOT NULL THEN
-            PERFORM webhooks._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
+            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
         END IF;
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
@@ -442,12 +475,12 @@ BEGIN
 END $$;
 
 CREATE TRIGGER endpoints_before_write BEFORE INSERT OR UPDATE ON webhooks.endpoints
-    FOR EACH ROW EXECUTE FUNCTION webhooks._endpoint_before_write();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_before_write();
 
 -- The tenant of a write is the writing role's business, so this part runs as that role (a
 -- definer trigger would see the owner): the default tenant, and a refusal that names the
 -- role's tenants before row-level security refuses with less to say. Fires first (by name).
-CREATE FUNCTION webhooks._endpoint_tenant() RETURNS trigger
+CREATE FUNCTION webhooks_internal._endpoint_tenant() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -468,12 +501,12 @@ BEGIN
 END $$;
 
 CREATE TRIGGER endpoints_0_tenant BEFORE INSERT OR UPDATE ON webhooks.endpoints
-    FOR EACH ROW EXECUTE FUNCTION webhooks._endpoint_tenant();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_tenant();
 
 -- While an endpoint is disabled its pending deliveries wait (due at infinity), off the due
 -- index's head; enabling makes them due now. A trigger, so a plain UPDATE of enabled behaves
 -- exactly like endpoint_disable/endpoint_enable.
-CREATE FUNCTION webhooks._endpoint_after_enable() RETURNS trigger
+CREATE FUNCTION webhooks_internal._endpoint_after_enable() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -486,7 +519,7 @@ BEGIN
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
         WHERE d.endpoint_id = NEW.id AND d.status = 'pending';
         GET DIAGNOSTICS waiting = ROW_COUNT;
-        PERFORM webhooks._publish_operational('webhook.endpoint.disabled',
+        PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
             pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
                                           'failing_since', NEW.failing_since, 'pending_deliveries', waiting),
             NEW.id, NEW.tenant_id);
@@ -496,7 +529,7 @@ END $$;
 
 CREATE TRIGGER endpoints_after_enable AFTER UPDATE OF enabled ON webhooks.endpoints
     FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled)
-    EXECUTE FUNCTION webhooks._endpoint_after_enable();
+    EXECUTE FUNCTION webhooks_internal._endpoint_after_enable();
 
 CREATE FUNCTION webhooks.endpoint_create(
     url text,
@@ -626,7 +659,7 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 
 -- The catalogue is shared by every tenant: only a platform admin changes it, and the types
 -- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks._event_type_before_write() RETURNS trigger
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -637,7 +670,7 @@ BEGIN
         END IF;
         RETURN OLD;
     END IF;
-    PERFORM webhooks._check_event_type_name(NEW.name);
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
     IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
         RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
             USING ERRCODE = 'invalid_parameter_value';
@@ -650,10 +683,10 @@ BEGIN
 END $$;
 
 CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_before_write();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
 
 -- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks._event_type_admin() RETURNS trigger
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -667,7 +700,7 @@ BEGIN
 END $$;
 
 CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_admin();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
 
 CREATE FUNCTION webhooks.event_type_register(
     name text,
@@ -745,7 +778,7 @@ COMMENT ON FUNCTION webhooks.endpoint_recover(text, timestamptz) IS
 
 -- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
 -- caller may see. Nothing is recorded: it is a probe, answered now.
-CREATE FUNCTION webhooks._endpoint_test(p_endpoint text, p_type text)
+CREATE FUNCTION webhooks_internal._endpoint_test(p_endpoint text, p_type text)
 RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
                error text, response jsonb)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
@@ -753,7 +786,7 @@ AS $$
 DECLARE
     s text[] := webhooks.tenant_scope();
     ep webhooks.endpoints;
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     answer jsonb;
 BEGIN
     SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
@@ -764,7 +797,7 @@ BEGIN
         RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
             HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
     END IF;
-    answer := webhooks._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
         'event_id', new_id, 'version', '1',
         'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
         'tenant_id', nullif(ep.tenant_id, '*'),
@@ -783,7 +816,7 @@ END $$;
 
 -- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
 -- a publish makes is made here too, for the calling role.
-CREATE FUNCTION webhooks._event_replay(event_id text, endpoint_id text)
+CREATE FUNCTION webhooks_internal._event_replay(event_id text, endpoint_id text)
 RETURNS TABLE (new_delivery_id bigint, to_endpoint_id text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -812,7 +845,7 @@ BEGIN
         ELSIF NOT (ep.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR ep.tenant_id = '*') THEN
             RAISE EXCEPTION 'endpoint "%" does not receive events of tenant %', endpoint_id,
                 coalesce('"' || ev.tenant_id || '"', 'NULL') USING ERRCODE = 'invalid_parameter_value';
-        ELSIF NOT webhooks._matches(ep.event_types, ev.type) THEN
+        ELSIF NOT webhooks_internal._matches(ep.event_types, ev.type) THEN
             RAISE EXCEPTION 'endpoint "%" does not subscribe to "%"', endpoint_id, ev.type
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -824,11 +857,11 @@ BEGIN
     WHERE x.enabled
       AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
       AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
-      AND webhooks._matches(x.event_types, ev.type)
+      AND webhooks_internal._matches(x.event_types, ev.type)
       AND (_event_replay.endpoint_id IS NULL OR x.id = _event_replay.endpoint_id)
     RETURNING d.id, d.endpoint_id;
     IF FOUND THEN
-        PERFORM webhooks._wake_on_commit();
+        PERFORM webhooks_internal._wake_on_commit();
     END IF;
 END $$;
 
@@ -872,7 +905,7 @@ COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status,
 
 -- Definer so that it can see the worker in pg_stat_activity (hidden from non-superusers); the
 -- counts cover the caller's tenants only.
-CREATE FUNCTION webhooks._status()
+CREATE FUNCTION webhooks_internal._status()
 RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
                database text, serves_this_database boolean, pending bigint, due bigint,
                in_flight bigint, dead bigint, oldest_due timestamptz)
@@ -894,8 +927,8 @@ AS $$
            (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
            (SELECT count(*) FROM d WHERE d.status = 'dead'),
            (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
-    FROM webhooks._worker_state() w
+    FROM webhooks_internal._worker_state() w
 $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
-ALTER FUNCTION webhooks._matches(text[], text) COST 100;
+ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;

@@ -4,6 +4,11 @@
 -- this shape first (sql/upgrades/0.1.0--0.2.0.pre.sql) and then runs this whole install script,
 -- so that an upgraded database and a fresh one are built by the same statements.
 
+-- The helpers behind the API (checks, the worker's statements, triggers' functions) live in
+-- their own schema, the owner's alone: \df webhooks.* lists the documented API only.
+CREATE SCHEMA IF NOT EXISTS webhooks_internal;
+COMMENT ON SCHEMA webhooks_internal IS 'Internals of the webhooks extension: not an API, owner only.';
+
 CREATE TABLE IF NOT EXISTS webhooks.event_types (
     name        text PRIMARY KEY,
     category    text NOT NULL,

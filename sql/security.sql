@@ -3,8 +3,8 @@
 -- webhooks_publisher: publish, send synchronously, sign/verify, track tables it owns. It never
 --   reads endpoints (URLs, secrets, headers, client keys live there) or deliveries.
 -- webhooks_admin: manage endpoints, the catalogue, retries and replays of its tenants, and read
---   what was sent. Both get exactly the documented API: every function whose name starts with _
---   is executable by the extension owner alone.
+--   what was sent. Both get exactly the documented API: the helpers live in webhooks_internal,
+--   which only the extension owner may use.
 
 DO $$
 BEGIN
@@ -20,6 +20,8 @@ END $$;
 REVOKE ALL ON ALL TABLES IN SCHEMA webhooks FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhooks FROM PUBLIC;
 REVOKE ALL ON SCHEMA webhooks FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhooks_internal FROM PUBLIC;
+REVOKE ALL ON SCHEMA webhooks_internal FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA webhooks TO webhooks_admin, webhooks_publisher;
 

@@ -14,7 +14,7 @@
 -- Endpoints follow the same rule, with tenant_id '*' for a platform endpoint that receives the
 -- events of every tenant (only a role of scope '*' can see or create one); an endpoint without
 -- a tenant receives only events without a tenant.
--- The role is the one that called the API (webhooks._caller(), see src/gate.rs), not the
+-- The role is the one that called the API (webhooks_internal._caller(), see src/gate.rs), not the
 -- session's: someone else's code running in a session acts with its own rights.
 
 CREATE TABLE webhooks.tenant_roles (
@@ -29,7 +29,7 @@ COMMENT ON TABLE webhooks.tenant_roles IS
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles', '');
 
 -- NULL means every tenant; '' in the array stands for rows without a tenant.
-CREATE FUNCTION webhooks._scope_of(r oid) RETURNS text[]
+CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -68,7 +68,7 @@ END $$;
 
 -- Tenant ids go into envelopes, logs and policies: short printable text. '*' is reserved for
 -- bindings and platform endpoints (allow_star).
-CREATE FUNCTION webhooks._check_tenant_id(t text, allow_star boolean DEFAULT false) RETURNS void
+CREATE FUNCTION webhooks_internal._check_tenant_id(t text, allow_star boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -83,13 +83,13 @@ END $$;
 
 -- Raises unless the caller is a platform admin: a superuser, or a webhooks_admin whose scope
 -- is every tenant.
-CREATE FUNCTION webhooks._require_platform_admin(action text) RETURNS void
+CREATE FUNCTION webhooks_internal._require_platform_admin(action text) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    r oid := webhooks._caller();
+    r oid := webhooks_internal._caller();
 BEGIN
-    IF webhooks._scope_of(r) IS NOT NULL
+    IF webhooks_internal._scope_of(r) IS NOT NULL
        OR NOT ((SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r)
                OR pg_catalog.pg_has_role(r, 'webhooks_admin', 'MEMBER')) THEN
         RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can %', action
@@ -97,11 +97,11 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION webhooks._tenant_grant(role_name text, tenant_id text) RETURNS void
+CREATE FUNCTION webhooks_internal._tenant_grant(role_name text, tenant_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    PERFORM webhooks._require_platform_admin('bind roles to tenants');
+    PERFORM webhooks_internal._require_platform_admin('bind roles to tenants');
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = _tenant_grant.role_name) THEN
         RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
     END IF;
@@ -109,18 +109,18 @@ BEGIN
         RAISE EXCEPTION 'tenant_id must not be NULL (use ''*'' for every tenant)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF tenant_id <> '' THEN
-        PERFORM webhooks._check_tenant_id(tenant_id, true);
+        PERFORM webhooks_internal._check_tenant_id(tenant_id, true);
     END IF;
     INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
-    VALUES (_tenant_grant.role_name, _tenant_grant.tenant_id, webhooks._caller()::regrole::text)
+    VALUES (_tenant_grant.role_name, _tenant_grant.tenant_id, webhooks_internal._caller()::regrole::text)
     ON CONFLICT DO NOTHING;
 END $$;
 
-CREATE FUNCTION webhooks._tenant_revoke(role_name text, tenant_id text) RETURNS void
+CREATE FUNCTION webhooks_internal._tenant_revoke(role_name text, tenant_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    PERFORM webhooks._require_platform_admin('unbind roles');
+    PERFORM webhooks_internal._require_platform_admin('unbind roles');
     DELETE FROM webhooks.tenant_roles t
     WHERE t.role_name = _tenant_revoke.role_name AND t.tenant_id = _tenant_revoke.tenant_id;
     IF NOT FOUND THEN

@@ -31,12 +31,12 @@ COMMENT ON TABLE webhooks.tracked_tables IS
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
 
 -- Names that are never sent unless listed in include_columns.
-CREATE FUNCTION webhooks._looks_secret(col text) RETURNS boolean
+CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
 
 -- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns.
-CREATE FUNCTION webhooks._emit_row_event() RETURNS trigger
+CREATE FUNCTION webhooks_internal._emit_row_event() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER
 AS $$
 DECLARE
@@ -86,7 +86,7 @@ END $$;
 
 -- (Re)creates the row trigger of a tracked table from its attribute numbers and the table's
 -- columns as they are now. Returns the columns kept out because their names look secret.
-CREATE FUNCTION webhooks._track_apply(tbl regclass) RETURNS text[]
+CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -112,10 +112,10 @@ BEGIN
     WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
     SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
                WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks._looks_secret(a.attname) END),
+                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
            pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
                WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                 AND webhooks._looks_secret(a.attname))
+                 AND webhooks_internal._looks_secret(a.attname))
     INTO excluded, auto
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
@@ -131,7 +131,7 @@ BEGIN
         EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
-            'FOR EACH ROW EXECUTE FUNCTION webhooks._emit_row_event(%L, %L, %L, %L)',
+            'FOR EACH ROW EXECUTE FUNCTION webhooks_internal._emit_row_event(%L, %L, %L, %L)',
             tbl, args[1], args[2], args[3], args[4]);
     END IF;
     UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
@@ -139,7 +139,7 @@ BEGIN
     RETURN coalesce(auto, '{}');
 END $$;
 
-CREATE FUNCTION webhooks._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
+CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -160,7 +160,7 @@ BEGIN
     RETURN nums;
 END $$;
 
-CREATE FUNCTION webhooks._track_table(
+CREATE FUNCTION webhooks_internal._track_table(
     tbl regclass,
     entity text,
     exclude_columns text[],
@@ -178,7 +178,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
     END IF;
-    IF NOT pg_catalog.pg_has_role(webhooks._caller(), rel.relowner, 'USAGE') THEN
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
         RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF rel.relkind NOT IN ('r', 'p') THEN
@@ -193,7 +193,7 @@ BEGIN
         RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM webhooks._check_event_type_name(entity);
+    PERFORM webhooks_internal._check_event_type_name(entity);
     FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
         IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
             RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
@@ -206,16 +206,16 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
     INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum)
     VALUES (tbl, entity,
-            webhooks._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
+            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
             CASE WHEN include_columns IS NOT NULL
-                 THEN webhooks._column_attnums(tbl, include_columns, 'include_columns') END,
+                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
             CASE WHEN tenant_column IS NOT NULL
-                 THEN (webhooks._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
+                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
     ON CONFLICT (relid) DO UPDATE
         SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
             include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
             tracked_at = pg_catalog.now();
-    auto := webhooks._track_apply(tbl);
+    auto := webhooks_internal._track_apply(tbl);
     IF pg_catalog.cardinality(auto) > 0 THEN
         RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
             USING HINT = 'List a column in include_columns to send it anyway.';
@@ -223,11 +223,11 @@ BEGIN
     RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
 END $$;
 
-CREATE FUNCTION webhooks._untrack_table(tbl regclass) RETURNS void
+CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    IF NOT pg_catalog.pg_has_role(webhooks._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
         RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
     DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
@@ -238,7 +238,7 @@ END $$;
 -- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
 -- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
 -- whose trigger is already right are left alone.
-CREATE FUNCTION webhooks._on_ddl() RETURNS event_trigger
+CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -253,7 +253,7 @@ BEGIN
              WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
     LOOP
         before := r.auto_excluded;
-        auto := webhooks._track_apply(r.relid);
+        auto := webhooks_internal._track_apply(r.relid);
         IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
             RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
                 USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
@@ -264,11 +264,11 @@ END $$;
 CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
                  'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
-    EXECUTE FUNCTION webhooks._on_ddl();
+    EXECUTE FUNCTION webhooks_internal._on_ddl();
 
 -- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
 -- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
-CREATE FUNCTION webhooks._on_drop() RETURNS event_trigger
+CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -281,4 +281,4 @@ BEGIN
 END $$;
 
 CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
-    EXECUTE FUNCTION webhooks._on_drop();
+    EXECUTE FUNCTION webhooks_internal._on_drop();

@@ -9,7 +9,7 @@
 -- ordered, limited walk of the due index, then an update by primary key) so that no
 -- statistics, stale after a burst, can lead the planner into a join that grows with the table;
 -- the timeout turns any plan that still does into a logged, retried error instead of a hang.
-CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
+CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
@@ -242,7 +242,7 @@ END $$;
 --  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
 --    one that lasted disable_after disables the endpoint;
 --  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
                                  codes int4[], errors text[], retry_in_us int8[], started_us int8[],
                                  durations float8[], bodies text[], pauses_us int8[],
                                  disable_after interval)
@@ -330,7 +330,7 @@ BEGIN
             FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
             RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
             IF FOUND THEN
-                PERFORM webhooks._publish_operational('webhook.endpoint.recovered',
+                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
                     jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
                                        'recovered_at', now()),
                     o.endpoint_id, tenant);
@@ -350,7 +350,7 @@ BEGIN
 
     -- Dead letters, announced (except those of operational events: no event about an event
     -- about an event).
-    PERFORM webhooks._publish_operational('webhook.delivery.dead',
+    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
                 jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', e.type,
                                    'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
                                    'last_status', d.last_status, 'last_error', d.last_error),

@@ -93,23 +93,23 @@ fn ok_or_error<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| invalid(&e))
 }
 
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_safe, schema = "webhooks_internal")]
 fn _new_event_id() -> String {
     ok_or_error(ids::prefixed("evt_"))
 }
 
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_safe, schema = "webhooks_internal")]
 fn _new_endpoint_id() -> String {
     ok_or_error(ids::prefixed("ep_"))
 }
 
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_safe, schema = "webhooks_internal")]
 fn _new_secret() -> String {
     ok_or_error(ids::new_secret())
 }
 
 /// Raises a clear error when a secret cannot sign (rotation to a caller-provided secret).
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
 fn _check_secret(secret: &str) -> bool {
     match signing::secret_key(secret) {
         Ok(k) if k.len() >= 24 && k.len() <= 64 => true,
@@ -123,19 +123,19 @@ fn _check_secret(secret: &str) -> bool {
 
 /// Raises an error naming the column when a client certificate or key is unusable or when
 /// they do not belong together.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
 fn _check_client_cert(cert: &str, key: &str) -> bool {
     ok_or_error(crate::tls::client_cert(cert, key).map(|_| ()));
     true
 }
 
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, schema = "webhooks_internal")]
 fn _check_url(url: &str) -> bool {
     ok_or_error(target::check_url(url, guc::policy()));
     true
 }
 
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
 fn _check_filters(filters: Vec<Option<String>>) -> bool {
     if filters.is_empty() {
         error!("event_types must list at least one event type, category.* or *");
@@ -149,13 +149,13 @@ fn _check_filters(filters: Vec<Option<String>>) -> bool {
     true
 }
 
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
 fn _check_event_type_name(name: &str) -> bool {
     ok_or_error(filter::validate_type_name(name));
     true
 }
 
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
 fn _check_headers(h: JsonB) -> bool {
     let Some(obj) = h.0.as_object() else {
         error!("headers must be a JSON object of header name to string value")
@@ -170,21 +170,21 @@ fn _check_headers(h: JsonB) -> bool {
 }
 
 /// `webhooks.ttl` for SQL: how long an idempotency key holds.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, schema = "webhooks_internal")]
 fn _ttl() -> pgrx::datum::Interval {
     let ttl = crate::guc::duration(&crate::guc::TTL, std::time::Duration::from_secs(86_400));
     pgrx::datum::Interval::try_from(ttl)
         .unwrap_or_else(|e| error!("webhooks.ttl cannot be an interval: {e:?}"))
 }
 
-#[pg_extern(immutable, parallel_safe, strict)]
+#[pg_extern(immutable, parallel_safe, strict, schema = "webhooks_internal")]
 fn _matches(filters: Vec<Option<String>>, event_type: &str) -> bool {
     let f: Vec<String> = filters.into_iter().flatten().collect();
     filter::matches(&f, event_type)
 }
 
 /// The worker's state, from shared memory and `pg_stat_activity`.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "webhooks_internal")]
 fn _worker_state() -> TableIterator<
     'static,
     (

@@ -8,7 +8,7 @@
 //! here, as ordinary (invoker) functions: each records the role that really called it
 //! (`GetUserId()` at entry), becomes the owner the way fmgr does for a definer function, runs
 //! the owner-only SQL function that does the work, and becomes the caller again. Tenancy and
-//! ownership checks in SQL ask `webhooks._caller()`, which answers that recorded role.
+//! ownership checks in SQL ask `webhooks_internal._caller()`, which answers that recorded role.
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -193,7 +193,7 @@ raw_sql_type!(Regclass, "regclass", pg_sys::REGCLASSOID);
 
 /// The role a SECURITY DEFINER function acts for (see the module documentation). Parallel
 /// unsafe: only the leader knows the recorded callers.
-#[pg_extern(stable, parallel_unsafe)]
+#[pg_extern(stable, parallel_unsafe, schema = "webhooks_internal")]
 fn _caller() -> pg_sys::Oid {
     effective_caller()
 }
@@ -208,7 +208,7 @@ fn webhook_publish(
     idempotency_key: default!(Option<&str>, "NULL"),
 ) -> Option<String> {
     owner_query(
-        "SELECT webhooks._publish($1, $2, $3, $4, $5, $6)",
+        "SELECT webhooks_internal._publish($1, $2, $3, $4, $5, $6)",
         &[TX, JB, TX, JB, TX, TX],
         &[
             event_type.into(),
@@ -231,7 +231,7 @@ fn webhook_send_sync_result(
     actor: default!(Option<RawJsonb>, "NULL"),
 ) -> Option<pgrx::JsonB> {
     owner_query(
-        "SELECT webhooks._send_sync($1, $2, $3, $4)",
+        "SELECT webhooks_internal._send_sync($1, $2, $3, $4)",
         &[TX, JB, TX, JB],
         &[
             event_type.into(),
@@ -251,7 +251,7 @@ fn track_table(
     include_columns: default!(Option<Vec<Option<String>>>, "NULL"),
 ) -> Option<String> {
     owner_query(
-        "SELECT webhooks._track_table($1, $2, $3, $4, $5)",
+        "SELECT webhooks_internal._track_table($1, $2, $3, $4, $5)",
         &[RC, TX, TA, TX, TA],
         &[
             tbl.into(),
@@ -266,7 +266,7 @@ fn track_table(
 #[pg_extern(volatile)]
 fn untrack_table(tbl: Option<Regclass>) {
     owner_query::<bool>(
-        "SELECT webhooks._untrack_table($1) IS NULL",
+        "SELECT webhooks_internal._untrack_table($1) IS NULL",
         &[RC],
         &[tbl.into()],
     );
@@ -281,7 +281,11 @@ fn tenant_scope() -> Option<Vec<Option<String>>> {
     {
         return None;
     }
-    owner_query("SELECT webhooks._scope_of($1)", &[OI], &[caller.into()])
+    owner_query(
+        "SELECT webhooks_internal._scope_of($1)",
+        &[OI],
+        &[caller.into()],
+    )
 }
 
 #[pg_extern(stable)]
@@ -296,7 +300,7 @@ fn current_tenant() -> Option<String> {
 #[pg_extern(volatile)]
 fn tenant_grant(role_name: Option<&str>, tenant_id: Option<&str>) {
     owner_query::<bool>(
-        "SELECT webhooks._tenant_grant($1, $2) IS NULL",
+        "SELECT webhooks_internal._tenant_grant($1, $2) IS NULL",
         &[TX, TX],
         &[role_name.into(), tenant_id.into()],
     );
@@ -305,7 +309,7 @@ fn tenant_grant(role_name: Option<&str>, tenant_id: Option<&str>) {
 #[pg_extern(volatile)]
 fn tenant_revoke(role_name: Option<&str>, tenant_id: Option<&str>) {
     owner_query::<bool>(
-        "SELECT webhooks._tenant_revoke($1, $2) IS NULL",
+        "SELECT webhooks_internal._tenant_revoke($1, $2) IS NULL",
         &[TX, TX],
         &[role_name.into(), tenant_id.into()],
     );
@@ -320,7 +324,7 @@ fn event_replay(
         Spi::connect_mut(|client| {
             client
                 .update(
-                    "SELECT new_delivery_id, to_endpoint_id FROM webhooks._event_replay($1, $2)",
+                    "SELECT new_delivery_id, to_endpoint_id FROM webhooks_internal._event_replay($1, $2)",
                     None,
                     &[event_id.into(), endpoint_id.into()],
                 )
@@ -360,7 +364,7 @@ fn endpoint_test(
         Spi::connect_mut(|client| {
             client
                 .update(
-                    "SELECT * FROM webhooks._endpoint_test($1, $2)",
+                    "SELECT * FROM webhooks_internal._endpoint_test($1, $2)",
                     None,
                     &[endpoint_id.into(), event_type.into()],
                 )
@@ -405,7 +409,7 @@ fn status() -> TableIterator<
     let row = as_owner(|| {
         Spi::connect_mut(|client| {
             let t = client
-                .update("SELECT * FROM webhooks._status()", Some(1), &[])
+                .update("SELECT * FROM webhooks_internal._status()", Some(1), &[])
                 .unwrap_or_else(|e| error!("{e}"));
             let r = t.first();
             (

@@ -16,6 +16,7 @@ pub mod tls;
 pub mod api;
 pub mod gate;
 pub mod guc;
+pub mod handoff;
 pub mod sync;
 pub mod wake;
 pub mod worker;
@@ -60,6 +61,7 @@ pub extern "C-unwind" fn _PG_init() {
     wake::init_backend();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         wake::init_shmem();
+        handoff::init_shmem();
         worker::register();
     } else {
         log!("webhooks is not in shared_preload_libraries: events are recorded but no worker delivers them (see webhooks.status())");

@@ -35,8 +35,8 @@ fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
-/// `targets`: rows of `webhooks._sync_prepare` as a JSON array. Returns one answer per target.
-#[pg_extern(volatile)]
+/// `targets`: rows of `webhooks_internal._sync_prepare` as a JSON array. Returns one answer per target.
+#[pg_extern(volatile, schema = "webhooks_internal")]
 fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
     let targets = targets.0.as_array().cloned().unwrap_or_default();
     let Some(first) = targets.first() else {

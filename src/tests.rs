@@ -260,7 +260,7 @@ fn roles_get_exactly_their_rights() {
     run("RESET ROLE; SET ROLE wh_pub");
     assert!(one::<String>("SELECT webhooks.webhook_publish('user.created', '{}')").is_some());
     expect_err("SELECT secret FROM webhooks.endpoints", "permission denied");
-    expect_err("SELECT * FROM webhooks._claim(1, '1 minute', false)", "permission denied");
+    expect_err("SELECT * FROM webhooks_internal._claim(1, '1 minute', false)", "permission denied");
     expect_err("SELECT webhooks.endpoint_create('https://x.example.com')", "permission denied");
     expect_err(&format!("SELECT webhooks.endpoint_rotate_secret('{ep}')"), "permission denied");
     run("RESET ROLE; SET ROLE wh_admin");
@@ -465,32 +465,50 @@ fn definer_functions_ignore_pg_temp_and_caller_operators() {
     assert_eq!(one::<String>(&format!("SELECT endpoint_id FROM webhooks.deliveries WHERE event_id = '{id}'")).as_deref(), Some(ep.as_str()));
     // every definer function pins its search_path with pg_temp last
     assert_eq!(
-        count("SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'webhooks'::regnamespace AND p.prosecdef \
+        count("SELECT count(*) FROM pg_proc p WHERE p.pronamespace IN ('webhooks'::regnamespace, 'webhooks_internal'::regnamespace) AND p.prosecdef \
                AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, webhooks, pg_temp']"),
         0
     );
 }
 
-/// Every `_` function belongs to the owner alone; the documented API is all a role gets.
+/// The internals live in webhooks_internal and belong to the owner alone; the documented API
+/// (schema webhooks, every function with a COMMENT) is all a role gets.
 #[pg_test]
 fn internals_are_for_the_owner_only() {
     err("SELECT 1");
     let leaks = one::<String>(
         "SELECT string_agg(p.oid::regprocedure::text || ' to ' || r, ', ') FROM pg_proc p,
                 unnest(ARRAY['webhooks_admin', 'webhooks_publisher', 'public']) r
-         WHERE p.pronamespace = 'webhooks'::regnamespace AND p.proname LIKE '\\_%'
+         WHERE p.pronamespace = 'webhooks_internal'::regnamespace
            AND has_function_privilege(r, p.oid, 'EXECUTE')",
     );
     assert_eq!(leaks, None, "internal functions executable by others");
+    assert_eq!(
+        one::<String>(
+            "SELECT string_agg(r, ', ') FROM unnest(ARRAY['webhooks_admin', 'webhooks_publisher', 'public']) r
+             WHERE has_schema_privilege(r, 'webhooks_internal', 'USAGE')"
+        ),
+        None,
+        "the internal schema is the owner's"
+    );
+    assert_eq!(
+        one::<String>(
+            "SELECT string_agg(p.oid::regprocedure::text, ', ') FROM pg_proc p
+             WHERE p.pronamespace = 'webhooks'::regnamespace
+               AND (p.proname LIKE '\\_%' OR obj_description(p.oid, 'pg_proc') IS NULL)"
+        ),
+        None,
+        "\\df webhooks.* lists the documented API only, each function with a COMMENT"
+    );
     run("CREATE ROLE wh_adm IN ROLE webhooks_admin");
     run("SET ROLE wh_adm");
     for sql in [
-        "SELECT * FROM webhooks._claim(100000, '100 years', true)",
-        "SELECT webhooks._record('{1}', '{0}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}', '{NULL}', '1 day')",
-        "SELECT webhooks._sync_send('sms.created', '[]')",
-        "SELECT * FROM webhooks._sync_prepare('sms.created', '{}', NULL, NULL)",
-        "SELECT webhooks._new_secret()",
-        "SELECT webhooks._scope_of(1)",
+        "SELECT * FROM webhooks_internal._claim(100000, '100 years', true)",
+        "SELECT webhooks_internal._record('{1}', '{0}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}', '{NULL}', '1 day')",
+        "SELECT webhooks_internal._sync_send('sms.created', '[]')",
+        "SELECT * FROM webhooks_internal._sync_prepare('sms.created', '{}', NULL, NULL)",
+        "SELECT webhooks_internal._new_secret()",
+        "SELECT webhooks_internal._scope_of(1)",
         "INSERT INTO webhooks.deliveries (event_id, endpoint_id) VALUES ('e', 'x')",
         "UPDATE webhooks.deliveries SET endpoint_id = 'x'",
         "UPDATE webhooks.deliveries SET lease_until = 'infinity'",
@@ -627,7 +645,7 @@ fn a_blocked_head_of_the_queue_starves_no_other_endpoint() {
          WHERE id = (SELECT min(id) FROM webhooks.deliveries WHERE endpoint_id = '{ord}')"
     ));
     let claimed = one::<String>(
-        "SELECT string_agg(endpoint_id || ':' || event_id, ',') FROM webhooks._claim(500, '1 minute', false)",
+        "SELECT string_agg(endpoint_id || ':' || event_id, ',') FROM webhooks_internal._claim(500, '1 minute', false)",
     )
     .unwrap_or_default();
     assert!(claimed.contains(&format!("{other}:{ev}")), "the other endpoint's delivery was claimed: {claimed}");
@@ -662,7 +680,7 @@ fn every_table_and_view_and_their_user_columns_say_what_they_are() {
 #[pg_test]
 fn the_caller_is_never_asked_in_a_parallel_worker() {
     assert_eq!(
-        one::<String>("SELECT proparallel::text FROM pg_proc WHERE oid = 'webhooks._caller()'::regprocedure").as_deref(),
+        one::<String>("SELECT proparallel::text FROM pg_proc WHERE oid = 'webhooks_internal._caller()'::regprocedure").as_deref(),
         Some("u")
     );
 }

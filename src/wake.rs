@@ -124,7 +124,7 @@ pub fn wake_worker() {
 }
 
 /// Wakes the worker when the current transaction commits (the worker never wakes itself).
-#[pg_extern(parallel_safe)]
+#[pg_extern(parallel_safe, schema = "webhooks_internal")]
 fn _wake_on_commit() {
     if shmem_ready() && WORKER_PID.get().load(Ordering::Relaxed) == unsafe { pg_sys::MyProcPid } {
         return;

@@ -184,6 +184,9 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             last_housekeeping = Instant::now();
             housekeeping(&settings);
         }
+        if crate::handoff::pending() {
+            record_sync_failures();
+        }
         if !carry.ids.is_empty() && inflight.is_empty() {
             let again = std::mem::take(&mut carry);
             save(again, &mut carry, &settings);
@@ -395,8 +398,29 @@ fn extension_present(client: &SpiClient<'_>) -> bool {
     false
 }
 
-/// The claim lives in SQL (`webhooks._claim`) so the isolation specs exercise the same statement.
-const CLAIM_SQL: &str = "SELECT * FROM webhooks._claim($1::int4, $2::interval, $3)";
+/// Failed synchronous sends whose transaction did not commit (src/handoff.rs), recorded so
+/// that attempts, dead_letters and endpoint_health show them.
+fn record_sync_failures() {
+    in_transaction("recording failed synchronous sends", || {
+        Spi::connect_mut(|client| {
+            if !extension_present(client) {
+                return;
+            }
+            for note in crate::handoff::drain() {
+                if let Err(e) = client.update(
+                    "SELECT webhooks_internal._sync_failure_record($1::jsonb)",
+                    None,
+                    &[note.as_str().into()],
+                ) {
+                    warning!("webhooks worker: a failed synchronous send was not recorded: {e}");
+                }
+            }
+        })
+    });
+}
+
+/// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
+const CLAIM_SQL: &str = "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3)";
 
 fn claim(settings: &Settings, scan_leases: bool, lease: Duration) -> Vec<Claimed> {
     let lease = format!("{} milliseconds", lease.as_millis());
@@ -900,7 +924,7 @@ impl Record {
 }
 
 const RECORD_SQL: &str =
-    "SELECT webhooks._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::interval)";
+    "SELECT webhooks_internal._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::interval)";
 
 fn housekeeping(settings: &Settings) {
     let keep = format!("{} seconds", settings.retention.as_secs());

@@ -150,7 +150,7 @@ fn throughput(db: &mut Client, endpoints: &[String], events: usize) -> (f64, usi
         &[],
     )
     .unwrap();
-    tx.execute("SELECT webhooks._wake_on_commit()", &[])
+    tx.execute("SELECT webhooks_internal._wake_on_commit()", &[])
         .unwrap();
     tx.commit().unwrap();
     let t0 = now_us() as f64 / 1e6;
@@ -321,7 +321,7 @@ fn claim_ms(db: &mut Client) -> f64 {
         let t = Instant::now();
         let n: i64 = tx
             .query_one(
-                "SELECT count(*) FROM webhooks._claim(500, '1 minute', false)",
+                "SELECT count(*) FROM webhooks_internal._claim(500, '1 minute', false)",
                 &[],
             )
             .unwrap()

@@ -77,8 +77,8 @@ fn hostile_publisher_and_tenant_admin_get_nowhere() {
     p.batch_execute("RESET webhooks.tenant_id").unwrap();
     // The internals and the endpoints.
     for sql in [
-        "SELECT * FROM webhooks._claim(100000, '100 years', true)",
-        "SELECT webhooks._publish('user.created', '{}', 'globex', NULL, NULL)",
+        "SELECT * FROM webhooks_internal._claim(100000, '100 years', true)",
+        "SELECT webhooks_internal._publish('user.created', '{}', 'globex', NULL, NULL, NULL)",
         "SELECT url FROM webhooks.endpoints",
         "SELECT * FROM webhooks.deliveries",
     ] {

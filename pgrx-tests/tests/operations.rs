@@ -579,3 +579,84 @@ fn the_metrics_view_and_the_exporter_queries_show_what_happened() {
         .lines()
         .any(|l| l.starts_with("webhooks_worker_up{") && l.ends_with(" 1")));
 }
+
+#[test]
+fn a_failed_synchronous_send_still_raises_wh001_and_leaves_its_attempt_for_the_operator() {
+    let c = Cluster::start(&[]);
+    let down = Receiver::scripted(|_, _| Reply::Status(502, "{\"sms\": \"provider down\"}"));
+    let mut db = c.client();
+    let (ep, _) = c.endpoint(&mut db, &down.url, &["sms.created"]);
+    let e = db
+        .query_one(
+            "SELECT webhooks.webhook_send_sync('sms.created', '{\"phoneNumber\": \"+15555550100\", \"code\": \"482913\"}')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("WH001"), "{e}");
+    // The caller's transaction rolled back; the worker records the attempt on its own.
+    let (status, code, error, attempt_error): (
+        String,
+        Option<i32>,
+        Option<String>,
+        Option<String>,
+    ) = wait_for("the failed attempt recorded", T, || {
+        db.query_opt(
+            "SELECT d.status, d.last_status, d.last_error, a.error
+                 FROM webhooks.deliveries d JOIN webhooks.attempts a ON a.delivery_id = d.id
+                 WHERE d.endpoint_id = $1",
+            &[&ep],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    });
+    assert_eq!((status.as_str(), code), ("dead", Some(502)));
+    assert!(error.unwrap_or_default().contains("502"));
+    assert!(attempt_error.unwrap_or_default().contains("502"));
+    let health: (i64, Option<String>) = db
+        .query_one(
+            "SELECT dead, last_error FROM webhooks.endpoint_health WHERE endpoint_id = $1",
+            &[&ep],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(health.0, 1);
+    assert!(health.1.unwrap_or_default().contains("502"));
+    let kept: String = db
+        .query_one(
+            "SELECT data::text FROM webhooks.events WHERE type = 'sms.created'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "{}", "the code the caller withdrew is not kept");
+
+    // A caller that catches the error and commits keeps its own rows: recorded once.
+    db.batch_execute(
+        "DO $$ BEGIN
+             PERFORM webhooks.webhook_send_sync('sms.created', '{\"code\": \"1\"}');
+         EXCEPTION WHEN SQLSTATE 'WH001' THEN NULL;
+         END $$;
+         SELECT webhooks.webhook_send_sync_result('sms.created', '{\"code\": \"2\"}');",
+    )
+    .unwrap();
+    wait_for("three failures, each once", T, || {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = $1",
+                &[&ep],
+            )
+            .unwrap()
+            .get(0);
+        (n == 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+             WHERE d.endpoint_id = $1",
+            &[&ep],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3, "no failure recorded twice");
+}

@@ -12,7 +12,7 @@ DECLARE
     said text;
 BEGIN
     FOR r IN SELECT * FROM webhooks._upgrade_tracked ORDER BY relid::oid LOOP
-        said := webhooks._track_table(r.relid, r.entity, r.exclude_columns, r.tenant_column, NULL);
+        said := webhooks_internal._track_table(r.relid, r.entity, r.exclude_columns, r.tenant_column, NULL);
         RAISE NOTICE 'webhooks 0.2.0: %', said;
     END LOOP;
 END $$;
