@@ -115,13 +115,18 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:27
+-- src/lib.rs:28
 -- bootstrap
 -- Tables of the webhooks extension. Loaded first (bootstrap): nothing here calls Rust code.
 --
 -- IF NOT EXISTS and ON CONFLICT: the upgrade script from 0.1.0 brings the existing tables to
 -- this shape first (sql/upgrades/0.1.0--0.2.0.pre.sql) and then runs this whole install script,
 -- so that an upgraded database and a fresh one are built by the same statements.
+
+-- The helpers behind the API (checks, the worker's statements, triggers' functions) live in
+-- their own schema, the owner's alone: \df webhooks.* lists the documented API only.
+CREATE SCHEMA IF NOT EXISTS webhooks_internal;
+COMMENT ON SCHEMA webhooks_internal IS 'Internals of the webhooks extension: not an API, owner only.';
 
 CREATE TABLE IF NOT EXISTS webhooks.event_types (
     name        text PRIMARY KEY,
@@ -367,302 +372,7 @@ COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long,
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:196
--- webhooks::gate::_caller
-CREATE  FUNCTION "_caller"() RETURNS oid /* pg_sys :: Oid */
-STRICT STABLE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_caller_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:28
--- requires:
---   schema
---   gate::_caller
-
--- Tenancy: roles are bound to tenants, and a role sees, changes and publishes only for its
--- tenants, whatever its session sets. Loaded after the tables, before the API.
---
--- A role's scope, from webhooks.tenant_roles (bindings count through role membership):
---   superuser                  every tenant
---   bound to '*'               every tenant (the platform's own admins and publishers)
---   bound to tenants           those tenants ('' stands for rows without a tenant)
---   unbound, no binding exists rows without a tenant (a single-tenant install needs no binding)
---   unbound, bindings exist    nothing
--- Closed by default: once tenants are in use, a role sees only what it was bound to, and
--- revoking a binding never widens a scope. A membership counts only when granted by someone
--- other than the member role itself (PostgreSQL 15 lets a login role grant itself to others).
--- SET webhooks.tenant_id narrows the scope to one of those tenants, never more.
--- Endpoints follow the same rule, with tenant_id '*' for a platform endpoint that receives the
--- events of every tenant (only a role of scope '*' can see or create one); an endpoint without
--- a tenant receives only events without a tenant.
--- The role is the one that called the API (webhooks._caller(), see src/gate.rs), not the
--- session's: someone else's code running in a session acts with its own rights.
-
-CREATE TABLE webhooks.tenant_roles (
-    role_name  text NOT NULL,
-    tenant_id  text NOT NULL,
-    granted_at timestamptz NOT NULL DEFAULT now(),
-    granted_by text NOT NULL DEFAULT current_user,
-    PRIMARY KEY (role_name, tenant_id)
-);
-COMMENT ON TABLE webhooks.tenant_roles IS
-    'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles', '');
-
--- NULL means every tenant; '' in the array stands for rows without a tenant.
-CREATE FUNCTION webhooks._scope_of(r oid) RETURNS text[]
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[];
-    want text := nullif(pg_catalog.current_setting('webhooks.tenant_id', true), '');
-BEGIN
-    IF (SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r) THEN
-        s := NULL;
-    ELSE
-        WITH RECURSIVE roles(oid) AS (
-            SELECT r
-            UNION
-            SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN roles ON m.member = roles.oid
-            WHERE m.grantor <> m.roleid
-        )
-        SELECT pg_catalog.array_agg(DISTINCT t.tenant_id) INTO s
-        FROM webhooks.tenant_roles t
-        JOIN pg_catalog.pg_authid a ON a.rolname = t.role_name
-        JOIN roles ON roles.oid = a.oid;
-        IF s IS NULL THEN
-            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks.tenant_roles) THEN '{}'::text[] ELSE ARRAY[''] END;
-        ELSIF '*' = ANY (s) THEN
-            s := NULL;
-        END IF;
-    END IF;
-    IF want IS NOT NULL THEN
-        IF s IS NOT NULL AND NOT want = ANY (s) THEN
-            RAISE EXCEPTION 'webhooks.tenant_id "%" is not a tenant of role %', want, r::regrole
-                USING ERRCODE = 'insufficient_privilege',
-                      HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
-        END IF;
-        s := ARRAY[want];
-    END IF;
-    RETURN s;
-END $$;
-
--- Tenant ids go into envelopes, logs and policies: short printable text. '*' is reserved for
--- bindings and platform endpoints (allow_star).
-CREATE FUNCTION webhooks._check_tenant_id(t text, allow_star boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF t IS NULL OR (allow_star AND t = '*') THEN
-        RETURN;
-    END IF;
-    IF t = '' OR t = '*' OR pg_catalog.octet_length(t) > 128 OR t ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'tenant_id "%" is not valid: 1-128 bytes, no control characters, not "*"', t
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-END $$;
-
--- Raises unless the caller is a platform admin: a superuser, or a webhooks_admin whose scope
--- is every tenant.
-CREATE FUNCTION webhooks._require_platform_admin(action text) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    r oid := webhooks._caller();
-BEGIN
-    IF webhooks._scope_of(r) IS NOT NULL
-       OR NOT ((SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r)
-               OR pg_catalog.pg_has_role(r, 'webhooks_admin', 'MEMBER')) THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can %', action
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-END $$;
-
-CREATE FUNCTION webhooks._tenant_grant(role_name text, tenant_id text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    PERFORM webhooks._require_platform_admin('bind roles to tenants');
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = _tenant_grant.role_name) THEN
-        RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
-    END IF;
-    IF tenant_id IS NULL THEN
-        RAISE EXCEPTION 'tenant_id must not be NULL (use ''*'' for every tenant)' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF tenant_id <> '' THEN
-        PERFORM webhooks._check_tenant_id(tenant_id, true);
-    END IF;
-    INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
-    VALUES (_tenant_grant.role_name, _tenant_grant.tenant_id, webhooks._caller()::regrole::text)
-    ON CONFLICT DO NOTHING;
-END $$;
-
-CREATE FUNCTION webhooks._tenant_revoke(role_name text, tenant_id text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    PERFORM webhooks._require_platform_admin('unbind roles');
-    DELETE FROM webhooks.tenant_roles t
-    WHERE t.role_name = _tenant_revoke.role_name AND t.tenant_id = _tenant_revoke.tenant_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
-    END IF;
-END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:126
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION "_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:152
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION "_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:138
--- webhooks::api::_check_filters
-CREATE  FUNCTION "_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:158
--- webhooks::api::_check_headers
-CREATE  FUNCTION "_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:112
--- webhooks::api::_check_secret
-CREATE  FUNCTION "_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:132
--- webhooks::api::_check_url
-CREATE  FUNCTION "_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:180
--- webhooks::api::_matches
-CREATE  FUNCTION "_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:101
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION "_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION "_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:106
--- webhooks::api::_new_secret
-CREATE  FUNCTION "_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:39
--- webhooks::sync::_sync_send
-CREATE  FUNCTION "_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:173
--- webhooks::api::_ttl
-CREATE  FUNCTION "_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:127
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION "_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:187
--- webhooks::api::_worker_state
-CREATE  FUNCTION "_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/gate.rs:287
+-- src/gate.rs:291
 -- webhooks::gate::current_tenant
 CREATE  FUNCTION "current_tenant"() RETURNS TEXT /* Option < String > */
 STRICT STABLE
@@ -671,7 +381,7 @@ AS 'MODULE_PATHNAME', 'current_tenant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:343
+-- src/gate.rs:347
 -- webhooks::gate::endpoint_test
 CREATE  FUNCTION "endpoint_test"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -691,7 +401,7 @@ AS 'MODULE_PATHNAME', 'endpoint_test_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:314
+-- src/gate.rs:318
 -- webhooks::gate::event_replay
 CREATE  FUNCTION "event_replay"(
 	"event_id" TEXT, /* Option < & str > */
@@ -706,7 +416,7 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:388
+-- src/gate.rs:392
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -727,7 +437,7 @@ AS 'MODULE_PATHNAME', 'status_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:296
+-- src/gate.rs:300
 -- webhooks::gate::tenant_grant
 CREATE  FUNCTION "tenant_grant"(
 	"role_name" TEXT, /* Option < & str > */
@@ -739,7 +449,7 @@ AS 'MODULE_PATHNAME', 'tenant_grant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:305
+-- src/gate.rs:309
 -- webhooks::gate::tenant_revoke
 CREATE  FUNCTION "tenant_revoke"(
 	"role_name" TEXT, /* Option < & str > */
@@ -816,7 +526,354 @@ AS 'MODULE_PATHNAME', 'webhook_send_sync_result_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:33
+-- src/api.rs:17
+-- webhooks::api::webhook_sign
+CREATE  FUNCTION "webhook_sign"(
+	"secret" TEXT, /* & str */
+	"msg_id" TEXT, /* & str */
+	"msg_timestamp" bigint, /* i64 */
+	"body" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'webhook_sign_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:24
+-- webhooks::api::webhook_verify
+CREATE  FUNCTION "webhook_verify"(
+	"secret" TEXT, /* & str */
+	"msg_id" TEXT, /* & str */
+	"msg_timestamp" bigint, /* i64 */
+	"body" TEXT, /* & str */
+	"signature" TEXT, /* & str */
+	"tolerance_seconds" INT DEFAULT 300 /* i32 */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'webhook_verify_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:46
+-- webhooks::api::webhook_verify
+CREATE  FUNCTION "webhook_verify"(
+	"secret" TEXT, /* & str */
+	"headers" jsonb, /* JsonB */
+	"body" TEXT, /* & str */
+	"tolerance_seconds" INT DEFAULT 300 /* i32 */
+) RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'webhook_verify_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:32
+CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:101
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/handoff.rs:89
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:180
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:126
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:39
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:106
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:132
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:152
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:138
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/gate.rs:196
+-- webhooks::gate::_caller
+CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
+STRICT STABLE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_caller_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:34
+-- requires:
+--   schema
+--   gate::_caller
+
+-- Tenancy: roles are bound to tenants, and a role sees, changes and publishes only for its
+-- tenants, whatever its session sets. Loaded after the tables, before the API.
+--
+-- A role's scope, from webhooks.tenant_roles (bindings count through role membership):
+--   superuser                  every tenant
+--   bound to '*'               every tenant (the platform's own admins and publishers)
+--   bound to tenants           those tenants ('' stands for rows without a tenant)
+--   unbound, no binding exists rows without a tenant (a single-tenant install needs no binding)
+--   unbound, bindings exist    nothing
+-- Closed by default: once tenants are in use, a role sees only what it was bound to, and
+-- revoking a binding never widens a scope. A membership counts only when granted by someone
+-- other than the member role itself (PostgreSQL 15 lets a login role grant itself to others).
+-- SET webhooks.tenant_id narrows the scope to one of those tenants, never more.
+-- Endpoints follow the same rule, with tenant_id '*' for a platform endpoint that receives the
+-- events of every tenant (only a role of scope '*' can see or create one); an endpoint without
+-- a tenant receives only events without a tenant.
+-- The role is the one that called the API (webhooks_internal._caller(), see src/gate.rs), not the
+-- session's: someone else's code running in a session acts with its own rights.
+
+CREATE TABLE webhooks.tenant_roles (
+    role_name  text NOT NULL,
+    tenant_id  text NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by text NOT NULL DEFAULT current_user,
+    PRIMARY KEY (role_name, tenant_id)
+);
+COMMENT ON TABLE webhooks.tenant_roles IS
+    'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles', '');
+
+-- NULL means every tenant; '' in the array stands for rows without a tenant.
+CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[];
+    want text := nullif(pg_catalog.current_setting('webhooks.tenant_id', true), '');
+BEGIN
+    IF (SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r) THEN
+        s := NULL;
+    ELSE
+        WITH RECURSIVE roles(oid) AS (
+            SELECT r
+            UNION
+            SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN roles ON m.member = roles.oid
+            WHERE m.grantor <> m.roleid
+        )
+        SELECT pg_catalog.array_agg(DISTINCT t.tenant_id) INTO s
+        FROM webhooks.tenant_roles t
+        JOIN pg_catalog.pg_authid a ON a.rolname = t.role_name
+        JOIN roles ON roles.oid = a.oid;
+        IF s IS NULL THEN
+            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks.tenant_roles) THEN '{}'::text[] ELSE ARRAY[''] END;
+        ELSIF '*' = ANY (s) THEN
+            s := NULL;
+        END IF;
+    END IF;
+    IF want IS NOT NULL THEN
+        IF s IS NOT NULL AND NOT want = ANY (s) THEN
+            RAISE EXCEPTION 'webhooks.tenant_id "%" is not a tenant of role %', want, r::regrole
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
+        END IF;
+        s := ARRAY[want];
+    END IF;
+    RETURN s;
+END $$;
+
+-- Tenant ids go into envelopes, logs and policies: short printable text. '*' is reserved for
+-- bindings and platform endpoints (allow_star).
+CREATE FUNCTION webhooks_internal._check_tenant_id(t text, allow_star boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF t IS NULL OR (allow_star AND t = '*') THEN
+        RETURN;
+    END IF;
+    IF t = '' OR t = '*' OR pg_catalog.octet_length(t) > 128 OR t ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'tenant_id "%" is not valid: 1-128 bytes, no control characters, not "*"', t
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+
+-- Raises unless the caller is a platform admin: a superuser, or a webhooks_admin whose scope
+-- is every tenant.
+CREATE FUNCTION webhooks_internal._require_platform_admin(action text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r oid := webhooks_internal._caller();
+BEGIN
+    IF webhooks_internal._scope_of(r) IS NOT NULL
+       OR NOT ((SELECT a.rolsuper FROM pg_catalog.pg_authid a WHERE a.oid = r)
+               OR pg_catalog.pg_has_role(r, 'webhooks_admin', 'MEMBER')) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can %', action
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
+CREATE FUNCTION webhooks_internal._tenant_grant(role_name text, tenant_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM webhooks_internal._require_platform_admin('bind roles to tenants');
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = _tenant_grant.role_name) THEN
+        RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF tenant_id IS NULL THEN
+        RAISE EXCEPTION 'tenant_id must not be NULL (use ''*'' for every tenant)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF tenant_id <> '' THEN
+        PERFORM webhooks_internal._check_tenant_id(tenant_id, true);
+    END IF;
+    INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
+    VALUES (_tenant_grant.role_name, _tenant_grant.tenant_id, webhooks_internal._caller()::regrole::text)
+    ON CONFLICT DO NOTHING;
+END $$;
+
+CREATE FUNCTION webhooks_internal._tenant_revoke(role_name text, tenant_id text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM webhooks_internal._require_platform_admin('unbind roles');
+    DELETE FROM webhooks.tenant_roles t
+    WHERE t.role_name = _tenant_revoke.role_name AND t.tenant_id = _tenant_revoke.tenant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
+    END IF;
+END $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:187
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:158
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:112
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:127
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:39
 -- requires:
 --   tenancy
 --   api::_worker_state
@@ -842,7 +899,7 @@ AS 'MODULE_PATHNAME', 'webhook_send_sync_result_wrapper';
 
 -- Checks shared by _publish and _send_sync; returns the catalogue entry. Limits
 -- apply to what is sent: the JSON text of data and actor, not their stored (compressed) size.
-CREATE FUNCTION webhooks._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean)
+CREATE FUNCTION webhooks_internal._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean)
 RETURNS webhooks.event_types
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -895,7 +952,7 @@ END $$;
 
 -- The tenant an event is published for: the one named, else the session's default; refused
 -- unless the session's role may act for it.
-CREATE FUNCTION webhooks._event_tenant(p_tenant text) RETURNS text
+CREATE FUNCTION webhooks_internal._event_tenant(p_tenant text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -905,10 +962,10 @@ BEGIN
     IF t IS NULL AND pg_catalog.cardinality(s) = 1 AND s[1] <> '' THEN
         t := s[1];
     END IF;
-    PERFORM webhooks._check_tenant_id(t);
+    PERFORM webhooks_internal._check_tenant_id(t);
     IF s IS NOT NULL AND NOT coalesce(t, '') = ANY (s) THEN
         RAISE EXCEPTION 'cannot publish for tenant_id %: role % acts for %',
-            coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks._caller()::regrole,
+            coalesce('"' || t || '"', 'NULL (no tenant)'), webhooks_internal._caller()::regrole,
             coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'events without a tenant only')
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
@@ -916,7 +973,7 @@ BEGIN
     RETURN t;
 END $$;
 
-CREATE FUNCTION webhooks._publish(
+CREATE FUNCTION webhooks_internal._publish(
     event_type text,
     data jsonb,
     tenant_id text,
@@ -930,14 +987,14 @@ AS $$
 DECLARE
     p_type text := event_type;
     p_key text := idempotency_key;
-    p_tenant text := webhooks._event_tenant(tenant_id);
+    p_tenant text := webhooks_internal._event_tenant(tenant_id);
     et webhooks.event_types;
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     got text;
     earlier webhooks.events;
     due_now boolean;
 BEGIN
-    et := webhooks._check_event(p_type, data, actor, entity_key, false);
+    et := webhooks_internal._check_event(p_type, data, actor, entity_key, false);
     IF p_key IS NOT NULL AND (p_key = '' OR pg_catalog.octet_length(p_key) > 255) THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 bytes, got %', pg_catalog.octet_length(p_key)
             USING ERRCODE = 'invalid_parameter_value';
@@ -955,7 +1012,7 @@ BEGIN
         EXIT WHEN got IS NOT NULL;
         SELECT * INTO earlier FROM webhooks.events e
         WHERE coalesce(e.tenant_id, '') = coalesce(p_tenant, '') AND e.idempotency_key = p_key;
-        IF FOUND AND earlier.occurred_at > pg_catalog.now() - webhooks._ttl() THEN
+        IF FOUND AND earlier.occurred_at > pg_catalog.now() - webhooks_internal._ttl() THEN
             RETURN earlier.id;
         END IF;
         UPDATE webhooks.events e SET idempotency_key = NULL WHERE e.id = earlier.id;
@@ -966,13 +1023,13 @@ BEGIN
         FROM webhooks.endpoints ep
         WHERE ep.enabled
           AND (ep.tenant_id IS NOT DISTINCT FROM p_tenant OR ep.tenant_id = '*')
-          AND webhooks._matches(ep.event_types, p_type)
+          AND webhooks_internal._matches(ep.event_types, p_type)
         RETURNING next_attempt_at
     )
     SELECT pg_catalog.bool_or(d.next_attempt_at <= pg_catalog.now()) INTO due_now FROM d;
     -- Wake the worker on commit only for work that is due now (batched endpoints wait anyway).
     IF due_now THEN
-        PERFORM webhooks._wake_on_commit();
+        PERFORM webhooks_internal._wake_on_commit();
     END IF;
     RETURN new_id;
 END $$;
@@ -981,12 +1038,12 @@ END $$;
 -- dead. Delivered like any event to the endpoints that name them, except the endpoint they are
 -- about (a failing receiver would feed on its own failures), and sent as NOTIFY on channel
 -- "webhooks" for applications that LISTEN. Published in the transaction that made the change.
-CREATE FUNCTION webhooks._publish_operational(p_type text, p_data jsonb, p_about text, p_tenant text)
+CREATE FUNCTION webhooks_internal._publish_operational(p_type text, p_data jsonb, p_about text, p_tenant text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     tenant text := nullif(p_tenant, '*');
     n int;
 BEGIN
@@ -998,10 +1055,10 @@ BEGIN
     FROM webhooks.endpoints ep
     WHERE ep.enabled AND ep.id IS DISTINCT FROM p_about
       AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-      AND webhooks._matches(ep.event_types, p_type);
+      AND webhooks_internal._matches(ep.event_types, p_type);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
-        PERFORM webhooks._wake_on_commit();
+        PERFORM webhooks_internal._wake_on_commit();
     END IF;
     -- NOTIFY payloads are limited to 8000 bytes: the event's id and type always fit.
     PERFORM pg_catalog.pg_notify('webhooks', pg_catalog.left(
@@ -1010,19 +1067,19 @@ BEGIN
 END $$;
 
 -- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
-CREATE FUNCTION webhooks._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
                previous_secret text, headers text, tls_client_cert text, tls_client_key text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    tenant text := webhooks._event_tenant(p_tenant);
+    tenant text := webhooks_internal._event_tenant(p_tenant);
     et webhooks.event_types;
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     ev webhooks.events;
 BEGIN
-    et := webhooks._check_event(p_type, p_data, p_actor, NULL, true);
+    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
     INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data)
     VALUES (new_id, tenant, p_type, et.version,
             coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor, p_data)
@@ -1033,7 +1090,7 @@ BEGIN
         SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour'
         FROM webhooks.endpoints ep
         WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks._matches(ep.event_types, p_type)
+          AND webhooks_internal._matches(ep.event_types, p_type)
         RETURNING dd.id, dd.endpoint_id
     )
     SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
@@ -1045,7 +1102,7 @@ BEGIN
     ORDER BY ep.id;
 END $$;
 
-CREATE FUNCTION webhooks._sync_record(answers jsonb) RETURNS void
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     WITH r AS (
@@ -1068,7 +1125,7 @@ $$;
 -- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
 -- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
 -- never URLs or hosts (publishers read them, and a URL may carry a token).
-CREATE FUNCTION webhooks._send_sync(
+CREATE FUNCTION webhooks_internal._send_sync(
     event_type text,
     data jsonb,
     tenant_id text,
@@ -1082,18 +1139,22 @@ DECLARE
     failures text;
 BEGIN
     SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks._sync_prepare(event_type, data, tenant_id, actor) t;
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
     IF targets IS NULL THEN
         RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
             'code', 'WH002',
             'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
             'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
     END IF;
-    answers := webhooks._sync_send(event_type, targets);
-    PERFORM webhooks._sync_record(answers);
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
     SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
     INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
     IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
         RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
             'code', 'WH001',
             'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
@@ -1105,6 +1166,35 @@ BEGIN
                                  'endpoint_id', a->'endpoint_id', 'status', a->'status',
                                  'body', a->'body', 'duration_ms', a->'duration_ms'))
                       FROM pg_catalog.jsonb_array_elements(answers) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now())
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
 END $$;
 
 -- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
@@ -1133,7 +1223,7 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
 
 -- Deleting endpoints, events or deliveries removes what hangs off them, once per statement.
 -- They run as the owner: an admin deleting an endpoint needs no DELETE right on deliveries.
-CREATE FUNCTION webhooks._cascade_delete() RETURNS trigger
+CREATE FUNCTION webhooks_internal._cascade_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -1148,30 +1238,30 @@ BEGIN
 END $$;
 
 CREATE TRIGGER endpoints_cascade AFTER DELETE ON webhooks.endpoints
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
 CREATE TRIGGER events_cascade AFTER DELETE ON webhooks.events
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
 CREATE TRIGGER deliveries_cascade AFTER DELETE ON webhooks.deliveries
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks._cascade_delete();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
 
 -- Any UPDATE of deliveries (a retry, an admin's fix) may have made work due: wake the worker
 -- when it commits. Once per statement; the worker's own statements do not wake itself.
-CREATE FUNCTION webhooks._wake_after_update() RETURNS trigger
+CREATE FUNCTION webhooks_internal._wake_after_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    PERFORM webhooks._wake_on_commit();
+    PERFORM webhooks_internal._wake_on_commit();
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
-    FOR EACH STATEMENT EXECUTE FUNCTION webhooks._wake_after_update();
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._wake_after_update();
 
 -- Endpoints ----------------------------------------------------------------------------------
 
 -- Fills ids and secrets and validates every write, whether it comes through the functions
 -- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
-CREATE FUNCTION webhooks._endpoint_before_write() RETURNS trigger
+CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -1189,12 +1279,12 @@ BEGIN
         RETURN NEW;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        NEW.id := coalesce(NEW.id, webhooks._new_endpoint_id());
+        NEW.id := coalesce(NEW.id, webhooks_internal._new_endpoint_id());
         NEW.created_at := pg_catalog.now();
     END IF;
-    NEW.secret := coalesce(NEW.secret, webhooks._new_secret());
+    NEW.secret := coalesce(NEW.secret, webhooks_internal._new_secret());
     IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
-        PERFORM webhooks._check_tenant_id(NEW.tenant_id, true);
+        PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
     END IF;
     IF NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
         RAISE EXCEPTION 'endpoint id "%" is not valid: 1-64 letters, digits, _ or -', NEW.id
@@ -1219,10 +1309,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'A rotation grace period is at most 30 days.';
     END IF;
     IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
-        PERFORM webhooks._check_url(NEW.url);
+        PERFORM webhooks_internal._check_url(NEW.url);
     END IF;
     IF TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types THEN
-        PERFORM webhooks._check_filters(NEW.event_types);
+        PERFORM webhooks_internal._check_filters(NEW.event_types);
         -- A name must be in the catalogue, and a category.* must match at least one type in it.
         SELECT f INTO unknown FROM pg_catalog.unnest(NEW.event_types) f
         WHERE f <> '*' AND NOT EXISTS (
@@ -1239,13 +1329,13 @@ BEGIN
         END IF;
     END IF;
     IF TG_OP = 'INSERT' OR NEW.headers IS DISTINCT FROM OLD.headers THEN
-        PERFORM webhooks._check_headers(coalesce(NEW.headers, '{}'));
+        PERFORM webhooks_internal._check_headers(coalesce(NEW.headers, '{}'));
     END IF;
     IF TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret THEN
-        PERFORM webhooks._check_secret(NEW.secret);
+        PERFORM webhooks_internal._check_secret(NEW.secret);
     END IF;
     IF NEW.previous_secret IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret) THEN
-        PERFORM webhooks._check_secret(NEW.previous_secret);
+        PERFORM webhooks_internal._check_secret(NEW.previous_secret);
     END IF;
     IF TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert
        OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key THEN
@@ -1253,7 +1343,7 @@ BEGIN
             RAISE EXCEPTION 'tls_client_cert and tls_client_key must be set together (or both NULL)'
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF NEW.tls_client_cert IS NOT NULL THEN
-            PERFORM webhooks._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
+            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
         END IF;
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
@@ -1272,12 +1362,12 @@ BEGIN
 END $$;
 
 CREATE TRIGGER endpoints_before_write BEFORE INSERT OR UPDATE ON webhooks.endpoints
-    FOR EACH ROW EXECUTE FUNCTION webhooks._endpoint_before_write();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_before_write();
 
 -- The tenant of a write is the writing role's business, so this part runs as that role (a
 -- definer trigger would see the owner): the default tenant, and a refusal that names the
 -- role's tenants before row-level security refuses with less to say. Fires first (by name).
-CREATE FUNCTION webhooks._endpoint_tenant() RETURNS trigger
+CREATE FUNCTION webhooks_internal._endpoint_tenant() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1298,12 +1388,12 @@ BEGIN
 END $$;
 
 CREATE TRIGGER endpoints_0_tenant BEFORE INSERT OR UPDATE ON webhooks.endpoints
-    FOR EACH ROW EXECUTE FUNCTION webhooks._endpoint_tenant();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_tenant();
 
 -- While an endpoint is disabled its pending deliveries wait (due at infinity), off the due
 -- index's head; enabling makes them due now. A trigger, so a plain UPDATE of enabled behaves
 -- exactly like endpoint_disable/endpoint_enable.
-CREATE FUNCTION webhooks._endpoint_after_enable() RETURNS trigger
+CREATE FUNCTION webhooks_internal._endpoint_after_enable() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -1316,7 +1406,7 @@ BEGIN
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
         WHERE d.endpoint_id = NEW.id AND d.status = 'pending';
         GET DIAGNOSTICS waiting = ROW_COUNT;
-        PERFORM webhooks._publish_operational('webhook.endpoint.disabled',
+        PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
             pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
                                           'failing_since', NEW.failing_since, 'pending_deliveries', waiting),
             NEW.id, NEW.tenant_id);
@@ -1326,7 +1416,7 @@ END $$;
 
 CREATE TRIGGER endpoints_after_enable AFTER UPDATE OF enabled ON webhooks.endpoints
     FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled)
-    EXECUTE FUNCTION webhooks._endpoint_after_enable();
+    EXECUTE FUNCTION webhooks_internal._endpoint_after_enable();
 
 CREATE FUNCTION webhooks.endpoint_create(
     url text,
@@ -1456,7 +1546,7 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 
 -- The catalogue is shared by every tenant: only a platform admin changes it, and the types
 -- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks._event_type_before_write() RETURNS trigger
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
@@ -1467,7 +1557,7 @@ BEGIN
         END IF;
         RETURN OLD;
     END IF;
-    PERFORM webhooks._check_event_type_name(NEW.name);
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
     IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
         RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
             USING ERRCODE = 'invalid_parameter_value';
@@ -1480,10 +1570,10 @@ BEGIN
 END $$;
 
 CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_before_write();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
 
 -- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks._event_type_admin() RETURNS trigger
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1497,7 +1587,7 @@ BEGIN
 END $$;
 
 CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks._event_type_admin();
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
 
 CREATE FUNCTION webhooks.event_type_register(
     name text,
@@ -1575,7 +1665,7 @@ COMMENT ON FUNCTION webhooks.endpoint_recover(text, timestamptz) IS
 
 -- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
 -- caller may see. Nothing is recorded: it is a probe, answered now.
-CREATE FUNCTION webhooks._endpoint_test(p_endpoint text, p_type text)
+CREATE FUNCTION webhooks_internal._endpoint_test(p_endpoint text, p_type text)
 RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
                error text, response jsonb)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
@@ -1583,7 +1673,7 @@ AS $$
 DECLARE
     s text[] := webhooks.tenant_scope();
     ep webhooks.endpoints;
-    new_id text := webhooks._new_event_id();
+    new_id text := webhooks_internal._new_event_id();
     answer jsonb;
 BEGIN
     SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
@@ -1594,7 +1684,7 @@ BEGIN
         RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
             HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
     END IF;
-    answer := webhooks._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
         'event_id', new_id, 'version', '1',
         'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
         'tenant_id', nullif(ep.tenant_id, '*'),
@@ -1613,7 +1703,7 @@ END $$;
 
 -- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
 -- a publish makes is made here too, for the calling role.
-CREATE FUNCTION webhooks._event_replay(event_id text, endpoint_id text)
+CREATE FUNCTION webhooks_internal._event_replay(event_id text, endpoint_id text)
 RETURNS TABLE (new_delivery_id bigint, to_endpoint_id text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -1642,7 +1732,7 @@ BEGIN
         ELSIF NOT (ep.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR ep.tenant_id = '*') THEN
             RAISE EXCEPTION 'endpoint "%" does not receive events of tenant %', endpoint_id,
                 coalesce('"' || ev.tenant_id || '"', 'NULL') USING ERRCODE = 'invalid_parameter_value';
-        ELSIF NOT webhooks._matches(ep.event_types, ev.type) THEN
+        ELSIF NOT webhooks_internal._matches(ep.event_types, ev.type) THEN
             RAISE EXCEPTION 'endpoint "%" does not subscribe to "%"', endpoint_id, ev.type
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -1654,11 +1744,11 @@ BEGIN
     WHERE x.enabled
       AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
       AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
-      AND webhooks._matches(x.event_types, ev.type)
+      AND webhooks_internal._matches(x.event_types, ev.type)
       AND (_event_replay.endpoint_id IS NULL OR x.id = _event_replay.endpoint_id)
     RETURNING d.id, d.endpoint_id;
     IF FOUND THEN
-        PERFORM webhooks._wake_on_commit();
+        PERFORM webhooks_internal._wake_on_commit();
     END IF;
 END $$;
 
@@ -1702,7 +1792,7 @@ COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status,
 
 -- Definer so that it can see the worker in pg_stat_activity (hidden from non-superusers); the
 -- counts cover the caller's tenants only.
-CREATE FUNCTION webhooks._status()
+CREATE FUNCTION webhooks_internal._status()
 RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
                database text, serves_this_database boolean, pending bigint, due bigint,
                in_flight bigint, dead bigint, oldest_due timestamptz)
@@ -1724,15 +1814,15 @@ AS $$
            (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
            (SELECT count(*) FROM d WHERE d.status = 'dead'),
            (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
-    FROM webhooks._worker_state() w
+    FROM webhooks_internal._worker_state() w
 $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
-ALTER FUNCTION webhooks._matches(text[], text) COST 100;
+ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:50
+-- src/lib.rs:56
 -- requires:
 --   api
 --   gate::status
@@ -1797,298 +1887,7 @@ COMMENT ON VIEW webhooks.metrics IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:48
--- requires:
---   api
-
--- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
---
--- The row trigger runs with the rights of the role writing the table (SECURITY INVOKER): it
--- turns the row into jsonb there (to_jsonb runs the table's own casts and types, which that role
--- may define) and hands plain jsonb and text to webhook_publish, a definer function that
--- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
--- publish for the tenants their role acts for.
---
--- What is sent is decided by attribute number, not name, and recomputed by an event trigger
--- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
--- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
--- exclusions follow a column through RENAME COLUMN,
--- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
--- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
---
--- The trigger is per row today; the payload is built from the row alone so that a statement-
--- level trigger over transition tables can build the same payloads set-based later.
-
-CREATE TABLE webhooks.tracked_tables (
-    relid           regclass PRIMARY KEY,
-    entity          text NOT NULL,
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    include_attnums int2[],                -- NULL: every column not excluded
-    tenant_attnum   int2,
-    auto_excluded   text[] NOT NULL DEFAULT '{}',
-    applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE webhooks.tracked_tables IS
-    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
-
--- Names that are never sent unless listed in include_columns.
-CREATE FUNCTION webhooks._looks_secret(col text) RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
-
--- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns.
-CREATE FUNCTION webhooks._emit_row_event() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER
-AS $$
-DECLARE
-    entity text := TG_ARGV[0];
-    excluded text[] := TG_ARGV[1]::text[];
-    tenant_col text := nullif(TG_ARGV[2], '');
-    key_cols text[] := TG_ARGV[3]::text[];
-    row_j jsonb;
-    old_j jsonb;
-    changed text[];
-    payload jsonb;
-    key text;
-    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        row_j := pg_catalog.to_jsonb(OLD);
-    ELSE
-        row_j := pg_catalog.to_jsonb(NEW);
-    END IF;
-    IF TG_OP = 'UPDATE' THEN
-        old_j := pg_catalog.to_jsonb(OLD);
-        SELECT pg_catalog.array_agg(k ORDER BY k) INTO changed
-        FROM pg_catalog.jsonb_object_keys(row_j) k
-        WHERE row_j OPERATOR(pg_catalog.->) k IS DISTINCT FROM old_j OPERATOR(pg_catalog.->) k
-          AND k OPERATOR(pg_catalog.<>) ALL (excluded);
-        IF changed IS NULL THEN
-            RETURN NULL;  -- only excluded columns changed: nothing leaves the database
-        END IF;
-        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded,
-            'changed', pg_catalog.to_jsonb(changed),
-            'previous', (SELECT pg_catalog.jsonb_object_agg(c, old_j OPERATOR(pg_catalog.->) c) FROM pg_catalog.unnest(changed) c));
-    ELSE
-        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded);
-    END IF;
-    IF pg_catalog.array_length(key_cols, 1) > 0 THEN
-        key := entity || ':' || (SELECT pg_catalog.string_agg(row_j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                                 FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o));
-    END IF;
-    PERFORM webhooks.webhook_publish(
-        entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-        payload,
-        CASE WHEN tenant_col IS NOT NULL THEN row_j OPERATOR(pg_catalog.->>) tenant_col END,
-        actor,
-        key);
-    RETURN NULL;
-END $$;
-
--- (Re)creates the row trigger of a tracked table from its attribute numbers and the table's
--- columns as they are now. Returns the columns kept out because their names look secret.
-CREATE FUNCTION webhooks._track_apply(tbl regclass) RETURNS text[]
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    t webhooks.tracked_tables;
-    tenant_col text;
-    key_cols text[];
-    excluded text[];
-    auto text[];
-    args text[];
-BEGIN
-    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    IF t.tenant_attnum IS NOT NULL THEN
-        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
-        IF tenant_col IS NULL THEN
-            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
-                USING ERRCODE = 'dependent_objects_still_exist',
-                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
-        END IF;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
-    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks._looks_secret(a.attname) END),
-           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                 AND webhooks._looks_secret(a.attname))
-    INTO excluded, auto
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
-    -- The entity key goes into events and deliveries: never from a column kept out.
-    IF key_cols && excluded THEN
-        key_cols := NULL;
-    END IF;
-    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text];
-    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
-    IF t.applied IS DISTINCT FROM args OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_event'
-    ) THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
-            'FOR EACH ROW EXECUTE FUNCTION webhooks._emit_row_event(%L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4]);
-    END IF;
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
-    WHERE x.relid = tbl;
-    RETURN coalesce(auto, '{}');
-END $$;
-
-CREATE FUNCTION webhooks._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    missing text;
-    nums int2[];
-BEGIN
-    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
-    WHERE c IS NULL OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
-    END IF;
-    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
-    RETURN nums;
-END $$;
-
-CREATE FUNCTION webhooks._track_table(
-    tbl regclass,
-    entity text,
-    exclude_columns text[],
-    tenant_column text,
-    include_columns text[]
-) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    rel pg_catalog.pg_class;
-    op text;
-    auto text[];
-BEGIN
-    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
-    END IF;
-    IF NOT pg_catalog.pg_has_role(webhooks._caller(), rel.relowner, 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF rel.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relpersistence = 't' THEN
-        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
-        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM webhooks._check_event_type_name(entity);
-    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
-            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
-        END IF;
-    END LOOP;
-    -- Rows of tables dropped since they were tracked.
-    DELETE FROM webhooks.tracked_tables x
-    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
-    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum)
-    VALUES (tbl, entity,
-            webhooks._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
-            CASE WHEN include_columns IS NOT NULL
-                 THEN webhooks._column_attnums(tbl, include_columns, 'include_columns') END,
-            CASE WHEN tenant_column IS NOT NULL
-                 THEN (webhooks._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
-    ON CONFLICT (relid) DO UPDATE
-        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
-            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            tracked_at = pg_catalog.now();
-    auto := webhooks._track_apply(tbl);
-    IF pg_catalog.cardinality(auto) > 0 THEN
-        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
-            USING HINT = 'List a column in include_columns to send it anyway.';
-    END IF;
-    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
-END $$;
-
-CREATE FUNCTION webhooks._untrack_table(tbl regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF NOT pg_catalog.pg_has_role(webhooks._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
-END $$;
-
--- After any DDL command that touches a tracked table, directly or through a parent, a view
--- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
--- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
--- whose trigger is already right are left alone.
-CREATE FUNCTION webhooks._on_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    r record;
-    before text[];
-    auto text[];
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
-        RETURN;
-    END IF;
-    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
-    LOOP
-        before := r.auto_excluded;
-        auto := webhooks._track_apply(r.relid);
-        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
-            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
-                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
-        END IF;
-    END LOOP;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
-    EXECUTE FUNCTION webhooks._on_ddl();
-
--- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
--- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
-CREATE FUNCTION webhooks._on_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
-        RETURN;
-    END IF;
-    DELETE FROM webhooks.tracked_tables t
-    USING pg_catalog.pg_event_trigger_dropped_objects() o
-    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
-    EXECUTE FUNCTION webhooks._on_drop();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:49
+-- src/lib.rs:55
 -- requires:
 --   api
 
@@ -2103,7 +1902,7 @@ CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
 -- ordered, limited walk of the due index, then an update by primary key) so that no
 -- statistics, stale after a burst, can lead the planner into a join that grows with the table;
 -- the timeout turns any plan that still does into a logged, retried error instead of a hang.
-CREATE FUNCTION webhooks._claim(batch int, lease interval, scan_leases boolean)
+CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
@@ -2336,7 +2135,7 @@ END $$;
 --  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
 --    one that lasted disable_after disables the endpoint;
 --  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
                                  codes int4[], errors text[], retry_in_us int8[], started_us int8[],
                                  durations float8[], bodies text[], pauses_us int8[],
                                  disable_after interval)
@@ -2424,7 +2223,7 @@ BEGIN
             FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
             RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
             IF FOUND THEN
-                PERFORM webhooks._publish_operational('webhook.endpoint.recovered',
+                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
                     jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
                                        'recovered_at', now()),
                     o.endpoint_id, tenant);
@@ -2444,7 +2243,7 @@ BEGIN
 
     -- Dead letters, announced (except those of operational events: no event about an event
     -- about an event).
-    PERFORM webhooks._publish_operational('webhook.delivery.dead',
+    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
                 jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', e.type,
                                    'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
                                    'last_status', d.last_status, 'last_error', d.last_error),
@@ -2456,59 +2255,315 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:17
--- webhooks::api::webhook_sign
-CREATE  FUNCTION "webhook_sign"(
-	"secret" TEXT, /* & str */
-	"msg_id" TEXT, /* & str */
-	"msg_timestamp" bigint, /* i64 */
-	"body" TEXT /* & str */
-) RETURNS TEXT /* String */
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'webhook_sign_wrapper';
+-- src/lib.rs:54
+-- requires:
+--   api
+
+-- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
+--
+-- The row trigger runs with the rights of the role writing the table (SECURITY INVOKER): it
+-- turns the row into jsonb there (to_jsonb runs the table's own casts and types, which that role
+-- may define) and hands plain jsonb and text to webhook_publish, a definer function that
+-- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
+-- publish for the tenants their role acts for.
+--
+-- What is sent is decided by attribute number, not name, and recomputed by an event trigger
+-- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
+-- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
+-- exclusions follow a column through RENAME COLUMN,
+-- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
+-- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
+--
+-- The trigger is per row today; the payload is built from the row alone so that a statement-
+-- level trigger over transition tables can build the same payloads set-based later.
+
+CREATE TABLE webhooks.tracked_tables (
+    relid           regclass PRIMARY KEY,
+    entity          text NOT NULL,
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    include_attnums int2[],                -- NULL: every column not excluded
+    tenant_attnum   int2,
+    auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
+    tracked_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE webhooks.tracked_tables IS
+    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
+
+-- Names that are never sent unless listed in include_columns.
+CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
+
+-- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns.
+CREATE FUNCTION webhooks_internal._emit_row_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+AS $$
+DECLARE
+    entity text := TG_ARGV[0];
+    excluded text[] := TG_ARGV[1]::text[];
+    tenant_col text := nullif(TG_ARGV[2], '');
+    key_cols text[] := TG_ARGV[3]::text[];
+    row_j jsonb;
+    old_j jsonb;
+    changed text[];
+    payload jsonb;
+    key text;
+    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        row_j := pg_catalog.to_jsonb(OLD);
+    ELSE
+        row_j := pg_catalog.to_jsonb(NEW);
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        old_j := pg_catalog.to_jsonb(OLD);
+        SELECT pg_catalog.array_agg(k ORDER BY k) INTO changed
+        FROM pg_catalog.jsonb_object_keys(row_j) k
+        WHERE row_j OPERATOR(pg_catalog.->) k IS DISTINCT FROM old_j OPERATOR(pg_catalog.->) k
+          AND k OPERATOR(pg_catalog.<>) ALL (excluded);
+        IF changed IS NULL THEN
+            RETURN NULL;  -- only excluded columns changed: nothing leaves the database
+        END IF;
+        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded,
+            'changed', pg_catalog.to_jsonb(changed),
+            'previous', (SELECT pg_catalog.jsonb_object_agg(c, old_j OPERATOR(pg_catalog.->) c) FROM pg_catalog.unnest(changed) c));
+    ELSE
+        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded);
+    END IF;
+    IF pg_catalog.array_length(key_cols, 1) > 0 THEN
+        key := entity || ':' || (SELECT pg_catalog.string_agg(row_j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                                 FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o));
+    END IF;
+    PERFORM webhooks.webhook_publish(
+        entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+        payload,
+        CASE WHEN tenant_col IS NOT NULL THEN row_j OPERATOR(pg_catalog.->>) tenant_col END,
+        actor,
+        key);
+    RETURN NULL;
+END $$;
+
+-- (Re)creates the row trigger of a tracked table from its attribute numbers and the table's
+-- columns as they are now. Returns the columns kept out because their names look secret.
+CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    t webhooks.tracked_tables;
+    tenant_col text;
+    key_cols text[];
+    excluded text[];
+    auto text[];
+    args text[];
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    IF t.tenant_attnum IS NOT NULL THEN
+        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
+        IF tenant_col IS NULL THEN
+            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
+        END IF;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
+    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
+                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
+           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
+                 AND webhooks_internal._looks_secret(a.attname))
+    INTO excluded, auto
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF key_cols && excluded THEN
+        key_cols := NULL;
+    END IF;
+    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text];
+    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
+    IF t.applied IS DISTINCT FROM args OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_event'
+    ) THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION webhooks_internal._emit_row_event(%L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4]);
+    END IF;
+    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
+    WHERE x.relid = tbl;
+    RETURN coalesce(auto, '{}');
+END $$;
+
+CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    missing text;
+    nums int2[];
+BEGIN
+    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
+    WHERE c IS NULL OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
+    END IF;
+    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
+    RETURN nums;
+END $$;
+
+CREATE FUNCTION webhooks_internal._track_table(
+    tbl regclass,
+    entity text,
+    exclude_columns text[],
+    tenant_column text,
+    include_columns text[]
+) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    rel pg_catalog.pg_class;
+    op text;
+    auto text[];
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
+        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(entity);
+    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
+            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
+        END IF;
+    END LOOP;
+    -- Rows of tables dropped since they were tracked.
+    DELETE FROM webhooks.tracked_tables x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
+    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum)
+    VALUES (tbl, entity,
+            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
+            CASE WHEN include_columns IS NOT NULL
+                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
+            CASE WHEN tenant_column IS NOT NULL
+                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
+    ON CONFLICT (relid) DO UPDATE
+        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
+            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
+            tracked_at = pg_catalog.now();
+    auto := webhooks_internal._track_apply(tbl);
+    IF pg_catalog.cardinality(auto) > 0 THEN
+        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
+            USING HINT = 'List a column in include_columns to send it anyway.';
+    END IF;
+    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
+END $$;
+
+CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
+END $$;
+
+-- After any DDL command that touches a tracked table, directly or through a parent, a view
+-- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
+-- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
+-- whose trigger is already right are left alone.
+CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+    before text[];
+    auto text[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
+    LOOP
+        before := r.auto_excluded;
+        auto := webhooks_internal._track_apply(r.relid);
+        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
+            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
+                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
+    EXECUTE FUNCTION webhooks_internal._on_ddl();
+
+-- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
+CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM webhooks.tracked_tables t
+    USING pg_catalog.pg_event_trigger_dropped_objects() o
+    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
+    EXECUTE FUNCTION webhooks_internal._on_drop();
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:24
--- webhooks::api::webhook_verify
-CREATE  FUNCTION "webhook_verify"(
-	"secret" TEXT, /* & str */
-	"msg_id" TEXT, /* & str */
-	"msg_timestamp" bigint, /* i64 */
-	"body" TEXT, /* & str */
-	"signature" TEXT, /* & str */
-	"tolerance_seconds" INT DEFAULT 300 /* i32 */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL SAFE
+-- src/api.rs:173
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'webhook_verify_wrapper';
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:46
--- webhooks::api::webhook_verify
-CREATE  FUNCTION "webhook_verify"(
-	"secret" TEXT, /* & str */
-	"headers" jsonb, /* JsonB */
-	"body" TEXT, /* & str */
-	"tolerance_seconds" INT DEFAULT 300 /* i32 */
-) RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'webhook_verify_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:55
+-- src/lib.rs:61
 -- finalize
 -- Roles, grants and tenant isolation. Loaded last.
 --
 -- webhooks_publisher: publish, send synchronously, sign/verify, track tables it owns. It never
 --   reads endpoints (URLs, secrets, headers, client keys live there) or deliveries.
 -- webhooks_admin: manage endpoints, the catalogue, retries and replays of its tenants, and read
---   what was sent. Both get exactly the documented API: every function whose name starts with _
---   is executable by the extension owner alone.
+--   what was sent. Both get exactly the documented API: the helpers live in webhooks_internal,
+--   which only the extension owner may use.
 
 DO $$
 BEGIN
@@ -2524,6 +2579,8 @@ END $$;
 REVOKE ALL ON ALL TABLES IN SCHEMA webhooks FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhooks FROM PUBLIC;
 REVOKE ALL ON SCHEMA webhooks FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA webhooks_internal FROM PUBLIC;
+REVOKE ALL ON SCHEMA webhooks_internal FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA webhooks TO webhooks_admin, webhooks_publisher;
 
@@ -2640,7 +2697,7 @@ DECLARE
     said text;
 BEGIN
     FOR r IN SELECT * FROM webhooks._upgrade_tracked ORDER BY relid::oid LOOP
-        said := webhooks._track_table(r.relid, r.entity, r.exclude_columns, r.tenant_column, NULL);
+        said := webhooks_internal._track_table(r.relid, r.entity, r.exclude_columns, r.tenant_column, NULL);
         RAISE NOTICE 'webhooks 0.2.0: %', said;
     END LOOP;
 END $$;

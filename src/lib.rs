@@ -26,6 +26,11 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+
+/// The schema of the helpers (`schema = "webhooks_internal"` on their `#[pg_extern]`): owner
+/// only, so that `\df webhooks.*` lists the documented API alone.
+#[pg_schema]
+mod webhooks_internal {}
 extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
