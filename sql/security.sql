@@ -106,6 +106,12 @@ COMMENT ON FUNCTION webhooks.tenant_grant(text, text) IS
 COMMENT ON FUNCTION webhooks.tenant_revoke(text, text) IS 'Removes a binding made by tenant_grant.';
 COMMENT ON FUNCTION webhooks.event_replay(text, text) IS
     'Sends an event again as new deliveries: to one endpoint, or to every enabled endpoint that subscribes to it.';
+COMMENT ON FUNCTION webhooks.webhook_sign(text, text, bigint, text) IS
+    'The Standard Webhooks webhook-signature value (v1,<base64 HMAC-SHA256>) of a message: secret, webhook-id, webhook-timestamp, body.';
+COMMENT ON FUNCTION webhooks.webhook_verify(text, text, bigint, text, text, int) IS
+    'True when a v1 signature of the message matches the secret and the timestamp is within the tolerance (seconds).';
+COMMENT ON FUNCTION webhooks.webhook_verify(text, jsonb, text, int) IS
+    'Verifies a received request from its headers (a JSON object, names in any case) and body.';
 COMMENT ON FUNCTION webhooks.endpoint_test(text, text) IS
     'Sends a signed test event (webhook.test, or the type given) to the endpoint now and returns what it answered. Nothing is recorded.';
 COMMENT ON FUNCTION webhooks.status() IS

@@ -13,14 +13,14 @@ fn signing_error(e: signing::SigningError) -> ! {
     invalid(&format!("invalid webhook secret: {e}"))
 }
 
-/// The Standard Webhooks `webhook-signature` value for a message.
+// Documented for psql users by its COMMENT in sql/security.sql.
 #[pg_extern(immutable, parallel_safe)]
 fn webhook_sign(secret: &str, msg_id: &str, msg_timestamp: i64, body: &str) -> String {
     signing::sign(secret, msg_id, msg_timestamp, body.as_bytes())
         .unwrap_or_else(|e| signing_error(e))
 }
 
-/// True when any `v1,` signature matches and the timestamp is within the tolerance.
+// Documented by its COMMENT in sql/security.sql.
 #[pg_extern(volatile, parallel_safe)]
 fn webhook_verify(
     secret: &str,
@@ -42,7 +42,7 @@ fn webhook_verify(
     .unwrap_or_else(|e| signing_error(e))
 }
 
-/// Verifies a request given its headers as a JSON object (names in any case).
+// Documented by its COMMENT in sql/security.sql.
 #[pg_extern(volatile, parallel_safe, name = "webhook_verify")]
 fn webhook_verify_headers(
     secret: &str,
