@@ -16,8 +16,9 @@ arch=$(dpkg --print-architecture)
 name=postgresql-15-webhooks
 
 echo "== building the release library (cargo pgrx package)"
-cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null
 stage=target/release/webhooks-pg15
+rm -rf "$stage"   # cargo pgrx package adds to what an earlier build left there
+cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null
 
 root=target/debian/$name
 rm -rf "$root"

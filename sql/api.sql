@@ -173,9 +173,10 @@ BEGIN
     IF n > 0 THEN
         PERFORM webhooks_internal._wake_on_commit();
     END IF;
-    -- NOTIFY payloads are limited to 8000 bytes: the event's id and type always fit.
-    PERFORM pg_catalog.pg_notify('webhooks', pg_catalog.left(
-        pg_catalog.jsonb_build_object('id', new_id, 'type', p_type, 'tenant_id', tenant, 'data', p_data)::text, 7900));
+    -- Any role may LISTEN: the notification carries only the event's id and type, and a
+    -- listener reads the event itself through row-level security.
+    PERFORM pg_catalog.pg_notify('webhooks',
+        pg_catalog.jsonb_build_object('id', new_id, 'type', p_type)::text);
     RETURN new_id;
 END $$;
 
@@ -308,6 +309,9 @@ BEGIN
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
     VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
             note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
 END $$;
 
 -- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
@@ -394,30 +398,38 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.id := coalesce(NEW.id, webhooks_internal._new_endpoint_id());
         NEW.created_at := pg_catalog.now();
+        -- The worker's bookkeeping starts empty.
+        NEW.rate_next_at := NULL;
+        NEW.paused_until := NULL;
+        NEW.failing_since := NULL;
     END IF;
     NEW.secret := coalesce(NEW.secret, webhooks_internal._new_secret());
     IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
         PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
     END IF;
-    IF NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+    -- Each check runs when its column is written (an insert, or an update that changes it): a
+    -- row from an older version keeps working when the worker records its state.
+    IF (TG_OP = 'INSERT' OR NEW.id IS DISTINCT FROM OLD.id) AND NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
         RAISE EXCEPTION 'endpoint id "%" is not valid: 1-64 letters, digits, _ or -', NEW.id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NEW.url IS NULL THEN
         RAISE EXCEPTION 'url must not be NULL' USING ERRCODE = 'not_null_violation';
-    ELSIF pg_catalog.octet_length(NEW.url) > 2048 THEN
+    ELSIF (TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url) AND pg_catalog.octet_length(NEW.url) > 2048 THEN
         RAISE EXCEPTION 'url is % bytes, over the 2048-byte limit', pg_catalog.octet_length(NEW.url)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF pg_catalog.cardinality(NEW.event_types) > 100 THEN
+    IF (TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types) AND pg_catalog.cardinality(NEW.event_types) > 100 THEN
         RAISE EXCEPTION 'event_types lists % filters, over the limit of 100', pg_catalog.cardinality(NEW.event_types)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF pg_catalog.octet_length(NEW.tls_client_cert) > 65536 OR pg_catalog.octet_length(NEW.tls_client_key) > 65536 THEN
+    IF (TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key)
+       AND (pg_catalog.octet_length(NEW.tls_client_cert) > 65536 OR pg_catalog.octet_length(NEW.tls_client_key) > 65536) THEN
         RAISE EXCEPTION 'tls_client_cert and tls_client_key are limited to 64 KiB each'
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF NEW.previous_secret_expires_at > pg_catalog.now() + interval '30 days' THEN
+    IF (TG_OP = 'INSERT' OR NEW.previous_secret_expires_at IS DISTINCT FROM OLD.previous_secret_expires_at)
+       AND NEW.previous_secret_expires_at > pg_catalog.now() + interval '30 days' THEN
         RAISE EXCEPTION 'previous_secret_expires_at is more than 30 days away'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'A rotation grace period is at most 30 days.';
     END IF;
@@ -512,12 +524,19 @@ AS $$
 DECLARE
     waiting bigint;
 BEGIN
+    -- Rows someone holds are skipped, never waited for (the worker disables endpoints too, and
+    -- must not stall on an admin's lock): the claim parks or releases them later.
     IF NEW.enabled THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now()
-        WHERE d.endpoint_id = NEW.id AND d.status = 'pending' AND d.next_attempt_at = 'infinity';
+        UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now(), lease_until = NULL
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending' AND x.next_attempt_at = 'infinity'
+                         AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
+                       FOR UPDATE SKIP LOCKED);
     ELSE
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.endpoint_id = NEW.id AND d.status = 'pending';
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending'
+                       FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS waiting = ROW_COUNT;
         PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
             pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,

@@ -13,7 +13,8 @@ WITH d AS (
            count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
            count(*) FILTER (WHERE d.status = 'dead') AS dead,
            coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now())), 0) AS oldest_due_seconds
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
     FROM webhooks.deliveries d
     GROUP BY GROUPING SETS ((d.endpoint_id), ())
 ), a AS (

@@ -39,7 +39,18 @@ GRANT EXECUTE ON FUNCTION
     webhooks.tenant_scope()
 TO webhooks_publisher;
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.endpoints, webhooks.event_types TO webhooks_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.event_types TO webhooks_admin;
+-- Endpoints: the configuration, not the worker's bookkeeping (rate_next_at, paused_until,
+-- failing_since), which a tenant's admin could otherwise set to stall every claim.
+GRANT SELECT, DELETE ON webhooks.endpoints TO webhooks_admin;
+GRANT INSERT (id, tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
+              headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
+              tls_client_cert, tls_client_key, rate_limit)
+    ON webhooks.endpoints TO webhooks_admin;
+GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
+              headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
+              tls_client_cert, tls_client_key, rate_limit)
+    ON webhooks.endpoints TO webhooks_admin;
 -- Only what delivery_retry changes: no way to point a delivery at another event or endpoint,
 -- or to fake a lease the worker would honour.
 GRANT SELECT ON webhooks.deliveries TO webhooks_admin;

@@ -122,13 +122,23 @@ BEGIN
            (SELECT count(*) FROM head)
     INTO ids, orphans, parked, blocked, paused, waiting, head_n
     FROM chosen c JOIN locked l ON l.id = c.id;
-    -- Deliveries whose event is gone (a replay that raced pruning) are orphans too.
+    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
+    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
+    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
+    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
+    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
     IF ids IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d
+        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
         WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
+        IF more IS NOT NULL THEN
+            orphans := coalesce(orphans, '{}') || more;
+            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
+            more := NULL;
+        END IF;
     END IF;
     IF orphans IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
+        WHERE d.id = ANY (orphans);
     END IF;
     IF parked IS NOT NULL THEN
         -- (an endpoint enabled since the look above keeps its rows; one enabled right after is

@@ -72,6 +72,10 @@ fn push(db: u32, xid: u32, text: &str) {
     ring.n += 1;
 }
 
+fn text_fits(t: &str) -> bool {
+    t.len() <= NOTE_MAX
+}
+
 /// Cuts a string to at most `max` bytes on a character boundary.
 fn cut(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -103,20 +107,33 @@ fn _sync_failed(event: JsonB, answers: JsonB) {
             continue;
         }
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let note = json!({
-            "event_id": s(ev, "event_id"),
-            "event_type": s(ev, "event_type"),
-            "version": s(ev, "version"),
-            "source": s(ev, "source"),
-            "tenant_id": s(ev, "tenant_id"),
-            "endpoint_id": s(a, "endpoint_id"),
-            "status": a.get("status"),
-            "error": s(a, "error").map(|e| cut(&e, 1000)),
-            "body": s(a, "raw_body").map(|b| cut(&b, 1000)),
-            "started_us": a.get("started_us"),
-            "duration_ms": a.get("duration_ms"),
-        });
-        push(db, xid, &note.to_string());
+        let (error, body) = (s(a, "error").unwrap_or_default(), s(a, "raw_body"));
+        // A note is never cut (cut JSON would not parse): the receiver's body, then the error,
+        // shrink until the whole note, escapes included, fits its slot.
+        let mut room = 1000;
+        let note = loop {
+            let note = json!({
+                "event_id": s(ev, "event_id"),
+                "event_type": s(ev, "event_type"),
+                "version": s(ev, "version"),
+                "source": s(ev, "source"),
+                "tenant_id": s(ev, "tenant_id"),
+                "endpoint_id": s(a, "endpoint_id"),
+                "status": a.get("status"),
+                "error": cut(&error, room),
+                "body": body.as_deref().map(|b| cut(b, room / 4)),
+                "started_us": a.get("started_us"),
+                "duration_ms": a.get("duration_ms"),
+            })
+            .to_string();
+            if text_fits(&note) || room == 0 {
+                break note;
+            }
+            room /= 2;
+        };
+        if text_fits(&note) {
+            push(db, xid, &note);
+        }
     }
     crate::wake::wake_worker();
 }

@@ -124,7 +124,7 @@ fn http_date(v: &str) -> Option<i64> {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let month = MONTHS.iter().position(|m| *m == p[1])? as i64 + 1;
-    let year: i64 = p[2].parse().ok()?;
+    let year: i64 = p[2].parse().ok().filter(|y| (1970..=9999).contains(y))?;
     let hms: Vec<i64> = p[3].split(':').filter_map(|n| n.parse().ok()).collect();
     if hms.len() != 3 || !(1..=31).contains(&day) || hms[0] > 23 || hms[1] > 59 || hms[2] > 60 {
         return None;
@@ -162,6 +162,12 @@ mod tests {
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-5", now), None);
         assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 PST", now), None);
+        assert_eq!(
+            retry_after("Wed, 21 Oct 9999999999999999 07:28:00 GMT", now),
+            None,
+            "a year that would overflow is ignored"
+        );
+        assert_eq!(retry_after("99999999999999999999999", now), None);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
     }

@@ -834,11 +834,10 @@ impl Record {
             .as_deref()
             .and_then(|v| schedule::retry_after(v, now_us / 1_000_000))
             .map(|p| p.min(s.ttl));
+        // (a 410 is a failure like any other here: _record disables its endpoint, which
+        // parks this delivery with the others while it has attempts left)
         let (status, retry) = if o.ok() {
             ("succeeded", None)
-        } else if o.status == Some(410) {
-            // Gone: _record disables the endpoint, which parks this delivery with the others.
-            ("pending", Some(0))
         } else {
             let next = match pause {
                 Some(p) => schedule::after_pushback(attempt, &s.schedule, age, s.ttl, p),
@@ -966,11 +965,23 @@ fn housekeeping(settings: &Settings) {
                 None,
                 &[before.as_str().into()],
             );
-            // A parking that raced an endpoint_enable: release what waits for no reason.
+            // A parking that raced an endpoint_enable, or an orphan whose endpoint and event
+            // exist by now (a restore that finished loading): release what waits for no reason.
             let _ = client.update(
-                "UPDATE webhooks.deliveries d SET next_attempt_at = now()
+                "UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
                  WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
-                   AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled)",
+                   AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled)
+                   AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id)",
+                None,
+                &[],
+            );
+            // Orphans parked an hour ago whose endpoint or event never came (back).
+            let _ = client.update(
+                "DELETE FROM webhooks.deliveries d
+                 WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
+                   AND d.lease_until < now() - interval '1 hour'
+                   AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id)
+                        OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))",
                 None,
                 &[],
             );

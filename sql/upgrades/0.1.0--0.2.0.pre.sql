@@ -21,25 +21,39 @@ DECLARE
     blockers text;
     r record;
 BEGIN
-    -- Dropping 0.1.0's functions and views must not take a user's objects with them: a view or
-    -- function of theirs built on ours stops the upgrade, named, before anything changed.
-    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, 0), ', ')
+    -- Dropping 0.1.0's functions and views (CASCADE takes the triggers and policies 0.1.0 made
+    -- with them) must not take anything of the user's: any other object built on them (a view,
+    -- a function, a policy or trigger on a user's table, a column default, a check, a generated
+    -- column) stops the upgrade, named, before anything changed. The one exception is the row
+    -- triggers of tracked tables, remembered above and made again in part 2.
+    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid), ', ')
     INTO blockers
     FROM pg_catalog.pg_depend d
     JOIN pg_catalog.pg_depend m
       ON m.classid = d.refclassid AND m.objid = d.refobjid
      AND m.refclassid = 'pg_catalog.pg_extension'::regclass AND m.refobjid = ext AND m.deptype = 'e'
-    LEFT JOIN pg_catalog.pg_rewrite rw ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND rw.oid = d.objid
-    WHERE d.deptype = 'n'
+    WHERE d.deptype IN ('n', 'a')
       AND (m.classid = 'pg_catalog.pg_proc'::regclass
            OR (m.classid = 'pg_catalog.pg_class'::regclass
                AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = m.objid) = 'v'))
-      AND d.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_rewrite'::regclass)
+      -- the object's own table (trigger, policy, rule, default, constraint), if it has one
       AND NOT EXISTS (
           SELECT 1 FROM pg_catalog.pg_depend x
-          WHERE x.refobjid = ext AND x.deptype = 'e'
-            AND ((x.classid = d.classid AND x.objid = d.objid)
-                 OR (x.classid = 'pg_catalog.pg_class'::regclass AND x.objid = rw.ev_class)));
+          WHERE x.refobjid = ext AND x.deptype = 'e' AND x.classid = 'pg_catalog.pg_class'::regclass
+            AND x.objid = CASE d.classid
+                WHEN 'pg_catalog.pg_trigger'::regclass THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE t.oid = d.objid)
+                WHEN 'pg_catalog.pg_policy'::regclass THEN (SELECT p.polrelid FROM pg_catalog.pg_policy p WHERE p.oid = d.objid)
+                WHEN 'pg_catalog.pg_rewrite'::regclass THEN (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid)
+                WHEN 'pg_catalog.pg_attrdef'::regclass THEN (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid)
+                WHEN 'pg_catalog.pg_constraint'::regclass THEN (SELECT c.conrelid FROM pg_catalog.pg_constraint c WHERE c.oid = d.objid)
+                WHEN 'pg_catalog.pg_class'::regclass THEN d.objid
+                ELSE NULL END)
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_depend x
+          WHERE x.refobjid = ext AND x.deptype = 'e' AND x.classid = d.classid AND x.objid = d.objid)
+      AND NOT (d.classid = 'pg_catalog.pg_trigger'::regclass
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                           WHERE t.oid = d.objid AND t.tgfoid = 'webhooks.emit_row_event()'::regprocedure));
     IF blockers IS NOT NULL THEN
         RAISE EXCEPTION 'webhooks 0.1.0 -> 0.2.0 would drop objects built on the extension: %', blockers
             USING HINT = 'Drop them, run ALTER EXTENSION webhooks UPDATE, then create them again.';
@@ -66,17 +80,23 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('DROP FUNCTION %s CASCADE', r.f);
     END LOOP;
+    -- What 0.1.0 made on its tables that CASCADE did not take, by name (a user's own trigger or
+    -- policy on these tables stays).
     FOR r IN
         SELECT p.polname, p.polrelid::regclass AS t FROM pg_catalog.pg_policy p
-        JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
-        WHERE c.relnamespace = 'webhooks'::regnamespace
+        WHERE p.polname = 'tenant_isolation'
+          AND p.polrelid IN ('webhooks.endpoints'::regclass, 'webhooks.events'::regclass,
+                             'webhooks.deliveries'::regclass, 'webhooks.attempts'::regclass)
     LOOP
         EXECUTE pg_catalog.format('DROP POLICY %I ON %s', r.polname, r.t);
     END LOOP;
     FOR r IN
         SELECT t.tgname, t.tgrelid::regclass AS t FROM pg_catalog.pg_trigger t
-        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = 'webhooks'::regnamespace AND NOT t.tgisinternal
+        WHERE NOT t.tgisinternal
+          AND (t.tgname, t.tgrelid) IN (('endpoints_cascade', 'webhooks.endpoints'::regclass),
+                                       ('events_cascade', 'webhooks.events'::regclass),
+                                       ('deliveries_cascade', 'webhooks.deliveries'::regclass),
+                                       ('endpoints_before_write', 'webhooks.endpoints'::regclass))
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.t);
     END LOOP;
