@@ -23,25 +23,42 @@ DECLARE
     blockers text;
     r record;
 BEGIN
-    -- Dropping 0.1.0's functions and views must not take a user's objects with them: a view or
-    -- function of theirs built on ours stops the upgrade, named, before anything changed.
-    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, 0), ', ')
+    -- Dropping 0.1.0's functions and views (CASCADE takes the triggers and policies 0.1.0 made
+    -- with them) must not take anything of the user's: any other object built on them (a view,
+    -- a function, a policy or trigger on a user's table, a column default, a check, a generated
+    -- column) stops the upgrade, named, before anything changed. The one exception is the row
+    -- triggers of tracked tables, remembered above and made again in part 2.
+    SELECT pg_catalog.string_agg(DISTINCT CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass
+                THEN pg_catalog.pg_describe_object('pg_catalog.pg_class'::regclass,
+                         (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid), 0)
+                ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END, ', ')
     INTO blockers
     FROM pg_catalog.pg_depend d
     JOIN pg_catalog.pg_depend m
       ON m.classid = d.refclassid AND m.objid = d.refobjid
      AND m.refclassid = 'pg_catalog.pg_extension'::regclass AND m.refobjid = ext AND m.deptype = 'e'
-    LEFT JOIN pg_catalog.pg_rewrite rw ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND rw.oid = d.objid
-    WHERE d.deptype = 'n'
+    WHERE d.deptype IN ('n', 'a')
       AND (m.classid = 'pg_catalog.pg_proc'::regclass
            OR (m.classid = 'pg_catalog.pg_class'::regclass
                AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = m.objid) = 'v'))
-      AND d.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_rewrite'::regclass)
+      -- the object's own table (trigger, policy, rule, default, constraint), if it has one
       AND NOT EXISTS (
           SELECT 1 FROM pg_catalog.pg_depend x
-          WHERE x.refobjid = ext AND x.deptype = 'e'
-            AND ((x.classid = d.classid AND x.objid = d.objid)
-                 OR (x.classid = 'pg_catalog.pg_class'::regclass AND x.objid = rw.ev_class)));
+          WHERE x.refobjid = ext AND x.deptype = 'e' AND x.classid = 'pg_catalog.pg_class'::regclass
+            AND x.objid = CASE d.classid
+                WHEN 'pg_catalog.pg_trigger'::regclass THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE t.oid = d.objid)
+                WHEN 'pg_catalog.pg_policy'::regclass THEN (SELECT p.polrelid FROM pg_catalog.pg_policy p WHERE p.oid = d.objid)
+                WHEN 'pg_catalog.pg_rewrite'::regclass THEN (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid)
+                WHEN 'pg_catalog.pg_attrdef'::regclass THEN (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid)
+                WHEN 'pg_catalog.pg_constraint'::regclass THEN (SELECT c.conrelid FROM pg_catalog.pg_constraint c WHERE c.oid = d.objid)
+                WHEN 'pg_catalog.pg_class'::regclass THEN d.objid
+                ELSE NULL END)
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_depend x
+          WHERE x.refobjid = ext AND x.deptype = 'e' AND x.classid = d.classid AND x.objid = d.objid)
+      AND NOT (d.classid = 'pg_catalog.pg_trigger'::regclass
+               AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                           WHERE t.oid = d.objid AND t.tgfoid = 'webhooks.emit_row_event()'::regprocedure));
     IF blockers IS NOT NULL THEN
         RAISE EXCEPTION 'webhooks 0.1.0 -> 0.2.0 would drop objects built on the extension: %', blockers
             USING HINT = 'Drop them, run ALTER EXTENSION webhooks UPDATE, then create them again.';
@@ -68,17 +85,23 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format('DROP FUNCTION %s CASCADE', r.f);
     END LOOP;
+    -- What 0.1.0 made on its tables that CASCADE did not take, by name (a user's own trigger or
+    -- policy on these tables stays).
     FOR r IN
         SELECT p.polname, p.polrelid::regclass AS t FROM pg_catalog.pg_policy p
-        JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
-        WHERE c.relnamespace = 'webhooks'::regnamespace
+        WHERE p.polname = 'tenant_isolation'
+          AND p.polrelid IN ('webhooks.endpoints'::regclass, 'webhooks.events'::regclass,
+                             'webhooks.deliveries'::regclass, 'webhooks.attempts'::regclass)
     LOOP
         EXECUTE pg_catalog.format('DROP POLICY %I ON %s', r.polname, r.t);
     END LOOP;
     FOR r IN
         SELECT t.tgname, t.tgrelid::regclass AS t FROM pg_catalog.pg_trigger t
-        JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = 'webhooks'::regnamespace AND NOT t.tgisinternal
+        WHERE NOT t.tgisinternal
+          AND (t.tgname, t.tgrelid) IN (('endpoints_cascade', 'webhooks.endpoints'::regclass),
+                                       ('events_cascade', 'webhooks.events'::regclass),
+                                       ('deliveries_cascade', 'webhooks.deliveries'::regclass),
+                                       ('endpoints_before_write', 'webhooks.endpoints'::regclass))
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.t);
     END LOOP;
@@ -575,6 +598,79 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:138
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:180
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:132
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:106
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:127
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:39
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:187
 -- webhooks::api::_worker_state
 CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
@@ -585,6 +681,17 @@ CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:152
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -734,27 +841,6 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:180
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:173
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:112
 -- webhooks::api::_check_secret
 CREATE  FUNCTION webhooks_internal."_check_secret"(
@@ -766,75 +852,23 @@ AS 'MODULE_PATHNAME', '_check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:152
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
+-- src/api.rs:158
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:132
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
+-- src/api.rs:173
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:127
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:39
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:106
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:138
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1037,9 +1071,10 @@ BEGIN
     IF n > 0 THEN
         PERFORM webhooks_internal._wake_on_commit();
     END IF;
-    -- NOTIFY payloads are limited to 8000 bytes: the event's id and type always fit.
-    PERFORM pg_catalog.pg_notify('webhooks', pg_catalog.left(
-        pg_catalog.jsonb_build_object('id', new_id, 'type', p_type, 'tenant_id', tenant, 'data', p_data)::text, 7900));
+    -- Any role may LISTEN: the notification carries only the event's id and type, and a
+    -- listener reads the event itself through row-level security.
+    PERFORM pg_catalog.pg_notify('webhooks',
+        pg_catalog.jsonb_build_object('id', new_id, 'type', p_type)::text);
     RETURN new_id;
 END $$;
 
@@ -1172,6 +1207,9 @@ BEGIN
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
     VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
             note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
 END $$;
 
 -- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
@@ -1258,30 +1296,38 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.id := coalesce(NEW.id, webhooks_internal._new_endpoint_id());
         NEW.created_at := pg_catalog.now();
+        -- The worker's bookkeeping starts empty.
+        NEW.rate_next_at := NULL;
+        NEW.paused_until := NULL;
+        NEW.failing_since := NULL;
     END IF;
     NEW.secret := coalesce(NEW.secret, webhooks_internal._new_secret());
     IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
         PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
     END IF;
-    IF NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+    -- Each check runs when its column is written (an insert, or an update that changes it): a
+    -- row from an older version keeps working when the worker records its state.
+    IF (TG_OP = 'INSERT' OR NEW.id IS DISTINCT FROM OLD.id) AND NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
         RAISE EXCEPTION 'endpoint id "%" is not valid: 1-64 letters, digits, _ or -', NEW.id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NEW.url IS NULL THEN
         RAISE EXCEPTION 'url must not be NULL' USING ERRCODE = 'not_null_violation';
-    ELSIF pg_catalog.octet_length(NEW.url) > 2048 THEN
+    ELSIF (TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url) AND pg_catalog.octet_length(NEW.url) > 2048 THEN
         RAISE EXCEPTION 'url is % bytes, over the 2048-byte limit', pg_catalog.octet_length(NEW.url)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF pg_catalog.cardinality(NEW.event_types) > 100 THEN
+    IF (TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types) AND pg_catalog.cardinality(NEW.event_types) > 100 THEN
         RAISE EXCEPTION 'event_types lists % filters, over the limit of 100', pg_catalog.cardinality(NEW.event_types)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF pg_catalog.octet_length(NEW.tls_client_cert) > 65536 OR pg_catalog.octet_length(NEW.tls_client_key) > 65536 THEN
+    IF (TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key)
+       AND (pg_catalog.octet_length(NEW.tls_client_cert) > 65536 OR pg_catalog.octet_length(NEW.tls_client_key) > 65536) THEN
         RAISE EXCEPTION 'tls_client_cert and tls_client_key are limited to 64 KiB each'
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    IF NEW.previous_secret_expires_at > pg_catalog.now() + interval '30 days' THEN
+    IF (TG_OP = 'INSERT' OR NEW.previous_secret_expires_at IS DISTINCT FROM OLD.previous_secret_expires_at)
+       AND NEW.previous_secret_expires_at > pg_catalog.now() + interval '30 days' THEN
         RAISE EXCEPTION 'previous_secret_expires_at is more than 30 days away'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'A rotation grace period is at most 30 days.';
     END IF;
@@ -1376,12 +1422,19 @@ AS $$
 DECLARE
     waiting bigint;
 BEGIN
+    -- Rows someone holds are skipped, never waited for (the worker disables endpoints too, and
+    -- must not stall on an admin's lock): the claim parks or releases them later.
     IF NEW.enabled THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now()
-        WHERE d.endpoint_id = NEW.id AND d.status = 'pending' AND d.next_attempt_at = 'infinity';
+        UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now(), lease_until = NULL
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending' AND x.next_attempt_at = 'infinity'
+                         AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
+                       FOR UPDATE SKIP LOCKED);
     ELSE
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.endpoint_id = NEW.id AND d.status = 'pending';
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending'
+                       FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS waiting = ROW_COUNT;
         PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
             pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
@@ -1799,6 +1852,72 @@ ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:56
+-- requires:
+--   api
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:54
 -- requires:
 --   api
@@ -2090,71 +2209,6 @@ CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:56
--- requires:
---   api
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now())), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:55
 -- requires:
 --   api
@@ -2283,13 +2337,23 @@ BEGIN
            (SELECT count(*) FROM head)
     INTO ids, orphans, parked, blocked, paused, waiting, head_n
     FROM chosen c JOIN locked l ON l.id = c.id;
-    -- Deliveries whose event is gone (a replay that raced pruning) are orphans too.
+    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
+    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
+    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
+    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
+    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
     IF ids IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d
+        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
         WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
+        IF more IS NOT NULL THEN
+            orphans := coalesce(orphans, '{}') || more;
+            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
+            more := NULL;
+        END IF;
     END IF;
     IF orphans IS NOT NULL THEN
-        DELETE FROM webhooks.deliveries d WHERE d.id = ANY (orphans);
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
+        WHERE d.id = ANY (orphans);
     END IF;
     IF parked IS NOT NULL THEN
         -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
@@ -2523,17 +2587,6 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:158
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:101
 -- webhooks::api::_new_endpoint_id
 CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
@@ -2543,7 +2596,7 @@ AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/handoff.rs:89
+-- src/handoff.rs:93
 -- webhooks::handoff::_sync_failed
 CREATE  FUNCTION webhooks_internal."_sync_failed"(
 	"event" jsonb, /* JsonB */
@@ -2598,7 +2651,18 @@ GRANT EXECUTE ON FUNCTION
     webhooks.tenant_scope()
 TO webhooks_publisher;
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.endpoints, webhooks.event_types TO webhooks_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.event_types TO webhooks_admin;
+-- Endpoints: the configuration, not the worker's bookkeeping (rate_next_at, paused_until,
+-- failing_since), which a tenant's admin could otherwise set to stall every claim.
+GRANT SELECT, DELETE ON webhooks.endpoints TO webhooks_admin;
+GRANT INSERT (id, tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
+              headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
+              tls_client_cert, tls_client_key, rate_limit)
+    ON webhooks.endpoints TO webhooks_admin;
+GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
+              headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
+              tls_client_cert, tls_client_key, rate_limit)
+    ON webhooks.endpoints TO webhooks_admin;
 -- Only what delivery_retry changes: no way to point a delivery at another event or endpoint,
 -- or to fake a lease the worker would honour.
 GRANT SELECT ON webhooks.deliveries TO webhooks_admin;

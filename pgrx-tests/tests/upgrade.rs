@@ -136,7 +136,7 @@ fn alter_extension_update_from_0_1_0_keeps_the_work_and_builds_the_same_schema_a
         .as_db_error()
         .map(|e| e.message().to_string())
         .unwrap_or_default();
-    assert!(msg.contains("view my_status"), "{msg}");
+    assert!(msg.contains("view public.my_status"), "{msg}");
     db.batch_execute("DROP VIEW my_status").unwrap();
 
     db.batch_execute("ALTER EXTENSION webhooks UPDATE").unwrap();

@@ -26,7 +26,10 @@ BEGIN
     -- a function, a policy or trigger on a user's table, a column default, a check, a generated
     -- column) stops the upgrade, named, before anything changed. The one exception is the row
     -- triggers of tracked tables, remembered above and made again in part 2.
-    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid), ', ')
+    SELECT pg_catalog.string_agg(DISTINCT CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass
+                THEN pg_catalog.pg_describe_object('pg_catalog.pg_class'::regclass,
+                         (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid), 0)
+                ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END, ', ')
     INTO blockers
     FROM pg_catalog.pg_depend d
     JOIN pg_catalog.pg_depend m
