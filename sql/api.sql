@@ -105,6 +105,7 @@ DECLARE
     new_id text := webhooks_internal._new_event_id();
     got text;
     earlier webhooks.events;
+    tries int := 0;
     due_now boolean;
 BEGIN
     et := webhooks_internal._check_event(p_type, data, actor, entity_key, false);
@@ -115,7 +116,14 @@ BEGIN
     -- With a key, the unique index decides: a concurrent publish of the same key waits for the
     -- first transaction; if that commits, this one gets its event back and creates nothing, if
     -- it rolls back, this one publishes. Within webhooks.ttl only: after it, the key is free.
-    LOOP
+    -- Without one, a plain insert (no speculative insertion on the hot path).
+    IF p_key IS NULL THEN
+        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key)
+        VALUES (new_id, p_tenant, p_type, et.version,
+                coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+                actor, data, entity_key);
+    END IF;
+    WHILE p_key IS NOT NULL LOOP
         INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key)
         VALUES (new_id, p_tenant, p_type, et.version,
                 coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
@@ -129,6 +137,11 @@ BEGIN
             RETURN earlier.id;
         END IF;
         UPDATE webhooks.events e SET idempotency_key = NULL WHERE e.id = earlier.id;
+        tries := tries + 1;
+        IF tries > 3 THEN
+            RAISE EXCEPTION 'idempotency_key "%" is being used concurrently; try again', p_key
+                USING ERRCODE = 'serialization_failure';
+        END IF;
     END LOOP;
     WITH d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at)
