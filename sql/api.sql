@@ -20,6 +20,8 @@ DECLARE
     et webhooks.event_types;
     max_bytes int := coalesce(nullif(pg_catalog.current_setting('webhooks.max_payload', true), '')::int, 262144);
     data_bytes int;
+    biggest text;
+    biggest_bytes int;
 BEGIN
     SELECT * INTO et FROM webhooks.event_types t WHERE t.name = p_type;
     IF NOT FOUND THEN
@@ -49,8 +51,19 @@ BEGIN
     END IF;
     data_bytes := pg_catalog.octet_length(p_data::text);
     IF data_bytes > max_bytes THEN
+        -- Name the field to leave out: for a row event ({"<entity>": row}) that is a column.
+        SELECT x.p, x.n INTO biggest, biggest_bytes FROM (
+            SELECT t.key AS p, pg_catalog.octet_length(t.value::text) AS n, false AS deep
+            FROM pg_catalog.jsonb_each(p_data) t
+            UNION ALL
+            SELECT t.key || '.' || u.key, pg_catalog.octet_length(u.value::text), true
+            FROM pg_catalog.jsonb_each(p_data) t,
+                 pg_catalog.jsonb_each(CASE WHEN pg_catalog.jsonb_typeof(t.value) = 'object' THEN t.value ELSE '{}' END) u
+        ) x ORDER BY x.deep DESC, x.n DESC LIMIT 1;
         RAISE EXCEPTION 'data is % bytes as sent, over webhooks.max_payload (% bytes)', data_bytes, max_bytes
-            USING ERRCODE = 'program_limit_exceeded';
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = pg_catalog.format('Its largest field is %s (%s bytes).', biggest, biggest_bytes),
+                  HINT = 'Leave that field out (for a tracked table: track_table(..., exclude_columns => ''{column}'')), or raise webhooks.max_payload.';
     END IF;
     IF p_actor IS NOT NULL AND pg_catalog.octet_length(p_actor::text) > 8192 THEN
         RAISE EXCEPTION 'actor is % bytes as sent, over the 8192-byte limit', pg_catalog.octet_length(p_actor::text)

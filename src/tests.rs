@@ -69,6 +69,11 @@ fn publish_checks_its_input_and_names_the_problem() {
     expect_err("SELECT webhooks.webhook_publish('user.created', '{}', actor => '\"me\"')", "actor must be a JSON object");
     run("SET webhooks.max_payload = 1024");
     expect_err("SELECT webhooks.webhook_publish('user.created', jsonb_build_object('x', repeat('a', 2000)))", "webhooks.max_payload");
+    // A tracked row over the limit fails its INSERT, naming the setting and the column to leave out.
+    run("CREATE TABLE big_users (id int PRIMARY KEY, email text, avatar text)");
+    run("SELECT webhooks.track_table('big_users', 'user')");
+    let e = err("INSERT INTO big_users VALUES (1, 'a@b.c', repeat('x', 3000))").unwrap();
+    assert!(e.contains("webhooks.max_payload") && e.contains("largest field is user.avatar") && e.contains("exclude_columns"), "{e}");
     expect_err("SELECT webhooks.webhook_send_sync('user.created', '{}')", "asynchronously");
     assert_eq!(count("SELECT count(*) FROM webhooks.events"), 0, "failed publishes leave nothing");
 }
