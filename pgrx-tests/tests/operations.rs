@@ -92,14 +92,18 @@ fn a_throttling_answer_with_retry_after_pauses_the_whole_endpoint() {
     }
     let ids: Vec<&str> = all.iter().map(|r| r.header("webhook-id")).collect();
     assert!(ids.contains(&first.as_str()) && ids.contains(&second.as_str()));
-    let (code, attempts): (Option<i32>, i32) = db
-        .query_one(
-            "SELECT (SELECT status_code FROM webhooks.attempts a WHERE a.delivery_id = d.id AND a.attempt = 1), d.attempts
-             FROM webhooks.deliveries d WHERE d.event_id = $1",
-            &[&first],
-        )
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    // (the receiver answers before the worker records: wait for the record)
+    let (code, attempts) = wait_for("the retry recorded", T, || {
+        let (status, code, attempts): (String, Option<i32>, i32) = db
+            .query_one(
+                "SELECT d.status, (SELECT status_code FROM webhooks.attempts a WHERE a.delivery_id = d.id AND a.attempt = 1), d.attempts
+                 FROM webhooks.deliveries d WHERE d.event_id = $1",
+                &[&first],
+            )
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .unwrap();
+        (status == "succeeded").then_some((code, attempts))
+    });
     assert_eq!((code, attempts), (Some(503), 2));
 }
 
