@@ -31,18 +31,22 @@ cleanup() {
 trap cleanup EXIT
 private_ca "$WORK.tls"
 cluster_start "$WORK" "webhooks.database = 'postgres'" "webhooks.allow_private_targets = on" \
-    "webhooks.tls_ca_file = '$WORK.tls/ca.pem'"
-python3 scripts/receiver.py "$RX_PORT" "$WORK/secret" "$WORK.tls/server.pem" "$WORK.tls/server.key" > "$WORK/receiver.log" &
+    "webhooks.tls_ca_file = '$WORK.tls/ca.pem'" "webhooks.retry_schedule = '1s,1s,2s'"
+python3 scripts/receiver.py "$RX_PORT" "$WORK/secret" "$WORK.tls/server.pem" "$WORK.tls/server.key" > "$WORK/receiver.log" 2>&1 &
 RX_PID=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$RX_PORT") 2>/dev/null && break
+    sleep 0.1
+done
 q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 q -c "CREATE EXTENSION webhooks"
 q -c "SELECT secret FROM webhooks.endpoint_create('https://localhost:$RX_PORT/hook', '{user.*}')" > "$WORK/secret"
 event=$(q -c "SELECT webhooks.webhook_publish('user.created', '{\"email\": \"a@example.com\"}')")
-for _ in $(seq 1 100); do
+for _ in $(seq 1 150); do
     [ "$(q -c "SELECT status FROM webhooks.deliveries")" = succeeded ] && break
     sleep 0.2
 done
-status=$(q -c "SELECT status || ' ' || last_status FROM webhooks.deliveries WHERE event_id = '$event'")
+status=$(q -c "SELECT concat_ws(' ', status, last_status, last_error) FROM webhooks.deliveries WHERE event_id = '$event'")
 version=$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'webhooks'")
 if [ "$status" != "succeeded 200" ] || ! grep -q "$event  signature OK" "$WORK/receiver.log"; then
     echo "package test FAILED: delivery is '$status'" >&2
