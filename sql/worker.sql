@@ -323,6 +323,10 @@ BEGIN
                max(now() + w.pause_us * interval '1 microsecond') AS pause_until
         FROM answers w GROUP BY w.endpoint_id
     LOOP
+        -- The common case, successes of an endpoint that was not failing, changes nothing: no
+        -- lock, no write on the hot path.
+        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
+            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
         PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
         IF o.pause_until IS NOT NULL THEN
