@@ -689,3 +689,26 @@ fn the_caller_is_never_asked_in_a_parallel_worker() {
         Some("u")
     );
 }
+
+/// The endpoint trigger keeps rows as given while pg_restore loads them (row_security and
+/// check_function_bodies off). An admin cannot use that to skip the checks: with row_security
+/// off, a role that row-level security binds cannot write endpoints at all.
+#[pg_test]
+fn an_admin_cannot_pose_as_pg_restore_to_skip_endpoint_checks() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_restorer IN ROLE webhooks_admin");
+    run("SET ROLE wh_restorer");
+    run("SET row_security = off; SET check_function_bodies = off");
+    expect_err(
+        "INSERT INTO webhooks.endpoints (id, url, secret) VALUES ('ep_x', 'http://169.254.169.254/latest', 'whsec_x')",
+        "row-level security",
+    );
+    run("RESET row_security; RESET check_function_bodies");
+    // Nor can it set the worker's bookkeeping (which could stall every claim).
+    expect_err(
+        "INSERT INTO webhooks.endpoints (url, rate_next_at) VALUES ('https://a.example.com/h', 'infinity')",
+        "permission denied",
+    );
+    run("RESET ROLE");
+    assert_eq!(count("SELECT count(*) FROM webhooks.endpoints WHERE id = 'ep_x'"), 0);
+}
