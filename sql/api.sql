@@ -157,8 +157,8 @@ BEGIN
         END IF;
     END LOOP;
     WITH d AS (
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at)
-        SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
+        SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window, ep.tenant_id
         FROM webhooks.endpoints ep
         WHERE ep.enabled
           AND (ep.tenant_id IS NOT DISTINCT FROM p_tenant OR ep.tenant_id = '*')
@@ -177,20 +177,23 @@ END $$;
 -- dead. Delivered like any event to the endpoints that name them, except the endpoint they are
 -- about (a failing receiver would feed on its own failures), and sent as NOTIFY on channel
 -- "webhooks" for applications that LISTEN. Published in the transaction that made the change.
+-- p_tenant is the tenant of the endpoint they are about: an event about a platform endpoint
+-- ('*') is the platform's (tenant_id '*', seen by platform roles, sent to '*' endpoints only),
+-- never the tenant whose event it was, who must not learn a platform endpoint's errors.
 CREATE FUNCTION webhooks_internal._publish_operational(p_type text, p_data jsonb, p_about text, p_tenant text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     new_id text := webhooks_internal._new_event_id();
-    tenant text := nullif(p_tenant, '*');
+    tenant text := p_tenant;
     n int;
 BEGIN
     INSERT INTO webhooks.events (id, tenant_id, type, version, source, data)
     VALUES (new_id, tenant, p_type, '1',
             coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data);
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at)
-    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant)
+    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window, ep.tenant_id
     FROM webhooks.endpoints ep
     WHERE ep.enabled AND ep.id IS DISTINCT FROM p_about
       AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
@@ -207,6 +210,10 @@ BEGIN
 END $$;
 
 -- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
 CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
@@ -222,19 +229,21 @@ BEGIN
     et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
     INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data)
     VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor, p_data)
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb)
     RETURNING * INTO ev;
     RETURN QUERY
     WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour'
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
         FROM webhooks.endpoints ep
         WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
           AND webhooks_internal._matches(ep.event_types, p_type)
         RETURNING dd.id, dd.endpoint_id
     )
     SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, ev.data::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
            ep.id, ep.url, ep.secret,
            CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
            ep.headers::text, ep.tls_client_cert, ep.tls_client_key
@@ -328,9 +337,10 @@ BEGIN
         RETURN;
     END IF;
     INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at)
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
     VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now())
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            (SELECT ep.tenant_id FROM webhooks.endpoints ep WHERE ep.id = note ->> 'endpoint_id'))
     RETURNING id INTO delivery;
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
     VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
@@ -409,6 +419,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_tem
 AS $$
 DECLARE
     unknown text;
+    waiting bigint;
     -- pg_restore (and a plain pg_dump script) loads endpoints with these two settings off,
     -- which no application session has: then the rows come back as they were dumped (ids,
     -- timestamps, URLs checked under the dumping cluster's settings), whatever order the
@@ -430,6 +441,22 @@ BEGIN
         NEW.failing_since := NULL;
     END IF;
     NEW.secret := coalesce(NEW.secret, webhooks_internal._new_secret());
+    -- Work waiting for an endpoint belongs to its tenant: moving the endpoint to another tenant
+    -- (or another id) would hand that tenant the old one's events. Refused while any waits;
+    -- work committed after the change (a publish that raced it) matches no endpoint and is
+    -- parked as an orphan, never sent across.
+    IF TG_OP = 'UPDATE' AND (NEW.tenant_id IS DISTINCT FROM OLD.tenant_id OR NEW.id IS DISTINCT FROM OLD.id) THEN
+        SELECT pg_catalog.count(*) INTO waiting FROM webhooks.deliveries d
+        WHERE d.endpoint_id = OLD.id AND d.status IN ('pending', 'in_flight')
+          AND coalesce(d.endpoint_tenant, '') = coalesce(OLD.tenant_id, '');
+        IF waiting > 0 THEN
+            RAISE EXCEPTION 'endpoint "%" has % deliveries waiting for tenant %: its % cannot change while they wait',
+                OLD.id, waiting, coalesce('"' || OLD.tenant_id || '"', 'NULL (no tenant)'),
+                CASE WHEN NEW.id IS DISTINCT FROM OLD.id THEN 'id' ELSE 'tenant_id' END
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Let them finish, or delete the endpoint (with its deliveries) and create one for the new tenant.';
+        END IF;
+    END IF;
     IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
         PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
     END IF;
@@ -556,12 +583,14 @@ BEGIN
         UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now(), lease_until = NULL
         WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
                        WHERE x.endpoint_id = NEW.id AND x.status = 'pending' AND x.next_attempt_at = 'infinity'
+                         AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
                          AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
                        FOR UPDATE SKIP LOCKED);
     ELSE
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
         WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
                        WHERE x.endpoint_id = NEW.id AND x.status = 'pending'
+                         AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
                        FOR UPDATE SKIP LOCKED);
         GET DIAGNOSTICS waiting = ROW_COUNT;
         PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
@@ -770,14 +799,23 @@ COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
 
 -- Operating from psql --------------------------------------------------------------------------
 
-CREATE FUNCTION webhooks.delivery_retry(delivery_id bigint) RETURNS webhooks.deliveries
-LANGUAGE plpgsql VOLATILE
+-- delivery_retry and endpoint_recover (src/gate.rs) run these as the owner for an admin, who
+-- has no write right on deliveries: what the caller may not see is "not found".
+CREATE FUNCTION webhooks_internal._delivery_retry(delivery_id bigint) RETURNS webhooks.deliveries
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
+    s text[] := webhooks.tenant_scope();
     d webhooks.deliveries;
 BEGIN
     SELECT * INTO d FROM webhooks.deliveries x WHERE x.id = delivery_id FOR UPDATE;
-    IF NOT FOUND THEN
+    IF FOUND AND s IS NOT NULL AND NOT (
+        coalesce(d.tenant_id, '') = ANY (s)
+        AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
+                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
+        d := NULL;
+    END IF;
+    IF d.id IS NULL THEN
         RAISE EXCEPTION 'delivery % not found', delivery_id USING ERRCODE = 'no_data_found';
     ELSIF d.status = 'succeeded' THEN
         RAISE EXCEPTION 'delivery % already succeeded', delivery_id
@@ -792,13 +830,13 @@ BEGIN
     WHERE x.id = d.id RETURNING * INTO d;
     RETURN d;
 END $$;
-COMMENT ON FUNCTION webhooks.delivery_retry(bigint) IS 'Sends a dead (or waiting) delivery again now.';
 
 -- The day a receiver comes back after an outage: everything that died meanwhile goes again.
-CREATE FUNCTION webhooks.endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+CREATE FUNCTION webhooks_internal._endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
+    s text[] := webhooks.tenant_scope();
     ep webhooks.endpoints;
     n bigint;
 BEGIN
@@ -806,20 +844,20 @@ BEGIN
         RAISE EXCEPTION 'since must be a time: the dead deliveries completed from then on are sent again'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = endpoint_recover.endpoint_id;
-    IF NOT FOUND THEN
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = _endpoint_recover.endpoint_id;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
         RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
     END IF;
     -- (a disabled endpoint's deliveries wait, parked, until it is enabled)
     UPDATE webhooks.deliveries d
     SET status = 'pending', completed_at = NULL,
         next_attempt_at = CASE WHEN ep.enabled THEN pg_catalog.now() ELSE 'infinity' END
-    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync;
+    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync
+      AND coalesce(d.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
+      AND (s IS NULL OR coalesce(d.tenant_id, '') = ANY (s));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_recover(text, timestamptz) IS
-    'Sends again every dead delivery of an endpoint that died since the given time; returns how many.';
 
 -- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
 -- caller may see. Nothing is recorded: it is a probe, answered now.
@@ -896,8 +934,8 @@ BEGIN
         END IF;
     END IF;
     RETURN QUERY
-    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key)
-    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key
+    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant)
+    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id
     FROM webhooks.endpoints x
     WHERE x.enabled
       AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')

@@ -1,8 +1,8 @@
 -- Tables of the webhooks extension. Loaded first (bootstrap): nothing here calls Rust code.
 --
--- IF NOT EXISTS and ON CONFLICT: the upgrade script from 0.1.0 brings the existing tables to
--- this shape first (sql/upgrades/0.1.0--0.2.0.pre.sql) and then runs this whole install script,
--- so that an upgraded database and a fresh one are built by the same statements.
+-- IF NOT EXISTS and ON CONFLICT: an upgrade script brings the existing tables to this shape
+-- first (sql/upgrades/<from>--<to>.pre.sql) and then runs this whole install script, so that
+-- an upgraded database and a fresh one are built by the same statements.
 
 -- The helpers behind the API (checks, the worker's statements, triggers' functions) live in
 -- their own schema, the owner's alone: \df webhooks.* lists the documented API only.
@@ -93,6 +93,10 @@ CREATE TABLE IF NOT EXISTS webhooks.deliveries (
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     completed_at    timestamptz,
+    -- Added in 0.3.0 (last, as ALTER TABLE puts it). The tenant of the endpoint when the delivery
+    -- was made: the claim and housekeeping match the endpoint by id and this, so work left for a
+    -- deleted endpoint never reaches another one that later takes its id in another tenant.
+    endpoint_tenant text,
     -- One check for the whole state machine: each status has exactly the timestamps it needs.
     CONSTRAINT deliveries_state CHECK (
         attempts >= 0 AND CASE status
@@ -249,4 +253,5 @@ COMMENT ON COLUMN webhooks.deliveries.next_attempt_at IS 'When a pending deliver
 COMMENT ON COLUMN webhooks.deliveries.lease_until IS 'While in flight: when the claim lapses and the delivery may be claimed again.';
 COMMENT ON COLUMN webhooks.deliveries.last_status IS 'HTTP status of the last attempt.';
 COMMENT ON COLUMN webhooks.deliveries.last_error IS 'What went wrong in the last attempt, in words.';
+COMMENT ON COLUMN webhooks.deliveries.endpoint_tenant IS 'The endpoint''s tenant_id when the delivery was made; only that endpoint, in that tenant, receives it.';
 COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long, status, error, the first 4 KiB of the answer.';

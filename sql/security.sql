@@ -51,10 +51,10 @@ GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
               tls_client_cert, tls_client_key, rate_limit)
     ON webhooks.endpoints TO webhooks_admin;
--- Only what delivery_retry changes: no way to point a delivery at another event or endpoint,
--- or to fake a lease the worker would honour.
+-- Deliveries are read, never written: delivery_retry, endpoint_recover and event_replay change
+-- them (as the owner, after their checks), so an admin can neither put an in-flight delivery
+-- back to pending (sent twice) nor replay what is not theirs.
 GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
-GRANT UPDATE (status, next_attempt_at, completed_at) ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
     webhooks.tracked_tables, webhooks.metrics TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
@@ -90,9 +90,13 @@ CREATE POLICY tenant_isolation ON webhooks.endpoints
     WITH CHECK ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 CREATE POLICY tenant_isolation ON webhooks.events
     USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
+-- A delivery belongs to its endpoint as well as to its event: visible only when both are. A
+-- tenant's admin never sees what a platform endpoint ('*') answered, its errors or its host,
+-- though the event was the tenant's. (The subquery obeys the endpoints policy; it is one
+-- hashed look at the visible endpoints per statement, not a probe per row.)
 CREATE POLICY tenant_isolation ON webhooks.deliveries
-    USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
-    WITH CHECK ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
+    USING (((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
+           AND endpoint_id IN (SELECT ep.id FROM webhooks.endpoints ep));
 -- An attempt is visible when its delivery is (the subquery obeys the deliveries policy).
 CREATE POLICY tenant_isolation ON webhooks.attempts
     USING (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.id = delivery_id));
@@ -115,6 +119,10 @@ COMMENT ON FUNCTION webhooks.current_tenant() IS
 COMMENT ON FUNCTION webhooks.tenant_grant(text, text) IS
     'Binds a role to a tenant (''*'' = every tenant, the empty string = rows without a tenant).';
 COMMENT ON FUNCTION webhooks.tenant_revoke(text, text) IS 'Removes a binding made by tenant_grant.';
+COMMENT ON FUNCTION webhooks.delivery_retry(bigint) IS
+    'Sends a dead (or waiting) delivery again now; refuses one in flight. Returns its id, event, endpoint, status, attempts and next attempt.';
+COMMENT ON FUNCTION webhooks.endpoint_recover(text, timestamptz) IS
+    'Sends again every dead delivery of an endpoint that died since the given time; returns how many.';
 COMMENT ON FUNCTION webhooks.event_replay(text, text) IS
     'Sends an event again as new deliveries: to one endpoint, or to every enabled endpoint that subscribes to it.';
 COMMENT ON FUNCTION webhooks.webhook_sign(text, text, bigint, text) IS

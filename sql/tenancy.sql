@@ -17,8 +17,11 @@
 -- The role is the one that called the API (webhooks_internal._caller(), see src/gate.rs), not the
 -- session's: someone else's code running in a session acts with its own rights.
 
-CREATE TABLE webhooks.tenant_roles (
-    role_name  text NOT NULL,
+-- Keyed by the role itself (regrole: its oid, shown and dumped by name), not by its name: a
+-- renamed role keeps its bindings, a dropped role's bindings bind nobody (housekeeping deletes
+-- them, pg_dump leaves them out), and a new role that takes the name inherits nothing.
+CREATE TABLE IF NOT EXISTS webhooks.tenant_roles (
+    role_name  regrole NOT NULL,
     tenant_id  text NOT NULL,
     granted_at timestamptz NOT NULL DEFAULT now(),
     granted_by text NOT NULL DEFAULT current_user,
@@ -26,7 +29,8 @@ CREATE TABLE webhooks.tenant_roles (
 );
 COMMENT ON TABLE webhooks.tenant_roles IS
     'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
+    'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
 
 -- NULL means every tenant; '' in the array stands for rows without a tenant.
 CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
@@ -47,8 +51,7 @@ BEGIN
         )
         SELECT pg_catalog.array_agg(DISTINCT t.tenant_id) INTO s
         FROM webhooks.tenant_roles t
-        JOIN pg_catalog.pg_authid a ON a.rolname = t.role_name
-        JOIN roles ON roles.oid = a.oid;
+        JOIN roles ON roles.oid = t.role_name::oid;
         IF s IS NULL THEN
             s := CASE WHEN EXISTS (SELECT 1 FROM webhooks.tenant_roles) THEN '{}'::text[] ELSE ARRAY[''] END;
         ELSIF '*' = ANY (s) THEN
@@ -100,9 +103,12 @@ END $$;
 CREATE FUNCTION webhooks_internal._tenant_grant(role_name text, tenant_id text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+DECLARE
+    r oid;
 BEGIN
     PERFORM webhooks_internal._require_platform_admin('bind roles to tenants');
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = _tenant_grant.role_name) THEN
+    SELECT x.oid INTO r FROM pg_catalog.pg_roles x WHERE x.rolname = _tenant_grant.role_name;
+    IF r IS NULL THEN
         RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
     END IF;
     IF tenant_id IS NULL THEN
@@ -112,7 +118,7 @@ BEGIN
         PERFORM webhooks_internal._check_tenant_id(tenant_id, true);
     END IF;
     INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
-    VALUES (_tenant_grant.role_name, _tenant_grant.tenant_id, webhooks_internal._caller()::regrole::text)
+    VALUES (r::regrole, _tenant_grant.tenant_id, webhooks_internal._caller()::regrole::text)
     ON CONFLICT DO NOTHING;
 END $$;
 
@@ -122,7 +128,8 @@ AS $$
 BEGIN
     PERFORM webhooks_internal._require_platform_admin('unbind roles');
     DELETE FROM webhooks.tenant_roles t
-    WHERE t.role_name = _tenant_revoke.role_name AND t.tenant_id = _tenant_revoke.tenant_id;
+    WHERE t.role_name::oid = (SELECT x.oid FROM pg_catalog.pg_roles x WHERE x.rolname = _tenant_revoke.role_name)
+      AND t.tenant_id = _tenant_revoke.tenant_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
     END IF;

@@ -16,7 +16,7 @@
 -- The trigger is per row today; the payload is built from the row alone so that a statement-
 -- level trigger over transition tables can build the same payloads set-based later.
 
-CREATE TABLE webhooks.tracked_tables (
+CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
     relid           regclass PRIMARY KEY,
     entity          text NOT NULL,
     exclude_attnums int2[] NOT NULL DEFAULT '{}',

@@ -23,7 +23,6 @@ AS $$
 #variable_conflict use_column
 DECLARE
     ids bigint[];
-    stale bigint[];
     orphans bigint[];
     parked bigint[];
     blocked bigint[];
@@ -70,7 +69,7 @@ BEGIN
         SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
         WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
     ), head AS (
-        SELECT x.id, x.endpoint_id, x.next_attempt_at, x.entity_key
+        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key
         FROM webhooks.deliveries x
         WHERE x.status = 'pending' AND x.next_attempt_at <= now()
         ORDER BY x.next_attempt_at
@@ -95,7 +94,10 @@ BEGIN
                     ELSE 'take' END AS what,
                ep.max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
-        FROM head h LEFT JOIN webhooks.endpoints ep ON ep.id = h.endpoint_id
+        -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
+        -- (or moved tenant) leaves the row an orphan.
+        FROM head h LEFT JOIN webhooks.endpoints ep
+            ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
         LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     ), ranked AS (
         SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id, c.what ORDER BY c.next_attempt_at, c.id) AS rn
@@ -145,7 +147,8 @@ BEGIN
         -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
         WHERE d.id = ANY (parked)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled);
+          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
+                            AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''));
     END IF;
     IF blocked IS NOT NULL THEN
         UPDATE webhooks.deliveries d
@@ -160,7 +163,8 @@ BEGIN
     IF paused IS NOT NULL THEN
         UPDATE webhooks.deliveries d
         SET next_attempt_at = greatest(d.next_attempt_at, (
-                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id))
+                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                  AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
         WHERE d.id = ANY (paused);
     END IF;
     ids := coalesce(ids, '{}');
@@ -185,7 +189,7 @@ BEGIN
             SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
             GROUP BY d.endpoint_id
         ), room AS (
-            SELECT ep.id, least(ep.max_in_flight - coalesce(b.n, 0),
+            SELECT ep.id, ep.tenant_id, least(ep.max_in_flight - coalesce(b.n, 0),
                                 CASE WHEN ep.rate_limit IS NULL THEN batch
                                      ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
@@ -197,6 +201,7 @@ BEGIN
             SELECT y.id FROM room CROSS JOIN
                 LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
                          WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
                          ORDER BY x.next_attempt_at
                          LIMIT least(greatest(room.n, 0), batch)) y
             ORDER BY y.next_attempt_at
@@ -209,15 +214,17 @@ BEGIN
         ) d;
         ids := ids || coalesce(more, '{}');
     END IF;
-    IF scan_leases AND cardinality(ids) < batch THEN
-        SELECT array_agg(s.id) INTO stale FROM (
-            SELECT d.id FROM webhooks.deliveries d
-            WHERE d.status = 'in_flight' AND NOT d.sync AND d.lease_until < now()
-            ORDER BY d.lease_until
-            LIMIT batch - cardinality(ids)
-            FOR UPDATE SKIP LOCKED
-        ) s;
-        ids := ids || coalesce(stale, '{}');
+    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
+    -- pending, due now: the next claims take them through every rule above (disabled, paused,
+    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
+    -- is unknown: it is sent again under the same attempt number (at least once).
+    IF scan_leases THEN
+        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
+                       ORDER BY x.lease_until
+                       LIMIT batch
+                       FOR UPDATE SKIP LOCKED);
     END IF;
     IF cardinality(ids) = 0 THEN
         RETURN;
@@ -234,6 +241,7 @@ BEGIN
     SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
     FROM webhooks.events e, webhooks.endpoints ep
     WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
+      AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
     RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
               (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
               e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
@@ -368,7 +376,8 @@ BEGIN
                 jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', e.type,
                                    'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
                                    'last_status', d.last_status, 'last_error', d.last_error),
-                d.endpoint_id, d.tenant_id)
+                -- (about a platform endpoint: the platform's event, not the tenant's)
+                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
     FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
     WHERE d.id = ANY (done_ids) AND d.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
     RETURN busy;

@@ -341,6 +341,63 @@ fn event_replay(
     TableIterator::new(rows)
 }
 
+/// Sends a dead (or waiting) delivery again now. As the owner: admins have no write right on
+/// deliveries, so nothing but these checks (tenant, endpoint, not in flight) can requeue one.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile)]
+fn delivery_retry(
+    delivery_id: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(id, i64),
+        name!(event_id, String),
+        name!(endpoint_id, String),
+        name!(status, String),
+        name!(attempts, i32),
+        name!(next_attempt_at, Option<pgrx::datum::TimestampWithTimeZone>),
+    ),
+> {
+    let row = as_owner(|| {
+        Spi::connect_mut(|client| {
+            let t = client
+                .update(
+                    "SELECT d.id, d.event_id, d.endpoint_id, d.status, d.attempts, d.next_attempt_at \
+                     FROM webhooks_internal._delivery_retry($1) d",
+                    Some(1),
+                    &[delivery_id.into()],
+                )
+                .unwrap_or_else(|e| error!("{e}"));
+            let r = t.first();
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                r.get::<String>(3).ok().flatten().unwrap_or_default(),
+                r.get::<String>(4).ok().flatten().unwrap_or_default(),
+                r.get::<i32>(5).ok().flatten().unwrap_or_default(),
+                r.get::<pgrx::datum::TimestampWithTimeZone>(6)
+                    .ok()
+                    .flatten(),
+            )
+        })
+    });
+    TableIterator::once(row)
+}
+
+/// Sends again every dead delivery of an endpoint since a time; returns how many.
+#[pg_extern(volatile)]
+fn endpoint_recover(
+    endpoint_id: Option<&str>,
+    since: Option<pgrx::datum::TimestampWithTimeZone>,
+) -> i64 {
+    owner_query::<i64>(
+        "SELECT webhooks_internal._endpoint_recover($1, $2)",
+        &[TX, pg_sys::TIMESTAMPTZOID],
+        &[endpoint_id.into(), since.into()],
+    )
+    .unwrap_or_default()
+}
+
 /// Sends a signed test event to one endpoint now and returns the answer (for psql users
 /// checking a new endpoint). As the owner: the endpoint's secret and URL never reach the caller.
 #[allow(clippy::type_complexity)]

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use ureq::http::Uri;
 use ureq::tls::{ClientCert, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
-use ureq::{Agent, Proxy, ProxyProtocol};
+use ureq::unversioned::transport::{
+    ConnectionDetails, Connector, Either, NextTimeout, RustlsConnector, TcpConnector, Transport,
+    TransportAdapter,
+};
+use ureq::Agent;
 
 /// Response bytes read before the connection is given up; the first `KEEP_BODY` are recorded.
 pub const READ_LIMIT: usize = 64 * 1024;
@@ -110,13 +113,10 @@ pub struct ClientSettings {
 
 /// Resolves with the system resolver within the attempt's time budget, then refuses the whole
 /// answer when any address is one the outbound guard forbids: the check is on the address
-/// actually connected to. The configured proxy is exempt (it usually is a private address);
-/// with a proxy the target is still resolved and checked here, and the proxy is asked to
-/// connect to the very address that passed.
+/// actually connected to, directly or through the proxy (see `CheckedTunnel`).
 #[derive(Debug)]
 struct GuardedResolver {
     allow_private: bool,
-    proxy: Option<(String, u16)>,
 }
 
 fn default_port(uri: &Uri) -> u16 {
@@ -139,6 +139,13 @@ fn resolve_within(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketA
     use std::sync::atomic::Ordering::SeqCst;
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    #[cfg(test)]
+    if let Some(ips) = tests::dns_answer(host) {
+        return Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect());
     }
     if DNS_HELPERS.fetch_add(1, SeqCst) >= DNS_HELPERS_MAX {
         DNS_HELPERS.fetch_sub(1, SeqCst);
@@ -179,16 +186,11 @@ impl Resolver for GuardedResolver {
         let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = default_port(uri);
-        let is_proxy = uri.scheme_str() == Some("http")
-            && self
-                .proxy
-                .as_ref()
-                .is_some_and(|(h, p)| h.eq_ignore_ascii_case(host) && *p == port);
         let budget = (*timeout.after).min(Duration::from_secs(60));
         let addrs = resolve_within(host, port, budget)?;
         let mut out = self.empty();
         for a in addrs.iter().take(16) {
-            if !self.allow_private && !is_proxy {
+            if !self.allow_private {
                 if let Some(why) = target::forbidden_reason(a.ip()) {
                     return Err(ureq::Error::Io(std::io::Error::new(
                         std::io::ErrorKind::PermissionDenied,
@@ -232,45 +234,105 @@ pub fn parse_proxy(raw: &str) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
-/// A ureq agent, and whether targets must be checked before a request: through a proxy, ureq
-/// asks the proxy to connect to the host name and never resolves it itself.
+/// A ureq agent with its timeout.
 #[derive(Clone, Debug)]
 pub struct Client {
     agent: Agent,
-    /// Some(allow_private) when a proxy is configured.
-    proxy_guard: Option<bool>,
-    timeout: Duration,
 }
 
-/// With a proxy: resolves the target within the budget and refuses it when any address is
-/// forbidden, before the proxy is asked (the proxy itself is exempt from the rule).
-fn check_proxied_target(url: &str, allow_private: bool, budget: Duration) -> Result<(), String> {
-    let u = url::Url::parse(url).map_err(|_| "invalid url".to_string())?;
-    let host = u
-        .host_str()
-        .ok_or("url has no host")?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = u.port_or_known_default().unwrap_or(443);
-    let addrs = resolve_within(&host, port, budget).map_err(|e| match e {
-        ureq::Error::Timeout(_) => format!("timeout resolving {host} after webhooks.timeout"),
-        other => format!("host not found: {host} ({other})"),
-    })?;
-    if addrs.is_empty() {
-        return Err(format!("host not found: {host}"));
-    }
-    if !allow_private {
-        for a in &addrs {
-            if let Some(why) = target::forbidden_reason(a.ip()) {
-                return Err(format!(
-                    "refused: {host} resolves to {} ({why} address)",
-                    a.ip()
+/// `webhooks.http_proxy`: ureq is given no proxy, so it resolves the target itself through the
+/// `GuardedResolver` and the addresses it hands the connectors passed the guard. This
+/// connector, first in the chain, then opens the TCP connection to the proxy instead and asks
+/// it to CONNECT to the first checked address, never to the name: the proxy makes no lookup of
+/// its own that a rebinding name could answer differently. TLS runs through the tunnel with the
+/// name as SNI and for the certificate check (the next connectors see the target's URI).
+/// The proxy itself is exempt from the guard (it usually is a private address).
+#[derive(Debug)]
+struct CheckedTunnel {
+    proxy: Option<(String, u16)>,
+}
+
+/// The head of a proxy's answer to CONNECT, at most.
+const PROXY_HEAD_MAX: usize = 8 * 1024;
+
+impl<In: Transport> Connector<In> for CheckedTunnel {
+    type Out = Either<In, Box<dyn Transport>>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        if chained.is_some() {
+            return Ok(chained.map(Either::A));
+        }
+        let Some((host, port)) = &self.proxy else {
+            return Ok(None);
+        };
+        let target = *details.addrs.first().ok_or(ureq::Error::HostNotFound)?;
+        let budget = (*details.timeout.after).min(Duration::from_secs(60));
+        let found = resolve_within(host, *port, budget)?;
+        let mut addrs = details.resolver.empty();
+        for a in found.iter().take(16) {
+            addrs.push(*a);
+        }
+        if addrs.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let proxy_uri: Uri = format!("http://{authority}/")
+            .parse()
+            .map_err(|_| ureq::Error::BadUri(authority.clone()))?;
+        let leg = ConnectionDetails {
+            uri: &proxy_uri,
+            addrs,
+            config: details.config,
+            request_level: details.request_level,
+            resolver: details.resolver,
+            now: details.now,
+            timeout: details.timeout,
+            current_time: details.current_time.clone(),
+            run_connector: details.run_connector.clone(),
+            register_shutdown: details.register_shutdown.clone(),
+        };
+        let tcp = <TcpConnector as Connector<()>>::connect(&TcpConnector::default(), &leg, None)?
+            .ok_or(ureq::Error::HostNotFound)?;
+        let mut w = TransportAdapter::new(tcp, details.current_time.clone());
+        w.set_timeout(details.timeout);
+        // A SocketAddr prints as the authority CONNECT takes: 192.0.2.1:443, [2001:db8::1]:443.
+        std::io::Write::write_all(
+            &mut w,
+            format!(
+                "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {USER_AGENT}\r\n\r\n"
+            )
+            .as_bytes(),
+        )?;
+        // Byte by byte up to the blank line: nothing of the tunnel may be read ahead.
+        let mut head = Vec::with_capacity(128);
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() >= PROXY_HEAD_MAX || w.read(&mut byte)? == 0 {
+                return Err(ureq::Error::ConnectProxyFailed(
+                    "the proxy closed the connection or sent no complete answer".into(),
                 ));
             }
+            head.push(byte[0]);
         }
+        let head = String::from_utf8_lossy(&head);
+        let status = head.lines().next().unwrap_or_default();
+        let code = status.split_whitespace().nth(1).unwrap_or_default();
+        if !status.starts_with("HTTP/1.") || code != "200" {
+            return Err(ureq::Error::ConnectProxyFailed(format!(
+                "proxy server responded {}",
+                status.chars().take(80).collect::<String>()
+            )));
+        }
+        Ok(Some(Either::B(w.into_inner().boxed())))
     }
-    Ok(())
 }
 
 /// A client for `s`, presenting `client` when a receiver asks for a client certificate.
@@ -282,16 +344,6 @@ pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Client {
         .client_cert(client)
         .build();
     let proxy_at = s.proxy.as_deref().and_then(|p| parse_proxy(p).ok());
-    // Never the environment's ALL_PROXY/HTTPS_PROXY: only the setting. (resolve_target(true)
-    // would send the checked address, but ureq 3.5 writes it as "ip:port:port".)
-    let proxy = proxy_at.as_ref().and_then(|(host, port)| {
-        Proxy::builder(ProxyProtocol::Http)
-            .host(host)
-            .port(*port)
-            .build()
-            .ok()
-    });
-    let proxied = proxy.is_some();
     let idle = s.max_idle_per_host.max(1);
     let config = Agent::config_builder()
         .http_status_as_error(false)
@@ -301,21 +353,21 @@ pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Client {
         .max_idle_connections(idle * 4)
         .max_idle_connections_per_host(idle)
         .tls_config(tls)
-        .proxy(proxy)
+        // Never the environment's ALL_PROXY/HTTPS_PROXY; the setting's proxy is CheckedTunnel's.
+        .proxy(None)
         .build();
+    let connector =
+        ().chain(CheckedTunnel { proxy: proxy_at })
+            .chain(TcpConnector::default())
+            .chain(RustlsConnector::default());
     let agent = Agent::with_parts(
         config,
-        DefaultConnector::new(),
+        connector,
         GuardedResolver {
             allow_private: s.allow_private,
-            proxy: proxy_at,
         },
     );
-    Client {
-        agent,
-        proxy_guard: proxied.then_some(s.allow_private),
-        timeout: s.timeout,
-    }
+    Client { agent }
 }
 
 pub fn now_us() -> i64 {
@@ -328,16 +380,6 @@ pub fn now_us() -> i64 {
 /// Makes one attempt. Never panics on network input: every failure becomes `Outcome::error`.
 pub fn send(client: &Client, job: &Job) -> Outcome {
     let client = job.agent.as_ref().unwrap_or(client);
-    if let Some(allow_private) = client.proxy_guard {
-        if let Err(e) = check_proxied_target(&job.url, allow_private, client.timeout) {
-            return Outcome {
-                tag: job.tag,
-                error: Some(e),
-                started_at_us: now_us(),
-                ..Default::default()
-            };
-        }
-    }
     let agent = &client.agent;
     let started_at_us = now_us();
     let t0 = Instant::now();
@@ -639,11 +681,82 @@ mod tests {
                 .unwrap();
             String::from_utf8_lossy(&req).into_owned()
         });
-        let out = send(&a, &job("https://192.0.2.10:443/hook".into()));
+        let out = send(&a, &job("https://93.184.215.14:443/hook".into()));
         let connect = h.join().unwrap();
-        assert!(connect.starts_with("CONNECT 192.0.2.10:443 "), "{connect}");
+        assert!(
+            connect.starts_with("CONNECT 93.184.215.14:443 "),
+            "{connect}"
+        );
         let e = out.error.unwrap_or_default();
         assert!(e.contains("proxy refused"), "{e}");
+    }
+
+    /// Test names with scripted answers, one per lookup (the last one repeats).
+    static DNS: Mutex<Vec<(String, Vec<std::net::IpAddr>)>> = Mutex::new(Vec::new());
+
+    pub(super) fn dns_answer(host: &str) -> Option<Vec<std::net::IpAddr>> {
+        let mut script = DNS.lock().ok()?;
+        let i = script.iter().position(|(h, _)| h == host)?;
+        let more = script.iter().filter(|(h, _)| h == host).count() > 1;
+        let (_, ips) = if more {
+            script.remove(i)
+        } else {
+            script[i].clone()
+        };
+        Some(ips)
+    }
+
+    #[test]
+    fn the_proxy_is_asked_for_the_checked_address_not_the_name() {
+        // A rebinding name: public on the first lookup, loopback on every later one. The
+        // guard looks once; the proxy must be asked for that address, never for the name
+        // (it would look again and reach the loopback address).
+        {
+            let mut script = DNS.lock().unwrap();
+            script.push(("rebind.test".into(), vec!["93.184.215.14".parse().unwrap()]));
+            script.push(("rebind.test".into(), vec!["127.0.0.1".parse().unwrap()]));
+        }
+        let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = agent(
+            &ClientSettings {
+                timeout: Duration::from_secs(5),
+                allow_private: false,
+                max_idle_per_host: 1,
+                proxy: Some(format!("http://{}", proxy.local_addr().unwrap())),
+                trust: tls::Trust::default(),
+            },
+            None,
+        );
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = proxy.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&req).contains("\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        let out = send(&a, &job("https://rebind.test:8443/hook".into()));
+        let connect = h.join().unwrap();
+        assert!(
+            connect.starts_with("CONNECT 93.184.215.14:8443 HTTP/1.1\r\n"),
+            "{connect}"
+        );
+        assert!(!connect.contains("rebind.test"), "{connect}");
+        let e = out.error.unwrap_or_default();
+        assert!(e.contains("proxy refused"), "{e}");
+        // The second answer was never asked for: one lookup, by the guard.
+        assert_eq!(
+            dns_answer("rebind.test"),
+            Some(vec!["127.0.0.1".parse().unwrap()])
+        );
+        DNS.lock().unwrap().clear();
     }
 
     #[test]

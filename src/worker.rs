@@ -970,8 +970,16 @@ fn housekeeping(settings: &Settings) {
             let _ = client.update(
                 "UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
                  WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
-                   AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled)
+                   AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
+                                 AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
                    AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id)",
+                None,
+                &[],
+            );
+            // Bindings of dropped roles bind nobody (they are keyed by oid); they go.
+            let _ = client.update(
+                "DELETE FROM webhooks.tenant_roles t
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)",
                 None,
                 &[],
             );
@@ -980,7 +988,8 @@ fn housekeeping(settings: &Settings) {
                 "DELETE FROM webhooks.deliveries d
                  WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
                    AND d.lease_until < now() - interval '1 hour'
-                   AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id)
+                   AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                                    AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
                         OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))",
                 None,
                 &[],
