@@ -1,5 +1,6 @@
-//! Running it for years: ALTER EXTENSION UPDATE from the 0.1.0 that shipped (its install script
-//! is kept in sql/versions/), and pg_dump/pg_restore of a database that uses the extension.
+//! Running it for years: ALTER EXTENSION UPDATE from the 0.1.0 and 0.2.0 that shipped (their
+//! install scripts are kept in sql/versions/), and pg_dump/pg_restore of a database that uses
+//! the extension.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -147,7 +148,7 @@ fn alter_extension_update_from_0_1_0_keeps_the_work_and_builds_the_same_schema_a
         )
         .unwrap()
         .get(0);
-    assert_eq!(v, "0.2.0");
+    assert_eq!(v, "0.3.0", "through 0.2.0 to the current version");
 
     // What waited is delivered; history is still there.
     let got = wait_for("the pending deliveries", T, || {
@@ -212,7 +213,7 @@ fn alter_extension_update_from_0_1_0_keeps_the_work_and_builds_the_same_schema_a
     assert_eq!(user["email"], "e@example.com");
     assert!(user.get("password_hash").is_none() && user.get("api_token").is_none());
 
-    // The same schema as a fresh 0.2.0: tables, columns and their order, constraints,
+    // The same schema as a fresh install: tables, columns and their order, constraints,
     // indexes, functions, views, triggers, policies, grants and comments.
     db.batch_execute("CREATE DATABASE fresh").unwrap();
     let mut fresh = postgres::Client::connect(
@@ -228,6 +229,154 @@ fn alter_extension_update_from_0_1_0_keeps_the_work_and_builds_the_same_schema_a
     assert!(
         upgraded.contains("CREATE TABLE webhooks.endpoints") && upgraded.len() > 20_000,
         "the dump lists the extension's members"
+    );
+    assert!(
+        upgraded == new,
+        "upgraded and fresh schemas differ at {}",
+        first_difference(&upgraded, &new)
+    );
+}
+
+#[test]
+fn alter_extension_update_from_0_2_0_keeps_work_bindings_and_tracking_and_closes_its_holes() {
+    let c = Cluster::start_bare(&[]);
+    let rx = Receiver::ok();
+    let platform_rx = Receiver::ok();
+    let mut db = c.client();
+    db.batch_execute("CREATE EXTENSION webhooks VERSION '0.2.0'")
+        .unwrap();
+    // A populated 0.2.0: tenants bound by name (one of them to a role since dropped), an acme
+    // endpoint and a platform one, a tracked table, a synchronous event with its code, and
+    // deliveries waiting (published while the endpoints were disabled, so nothing went out).
+    db.batch_execute(
+        "CREATE ROLE adm LOGIN IN ROLE webhooks_admin;
+         CREATE ROLE gone LOGIN;
+         SELECT webhooks.tenant_grant('adm', 'acme');
+         SELECT webhooks.tenant_grant('gone', 'acme');
+         DROP ROLE gone;
+         CREATE TABLE users (id int PRIMARY KEY, tenant text, email text, password_hash text);
+         SELECT webhooks.track_table('users', 'user', '{password_hash}', 'tenant');",
+    )
+    .unwrap();
+    let ep: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.*,email.created}', 'acme')",
+            &[&rx.url],
+        )
+        .unwrap()
+        .get(0);
+    let platform: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.*}', '*')",
+            &[&platform_rx.url],
+        )
+        .unwrap()
+        .get(0);
+    db.batch_execute(
+        "SELECT webhooks.webhook_send_sync('email.created', '{\"code\": \"424242\"}', 'acme')",
+    )
+    .unwrap();
+    {
+        let mut tx = db.transaction().unwrap();
+        tx.batch_execute("INSERT INTO users VALUES (1, 'acme', 'a@example.com', 'h1')")
+            .unwrap();
+        tx.execute("SELECT webhooks.endpoint_disable($1)", &[&ep])
+            .unwrap();
+        tx.execute("SELECT webhooks.endpoint_disable($1)", &[&platform])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        rx.count() == 1 && platform_rx.count() == 0,
+        "only the sync send went out"
+    );
+
+    db.batch_execute("ALTER EXTENSION webhooks UPDATE").unwrap();
+    let v: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'webhooks'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0.3.0");
+    // Deliveries know their endpoint's tenant; bindings are the roles', the dropped one's gone.
+    let tenants: Vec<(String, Option<String>)> = db
+        .query(
+            "SELECT endpoint_id, endpoint_tenant FROM webhooks.deliveries WHERE NOT sync ORDER BY endpoint_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut want = vec![
+        (ep.clone(), Some("acme".to_string())),
+        (platform.clone(), Some("*".to_string())),
+    ];
+    want.sort();
+    assert_eq!(tenants, want);
+    let bound: Vec<String> = db
+        .query("SELECT role_name::text FROM webhooks.tenant_roles", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(bound, vec!["adm".to_string()]);
+    assert_eq!(
+        db.query_one(
+            "SELECT count(*) FROM webhooks.events WHERE data::text LIKE '%424242%'",
+            &[]
+        )
+        .unwrap()
+        .get::<_, i64>(0),
+        0,
+        "the sync event's code is not kept"
+    );
+    // The admin reads its tenant's delivery, not the platform endpoint's, and writes none.
+    let mut a = c.client_as("adm");
+    let seen: Vec<String> = a
+        .query(
+            "SELECT endpoint_id FROM webhooks.deliveries WHERE NOT sync",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, vec![ep.clone()]);
+    assert!(a
+        .batch_execute("UPDATE webhooks.deliveries SET next_attempt_at = now()")
+        .is_err());
+    // The waiting work goes out once enabled; the table is still tracked.
+    db.execute("SELECT webhooks.endpoint_enable($1)", &[&ep])
+        .unwrap();
+    db.execute("SELECT webhooks.endpoint_enable($1)", &[&platform])
+        .unwrap();
+    wait_for("the waiting row event at both", T, || {
+        (rx.count() == 2 && platform_rx.count() == 1).then_some(())
+    });
+    db.batch_execute("INSERT INTO users VALUES (2, 'acme', 'b@example.com', 'h2')")
+        .unwrap();
+    let row = wait_for("a new row event", T, || {
+        rx.all()
+            .into_iter()
+            .find(|r| r.json()["data"]["user"]["id"] == 2)
+    });
+    assert!(row.json()["data"]["user"].get("password_hash").is_none());
+
+    // The same schema as a fresh install.
+    db.batch_execute("CREATE DATABASE fresh").unwrap();
+    let mut fresh = postgres::Client::connect(
+        &format!("host=127.0.0.1 port={} user=postgres dbname=fresh", c.port),
+        postgres::NoTls,
+    )
+    .unwrap();
+    fresh.batch_execute("CREATE EXTENSION webhooks").unwrap();
+    let (upgraded, new) = (
+        extension_schema(&c, "postgres"),
+        extension_schema(&c, "fresh"),
     );
     assert!(
         upgraded == new,
