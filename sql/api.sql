@@ -587,12 +587,19 @@ BEGIN
                          AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
                        FOR UPDATE SKIP LOCKED);
     ELSE
+        -- Parked in a bounded step: a disable in the worker's record transaction (410,
+        -- disable_after) must not rewrite a million-row backlog there. What is left is parked
+        -- by the claim as it meets it, a few hundred rows at a time.
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
         WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
                        WHERE x.endpoint_id = NEW.id AND x.status = 'pending'
+                         AND x.next_attempt_at <> 'infinity'
                          AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
+                       LIMIT 10000
                        FOR UPDATE SKIP LOCKED);
-        GET DIAGNOSTICS waiting = ROW_COUNT;
+        SELECT pg_catalog.count(*) INTO waiting FROM (
+            SELECT 1 FROM webhooks.deliveries x
+            WHERE x.endpoint_id = NEW.id AND x.status = 'pending' LIMIT 100000) x;
         PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
             pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
                                           'failing_since', NEW.failing_since, 'pending_deliveries', waiting),

@@ -112,6 +112,10 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON webhooks.deliveries (next_attempt_a
 -- endpoints at their max_in_flight.
 CREATE INDEX IF NOT EXISTS deliveries_endpoint_due ON webhooks.deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_leased ON webhooks.deliveries (lease_until) WHERE status = 'in_flight';
+-- Orphans (parked with the time in lease_until), for housekeeping to find without walking
+-- every parked row of a disabled endpoint.
+CREATE INDEX IF NOT EXISTS deliveries_orphaned ON webhooks.deliveries (lease_until)
+    WHERE status = 'pending' AND lease_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_event ON webhooks.deliveries (event_id);
 -- Per-entity ordering looks up earlier unfinished deliveries of the same entity.
 CREATE INDEX IF NOT EXISTS deliveries_entity ON webhooks.deliveries (endpoint_id, entity_key, id)

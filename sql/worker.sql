@@ -9,11 +9,17 @@
 -- ordered, limited walk of the due index, then an update by primary key) so that no
 -- statistics, stale after a burst, can lead the planner into a join that grows with the table;
 -- the timeout turns any plan that still does into a logged, retried error instead of a hang.
-CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean)
+--
+-- The worker leases ahead: an endpoint may have up to least(max_in_flight, senders) * ahead
+-- rows claimed (queued in the worker or in flight); the worker itself holds each endpoint to
+-- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on this claim.
+CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
+                                         senders int DEFAULT 1000, ahead int DEFAULT 1)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text, lease_us bigint)
+               tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
+               endpoint_tenant text)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
@@ -56,8 +62,8 @@ BEGIN
     --    flight.
     -- How many rows endpoints can take now: the head looked at is sized by it, so a single
     -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least(ep.max_in_flight - coalesce(b.n, 0),
-                                       CASE WHEN ep.rate_limit IS NULL THEN ep.max_in_flight
+    SELECT coalesce(sum(greatest(least((least(ep.max_in_flight, senders) * ahead) - coalesce(b.n, 0),
+                                       CASE WHEN ep.rate_limit IS NULL THEN (least(ep.max_in_flight, senders) * ahead)
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
     LEFT JOIN (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
@@ -92,7 +98,7 @@ BEGIN
                                AND p.status IN ('pending', 'in_flight') AND p.id < h.id
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
-               ep.max_in_flight,
+               (least(ep.max_in_flight, senders) * ahead) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
@@ -189,13 +195,13 @@ BEGIN
             SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
             GROUP BY d.endpoint_id
         ), room AS (
-            SELECT ep.id, ep.tenant_id, least(ep.max_in_flight - coalesce(b.n, 0),
+            SELECT ep.id, ep.tenant_id, least((least(ep.max_in_flight, senders) * ahead) - coalesce(b.n, 0),
                                 CASE WHEN ep.rate_limit IS NULL THEN batch
                                      ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered AND ep.max_in_flight > coalesce(b.n, 0)
+            WHERE ep.enabled AND NOT ep.ordered AND (least(ep.max_in_flight, senders) * ahead) > coalesce(b.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN
@@ -247,7 +253,7 @@ BEGIN
               e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
               CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
               ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
-              (extract(epoch FROM d.lease_until) * 1000000)::int8;
+              (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant;
 END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
@@ -382,3 +388,16 @@ BEGIN
     WHERE d.id = ANY (done_ids) AND d.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
     RETURN busy;
 END $$;
+
+-- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
+-- answered 410, their start deadline passed, or a reload changed how to connect): pending
+-- again at once, no attempt counted. Only while the row still carries that claim's lease.
+CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[]) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', next_attempt_at = pg_catalog.now(), lease_until = NULL
+    FROM pg_catalog.unnest(ids, leases_us) AS r(id, lease_us)
+    WHERE d.id = r.id AND d.status = 'in_flight'
+      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+$$;

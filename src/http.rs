@@ -6,7 +6,7 @@ use crate::target;
 use crate::tls;
 use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ureq::http::Uri;
@@ -481,18 +481,17 @@ pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// A fixed set of sender threads sharing one keep-alive connection pool.
+/// A fixed set of sender threads sharing one keep-alive connection pool. Answers go to the
+/// channel the caller gives, which a newer pool (after a reload) shares: one place to wait on.
 pub struct Pool {
     jobs: Option<Sender<Job>>,
     closed: Arc<std::sync::atomic::AtomicBool>,
-    pub results: Receiver<Outcome>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Pool {
-    pub fn new(size: usize, settings: &ClientSettings) -> Pool {
+    pub fn new(size: usize, settings: &ClientSettings, results: Sender<Outcome>) -> Pool {
         let (job_tx, job_rx) = channel::<Job>();
-        let (res_tx, res_rx) = channel::<Outcome>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let agent = agent(settings, None);
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -500,7 +499,7 @@ impl Pool {
             (0..size.max(1))
                 .filter_map(|i| {
                     let rx = Arc::clone(&job_rx);
-                    let tx = res_tx.clone();
+                    let tx = results.clone();
                     let agent = agent.clone();
                     let closed = Arc::clone(&closed);
                     std::thread::Builder::new()
@@ -516,6 +515,16 @@ impl Pool {
                             if closed.load(std::sync::atomic::Ordering::Relaxed)
                                 || job.not_after.is_some_and(|t| Instant::now() >= t)
                             {
+                                // Not sent: said so, so that its slot is freed and its delivery
+                                // given back without waiting for the lease.
+                                let unsent = Outcome {
+                                    tag: job.tag,
+                                    error: Some(UNSENT.into()),
+                                    ..Default::default()
+                                };
+                                if tx.send(unsent).is_err() {
+                                    return;
+                                }
                                 continue;
                             }
                             if tx.send(send(&agent, &job)).is_err() {
@@ -529,7 +538,6 @@ impl Pool {
         Pool {
             jobs: Some(job_tx),
             closed,
-            results: res_rx,
             threads,
         }
     }
@@ -549,6 +557,10 @@ impl Pool {
         self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
 }
+
+/// The error of an outcome whose request was never started (the pool closed, or its start
+/// deadline passed): nothing reached the receiver, so it is no attempt.
+pub const UNSENT: &str = "internal: not sent";
 
 impl Drop for Pool {
     /// Closes the queue without waiting: a thread ends after the request it is making (bounded

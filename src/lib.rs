@@ -3,6 +3,7 @@
 //! Pure modules (no PostgreSQL): signing, ids, envelope, schedule, filter, target, headers, http.
 //! PostgreSQL-facing: guc, wake, api, worker, sync.
 
+pub mod dispatch;
 pub mod envelope;
 pub mod filter;
 pub mod headers;

@@ -3,6 +3,7 @@
 //! and the loop goes on (a claimed delivery whose outcome was not recorded is claimed again
 //! when its lease expires: at least once, nothing lost).
 
+use crate::dispatch::Dispatcher;
 use crate::envelope::{self, Event};
 use crate::http::{self, Job, Outcome, Pool};
 use crate::schedule::{self, AfterFailure};
@@ -10,7 +11,7 @@ use crate::{guc, signing, target, wake};
 use pgrx::bgworkers::*;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -91,6 +92,9 @@ struct Claimed {
     headers: Option<String>,
     batch_max: i32,
     client_cert: Option<(String, String)>,
+    /// The endpoint's tenant (its share of the senders is counted per tenant) and cap.
+    endpoint_tenant: String,
+    max_in_flight: usize,
 }
 
 #[pg_guard]
@@ -122,112 +126,79 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
         .ok();
     });
 
-    let mut settings = Settings::load();
-    let mut conn = Rc::new(Connections::new(&settings));
+    let mut flow = Flow::new(Settings::load());
     let mut last_housekeeping = Instant::now() - Duration::from_secs(3600);
+    let mut housekeeping_behind = false;
     let mut last_lease_scan = Instant::now() - Duration::from_secs(3600);
-    // Several batches in flight: while the HTTP threads send, this thread records whatever
-    // batch has finished and claims more as soon as work is committed, so a slow receiver's
-    // batch never holds back another endpoint's (each endpoint is capped by max_in_flight).
-    let mut inflight: VecDeque<Batch> = VecDeque::new();
-    let mut next_tag = 0usize;
-    let mut carry = Record::default();
-    let mut claim_now = true;
     let mut last_claim = Instant::now();
 
+    // One flow, its states in turn on this thread (see `Flow`):
+    //   claim   - while few requests wait here, lease due deliveries ahead (a small claim);
+    //   send    - hand requests to idle sender threads, each endpoint and tenant within its share;
+    //   collect - take answers as they arrive (each frees its endpoint's slot at once);
+    //   record  - every few milliseconds, or every few hundred answers, in one statement;
+    //   rest    - when nothing is queued or in flight, sleep until a commit or the poll interval.
     loop {
-        // A reload applies now, whatever is in flight: batches keep the pool that sends them,
-        // new claims use the new settings (and a new pool when connecting changed).
+        // A reload applies now: requests in flight finish on the pool that sends them, new
+        // ones use the new settings (and a new pool when connecting changed).
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            let fresh = Settings::load();
-            if fresh.needs_new_pool(&settings) {
-                conn = Rc::new(Connections::new(&fresh));
-            }
-            settings = fresh;
-            claim_now = true;
+            flow.reload(Settings::load());
         }
         if signals::stopping() || !unsafe { PostmasterIsAliveInternal() } {
             break;
         }
-        if last_claim.elapsed() >= settings.poll {
-            claim_now = true;
+        if last_claim.elapsed() >= flow.settings.poll {
+            flow.claim_wanted = true;
         }
-        // An unreadable webhooks.tls_ca_file: claim nothing (attempts would only fail and use up
-        // their retries) until the file or the setting is fixed and reloaded.
-        let can_send = conn.client.is_ok();
-        if claim_now && inflight.len() < MAX_BATCHES && can_send {
-            claim_now = false;
+        if flow.wants_claim() {
             last_claim = Instant::now();
             let scan_leases = last_lease_scan.elapsed() > Duration::from_secs(5);
             if scan_leases {
                 last_lease_scan = Instant::now();
             }
-            // Requests still queued or under way on this pool go before the new batch's.
-            let queued: usize = inflight
-                .iter()
-                .filter(|b| Rc::ptr_eq(&b.conn, &conn))
-                .map(|b| b.waiting)
-                .sum();
-            if let Some(b) = submit(&settings, &conn, scan_leases, &mut next_tag, queued) {
-                // A full batch means more is probably due: claim again at once.
-                claim_now = b.claimed.len() as i64 >= settings.batch_size;
-                inflight.push_back(b);
-            }
+            flow.claim(scan_leases);
         }
+        flow.send();
         wake::WORKER_BEAT
             .get()
             .store(http::now_us(), Ordering::Relaxed);
-        if last_housekeeping.elapsed() > settings.retention.min(Duration::from_secs(60))
-            && !signals::stopping()
-        {
+        // Pruning that could not finish in one pass (a backlog past the retention) goes on
+        // every second until it has caught up.
+        let every = if housekeeping_behind {
+            Duration::from_secs(1)
+        } else {
+            flow.settings.retention.min(Duration::from_secs(60))
+        };
+        if last_housekeeping.elapsed() > every && !signals::stopping() {
             last_housekeeping = Instant::now();
-            housekeeping(&settings);
+            housekeeping_behind = housekeeping(&flow.settings);
         }
         if crate::handoff::pending() {
             record_sync_failures();
         }
-        if !carry.ids.is_empty() && inflight.is_empty() {
-            let again = std::mem::take(&mut carry);
-            save(again, &mut carry, &settings);
-        }
-        report_statistics();
-        if inflight.is_empty() {
-            if !signals::wait(settings.poll) {
+        if flow.idle() {
+            flow.flush(true);
+            report_statistics();
+            if !signals::wait(flow.settings.poll) {
                 break;
             }
-            claim_now = true;
+            flow.claim_wanted = true;
             continue;
         }
-        if claim_now && inflight.len() < MAX_BATCHES {
-            continue;
+        // Answers for a few milliseconds (one, when a claim may find work meanwhile).
+        let wait = if flow.wants_claim() { 1 } else { 5 };
+        flow.collect(Duration::from_millis(wait));
+        flow.flush(false);
+        if latch_was_set() {
+            flow.claim_wanted = true;
         }
-        // Answers for a short while; then record what finished, and claim if woken.
-        pump(&mut inflight, &conn, Duration::from_millis(20));
-        // Recorded work frees room under the endpoints' max_in_flight: claim again.
-        if record_finished(&mut inflight, &settings, &mut carry) || latch_was_set() {
-            claim_now = true;
-        }
+        report_statistics();
     }
-    // Stopping: claim nothing more; queued requests are dropped now, unstarted; record what
-    // answers within webhooks.timeout (a request under way ends by then) and leave the rest to
-    // its lease.
-    conn.pool.close();
-    for b in inflight.iter() {
-        b.conn.pool.close();
-    }
-    // (a batch is recorded one timeout after its deadline)
-    let cut = Instant::now() + Duration::from_millis(500);
-    for b in inflight.iter_mut() {
-        b.deadline = b.deadline.min(cut);
-    }
-    while !inflight.is_empty() {
-        pump(&mut inflight, &conn, Duration::from_millis(50));
-        record_finished(&mut inflight, &settings, &mut carry);
-    }
+    flow.stop();
     report_statistics();
     wake::WORKER_PID.get().store(0, Ordering::Relaxed);
-    drop(conn);
+    drop(flow);
     log!("webhooks worker stopped");
     // Exit code 0 would unregister the worker for good (pg_terminate_backend included); with 1
     // the postmaster starts it again after the restart time, except during shutdown.
@@ -236,9 +207,6 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
 
 /// Endpoints whose client-certificate agents are kept, at most.
 const MTLS_CACHE_MAX: usize = 256;
-
-/// Batches claimed and not yet recorded, at most.
-const MAX_BATCHES: usize = 4;
 
 /// Whether a commit (or a signal) set the worker's latch since it last looked; resets it.
 fn latch_was_set() -> bool {
@@ -420,9 +388,14 @@ fn record_sync_failures() {
 }
 
 /// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
-const CLAIM_SQL: &str = "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3)";
+const CLAIM_SQL: &str =
+    "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3, $4::int4, $5::int4)";
 
-fn claim(settings: &Settings, scan_leases: bool, lease: Duration) -> Vec<Claimed> {
+/// Requests an endpoint may have leased (queued here or in flight), in units of what it may
+/// have in flight: the claim leases this far ahead so the senders never wait on the database.
+const LEASE_AHEAD: i32 = 4;
+
+fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize) -> Vec<Claimed> {
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
         if !extension_present(client) {
@@ -432,6 +405,8 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration) -> Vec<Claimed
             settings.batch_size.into(),
             lease.as_str().into(),
             scan_leases.into(),
+            (senders as i32).into(),
+            LEASE_AHEAD.into(),
         ];
         let table = match client.update(CLAIM_SQL, None, &args) {
             Ok(t) => t,
@@ -473,35 +448,43 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration) -> Vec<Claimed
                 batch_max: row.get::<i32>(16).ok().flatten().unwrap_or(1),
                 client_cert: s(17).zip(s(18)),
                 lease_us: row.get::<i64>(19).ok().flatten().unwrap_or(0),
+                max_in_flight: row.get::<i32>(20).ok().flatten().unwrap_or(1).max(1) as usize,
+                endpoint_tenant: s(21).unwrap_or_default(),
             });
         }
         out
     })
 }
 
-/// What one HTTP request carries: a single delivery, or several of a batched endpoint.
+/// What one HTTP request carries: a single delivery, or several of a batched endpoint (in
+/// publish order), with the request itself until it is handed to a sender.
 struct Unit {
-    members: Vec<usize>,
+    members: Vec<Claimed>,
+    job: Option<Job>,
+    /// The pool it must go to: the one of the configuration it was claimed under.
+    conn: Rc<Connections>,
+    /// Last moment it may start: its lease must outlast the request by two timeouts.
+    not_after: Instant,
 }
 
-fn units(claimed: &[Claimed]) -> Vec<Unit> {
+/// Groups a claim's rows into requests: one per delivery, batched endpoints' rows by endpoint
+/// in chunks of batch_max.
+fn group(claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
     let mut out = Vec::new();
-    let mut batches: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, c) in claimed.iter().enumerate() {
+    let mut batches: HashMap<String, Vec<Claimed>> = HashMap::new();
+    for c in claimed {
         if c.batch_max > 1 {
-            batches.entry(&c.endpoint_id).or_default().push(i);
+            batches.entry(c.endpoint_id.clone()).or_default().push(c);
         } else {
-            out.push(Unit { members: vec![i] });
+            out.push(vec![c]);
         }
     }
-    for (_, mut idx) in batches {
-        // Publish order inside a batch.
-        idx.sort_by(|a, b| claimed[*a].event_id.cmp(&claimed[*b].event_id));
-        let max = claimed[idx[0]].batch_max.max(1) as usize;
-        for chunk in idx.chunks(max) {
-            out.push(Unit {
-                members: chunk.to_vec(),
-            });
+    for (_, mut rows) in batches {
+        rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        let max = rows[0].batch_max.max(1) as usize;
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(max));
+            out.push(std::mem::replace(&mut rows, rest));
         }
     }
     out
@@ -518,7 +501,7 @@ struct Connections {
 }
 
 impl Connections {
-    fn new(s: &Settings) -> Connections {
+    fn new(s: &Settings, results: &std::sync::mpsc::Sender<Outcome>) -> Connections {
         let client = guc::client_settings(s.concurrency);
         if let Err(e) = &client {
             warning!("webhooks worker: {e}; deliveries fail until it is fixed");
@@ -530,7 +513,11 @@ impl Connections {
             proxy: None,
             trust: Default::default(),
         };
-        let pool = Pool::new(s.concurrency, client.as_ref().unwrap_or(&fallback));
+        let pool = Pool::new(
+            s.concurrency,
+            client.as_ref().unwrap_or(&fallback),
+            results.clone(),
+        );
         Connections {
             pool,
             client,
@@ -586,198 +573,338 @@ fn endpoint_parts(c: &Claimed, conn: &Connections) -> Result<EndpointParts, Stri
     })
 }
 
-/// Claims one batch, sends it and records the outcomes. Returns how many were claimed.
-/// A claimed batch whose requests are queued in the pool. Its jobs are tagged `base + unit`, so
-/// an answer arriving after its batch was recorded (a request that outlived the deadline) matches
-/// no batch and is dropped: that delivery keeps its lease and is claimed again later.
-struct Batch {
-    base: usize,
-    claimed: Vec<Claimed>,
-    units: Vec<Unit>,
-    outcomes: Vec<Option<Outcome>>,
-    waiting: usize,
-    deadline: Instant,
-    /// The pool sending it (a reload may have made a new one for later batches).
+/// Answers recorded in one statement, at most, and how long an answer may wait to be recorded:
+/// each recorded answer frees its endpoint's room in the claim, so they are recorded as they
+/// arrive, a few milliseconds apart, not when a whole claim has answered.
+const RECORD_MAX: usize = 500;
+const RECORD_EVERY: Duration = Duration::from_millis(5);
+
+/// The claim runs again while fewer than this many requests per sender wait here.
+const LOW_WATER: usize = 2;
+
+/// How often outcomes that could not be recorded (rows someone holds) are tried again.
+const CARRY_EVERY: Duration = Duration::from_secs(1);
+
+/// The worker's deliveries between the claim and the record: queued per endpoint for a sender
+/// (`dispatch`), in flight on a sender thread, answered and waiting to be recorded, or given
+/// back unsent.
+struct Flow {
+    settings: Settings,
     conn: Rc<Connections>,
+    results_tx: std::sync::mpsc::Sender<Outcome>,
+    results: std::sync::mpsc::Receiver<Outcome>,
+    queued: Dispatcher<Unit>,
+    /// tag -> (endpoint, unit, when it was handed to a sender)
+    in_flight: HashMap<usize, (String, Unit, Instant)>,
+    next_tag: usize,
+    answered: Record,
+    answered_since: Option<Instant>,
+    carry: Record,
+    last_carry: Instant,
+    /// (delivery id, lease) of claimed deliveries never sent: back to pending at once.
+    unsent: Vec<(i64, i64)>,
+    claim_wanted: bool,
+    last_sweep: Instant,
 }
 
-/// Claims a batch and queues its requests. None when nothing was due (or the claim failed).
-fn submit(
-    settings: &Settings,
-    conn: &Rc<Connections>,
-    scan_leases: bool,
-    next_tag: &mut usize,
-    queued: usize,
-) -> Option<Batch> {
-    // Requests run `pool.size()` at a time, each within the timeout, after the `queued` ones.
-    // No request starts after the batch's deadline (the sender drops it) and a request lasts at
-    // most two timeouts (a proxied target is resolved first), so a lease that outlasts the
-    // deadline by that covers every copy that can be on the wire: the lease scan never claims a
-    // row whose request may still be sent. A claim returns at most `batch_size` rows.
-    let size = conn.pool.size().max(1);
-    let rounds = (queued + settings.batch_size as usize).div_ceil(size) as u32;
-    let deadline = Instant::now() + settings.timeout * rounds.max(1) + Duration::from_secs(5);
-    let lease = deadline.saturating_duration_since(Instant::now())
-        + settings.timeout * 2
-        + Duration::from_secs(30);
-    let mut claimed = in_transaction("claiming deliveries", || {
-        claim(settings, scan_leases, lease)
-    })?;
-    if claimed.is_empty() {
-        return None;
-    }
-    let units = units(&claimed);
-    // Bodies move into the jobs: recording needs only ids and attempt counts, not payloads.
-    let mut bodies: Vec<String> = claimed
-        .iter_mut()
-        .map(|c| std::mem::take(&mut c.body))
-        .collect();
-    let base = *next_tag;
-    *next_tag += units.len();
-    let mut parts: HashMap<String, Result<EndpointParts, String>> = HashMap::new();
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; units.len()];
-    let mut waiting = 0usize;
-    for (u, unit) in units.iter().enumerate() {
-        let first = &claimed[unit.members[0]];
-        let refuse = |msg: String| Outcome {
-            tag: base + u,
-            error: Some(msg),
-            started_at_us: http::now_us(),
-            ..Default::default()
-        };
-        if let Err(e) = target::check_url(&first.url, settings.policy) {
-            outcomes[u] = Some(refuse(format!("refused: {e}")));
-            continue;
-        }
-        let p = parts
-            .entry(first.endpoint_id.clone())
-            .or_insert_with(|| endpoint_parts(first, conn));
-        let p = match p {
-            Ok(p) => p,
-            Err(e) => {
-                outcomes[u] = Some(refuse(e.clone()));
-                continue;
-            }
-        };
-        let (msg_id, body) = if first.batch_max > 1 {
-            let bodies: Vec<String> = unit
-                .members
-                .iter()
-                .map(|i| std::mem::take(&mut bodies[*i]))
-                .collect();
-            // A batch is its own message, named by its contents: the same events give the same
-            // webhook-id (receivers dedupe a resent batch), different events a different one.
-            let ids: Vec<&str> = unit
-                .members
-                .iter()
-                .map(|i| claimed[*i].event_id.as_str())
-                .collect();
-            (envelope::batch_id(&ids), envelope::build_batch(&bodies))
-        } else {
-            (
-                first.event_id.clone(),
-                std::mem::take(&mut bodies[unit.members[0]]),
-            )
-        };
-        let job = Job {
-            tag: base + u,
-            url: first.url.clone(),
-            msg_id,
-            event_type: first.event_type.clone(),
-            attempt: first.attempts + 1,
-            body: Arc::new(body),
-            keys: Arc::clone(&p.keys),
-            headers: Arc::clone(&p.headers),
-            agent: p.agent.clone(),
-            not_after: Some(deadline),
-        };
-        if conn.pool.submit(job) {
-            waiting += 1;
-        } else {
-            outcomes[u] = Some(refuse("internal: no sender thread available".into()));
+impl Flow {
+    fn new(settings: Settings) -> Flow {
+        let (results_tx, results) = std::sync::mpsc::channel();
+        let conn = Rc::new(Connections::new(&settings, &results_tx));
+        let queued = Dispatcher::new(conn.pool.size());
+        Flow {
+            settings,
+            conn,
+            results_tx,
+            results,
+            queued,
+            in_flight: HashMap::new(),
+            next_tag: 0,
+            answered: Record::default(),
+            answered_since: None,
+            carry: Record::default(),
+            last_carry: Instant::now(),
+            unsent: Vec::new(),
+            claim_wanted: true,
+            last_sweep: Instant::now(),
         }
     }
-    Some(Batch {
-        base,
-        claimed,
-        units,
-        outcomes,
-        waiting,
-        deadline,
-        conn: Rc::clone(conn),
-    })
-}
 
-fn route(inflight: &mut VecDeque<Batch>, o: Outcome) {
-    for b in inflight.iter_mut() {
-        if o.tag >= b.base && o.tag < b.base + b.outcomes.len() {
-            let slot = &mut b.outcomes[o.tag - b.base];
-            if slot.is_none() {
-                *slot = Some(o);
-                b.waiting -= 1;
+    fn reload(&mut self, fresh: Settings) {
+        if fresh.needs_new_pool(&self.settings) {
+            // What waits here was built for the old way of connecting: given back, claimed again
+            // under the new one. Requests under way finish on their pool, which ends with them.
+            for u in self.queued.take_all_queued() {
+                self.give_back(&u.members);
             }
+            self.conn = Rc::new(Connections::new(&fresh, &self.results_tx));
+            self.queued.resize(self.conn.pool.size());
+        }
+        self.settings = fresh;
+        self.claim_wanted = true;
+    }
+
+    fn idle(&self) -> bool {
+        self.queued.queued() == 0 && self.in_flight.is_empty()
+    }
+
+    fn senders(&self) -> usize {
+        self.conn.pool.size().max(1)
+    }
+
+    /// An unreadable webhooks.tls_ca_file: claim nothing (attempts would only fail and use up
+    /// their retries) until the file or the setting is fixed and reloaded.
+    fn wants_claim(&self) -> bool {
+        self.claim_wanted
+            && self.conn.client.is_ok()
+            && self.queued.queued() < LOW_WATER * self.senders()
+    }
+
+    fn give_back(&mut self, members: &[Claimed]) {
+        self.unsent
+            .extend(members.iter().map(|c| (c.delivery_id, c.lease_us)));
+    }
+
+    fn note_answer(&mut self, members: &[Claimed], o: &Outcome) {
+        let now = http::now_us();
+        for c in members {
+            self.answered.push(c, o, &self.settings, now);
+        }
+        self.answered_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Leases due deliveries and queues their requests per endpoint.
+    fn claim(&mut self, scan_leases: bool) {
+        self.claim_wanted = false;
+        // Leased ahead: a request may wait here while its endpoint's earlier ones are sent (at
+        // most LEASE_AHEAD rounds of its max_in_flight, each within the timeout), then take two
+        // timeouts (a proxied target is resolved first). The lease outlasts all of that, and a
+        // request not started in time is given back instead of sent: the lease scan never
+        // claims a row whose request may still be on the wire.
+        let t = self.settings.timeout;
+        let lease = t * (LEASE_AHEAD as u32 + 2) + Duration::from_secs(30);
+        let not_after = Instant::now() + lease - t * 2 - Duration::from_secs(5);
+        let senders = self.senders();
+        let settings = self.settings.clone();
+        let claimed = in_transaction("claiming deliveries", || {
+            claim(&settings, scan_leases, lease, senders)
+        })
+        .unwrap_or_default();
+        if claimed.is_empty() {
             return;
         }
+        // A full claim means more is probably due: claim again as soon as there is room.
+        self.claim_wanted = claimed.len() as i64 >= self.settings.batch_size;
+        let mut parts: HashMap<String, Result<EndpointParts, String>> = HashMap::new();
+        for mut members in group(claimed) {
+            let first = &members[0];
+            let refused = |msg: String| Outcome {
+                error: Some(msg),
+                started_at_us: http::now_us(),
+                ..Default::default()
+            };
+            if let Err(e) = target::check_url(&first.url, self.settings.policy) {
+                let o = refused(format!("refused: {e}"));
+                self.note_answer(&members, &o);
+                continue;
+            }
+            let p = match parts
+                .entry(first.endpoint_id.clone())
+                .or_insert_with(|| endpoint_parts(first, &self.conn))
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let o = refused(e.clone());
+                    self.note_answer(&members, &o);
+                    continue;
+                }
+            };
+            let (msg_id, body) = if first.batch_max > 1 {
+                // A batch is its own message, named by its contents: the same events give the
+                // same webhook-id (receivers dedupe a resent batch), different events another.
+                let ids: Vec<&str> = members.iter().map(|c| c.event_id.as_str()).collect();
+                let id = envelope::batch_id(&ids);
+                let bodies: Vec<String> = members
+                    .iter_mut()
+                    .map(|c| std::mem::take(&mut c.body))
+                    .collect();
+                (id, envelope::build_batch(&bodies))
+            } else {
+                (first.event_id.clone(), std::mem::take(&mut members[0].body))
+            };
+            let first = &members[0];
+            let job = Job {
+                tag: 0,
+                url: first.url.clone(),
+                msg_id,
+                event_type: first.event_type.clone(),
+                attempt: first.attempts + 1,
+                body: Arc::new(body),
+                keys: Arc::clone(&p.keys),
+                headers: Arc::clone(&p.headers),
+                agent: p.agent.clone(),
+                not_after: Some(not_after),
+            };
+            let (ep, tenant, cap) = (
+                first.endpoint_id.clone(),
+                first.endpoint_tenant.clone(),
+                first.max_in_flight,
+            );
+            self.queued.push(
+                &ep,
+                &tenant,
+                cap,
+                Unit {
+                    members,
+                    job: Some(job),
+                    conn: Rc::clone(&self.conn),
+                    not_after,
+                },
+            );
+        }
     }
-}
 
-/// Waits for the oldest batch's answers (routing any others to their batches) and records it.
-/// Routes answers to their batches for up to `wait`: from every pool that batches still use
-/// (a reload may have left an older one), waiting on the newest.
-fn pump(inflight: &mut VecDeque<Batch>, newest: &Rc<Connections>, wait: Duration) {
-    let mut pools: Vec<Rc<Connections>> = Vec::new();
-    for b in inflight.iter() {
-        if !Rc::ptr_eq(&b.conn, newest) && !pools.iter().any(|p| Rc::ptr_eq(p, &b.conn)) {
-            pools.push(Rc::clone(&b.conn));
-        }
-    }
-    for p in &pools {
-        while let Ok(o) = p.pool.results.try_recv() {
-            route(inflight, o);
-        }
-    }
-    let until = Instant::now() + wait;
-    while !inflight.iter().any(|b| b.waiting == 0) {
-        match newest
-            .pool
-            .results
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-        {
-            Ok(o) => route(inflight, o),
-            Err(_) => break,
-        }
-    }
-}
-
-/// Records every batch that is fully answered or past its deadline (an unanswered request
-/// keeps its lease and is claimed again after it expires). True when one was recorded.
-fn record_finished(
-    inflight: &mut VecDeque<Batch>,
-    settings: &Settings,
-    carry: &mut Record,
-) -> bool {
-    let now_i = Instant::now();
-    let mut rec = std::mem::take(carry);
-    let mut left = VecDeque::with_capacity(inflight.len());
-    let now = http::now_us();
-    let mut fresh = false;
-    for b in inflight.drain(..) {
-        // A request started just before the deadline answers within one timeout after it.
-        if b.waiting > 0 && b.deadline + settings.timeout > now_i {
-            left.push_back(b);
-            continue;
-        }
-        fresh = true;
-        for (u, unit) in b.units.iter().enumerate() {
-            let Some(o) = &b.outcomes[u] else { continue };
-            for &i in &unit.members {
-                rec.push(&b.claimed[i], o, settings, now);
+    /// Hands requests to idle senders, each endpoint and tenant within its share.
+    fn send(&mut self) {
+        while let Some((ep, mut unit)) = self.queued.next_unit() {
+            let job = unit.job.take();
+            match job {
+                Some(mut job) if Instant::now() < unit.not_after => {
+                    let tag = self.next_tag;
+                    self.next_tag += 1;
+                    job.tag = tag;
+                    if unit.conn.pool.submit(job) {
+                        self.in_flight.insert(tag, (ep, unit, Instant::now()));
+                    } else {
+                        self.queued.done(&ep);
+                        let o = Outcome {
+                            error: Some("internal: no sender thread available".into()),
+                            started_at_us: http::now_us(),
+                            ..Default::default()
+                        };
+                        self.note_answer(&unit.members, &o);
+                    }
+                }
+                _ => {
+                    self.queued.done(&ep);
+                    self.give_back(&unit.members);
+                }
             }
         }
     }
-    *inflight = left;
-    save(rec, carry, settings);
-    fresh
+
+    /// Takes the answers that arrive within `wait` (returns at the first, with whatever else
+    /// is there by then).
+    fn collect(&mut self, wait: Duration) {
+        if let Ok(o) = self.results.recv_timeout(wait) {
+            self.answer(o);
+            while let Ok(o) = self.results.try_recv() {
+                self.answer(o);
+            }
+        }
+        self.sweep();
+    }
+
+    fn answer(&mut self, o: Outcome) {
+        let Some((ep, unit, _)) = self.in_flight.remove(&o.tag) else {
+            return;
+        };
+        self.queued.done(&ep);
+        if o.error.as_deref() == Some(http::UNSENT) {
+            self.give_back(&unit.members);
+            return;
+        }
+        self.note_answer(&unit.members, &o);
+        // A receiver that asked for a pause (Retry-After) or is gone (410): what waits here for
+        // it goes back to the table now, where the claim defers it to the pause or parks it.
+        if o.retry_after.is_some() || o.status == Some(410) {
+            for u in self.queued.take_queued(&ep) {
+                self.give_back(&u.members);
+            }
+        }
+    }
+
+    /// A request that neither answered nor failed long after its timeout (a sender stuck
+    /// beyond every bound) stops holding its endpoint's slot; its delivery keeps its lease and
+    /// is claimed again when that expires.
+    fn sweep(&mut self) {
+        if self.last_sweep.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        let limit = self.settings.timeout * 2 + Duration::from_secs(5);
+        let stuck: Vec<usize> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (_, _, at))| at.elapsed() > limit)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in stuck {
+            if let Some((ep, _, _)) = self.in_flight.remove(&tag) {
+                self.queued.done(&ep);
+            }
+        }
+    }
+
+    /// Records the answers when enough wait or the oldest has waited long enough (or `now`),
+    /// and gives back what was never sent.
+    fn flush(&mut self, now: bool) {
+        let n = self.answered.ids.len();
+        let due = n > 0
+            && (now
+                || n >= RECORD_MAX
+                || self.in_flight.is_empty()
+                || self
+                    .answered_since
+                    .is_some_and(|t| t.elapsed() >= RECORD_EVERY));
+        let retry_carry =
+            !self.carry.ids.is_empty() && (now || self.last_carry.elapsed() >= CARRY_EVERY);
+        if due || retry_carry {
+            let mut rec = std::mem::take(&mut self.answered);
+            self.answered_since = None;
+            if retry_carry {
+                self.last_carry = Instant::now();
+                rec.append(std::mem::take(&mut self.carry));
+            }
+            save(rec, &mut self.carry, &self.settings);
+            // Recorded answers free their endpoints' room in the claim.
+            self.claim_wanted = true;
+        }
+        if !self.unsent.is_empty() && (due || now || self.in_flight.is_empty()) {
+            let unsent = std::mem::take(&mut self.unsent);
+            let (ids, leases): (Vec<i64>, Vec<i64>) = unsent.into_iter().unzip();
+            in_transaction("giving back unsent deliveries", || {
+                Spi::connect_mut(|client| {
+                    if let Err(e) = client.update(
+                        "SELECT webhooks_internal._release($1, $2)",
+                        None,
+                        &[ids.into(), leases.into()],
+                    ) {
+                        warning!("webhooks worker: giving back unsent deliveries failed: {e}");
+                    }
+                })
+            });
+            self.claim_wanted = true;
+        }
+    }
+
+    /// Stopping: nothing new starts, what waits here goes back to the table at once (no lease
+    /// to wait out), answers that come within half a second are recorded, and the rest keep
+    /// their lease.
+    fn stop(&mut self) {
+        for u in self.queued.take_all_queued() {
+            self.give_back(&u.members);
+        }
+        self.conn.pool.close();
+        for (_, u, _) in self.in_flight.values() {
+            u.conn.pool.close();
+        }
+        let cut = Instant::now() + Duration::from_millis(500);
+        while !self.in_flight.is_empty() && Instant::now() < cut {
+            self.collect(Duration::from_millis(50));
+        }
+        self.flush(true);
+    }
 }
 
 /// Outcomes kept for a later try, at most (beyond that the leases take over).
@@ -867,6 +994,20 @@ impl Record {
             .push((!o.body.is_empty()).then(|| o.body.replace('\0', "")));
     }
 
+    fn append(&mut self, mut o: Record) {
+        self.ids.append(&mut o.ids);
+        self.pause_us.append(&mut o.pause_us);
+        self.lease_us.append(&mut o.lease_us);
+        self.status.append(&mut o.status);
+        self.attempt.append(&mut o.attempt);
+        self.code.append(&mut o.code);
+        self.error.append(&mut o.error);
+        self.retry_in_us.append(&mut o.retry_in_us);
+        self.started_us.append(&mut o.started_us);
+        self.duration_ms.append(&mut o.duration_ms);
+        self.body.append(&mut o.body);
+    }
+
     /// The entries of `ids` only.
     fn only(self, ids: &[i64]) -> Record {
         let keep: std::collections::HashSet<i64> = ids.iter().copied().collect();
@@ -925,7 +1066,35 @@ impl Record {
 const RECORD_SQL: &str =
     "SELECT webhooks_internal._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::interval)";
 
-fn housekeeping(settings: &Settings) {
+/// Rows one pruning statement deletes at most, and how long one housekeeping pass may run
+/// before the worker goes back to delivering (the pass goes on a second later).
+const PRUNE_STEP: i64 = 5_000;
+const HOUSEKEEPING_BUDGET: Duration = Duration::from_millis(250);
+
+/// Runs one statement of housekeeping in its own transaction (with its own timeout) and
+/// returns how many rows it changed; a failure is logged and the next statement runs anyway.
+fn chore(what: &str, sql: &str, args: &[&str]) -> i64 {
+    in_transaction(what, || {
+        Spi::connect_mut(|client| {
+            if !extension_present(client) {
+                return 0;
+            }
+            let args: Vec<pgrx::datum::DatumWithOid> = args.iter().map(|a| (*a).into()).collect();
+            match client.update(sql, Some(1), &args) {
+                Ok(t) => t.first().get::<i64>(1).ok().flatten().unwrap_or(0),
+                Err(e) => {
+                    warning!("webhooks worker: {what} failed: {e}");
+                    0
+                }
+            }
+        })
+    })
+    .unwrap_or(0)
+}
+
+/// Prunes history past the retention in steps of PRUNE_STEP rows, each its own transaction,
+/// until done or out of budget; then the smaller chores. True when rows were left to prune.
+fn housekeeping(settings: &Settings) -> bool {
     let keep = format!("{} seconds", settings.retention.as_secs());
     let keep_dead = format!("{} seconds", settings.dead_retention.as_secs());
     // Event ids are ULIDs: every event published before the cutoff has a smaller id, so the
@@ -933,67 +1102,93 @@ fn housekeeping(settings: &Settings) {
     let cutoff_ms = ((http::now_us() / 1000) as u64)
         .saturating_sub(settings.retention.min(settings.dead_retention).as_millis() as u64);
     let before = format!("evt_{}", crate::ids::ulid(cutoff_ms, [0; 10]));
-    in_transaction("housekeeping", || {
-        Spi::connect_mut(|client| {
-            if !extension_present(client) {
-                return;
+    let started = Instant::now();
+    let mut behind = false;
+    // SKIP LOCKED: a row someone holds is pruned next time, never waited for. Attempts go with
+    // their deliveries (the cascade trigger), events once no delivery refers to them.
+    let prune: [(&str, &str, &str); 3] = [
+        (
+            "pruning succeeded deliveries",
+            "WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+                 SELECT id FROM webhooks.deliveries
+                 WHERE status = 'succeeded' AND completed_at < now() - $1::interval
+                 LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
+             SELECT count(*) FROM gone",
+            keep.as_str(),
+        ),
+        (
+            "pruning dead deliveries",
+            "WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+                 SELECT id FROM webhooks.deliveries
+                 WHERE status = 'dead' AND completed_at < now() - $1::interval
+                 LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
+             SELECT count(*) FROM gone",
+            keep_dead.as_str(),
+        ),
+        (
+            "pruning events",
+            "WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
+                 SELECT e.id FROM webhooks.events e
+                 WHERE e.id < $1
+                   AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
+                 LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
+             SELECT count(*) FROM gone",
+            before.as_str(),
+        ),
+    ];
+    for (what, sql, arg) in prune {
+        loop {
+            if chore(what, sql, &[arg]) < PRUNE_STEP {
+                break;
             }
-            let args = [keep.as_str().into(), keep_dead.as_str().into()];
-            // SKIP LOCKED: a row someone holds is pruned next time, never waited for.
-            let _ = client.update(
-                "DELETE FROM webhooks.deliveries WHERE id IN (
-                    SELECT id FROM webhooks.deliveries
-                    WHERE status = 'succeeded' AND completed_at < now() - $1::interval
-                    LIMIT 5000 FOR UPDATE SKIP LOCKED)",
-                None,
-                &args[..1],
-            );
-            let _ = client.update(
-                "DELETE FROM webhooks.deliveries WHERE id IN (
-                    SELECT id FROM webhooks.deliveries
-                    WHERE status = 'dead' AND completed_at < now() - $1::interval
-                    LIMIT 5000 FOR UPDATE SKIP LOCKED)",
-                None,
-                &args[1..],
-            );
-            let _ = client.update(
-                "DELETE FROM webhooks.events WHERE id IN (
-                    SELECT e.id FROM webhooks.events e
-                    WHERE e.id < $1
-                      AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
-                    LIMIT 5000 FOR UPDATE SKIP LOCKED)",
-                None,
-                &[before.as_str().into()],
-            );
-            // A parking that raced an endpoint_enable, or an orphan whose endpoint and event
-            // exist by now (a restore that finished loading): release what waits for no reason.
-            let _ = client.update(
-                "UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
-                 WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
-                   AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
-                                 AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
-                   AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id)",
-                None,
-                &[],
-            );
-            // Bindings of dropped roles bind nobody (they are keyed by oid); they go.
-            let _ = client.update(
-                "DELETE FROM webhooks.tenant_roles t
-                 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)",
-                None,
-                &[],
-            );
-            // Orphans parked an hour ago whose endpoint or event never came (back).
-            let _ = client.update(
-                "DELETE FROM webhooks.deliveries d
-                 WHERE d.status = 'pending' AND d.next_attempt_at = 'infinity'
-                   AND d.lease_until < now() - interval '1 hour'
-                   AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                                    AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
-                        OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))",
-                None,
-                &[],
-            );
-        })
-    });
+            if started.elapsed() > HOUSEKEEPING_BUDGET || signals::stopping() {
+                behind = true;
+                break;
+            }
+        }
+    }
+    // A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by
+    // now (a restore that finished loading): release what waits for no reason. Through the
+    // enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
+    // scanned.
+    chore(
+        "releasing parked deliveries",
+        "WITH released AS (
+             UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
+             WHERE d.id IN (
+                 SELECT x.id FROM webhooks.endpoints ep
+                 JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
+                  AND x.next_attempt_at = 'infinity'
+                  AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
+                 WHERE ep.enabled
+                   AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
+                 LIMIT 5000 FOR UPDATE OF x SKIP LOCKED)
+             RETURNING 1)
+         SELECT count(*) FROM released",
+        &[],
+    );
+    // Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
+    chore(
+        "deleting orphans",
+        "WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+             SELECT d.id FROM webhooks.deliveries d
+             WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
+               AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
+               AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                                AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
+                    OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
+             LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
+         SELECT count(*) FROM gone",
+        &[],
+    );
+    // Bindings of dropped roles bind nobody (they are keyed by oid); they go.
+    chore(
+        "removing bindings of dropped roles",
+        "WITH gone AS (DELETE FROM webhooks.tenant_roles t
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
+             RETURNING 1)
+         SELECT count(*) FROM gone",
+        &[],
+    );
+    behind
 }
