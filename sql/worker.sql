@@ -397,7 +397,7 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     UPDATE webhooks.deliveries d
     SET status = 'pending', next_attempt_at = pg_catalog.now(), lease_until = NULL
-    FROM pg_catalog.unnest(ids, leases_us) AS r(id, lease_us)
+    FROM unnest(ids, leases_us) AS r(id, lease_us)
     WHERE d.id = r.id AND d.status = 'in_flight'
       AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
 $$;

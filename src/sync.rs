@@ -35,6 +35,65 @@ fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
+thread_local! {
+    /// This backend's client for synchronous sends, with the settings it was built from: the
+    /// trust store is loaded and connections are kept between calls (an OTP sent over HTTPS
+    /// pays no handshake when the connection is warm). Rebuilt when a setting, or the CA
+    /// file's size or modification time, changes.
+    static KEPT: std::cell::RefCell<Option<(String, http::ClientSettings, http::Client)>> =
+        const { std::cell::RefCell::new(None) };
+    /// Clients of endpoints that present a client certificate, by certificate and settings.
+    static KEPT_CERTS: std::cell::RefCell<std::collections::HashMap<u64, http::Client>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Endpoints with client certificates whose clients a backend keeps, at most.
+const KEPT_CERTS_MAX: usize = 64;
+
+fn kept_client() -> Result<(http::ClientSettings, http::Client), String> {
+    let key = format!(
+        "{}|{}|{}|{}",
+        crate::tls::file_stamp(&guc::string_value(&guc::TLS_CA_FILE)),
+        guc::string_value(&guc::TIMEOUT),
+        guc::ALLOW_PRIVATE_TARGETS.get(),
+        guc::string_value(&guc::HTTP_PROXY),
+    );
+    KEPT.with(|k| {
+        if let Some((seen, settings, client)) = k.borrow().as_ref() {
+            if *seen == key {
+                return Ok((settings.clone(), client.clone()));
+            }
+        }
+        let settings = guc::client_settings(MAX_THREADS)?;
+        let client = http::agent(&settings, None);
+        KEPT_CERTS.with(|c| c.borrow_mut().clear());
+        *k.borrow_mut() = Some((key, settings.clone(), client.clone()));
+        Ok((settings, client))
+    })
+}
+
+fn kept_cert_client(
+    settings: &http::ClientSettings,
+    cert: &str,
+    key: &str,
+) -> Result<http::Client, String> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&(cert, key), &mut h);
+    let fp = std::hash::Hasher::finish(&h);
+    if let Some(a) = KEPT_CERTS.with(|c| c.borrow().get(&fp).cloned()) {
+        return Ok(a);
+    }
+    let a = http::agent(settings, Some(crate::tls::client_cert(cert, key)?));
+    KEPT_CERTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= KEPT_CERTS_MAX {
+            c.clear();
+        }
+        c.insert(fp, a.clone());
+    });
+    Ok(a)
+}
+
 /// `targets`: rows of `webhooks_internal._sync_prepare` as a JSON array. Returns one answer per target.
 #[pg_extern(volatile, schema = "webhooks_internal")]
 fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
@@ -57,7 +116,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         data_json: text(first, "data").unwrap_or("{}"),
     }));
     let policy = guc::policy();
-    let client = guc::client_settings(1);
+    let client = kept_client();
 
     let mut outcomes: Vec<Option<Outcome>> = vec![None; targets.len()];
     let mut jobs = Vec::new();
@@ -71,7 +130,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             })
         };
         let url = text(t, "url").unwrap_or_default();
-        let client = match &client {
+        let (settings, shared) = match &client {
             Ok(c) => c,
             Err(e) => {
                 outcomes[i] = refuse(e.clone());
@@ -84,14 +143,14 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             continue;
         }
         let agent = match (text(t, "tls_client_cert"), text(t, "tls_client_key")) {
-            (Some(c), Some(k)) => match crate::tls::client_cert(c, k) {
-                Ok(cert) => http::agent(client, Some(cert)),
+            (Some(c), Some(k)) => match kept_cert_client(settings, c, k) {
+                Ok(a) => a,
                 Err(e) => {
                     outcomes[i] = refuse(format!("endpoint client certificate unusable: {e}"));
                     continue;
                 }
             },
-            _ => http::agent(client, None),
+            _ => shared.clone(),
         };
         let secrets = ["secret", "previous_secret"]
             .iter()

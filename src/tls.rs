@@ -73,6 +73,24 @@ pub fn load_trust(ca_file: Option<&str>) -> Result<Trust, String> {
 
 /// Parses an endpoint's client certificate chain and private key, and checks that they belong
 /// together. Errors name the column.
+/// A file's path with its size and modification time: a CA bundle replaced at the same path is
+/// noticed (the worker's reload, the sync path's kept client).
+pub fn file_stamp(path: &str) -> String {
+    let meta = std::fs::metadata(path.trim()).ok();
+    let (len, mtime) = meta
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            (m.len(), t)
+        })
+        .unwrap_or((0, 0));
+    format!("{path}|{len}|{mtime}")
+}
+
 pub fn client_cert(cert_pem: &str, key_pem: &str) -> Result<ClientCert, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

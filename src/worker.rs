@@ -60,7 +60,7 @@ impl Settings {
             concurrency: guc::CONCURRENCY.get().max(1) as usize,
             batch_size: guc::BATCH_SIZE.get().max(1) as i64,
             policy: guc::policy(),
-            ca_file: ca_file_stamp(&guc::string_value(&guc::TLS_CA_FILE)),
+            ca_file: crate::tls::file_stamp(&guc::string_value(&guc::TLS_CA_FILE)),
             proxy: guc::string_value(&guc::HTTP_PROXY),
         }
     }
@@ -218,24 +218,6 @@ fn latch_was_set() -> bool {
         pg_sys::ResetLatch(latch);
         true
     }
-}
-
-/// The CA file's path with its size and modification time: a bundle replaced at the same path
-/// is picked up by a reload.
-fn ca_file_stamp(path: &str) -> String {
-    let meta = std::fs::metadata(path.trim()).ok();
-    let (len, mtime) = meta
-        .map(|m| {
-            let t = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            (m.len(), t)
-        })
-        .unwrap_or((0, 0));
-    format!("{path}|{len}|{mtime}")
 }
 
 /// SIGTERM, remembered: pgrx clears its flag when read (by `sigterm_received` and
@@ -469,7 +451,10 @@ struct Unit {
 
 /// Groups a claim's rows into requests: one per delivery, batched endpoints' rows by endpoint
 /// in chunks of batch_max.
-fn group(claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
+fn group(mut claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
+    // Publish order (the claim returns its rows in no order): an endpoint's requests are
+    // queued, and sent, oldest event first.
+    claimed.sort_by(|a, b| (&a.event_id, a.delivery_id).cmp(&(&b.event_id, b.delivery_id)));
     let mut out = Vec::new();
     let mut batches: HashMap<String, Vec<Claimed>> = HashMap::new();
     for c in claimed {
@@ -857,19 +842,8 @@ impl Flow {
                 || self
                     .answered_since
                     .is_some_and(|t| t.elapsed() >= RECORD_EVERY));
-        let retry_carry =
-            !self.carry.ids.is_empty() && (now || self.last_carry.elapsed() >= CARRY_EVERY);
-        if due || retry_carry {
-            let mut rec = std::mem::take(&mut self.answered);
-            self.answered_since = None;
-            if retry_carry {
-                self.last_carry = Instant::now();
-                rec.append(std::mem::take(&mut self.carry));
-            }
-            save(rec, &mut self.carry, &self.settings);
-            // Recorded answers free their endpoints' room in the claim.
-            self.claim_wanted = true;
-        }
+        // Given back first: an answer recorded next may disable or pause their endpoint, which
+        // then parks or defers them with its other pending work.
         if !self.unsent.is_empty() && (due || now || self.in_flight.is_empty()) {
             let unsent = std::mem::take(&mut self.unsent);
             let (ids, leases): (Vec<i64>, Vec<i64>) = unsent.into_iter().unzip();
@@ -884,6 +858,19 @@ impl Flow {
                     }
                 })
             });
+            self.claim_wanted = true;
+        }
+        let retry_carry =
+            !self.carry.ids.is_empty() && (now || self.last_carry.elapsed() >= CARRY_EVERY);
+        if due || retry_carry {
+            let mut rec = std::mem::take(&mut self.answered);
+            self.answered_since = None;
+            if retry_carry {
+                self.last_carry = Instant::now();
+                rec.append(std::mem::take(&mut self.carry));
+            }
+            save(rec, &mut self.carry, &self.settings);
+            // Recorded answers free their endpoints' room in the claim.
             self.claim_wanted = true;
         }
     }

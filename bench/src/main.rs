@@ -166,6 +166,102 @@ fn throughput(db: &mut Client, endpoints: &[String], events: usize) -> (f64, usi
     (n as f64 / (last - t0), n as usize)
 }
 
+/// A receiver on 127.0.0.1 that reads each request and then answers 200 after `delay`, or
+/// never (None: it holds the connection until the client gives up). Threads end with their
+/// connection; the listener lives until the bench process ends.
+fn stalling_receiver(delay: Option<Duration>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s);
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    match delay {
+                        None => {
+                            // Silent: read until the client closes.
+                            let mut sink = [0u8; 256];
+                            while r.read(&mut sink).unwrap_or(0) > 0 {}
+                            return;
+                        }
+                        Some(d) => {
+                            std::thread::sleep(d);
+                            if r.get_mut()
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// One endpoint's rate while others have backlogs too: every endpoint subscribed gets `events`
+/// deliveries, all due at once; the time until all of `healthy`'s succeeded.
+fn rate_beside_others(db: &mut Client, healthy: &str, events: usize) -> f64 {
+    db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+        .unwrap();
+    db.execute(
+        "SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'user' || g || '@example.com'))) FROM generate_series(1, $1::int) g",
+        &[&(events as i32)],
+    )
+    .unwrap();
+    let mut tx = db.transaction().unwrap();
+    tx.execute(
+        "UPDATE webhooks.deliveries SET next_attempt_at = now()",
+        &[],
+    )
+    .unwrap();
+    tx.execute("SELECT webhooks_internal._wake_on_commit()", &[])
+        .unwrap();
+    tx.commit().unwrap();
+    let t0 = now_us() as f64 / 1e6;
+    loop {
+        let done: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = $1 AND status = 'succeeded'",
+                &[&healthy],
+            )
+            .unwrap()
+            .get(0);
+        if done as usize >= events {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM max(completed_at))::float8 FROM webhooks.deliveries WHERE endpoint_id = $1",
+            &[&healthy],
+        )
+        .unwrap()
+        .get(0);
+    events as f64 / (last - t0)
+}
+
 /// The same client library and concurrency as the worker, posting the same bodies, no database.
 fn raw_loop(url: &str, n: usize, concurrency: usize) -> f64 {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -447,6 +543,38 @@ fn main() {
         db.execute("SELECT webhooks.endpoint_delete($1)", &[e])
             .unwrap();
     }
+
+    // Fairness: the healthy endpoint's rate alone, then beside 4 receivers that never answer
+    // and 4 that answer after 5 s, every one of them with a backlog as large as its own.
+    println!("== fairness");
+    let fair_n = (a.n / 5).max(1000);
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, batch_window => '0')",
+        &[&ep],
+    )
+    .unwrap();
+    let alone = rate_beside_others(&mut db, &ep, fair_n);
+    let mut others = Vec::new();
+    for delay in [None, None, None, None, Some(5), Some(5), Some(5), Some(5)] {
+        let url = stalling_receiver(delay.map(Duration::from_secs));
+        others.push(
+            db.query_one(
+                "SELECT id FROM webhooks.endpoint_create($1, '{user.*}')",
+                &[&url],
+            )
+            .unwrap()
+            .get::<_, String>(0),
+        );
+    }
+    let beside = rate_beside_others(&mut db, &ep, fair_n);
+    for e in &others {
+        db.execute("SELECT webhooks.endpoint_delete($1)", &[e]).unwrap();
+    }
+    println!("   healthy endpoint alone {alone:.0}/s, beside 8 stalling ones {beside:.0}/s");
+    r.insert("fairness".into(), json!({"alone_per_s": alone, "beside_stalling_per_s": beside,
+        "deliveries": fair_n, "ratio": beside / alone}));
+    db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+        .unwrap();
     db.execute(
         "SELECT webhooks.endpoint_update($1, batch_window => '0')",
         &[&ep],
@@ -574,6 +702,7 @@ fn report(v: &Value) -> String {
     s += &format!("| signed deliveries, 1 endpoint ({} deliveries) | {:.0} /s | raw ureq loop, 32 threads, no DB: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_one"], f("/throughput/one_endpoint_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_one_to_raw"));
     s += &format!("| signed deliveries over HTTPS (keep-alive), 1 endpoint ({} deliveries) | {:.0} /s, {:.2} handshakes per 1,000 | same over plain http: {:.0} /s | {:.0}% of http |\n", v["tls"]["deliveries"], f("/tls/https_one_endpoint_per_s"), f("/tls/handshakes_per_1000"), f("/throughput/one_endpoint_per_s"), 100.0 * f("/tls/ratio_to_http"));
     s += &format!("| signed deliveries, 10 endpoints ({} deliveries) | {:.0} /s | raw loop: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_ten"], f("/throughput/ten_endpoints_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_ten_to_raw"));
+    s += &format!("| one healthy endpoint ({} deliveries) beside 4 silent and 4 5-second receivers, all with backlogs | {:.0} /s | the same endpoint alone: {:.0} /s | {:.0}% of alone |\n", v["fairness"]["deliveries"], f("/fairness/beside_stalling_per_s"), f("/fairness/alone_per_s"), 100.0 * f("/fairness/ratio"));
     for rate in ["10", "100", "1000"] {
         s += &format!("| commit to receiver's first byte at {rate} events/s | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | | |\n",
             f(&format!("/latency/{rate}/p50_ms")), f(&format!("/latency/{rate}/p99_ms")), f(&format!("/latency/{rate}/max_ms")));
