@@ -109,12 +109,29 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 --
 -- A delivery records its endpoint's tenant; the claim matches the endpoint by id and tenant.
 -- Every row gets it from its endpoint as it is now (a retried or recovered row is matched too).
+-- Not the endpoint's tenant as it is now: 0.2.0 let an endpoint change tenant while work
+-- waited, and that work belongs to the tenant it was made for. A non-platform endpoint only
+-- ever received its own tenant's events, so the event's tenant is the endpoint's tenant of the
+-- time; work that now matches no endpoint by id and tenant is parked, never sent across.
 ALTER TABLE webhooks.deliveries ADD COLUMN endpoint_tenant text;
-UPDATE webhooks.deliveries d SET endpoint_tenant = ep.tenant_id
-FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.tenant_id IS NOT NULL;
+UPDATE webhooks.deliveries d
+SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
+                                        WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
+                           THEN '*' ELSE d.tenant_id END
+WHERE d.tenant_id IS NOT NULL
+   OR EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*');
+
+-- Operational events about platform endpoints were published as the tenant's (or as no
+-- tenant's): they are the platform's.
+UPDATE webhooks.events e SET tenant_id = '*'
+WHERE starts_with(e.type, 'webhook.') AND e.tenant_id IS DISTINCT FROM '*'
+  AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = e.data ->> 'endpoint_id' AND ep.tenant_id = '*');
 
 -- Tenant bindings by role, not by name. A binding whose role no longer exists would have
--- bound the next role created with that name: it goes, and says so.
+-- bound the next role created with that name: it goes, and says so. Whether tenants were in
+-- use is remembered first (part 2 keeps it): removing bindings must never widen a scope.
+CREATE TABLE webhooks._upgrade_tenancy AS
+SELECT EXISTS (SELECT 1 FROM webhooks.tenant_roles) AS in_use;
 DO $$
 DECLARE
     gone text;
@@ -128,11 +145,15 @@ BEGIN
         RAISE NOTICE 'webhooks 0.3.0: tenant bindings of roles that no longer exist were removed: %', gone;
     END IF;
 END $$;
-ALTER TABLE webhooks.tenant_roles ALTER COLUMN role_name TYPE regrole USING role_name::regrole;
+-- quote_ident: the name exactly as stored (regrole's input would fold case, split on dots and
+-- read digits as an oid).
+ALTER TABLE webhooks.tenant_roles ALTER COLUMN role_name TYPE regrole USING quote_ident(role_name)::regrole;
 
 -- Synchronous events carried OTP codes and magic links; 0.3.0 keeps none of their data.
 UPDATE webhooks.events e SET data = '{}'
-WHERE e.data <> '{}' AND EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id AND d.sync);
+WHERE e.data <> '{}'
+  AND (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id AND d.sync)
+       OR e.type IN (SELECT t.name FROM webhooks.event_types t WHERE t.mode = 'sync'));
 
 -- ---------------------------------------------------------------------------------------------
 -- The 0.3.0 install script follows.
@@ -641,6 +662,80 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/wake.rs:127
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/handoff.rs:93
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:101
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:187
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:112
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:152
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/gate.rs:196
 -- webhooks::gate::_caller
 CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
@@ -662,8 +757,8 @@ AS 'MODULE_PATHNAME', '_caller_wrapper';
 --   superuser                  every tenant
 --   bound to '*'               every tenant (the platform's own admins and publishers)
 --   bound to tenants           those tenants ('' stands for rows without a tenant)
---   unbound, no binding exists rows without a tenant (a single-tenant install needs no binding)
---   unbound, bindings exist    nothing
+--   unbound, no binding was ever made   rows without a tenant (a single-tenant install)
+--   unbound, tenants in use             nothing
 -- Closed by default: once tenants are in use, a role sees only what it was bound to, and
 -- revoking a binding never widens a scope. A membership counts only when granted by someone
 -- other than the member role itself (PostgreSQL 15 lets a login role grant itself to others).
@@ -689,6 +784,15 @@ COMMENT ON TABLE webhooks.tenant_roles IS
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
     'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
 
+-- Tenants are in use once a role was bound to one, and stay so: unbinding every role, dropping
+-- the bound roles or restoring into a cluster without them must close scopes, never open the
+-- rows without a tenant to every role (the single-tenant rule below). One row, or none.
+CREATE TABLE IF NOT EXISTS webhooks_internal.tenancy_in_use (
+    in_use boolean PRIMARY KEY DEFAULT true CHECK (in_use),
+    since  timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.tenancy_in_use', '');
+
 -- NULL means every tenant; '' in the array stands for rows without a tenant.
 CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
@@ -710,7 +814,9 @@ BEGIN
         FROM webhooks.tenant_roles t
         JOIN roles ON roles.oid = t.role_name::oid;
         IF s IS NULL THEN
-            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks.tenant_roles) THEN '{}'::text[] ELSE ARRAY[''] END;
+            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks_internal.tenancy_in_use)
+                        OR EXISTS (SELECT 1 FROM webhooks.tenant_roles)
+                      THEN '{}'::text[] ELSE ARRAY[''] END;
         ELSIF '*' = ANY (s) THEN
             s := NULL;
         END IF;
@@ -774,6 +880,7 @@ BEGIN
     IF tenant_id <> '' THEN
         PERFORM webhooks_internal._check_tenant_id(tenant_id, true);
     END IF;
+    INSERT INTO webhooks_internal.tenancy_in_use DEFAULT VALUES ON CONFLICT DO NOTHING;
     INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
     VALUES (r::regrole, _tenant_grant.tenant_id, webhooks_internal._caller()::regrole::text)
     ON CONFLICT DO NOTHING;
@@ -794,36 +901,36 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sync.rs:39
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:180
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
+-- src/api.rs:138
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:127
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
+-- src/api.rs:132
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:158
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -839,39 +946,6 @@ AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:187
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:173
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:112
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:106
 -- webhooks::api::_new_secret
 CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
@@ -881,23 +955,15 @@ AS 'MODULE_PATHNAME', '_new_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:132
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
+-- src/api.rs:180
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
 ) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1132,7 +1198,8 @@ END $$;
 CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text)
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -1161,7 +1228,7 @@ BEGIN
            (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
            ep.id, ep.url, ep.secret,
            CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id
     FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
     ORDER BY ep.id;
 END $$;
@@ -1255,7 +1322,7 @@ BEGIN
                                      last_status, last_error, created_at, completed_at, endpoint_tenant)
     VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
             (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            (SELECT ep.tenant_id FROM webhooks.endpoints ep WHERE ep.id = note ->> 'endpoint_id'))
+            note ->> 'endpoint_tenant')
     RETURNING id INTO delivery;
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
     VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
@@ -1727,7 +1794,8 @@ BEGIN
     IF FOUND AND s IS NOT NULL AND NOT (
         coalesce(d.tenant_id, '') = ANY (s)
         AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
-                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
+                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+                      AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
         d := NULL;
     END IF;
     IF d.id IS NULL THEN
@@ -1912,7 +1980,8 @@ AS $$
     WITH s AS (SELECT webhooks.tenant_scope() AS s),
     d AS (
         SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
-        WHERE s.s IS NULL OR coalesce(d.tenant_id, '') = ANY (s.s)
+        WHERE s.s IS NULL OR (coalesce(d.tenant_id, '') = ANY (s.s)
+                              AND coalesce(d.endpoint_tenant, '') = ANY (s.s))
     )
     SELECT w.preloaded, w.pid,
            EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
@@ -1930,363 +1999,6 @@ $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
 ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:54
--- requires:
---   api
-
--- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
---
--- The row trigger runs with the rights of the role writing the table (SECURITY INVOKER): it
--- turns the row into jsonb there (to_jsonb runs the table's own casts and types, which that role
--- may define) and hands plain jsonb and text to webhook_publish, a definer function that
--- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
--- publish for the tenants their role acts for.
---
--- What is sent is decided by attribute number, not name, and recomputed by an event trigger
--- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
--- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
--- exclusions follow a column through RENAME COLUMN,
--- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
--- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
---
--- The trigger is per row today; the payload is built from the row alone so that a statement-
--- level trigger over transition tables can build the same payloads set-based later.
-
-CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
-    relid           regclass PRIMARY KEY,
-    entity          text NOT NULL,
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    include_attnums int2[],                -- NULL: every column not excluded
-    tenant_attnum   int2,
-    auto_excluded   text[] NOT NULL DEFAULT '{}',
-    applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE webhooks.tracked_tables IS
-    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
-
--- Names that are never sent unless listed in include_columns.
-CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
-
--- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns.
-CREATE FUNCTION webhooks_internal._emit_row_event() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER
-AS $$
-DECLARE
-    entity text := TG_ARGV[0];
-    excluded text[] := TG_ARGV[1]::text[];
-    tenant_col text := nullif(TG_ARGV[2], '');
-    key_cols text[] := TG_ARGV[3]::text[];
-    row_j jsonb;
-    old_j jsonb;
-    changed text[];
-    payload jsonb;
-    key text;
-    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        row_j := pg_catalog.to_jsonb(OLD);
-    ELSE
-        row_j := pg_catalog.to_jsonb(NEW);
-    END IF;
-    IF TG_OP = 'UPDATE' THEN
-        old_j := pg_catalog.to_jsonb(OLD);
-        SELECT pg_catalog.array_agg(k ORDER BY k) INTO changed
-        FROM pg_catalog.jsonb_object_keys(row_j) k
-        WHERE row_j OPERATOR(pg_catalog.->) k IS DISTINCT FROM old_j OPERATOR(pg_catalog.->) k
-          AND k OPERATOR(pg_catalog.<>) ALL (excluded);
-        IF changed IS NULL THEN
-            RETURN NULL;  -- only excluded columns changed: nothing leaves the database
-        END IF;
-        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded,
-            'changed', pg_catalog.to_jsonb(changed),
-            'previous', (SELECT pg_catalog.jsonb_object_agg(c, old_j OPERATOR(pg_catalog.->) c) FROM pg_catalog.unnest(changed) c));
-    ELSE
-        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded);
-    END IF;
-    IF pg_catalog.array_length(key_cols, 1) > 0 THEN
-        key := entity || ':' || (SELECT pg_catalog.string_agg(row_j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                                 FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o));
-    END IF;
-    PERFORM webhooks.webhook_publish(
-        entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-        payload,
-        CASE WHEN tenant_col IS NOT NULL THEN row_j OPERATOR(pg_catalog.->>) tenant_col END,
-        actor,
-        key);
-    RETURN NULL;
-END $$;
-
--- (Re)creates the row trigger of a tracked table from its attribute numbers and the table's
--- columns as they are now. Returns the columns kept out because their names look secret.
-CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    t webhooks.tracked_tables;
-    tenant_col text;
-    key_cols text[];
-    excluded text[];
-    auto text[];
-    args text[];
-BEGIN
-    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    IF t.tenant_attnum IS NOT NULL THEN
-        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
-        IF tenant_col IS NULL THEN
-            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
-                USING ERRCODE = 'dependent_objects_still_exist',
-                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
-        END IF;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
-    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
-           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                 AND webhooks_internal._looks_secret(a.attname))
-    INTO excluded, auto
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
-    -- The entity key goes into events and deliveries: never from a column kept out.
-    IF key_cols && excluded THEN
-        key_cols := NULL;
-    END IF;
-    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text];
-    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
-    IF t.applied IS DISTINCT FROM args OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_event'
-    ) THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
-            'FOR EACH ROW EXECUTE FUNCTION webhooks_internal._emit_row_event(%L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4]);
-    END IF;
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
-    WHERE x.relid = tbl;
-    RETURN coalesce(auto, '{}');
-END $$;
-
-CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    missing text;
-    nums int2[];
-BEGIN
-    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
-    WHERE c IS NULL OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
-    END IF;
-    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
-    RETURN nums;
-END $$;
-
-CREATE FUNCTION webhooks_internal._track_table(
-    tbl regclass,
-    entity text,
-    exclude_columns text[],
-    tenant_column text,
-    include_columns text[]
-) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    rel pg_catalog.pg_class;
-    op text;
-    auto text[];
-BEGIN
-    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
-    END IF;
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF rel.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relpersistence = 't' THEN
-        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
-        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(entity);
-    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
-            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
-        END IF;
-    END LOOP;
-    -- Rows of tables dropped since they were tracked.
-    DELETE FROM webhooks.tracked_tables x
-    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
-    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum)
-    VALUES (tbl, entity,
-            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
-            CASE WHEN include_columns IS NOT NULL
-                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
-            CASE WHEN tenant_column IS NOT NULL
-                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
-    ON CONFLICT (relid) DO UPDATE
-        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
-            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            tracked_at = pg_catalog.now();
-    auto := webhooks_internal._track_apply(tbl);
-    IF pg_catalog.cardinality(auto) > 0 THEN
-        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
-            USING HINT = 'List a column in include_columns to send it anyway.';
-    END IF;
-    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
-END $$;
-
-CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
-END $$;
-
--- After any DDL command that touches a tracked table, directly or through a parent, a view
--- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
--- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
--- whose trigger is already right are left alone.
-CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    r record;
-    before text[];
-    auto text[];
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
-        RETURN;
-    END IF;
-    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
-    LOOP
-        before := r.auto_excluded;
-        auto := webhooks_internal._track_apply(r.relid);
-        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
-            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
-                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
-        END IF;
-    END LOOP;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
-    EXECUTE FUNCTION webhooks_internal._on_ddl();
-
--- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
--- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
-CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
-        RETURN;
-    END IF;
-    DELETE FROM webhooks.tracked_tables t
-    USING pg_catalog.pg_event_trigger_dropped_objects() o
-    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
-    EXECUTE FUNCTION webhooks_internal._on_drop();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:56
--- requires:
---   api
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2681,57 +2393,381 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:138
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+-- src/lib.rs:54
+-- requires:
+--   api
+
+-- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
+--
+-- The row trigger runs with the rights of the role writing the table (SECURITY INVOKER): it
+-- turns the row into jsonb there (to_jsonb runs the table's own casts and types, which that role
+-- may define) and hands plain jsonb and text to webhook_publish, a definer function that
+-- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
+-- publish for the tenants their role acts for.
+--
+-- What is sent is decided by attribute number, not name, and recomputed by an event trigger
+-- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
+-- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
+-- exclusions follow a column through RENAME COLUMN,
+-- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
+-- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
+--
+-- The trigger is per row today; the payload is built from the row alone so that a statement-
+-- level trigger over transition tables can build the same payloads set-based later.
+
+CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
+    relid           regclass PRIMARY KEY,
+    entity          text NOT NULL,
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    include_attnums int2[],                -- NULL: every column not excluded
+    tenant_attnum   int2,
+    auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
+    tracked_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE webhooks.tracked_tables IS
+    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
+
+-- Names that are never sent unless listed in include_columns.
+CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
+
+-- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns.
+CREATE FUNCTION webhooks_internal._emit_row_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+AS $$
+DECLARE
+    entity text := TG_ARGV[0];
+    excluded text[] := TG_ARGV[1]::text[];
+    tenant_col text := nullif(TG_ARGV[2], '');
+    key_cols text[] := TG_ARGV[3]::text[];
+    row_j jsonb;
+    old_j jsonb;
+    changed text[];
+    payload jsonb;
+    key text;
+    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        row_j := pg_catalog.to_jsonb(OLD);
+    ELSE
+        row_j := pg_catalog.to_jsonb(NEW);
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        old_j := pg_catalog.to_jsonb(OLD);
+        SELECT pg_catalog.array_agg(k ORDER BY k) INTO changed
+        FROM pg_catalog.jsonb_object_keys(row_j) k
+        WHERE row_j OPERATOR(pg_catalog.->) k IS DISTINCT FROM old_j OPERATOR(pg_catalog.->) k
+          AND k OPERATOR(pg_catalog.<>) ALL (excluded);
+        IF changed IS NULL THEN
+            RETURN NULL;  -- only excluded columns changed: nothing leaves the database
+        END IF;
+        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded,
+            'changed', pg_catalog.to_jsonb(changed),
+            'previous', (SELECT pg_catalog.jsonb_object_agg(c, old_j OPERATOR(pg_catalog.->) c) FROM pg_catalog.unnest(changed) c));
+    ELSE
+        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded);
+    END IF;
+    IF pg_catalog.array_length(key_cols, 1) > 0 THEN
+        key := entity || ':' || (SELECT pg_catalog.string_agg(row_j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                                 FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o));
+    END IF;
+    PERFORM webhooks.webhook_publish(
+        entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+        payload,
+        CASE WHEN tenant_col IS NOT NULL THEN row_j OPERATOR(pg_catalog.->>) tenant_col END,
+        actor,
+        key);
+    RETURN NULL;
+END $$;
+
+-- (Re)creates the row trigger of a tracked table from its attribute numbers and the table's
+-- columns as they are now. Returns the columns kept out because their names look secret.
+CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    t webhooks.tracked_tables;
+    tenant_col text;
+    key_cols text[];
+    excluded text[];
+    auto text[];
+    args text[];
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    IF t.tenant_attnum IS NOT NULL THEN
+        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
+        IF tenant_col IS NULL THEN
+            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
+        END IF;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
+    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
+                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
+           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
+                 AND webhooks_internal._looks_secret(a.attname))
+    INTO excluded, auto
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF key_cols && excluded THEN
+        key_cols := NULL;
+    END IF;
+    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text];
+    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
+    IF t.applied IS DISTINCT FROM args OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_event'
+    ) THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION webhooks_internal._emit_row_event(%L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4]);
+    END IF;
+    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
+    WHERE x.relid = tbl;
+    RETURN coalesce(auto, '{}');
+END $$;
+
+CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    missing text;
+    nums int2[];
+BEGIN
+    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
+    WHERE c IS NULL OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
+    END IF;
+    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
+    RETURN nums;
+END $$;
+
+CREATE FUNCTION webhooks_internal._track_table(
+    tbl regclass,
+    entity text,
+    exclude_columns text[],
+    tenant_column text,
+    include_columns text[]
+) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    rel pg_catalog.pg_class;
+    op text;
+    auto text[];
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
+        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(entity);
+    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
+            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
+        END IF;
+    END LOOP;
+    -- Rows of tables dropped since they were tracked.
+    DELETE FROM webhooks.tracked_tables x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
+    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum)
+    VALUES (tbl, entity,
+            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
+            CASE WHEN include_columns IS NOT NULL
+                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
+            CASE WHEN tenant_column IS NOT NULL
+                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
+    ON CONFLICT (relid) DO UPDATE
+        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
+            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
+            tracked_at = pg_catalog.now();
+    auto := webhooks_internal._track_apply(tbl);
+    IF pg_catalog.cardinality(auto) > 0 THEN
+        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
+            USING HINT = 'List a column in include_columns to send it anyway.';
+    END IF;
+    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
+END $$;
+
+CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
+END $$;
+
+-- After any DDL command that touches a tracked table, directly or through a parent, a view
+-- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
+-- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
+-- whose trigger is already right are left alone.
+CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+    before text[];
+    auto text[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
+    LOOP
+        before := r.auto_excluded;
+        auto := webhooks_internal._track_apply(r.relid);
+        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
+            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
+                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
+    EXECUTE FUNCTION webhooks_internal._on_ddl();
+
+-- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
+CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM webhooks.tracked_tables t
+    USING pg_catalog.pg_event_trigger_dropped_objects() o
+    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
+    EXECUTE FUNCTION webhooks_internal._on_drop();
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:158
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+-- src/lib.rs:56
+-- requires:
+--   api
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:101
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
+-- src/api.rs:173
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/handoff.rs:93
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
+-- src/sync.rs:39
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:152
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2831,11 +2867,12 @@ CREATE POLICY tenant_isolation ON webhooks.events
     USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 -- A delivery belongs to its endpoint as well as to its event: visible only when both are. A
 -- tenant's admin never sees what a platform endpoint ('*') answered, its errors or its host,
--- though the event was the tenant's. (The subquery obeys the endpoints policy; it is one
--- hashed look at the visible endpoints per statement, not a probe per row.)
+-- though the event was the tenant's. The endpoint is matched by id and tenant: an endpoint moved
+-- to another tenant does not show that tenant its history. (The subquery obeys the endpoints
+-- policy; it is one hashed look at the visible endpoints per statement, not a probe per row.)
 CREATE POLICY tenant_isolation ON webhooks.deliveries
     USING (((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
-           AND endpoint_id IN (SELECT ep.id FROM webhooks.endpoints ep));
+           AND (endpoint_id, coalesce(endpoint_tenant, '')) IN (SELECT ep.id, coalesce(ep.tenant_id, '') FROM webhooks.endpoints ep));
 -- An attempt is visible when its delivery is (the subquery obeys the deliveries policy).
 CREATE POLICY tenant_isolation ON webhooks.attempts
     USING (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.id = delivery_id));
@@ -2895,6 +2932,10 @@ END $$;
 
 -- The row triggers of tracked tables went with 0.2.0's functions: made again, as tracked.
 SELECT webhooks_internal._track_apply(t.relid) FROM webhooks.tracked_tables t ORDER BY t.relid::oid;
+
+INSERT INTO webhooks_internal.tenancy_in_use SELECT FROM webhooks._upgrade_tenancy WHERE in_use
+ON CONFLICT DO NOTHING;
+DROP TABLE webhooks._upgrade_tenancy;
 
 DO $$
 BEGIN
