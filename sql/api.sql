@@ -217,7 +217,8 @@ END $$;
 CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text)
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -246,7 +247,7 @@ BEGIN
            (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
            ep.id, ep.url, ep.secret,
            CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id
     FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
     ORDER BY ep.id;
 END $$;
@@ -340,7 +341,7 @@ BEGIN
                                      last_status, last_error, created_at, completed_at, endpoint_tenant)
     VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
             (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            (SELECT ep.tenant_id FROM webhooks.endpoints ep WHERE ep.id = note ->> 'endpoint_id'))
+            note ->> 'endpoint_tenant')
     RETURNING id INTO delivery;
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
     VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
@@ -819,7 +820,8 @@ BEGIN
     IF FOUND AND s IS NOT NULL AND NOT (
         coalesce(d.tenant_id, '') = ANY (s)
         AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
-                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
+                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+                      AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
         d := NULL;
     END IF;
     IF d.id IS NULL THEN
@@ -1004,7 +1006,8 @@ AS $$
     WITH s AS (SELECT webhooks.tenant_scope() AS s),
     d AS (
         SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
-        WHERE s.s IS NULL OR coalesce(d.tenant_id, '') = ANY (s.s)
+        WHERE s.s IS NULL OR (coalesce(d.tenant_id, '') = ANY (s.s)
+                              AND coalesce(d.endpoint_tenant, '') = ANY (s.s))
     )
     SELECT w.preloaded, w.pid,
            EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a

@@ -92,11 +92,12 @@ CREATE POLICY tenant_isolation ON webhooks.events
     USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 -- A delivery belongs to its endpoint as well as to its event: visible only when both are. A
 -- tenant's admin never sees what a platform endpoint ('*') answered, its errors or its host,
--- though the event was the tenant's. (The subquery obeys the endpoints policy; it is one
--- hashed look at the visible endpoints per statement, not a probe per row.)
+-- though the event was the tenant's. The endpoint is matched by id and tenant: an endpoint moved
+-- to another tenant does not show that tenant its history. (The subquery obeys the endpoints
+-- policy; it is one hashed look at the visible endpoints per statement, not a probe per row.)
 CREATE POLICY tenant_isolation ON webhooks.deliveries
     USING (((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
-           AND endpoint_id IN (SELECT ep.id FROM webhooks.endpoints ep));
+           AND (endpoint_id, coalesce(endpoint_tenant, '')) IN (SELECT ep.id, coalesce(ep.tenant_id, '') FROM webhooks.endpoints ep));
 -- An attempt is visible when its delivery is (the subquery obeys the deliveries policy).
 CREATE POLICY tenant_isolation ON webhooks.attempts
     USING (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.id = delivery_id));

@@ -5,8 +5,8 @@
 --   superuser                  every tenant
 --   bound to '*'               every tenant (the platform's own admins and publishers)
 --   bound to tenants           those tenants ('' stands for rows without a tenant)
---   unbound, no binding exists rows without a tenant (a single-tenant install needs no binding)
---   unbound, bindings exist    nothing
+--   unbound, no binding was ever made   rows without a tenant (a single-tenant install)
+--   unbound, tenants in use             nothing
 -- Closed by default: once tenants are in use, a role sees only what it was bound to, and
 -- revoking a binding never widens a scope. A membership counts only when granted by someone
 -- other than the member role itself (PostgreSQL 15 lets a login role grant itself to others).
@@ -32,6 +32,15 @@ COMMENT ON TABLE webhooks.tenant_roles IS
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
     'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
 
+-- Tenants are in use once a role was bound to one, and stay so: unbinding every role, dropping
+-- the bound roles or restoring into a cluster without them must close scopes, never open the
+-- rows without a tenant to every role (the single-tenant rule below). One row, or none.
+CREATE TABLE IF NOT EXISTS webhooks_internal.tenancy_in_use (
+    in_use boolean PRIMARY KEY DEFAULT true CHECK (in_use),
+    since  timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.tenancy_in_use', '');
+
 -- NULL means every tenant; '' in the array stands for rows without a tenant.
 CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
@@ -53,7 +62,9 @@ BEGIN
         FROM webhooks.tenant_roles t
         JOIN roles ON roles.oid = t.role_name::oid;
         IF s IS NULL THEN
-            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks.tenant_roles) THEN '{}'::text[] ELSE ARRAY[''] END;
+            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks_internal.tenancy_in_use)
+                        OR EXISTS (SELECT 1 FROM webhooks.tenant_roles)
+                      THEN '{}'::text[] ELSE ARRAY[''] END;
         ELSIF '*' = ANY (s) THEN
             s := NULL;
         END IF;
@@ -117,6 +128,7 @@ BEGIN
     IF tenant_id <> '' THEN
         PERFORM webhooks_internal._check_tenant_id(tenant_id, true);
     END IF;
+    INSERT INTO webhooks_internal.tenancy_in_use DEFAULT VALUES ON CONFLICT DO NOTHING;
     INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
     VALUES (r::regrole, _tenant_grant.tenant_id, webhooks_internal._caller()::regrole::text)
     ON CONFLICT DO NOTHING;

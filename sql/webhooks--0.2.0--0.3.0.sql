@@ -109,12 +109,29 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 --
 -- A delivery records its endpoint's tenant; the claim matches the endpoint by id and tenant.
 -- Every row gets it from its endpoint as it is now (a retried or recovered row is matched too).
+-- Not the endpoint's tenant as it is now: 0.2.0 let an endpoint change tenant while work
+-- waited, and that work belongs to the tenant it was made for. A non-platform endpoint only
+-- ever received its own tenant's events, so the event's tenant is the endpoint's tenant of the
+-- time; work that now matches no endpoint by id and tenant is parked, never sent across.
 ALTER TABLE webhooks.deliveries ADD COLUMN endpoint_tenant text;
-UPDATE webhooks.deliveries d SET endpoint_tenant = ep.tenant_id
-FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.tenant_id IS NOT NULL;
+UPDATE webhooks.deliveries d
+SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
+                                        WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
+                           THEN '*' ELSE d.tenant_id END
+WHERE d.tenant_id IS NOT NULL
+   OR EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*');
+
+-- Operational events about platform endpoints were published as the tenant's (or as no
+-- tenant's): they are the platform's.
+UPDATE webhooks.events e SET tenant_id = '*'
+WHERE starts_with(e.type, 'webhook.') AND e.tenant_id IS DISTINCT FROM '*'
+  AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = e.data ->> 'endpoint_id' AND ep.tenant_id = '*');
 
 -- Tenant bindings by role, not by name. A binding whose role no longer exists would have
--- bound the next role created with that name: it goes, and says so.
+-- bound the next role created with that name: it goes, and says so. Whether tenants were in
+-- use is remembered first (part 2 keeps it): removing bindings must never widen a scope.
+CREATE TABLE webhooks._upgrade_tenancy AS
+SELECT EXISTS (SELECT 1 FROM webhooks.tenant_roles) AS in_use;
 DO $$
 DECLARE
     gone text;
@@ -128,11 +145,15 @@ BEGIN
         RAISE NOTICE 'webhooks 0.3.0: tenant bindings of roles that no longer exist were removed: %', gone;
     END IF;
 END $$;
-ALTER TABLE webhooks.tenant_roles ALTER COLUMN role_name TYPE regrole USING role_name::regrole;
+-- quote_ident: the name exactly as stored (regrole's input would fold case, split on dots and
+-- read digits as an oid).
+ALTER TABLE webhooks.tenant_roles ALTER COLUMN role_name TYPE regrole USING quote_ident(role_name)::regrole;
 
 -- Synchronous events carried OTP codes and magic links; 0.3.0 keeps none of their data.
 UPDATE webhooks.events e SET data = '{}'
-WHERE e.data <> '{}' AND EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id AND d.sync);
+WHERE e.data <> '{}'
+  AND (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id AND d.sync)
+       OR e.type IN (SELECT t.name FROM webhooks.event_types t WHERE t.mode = 'sync'));
 
 -- ---------------------------------------------------------------------------------------------
 -- The 0.3.0 install script follows.
@@ -645,12 +666,77 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/wake.rs:127
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:138
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:158
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:173
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:180
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:101
 -- webhooks::api::_new_endpoint_id
 CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:187
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -675,8 +761,8 @@ AS 'MODULE_PATHNAME', '_caller_wrapper';
 --   superuser                  every tenant
 --   bound to '*'               every tenant (the platform's own admins and publishers)
 --   bound to tenants           those tenants ('' stands for rows without a tenant)
---   unbound, no binding exists rows without a tenant (a single-tenant install needs no binding)
---   unbound, bindings exist    nothing
+--   unbound, no binding was ever made   rows without a tenant (a single-tenant install)
+--   unbound, tenants in use             nothing
 -- Closed by default: once tenants are in use, a role sees only what it was bound to, and
 -- revoking a binding never widens a scope. A membership counts only when granted by someone
 -- other than the member role itself (PostgreSQL 15 lets a login role grant itself to others).
@@ -702,6 +788,15 @@ COMMENT ON TABLE webhooks.tenant_roles IS
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
     'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
 
+-- Tenants are in use once a role was bound to one, and stay so: unbinding every role, dropping
+-- the bound roles or restoring into a cluster without them must close scopes, never open the
+-- rows without a tenant to every role (the single-tenant rule below). One row, or none.
+CREATE TABLE IF NOT EXISTS webhooks_internal.tenancy_in_use (
+    in_use boolean PRIMARY KEY DEFAULT true CHECK (in_use),
+    since  timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.tenancy_in_use', '');
+
 -- NULL means every tenant; '' in the array stands for rows without a tenant.
 CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
@@ -723,7 +818,9 @@ BEGIN
         FROM webhooks.tenant_roles t
         JOIN roles ON roles.oid = t.role_name::oid;
         IF s IS NULL THEN
-            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks.tenant_roles) THEN '{}'::text[] ELSE ARRAY[''] END;
+            s := CASE WHEN EXISTS (SELECT 1 FROM webhooks_internal.tenancy_in_use)
+                        OR EXISTS (SELECT 1 FROM webhooks.tenant_roles)
+                      THEN '{}'::text[] ELSE ARRAY[''] END;
         ELSIF '*' = ANY (s) THEN
             s := NULL;
         END IF;
@@ -787,6 +884,7 @@ BEGIN
     IF tenant_id <> '' THEN
         PERFORM webhooks_internal._check_tenant_id(tenant_id, true);
     END IF;
+    INSERT INTO webhooks_internal.tenancy_in_use DEFAULT VALUES ON CONFLICT DO NOTHING;
     INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
     VALUES (r::regrole, _tenant_grant.tenant_id, webhooks_internal._caller()::regrole::text)
     ON CONFLICT DO NOTHING;
@@ -818,18 +916,6 @@ AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:126
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:112
 -- webhooks::api::_check_secret
 CREATE  FUNCTION webhooks_internal."_check_secret"(
@@ -838,93 +924,6 @@ CREATE  FUNCTION webhooks_internal."_check_secret"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:180
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:106
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:93
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:127
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:138
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:173
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:187
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -939,23 +938,24 @@ AS 'MODULE_PATHNAME', '_check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:158
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:96
 -- webhooks::api::_new_event_id
 CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:126
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1190,7 +1190,8 @@ END $$;
 CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text)
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -1219,7 +1220,7 @@ BEGIN
            (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
            ep.id, ep.url, ep.secret,
            CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id
     FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
     ORDER BY ep.id;
 END $$;
@@ -1313,7 +1314,7 @@ BEGIN
                                      last_status, last_error, created_at, completed_at, endpoint_tenant)
     VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
             (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            (SELECT ep.tenant_id FROM webhooks.endpoints ep WHERE ep.id = note ->> 'endpoint_id'))
+            note ->> 'endpoint_tenant')
     RETURNING id INTO delivery;
     INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
     VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
@@ -1792,7 +1793,8 @@ BEGIN
     IF FOUND AND s IS NOT NULL AND NOT (
         coalesce(d.tenant_id, '') = ANY (s)
         AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
-                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
+                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+                      AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
         d := NULL;
     END IF;
     IF d.id IS NULL THEN
@@ -1977,7 +1979,8 @@ AS $$
     WITH s AS (SELECT webhooks.tenant_scope() AS s),
     d AS (
         SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
-        WHERE s.s IS NULL OR coalesce(d.tenant_id, '') = ANY (s.s)
+        WHERE s.s IS NULL OR (coalesce(d.tenant_id, '') = ANY (s.s)
+                              AND coalesce(d.endpoint_tenant, '') = ANY (s.s))
     )
     SELECT w.preloaded, w.pid,
            EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
@@ -1995,6 +1998,72 @@ $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
 ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:57
+-- requires:
+--   api
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2699,69 +2768,36 @@ CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:57
--- requires:
---   api
---   gate::status
+-- src/api.rs:106
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
 
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+/* <begin connected objects> */
+-- src/handoff.rs:93
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
 
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* <begin connected objects> */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2861,11 +2897,12 @@ CREATE POLICY tenant_isolation ON webhooks.events
     USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 -- A delivery belongs to its endpoint as well as to its event: visible only when both are. A
 -- tenant's admin never sees what a platform endpoint ('*') answered, its errors or its host,
--- though the event was the tenant's. (The subquery obeys the endpoints policy; it is one
--- hashed look at the visible endpoints per statement, not a probe per row.)
+-- though the event was the tenant's. The endpoint is matched by id and tenant: an endpoint moved
+-- to another tenant does not show that tenant its history. (The subquery obeys the endpoints
+-- policy; it is one hashed look at the visible endpoints per statement, not a probe per row.)
 CREATE POLICY tenant_isolation ON webhooks.deliveries
     USING (((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
-           AND endpoint_id IN (SELECT ep.id FROM webhooks.endpoints ep));
+           AND (endpoint_id, coalesce(endpoint_tenant, '')) IN (SELECT ep.id, coalesce(ep.tenant_id, '') FROM webhooks.endpoints ep));
 -- An attempt is visible when its delivery is (the subquery obeys the deliveries policy).
 CREATE POLICY tenant_isolation ON webhooks.attempts
     USING (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.id = delivery_id));
@@ -2925,6 +2962,10 @@ END $$;
 
 -- The row triggers of tracked tables went with 0.2.0's functions: made again, as tracked.
 SELECT webhooks_internal._track_apply(t.relid) FROM webhooks.tracked_tables t ORDER BY t.relid::oid;
+
+INSERT INTO webhooks_internal.tenancy_in_use SELECT FROM webhooks._upgrade_tenancy WHERE in_use
+ON CONFLICT DO NOTHING;
+DROP TABLE webhooks._upgrade_tenancy;
 
 DO $$
 BEGIN

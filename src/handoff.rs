@@ -119,6 +119,7 @@ fn _sync_failed(event: JsonB, answers: JsonB) {
                 "source": s(ev, "source"),
                 "tenant_id": s(ev, "tenant_id"),
                 "endpoint_id": s(a, "endpoint_id"),
+                "endpoint_tenant": s(a, "endpoint_tenant"),
                 "status": a.get("status"),
                 "error": cut(&error, room),
                 "body": body.as_deref().map(|b| cut(b, room / 4)),

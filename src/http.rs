@@ -269,9 +269,32 @@ impl<In: Transport> Connector<In> for CheckedTunnel {
         let Some((host, port)) = &self.proxy else {
             return Ok(None);
         };
-        let target = *details.addrs.first().ok_or(ureq::Error::HostNotFound)?;
+        // Every address that passed, IPv4 first (a proxy without IPv6 is common): the next is
+        // tried when the proxy cannot reach one.
+        let mut targets: Vec<SocketAddr> = details.addrs.iter().copied().collect();
+        targets.sort_by_key(|a| a.is_ipv6());
+        let mut last = ureq::Error::HostNotFound;
+        for target in targets.into_iter().take(4) {
+            match self.tunnel(details, host, *port, target) {
+                Ok(t) => return Ok(Some(Either::B(t))),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+impl CheckedTunnel {
+    /// A TCP connection to the proxy, tunnelled by CONNECT to `target`.
+    fn tunnel(
+        &self,
+        details: &ConnectionDetails,
+        host: &str,
+        port: u16,
+        target: SocketAddr,
+    ) -> Result<Box<dyn Transport>, ureq::Error> {
         let budget = (*details.timeout.after).min(Duration::from_secs(60));
-        let found = resolve_within(host, *port, budget)?;
+        let found = resolve_within(host, port, budget)?;
         let mut addrs = details.resolver.empty();
         for a in found.iter().take(16) {
             addrs.push(*a);
@@ -331,7 +354,7 @@ impl<In: Transport> Connector<In> for CheckedTunnel {
                 status.chars().take(80).collect::<String>()
             )));
         }
-        Ok(Some(Either::B(w.into_inner().boxed())))
+        Ok(w.into_inner().boxed())
     }
 }
 

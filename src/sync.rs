@@ -237,6 +237,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             json!({
                 "delivery_id": t.get("delivery_id"),
                 "endpoint_id": t.get("endpoint_id"),
+                "endpoint_tenant": t.get("endpoint_tenant"),
                 "url": t.get("url"),
                 "status": o.status,
                 "error": (!o.ok()).then(|| o.describe()),

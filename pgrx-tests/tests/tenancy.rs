@@ -249,7 +249,9 @@ fn an_endpoint_cannot_change_tenant_while_work_waits_for_it() {
     let mut su = c.client();
     su.batch_execute(
         "CREATE ROLE platform LOGIN IN ROLE webhooks_admin;
-         SELECT webhooks.tenant_grant('platform', '*');",
+         SELECT webhooks.tenant_grant('platform', '*');
+         CREATE ROLE globex_admin LOGIN IN ROLE webhooks_admin;
+         SELECT webhooks.tenant_grant('globex_admin', 'globex');",
     )
     .unwrap();
     let ep: String = su
@@ -310,6 +312,11 @@ fn an_endpoint_cannot_change_tenant_while_work_waits_for_it() {
     )
     .unwrap();
     assert_eq!(rx.all()[0].json()["tenant_id"], "acme");
+    // The new tenant sees the endpoint, not the history it made for acme.
+    let mut g = c.client_as("globex_admin");
+    assert_eq!(count(&mut g, "SELECT count(*) FROM webhooks.endpoints"), 1);
+    assert_eq!(count(&mut g, "SELECT count(*) FROM webhooks.deliveries"), 0);
+    assert_eq!(count(&mut g, "SELECT count(*) FROM webhooks.attempts"), 0);
 }
 
 #[test]
@@ -346,15 +353,29 @@ fn tenant_bindings_follow_the_role_through_rename_and_end_with_it() {
         s.as_ref().is_some_and(|s| !s.contains(&"acme".to_string())),
         "{s:?}"
     );
-    let e =
-        error_of(c.client_as("alice2").batch_execute(
-            "SET webhooks.tenant_id = 'acme'; SELECT webhooks.tenant_scope()",
-        ));
+    let e = error_of(
+        c.client_as("alice2")
+            .batch_execute("SET webhooks.tenant_id = 'acme'; SELECT webhooks.tenant_scope()"),
+    );
     assert!(e.contains("not a tenant of role alice2"), "{e}");
-    // The dead binding goes with housekeeping (the worker's next pass).
+    // The dead binding goes with housekeeping (the worker's next pass); tenants stay in use, so
+    // an unbound role still sees nothing, not the rows without a tenant.
+    su.execute(
+        "SELECT webhooks.endpoint_create('https://no-tenant.example.com/h', '{*}', NULL)",
+        &[],
+    )
+    .unwrap();
     wait_for("the dropped role's binding removed", T, || {
         (count(&mut su, "SELECT count(*) FROM webhooks.tenant_roles") == 0).then_some(())
     });
+    assert_eq!(scope(&c, "alice2"), Some(vec![]));
+    assert_eq!(
+        count(
+            &mut c.client_as("alice2"),
+            "SELECT count(*) FROM webhooks.endpoints"
+        ),
+        0
+    );
 }
 
 #[test]

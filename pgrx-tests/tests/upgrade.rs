@@ -251,8 +251,13 @@ fn alter_extension_update_from_0_2_0_keeps_work_bindings_and_tracking_and_closes
     db.batch_execute(
         "CREATE ROLE adm LOGIN IN ROLE webhooks_admin;
          CREATE ROLE gone LOGIN;
+         CREATE ROLE \"Acme Ops\" IN ROLE webhooks_admin;
+         CREATE ROLE \"sa@proj.iam\" IN ROLE webhooks_admin;
+         CREATE ROLE acme;
          SELECT webhooks.tenant_grant('adm', 'acme');
          SELECT webhooks.tenant_grant('gone', 'acme');
+         SELECT webhooks.tenant_grant('Acme Ops', 'acme');
+         SELECT webhooks.tenant_grant('sa@proj.iam', 'globex');
          DROP ROLE gone;
          CREATE TABLE users (id int PRIMARY KEY, tenant text, email text, password_hash text);
          SELECT webhooks.track_table('users', 'user', '{password_hash}', 'tenant');",
@@ -276,6 +281,31 @@ fn alter_extension_update_from_0_2_0_keeps_work_bindings_and_tracking_and_closes
         "SELECT webhooks.webhook_send_sync('email.created', '{\"code\": \"424242\"}', 'acme')",
     )
     .unwrap();
+    // 0.2.0 let an endpoint change tenant while work waited for it: acme's event waits for an
+    // endpoint that globex now has.
+    let moved_rx = Receiver::ok();
+    let moved: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{password.*}', 'acme')",
+            &[&moved_rx.url],
+        )
+        .unwrap()
+        .get(0);
+    {
+        let mut tx = db.transaction().unwrap();
+        tx.batch_execute(
+            "SELECT webhooks.webhook_publish('password.updated', '{\"user\": 1}', 'acme')",
+        )
+        .unwrap();
+        tx.execute("SELECT webhooks.endpoint_disable($1)", &[&moved])
+            .unwrap();
+        tx.execute(
+            "UPDATE webhooks.endpoints SET tenant_id = 'globex' WHERE id = $1",
+            &[&moved],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
     {
         let mut tx = db.transaction().unwrap();
         tx.batch_execute("INSERT INTO users VALUES (1, 'acme', 'a@example.com', 'h1')")
@@ -304,8 +334,8 @@ fn alter_extension_update_from_0_2_0_keeps_work_bindings_and_tracking_and_closes
     // Deliveries know their endpoint's tenant; bindings are the roles', the dropped one's gone.
     let tenants: Vec<(String, Option<String>)> = db
         .query(
-            "SELECT endpoint_id, endpoint_tenant FROM webhooks.deliveries WHERE NOT sync ORDER BY endpoint_id",
-            &[],
+            "SELECT endpoint_id, endpoint_tenant FROM webhooks.deliveries WHERE NOT sync AND endpoint_id <> $1 ORDER BY endpoint_id",
+            &[&moved],
         )
         .unwrap()
         .iter()
@@ -317,13 +347,25 @@ fn alter_extension_update_from_0_2_0_keeps_work_bindings_and_tracking_and_closes
     ];
     want.sort();
     assert_eq!(tenants, want);
-    let bound: Vec<String> = db
-        .query("SELECT role_name::text FROM webhooks.tenant_roles", &[])
+    let mut bound: Vec<String> = db
+        .query(
+            "SELECT role_name::text || ' ' || tenant_id FROM webhooks.tenant_roles",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(bound, vec!["adm".to_string()]);
+    bound.sort();
+    assert_eq!(
+        bound,
+        vec![
+            "\"Acme Ops\" acme".to_string(),
+            "\"sa@proj.iam\" globex".to_string(),
+            "adm acme".to_string()
+        ],
+        "each binding kept by its own role (the role acme gets nothing)"
+    );
     assert_eq!(
         db.query_one(
             "SELECT count(*) FROM webhooks.events WHERE data::text LIKE '%424242%'",
@@ -354,9 +396,18 @@ fn alter_extension_update_from_0_2_0_keeps_work_bindings_and_tracking_and_closes
         .unwrap();
     db.execute("SELECT webhooks.endpoint_enable($1)", &[&platform])
         .unwrap();
+    db.execute("SELECT webhooks.endpoint_enable($1)", &[&moved])
+        .unwrap();
     wait_for("the waiting row event at both", T, || {
         (rx.count() == 2 && platform_rx.count() == 1).then_some(())
     });
+    // acme's work for the endpoint globex took over stays parked, never sent there.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        moved_rx.count(),
+        0,
+        "acme's event reached globex's endpoint"
+    );
     db.batch_execute("INSERT INTO users VALUES (2, 'acme', 'b@example.com', 'h2')")
         .unwrap();
     let row = wait_for("a new row event", T, || {

@@ -107,12 +107,29 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 --
 -- A delivery records its endpoint's tenant; the claim matches the endpoint by id and tenant.
 -- Every row gets it from its endpoint as it is now (a retried or recovered row is matched too).
+-- Not the endpoint's tenant as it is now: 0.2.0 let an endpoint change tenant while work
+-- waited, and that work belongs to the tenant it was made for. A non-platform endpoint only
+-- ever received its own tenant's events, so the event's tenant is the endpoint's tenant of the
+-- time; work that now matches no endpoint by id and tenant is parked, never sent across.
 ALTER TABLE webhooks.deliveries ADD COLUMN endpoint_tenant text;
-UPDATE webhooks.deliveries d SET endpoint_tenant = ep.tenant_id
-FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.tenant_id IS NOT NULL;
+UPDATE webhooks.deliveries d
+SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
+                                        WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
+                           THEN '*' ELSE d.tenant_id END
+WHERE d.tenant_id IS NOT NULL
+   OR EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*');
+
+-- Operational events about platform endpoints were published as the tenant's (or as no
+-- tenant's): they are the platform's.
+UPDATE webhooks.events e SET tenant_id = '*'
+WHERE starts_with(e.type, 'webhook.') AND e.tenant_id IS DISTINCT FROM '*'
+  AND EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = e.data ->> 'endpoint_id' AND ep.tenant_id = '*');
 
 -- Tenant bindings by role, not by name. A binding whose role no longer exists would have
--- bound the next role created with that name: it goes, and says so.
+-- bound the next role created with that name: it goes, and says so. Whether tenants were in
+-- use is remembered first (part 2 keeps it): removing bindings must never widen a scope.
+CREATE TABLE webhooks._upgrade_tenancy AS
+SELECT EXISTS (SELECT 1 FROM webhooks.tenant_roles) AS in_use;
 DO $$
 DECLARE
     gone text;
@@ -126,11 +143,15 @@ BEGIN
         RAISE NOTICE 'webhooks 0.3.0: tenant bindings of roles that no longer exist were removed: %', gone;
     END IF;
 END $$;
-ALTER TABLE webhooks.tenant_roles ALTER COLUMN role_name TYPE regrole USING role_name::regrole;
+-- quote_ident: the name exactly as stored (regrole's input would fold case, split on dots and
+-- read digits as an oid).
+ALTER TABLE webhooks.tenant_roles ALTER COLUMN role_name TYPE regrole USING quote_ident(role_name)::regrole;
 
 -- Synchronous events carried OTP codes and magic links; 0.3.0 keeps none of their data.
 UPDATE webhooks.events e SET data = '{}'
-WHERE e.data <> '{}' AND EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id AND d.sync);
+WHERE e.data <> '{}'
+  AND (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id AND d.sync)
+       OR e.type IN (SELECT t.name FROM webhooks.event_types t WHERE t.mode = 'sync'));
 
 -- ---------------------------------------------------------------------------------------------
 -- The 0.3.0 install script follows.
