@@ -1013,8 +1013,9 @@ AS $$
            EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
                    WHERE a.pid = w.pid AND a.backend_type = 'webhooks worker'),
            pg_catalog.to_timestamp(w.last_loop_us / 1000000.0),
-           pg_catalog.current_setting('webhooks.database', true),
-           pg_catalog.current_setting('webhooks.database', true) = pg_catalog.current_database(),
+           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database()),
+           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database())
+               = pg_catalog.current_database(),
            (SELECT count(*) FROM d WHERE d.status = 'pending'),
            (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()),
            (SELECT count(*) FROM d WHERE d.status = 'in_flight'),

@@ -141,10 +141,14 @@ COMMENT ON FUNCTION webhooks.status() IS
 -- never delivered (webhooks.status() says so too).
 DO $$
 BEGIN
-    IF pg_catalog.current_setting('webhooks.database', true) IS DISTINCT FROM pg_catalog.current_database() THEN
+    IF coalesce(pg_catalog.current_setting('webhooks.database', true), '') NOT IN ('', pg_catalog.current_database()) THEN
         RAISE NOTICE 'the webhooks worker serves database "%" (webhooks.database), not "%": events published here will not be delivered',
             pg_catalog.current_setting('webhooks.database', true), pg_catalog.current_database()
             USING HINT = pg_catalog.format('Set webhooks.database = %L in postgresql.conf and restart, or create the extension in %I.',
                 pg_catalog.current_database(), pg_catalog.current_setting('webhooks.database', true));
     END IF;
 END $$;
+
+-- Every-database mode (webhooks.database empty): once this commits, the launcher starts this
+-- database's workers.
+SELECT webhooks_internal._installed();

@@ -183,7 +183,8 @@ fn _matches(filters: Vec<Option<String>>, event_type: &str) -> bool {
     filter::matches(&f, event_type)
 }
 
-/// The worker's state, from shared memory and `pg_stat_activity`.
+/// The state of this database's workers, from shared memory: the first one's pid and the
+/// latest loop of any.
 #[pg_extern(volatile, schema = "webhooks_internal")]
 fn _worker_state() -> TableIterator<
     'static,
@@ -193,10 +194,14 @@ fn _worker_state() -> TableIterator<
         name!(last_loop_us, Option<i64>),
     ),
 > {
-    use std::sync::atomic::Ordering;
     if !crate::wake::shmem_ready() {
         return TableIterator::once((false, None, None));
     }
+    let mine = crate::wake::workers_of(unsafe { u32::from(pg_sys::MyDatabaseId) });
+    let pid = mine.iter().map(|(p, _)| *p).min();
+    let beat = mine.iter().map(|(_, b)| *b).max().filter(|b| *b != 0);
+    TableIterator::once((true, pid, beat))
+}
     let pid = crate::wake::WORKER_PID.get().load(Ordering::Relaxed);
     let beat = crate::wake::WORKER_BEAT.get().load(Ordering::Relaxed);
     TableIterator::once((true, (pid != 0).then_some(pid), (beat != 0).then_some(beat)))

@@ -7,8 +7,12 @@ use pgrx::pg_sys;
 use std::ffi::{CStr, CString};
 use std::time::Duration;
 
+/// Empty: every database of the cluster that has the extension (the launcher starts their
+/// workers); a name restricts delivery to that database.
 pub static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+    GucSetting::<Option<CString>>::new(Some(c""));
+/// Worker processes per database.
+pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static RETRY_SCHEDULE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1m,5m,30m,2h,12h"));
 pub static TTL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"24h"));
@@ -151,7 +155,7 @@ fn string(
 pub fn init() {
     string(
         c"webhooks.database",
-        c"Database the delivery worker connects to.",
+        c"The one database delivered from; empty (the default): every database with the extension.",
         &DATABASE,
         GucContext::Postmaster,
         None,
@@ -239,6 +243,16 @@ pub fn init() {
         &HTTP_PROXY,
         GucContext::Sighup,
         Some(check_proxy),
+    );
+    GucRegistry::define_int_guc(
+        c"webhooks.workers",
+        c"Worker processes per database; they share its queue (each endpoint's max_in_flight is split between them).",
+        c"",
+        &WORKERS,
+        1,
+        16,
+        GucContext::Postmaster,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"webhooks.concurrency",

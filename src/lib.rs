@@ -18,6 +18,7 @@ pub mod api;
 pub mod gate;
 pub mod guc;
 pub mod handoff;
+pub mod launcher;
 pub mod sync;
 pub mod wake;
 pub mod worker;

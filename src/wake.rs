@@ -1,33 +1,151 @@
-//! Waking the worker when a publishing transaction commits. The worker's pid lives in shared
-//! memory; a transaction that published sets a flag, and the commit callback sets the worker's
-//! latch. Rolled-back transactions wake nobody.
+//! Waking the workers when a publishing transaction commits, and knowing which workers run.
+//! Each worker takes a slot in shared memory (its pid and database); a transaction that
+//! published sets a flag, and the commit callback sets the latches of its database's workers.
+//! Rolled-back transactions wake nobody. The launcher (every-database mode) is woken after a
+//! CREATE EXTENSION commits, and workers leave a database before DROP DATABASE needs it empty.
 
+use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
 use pgrx::{pg_shmem_init, PgAtomic};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-pub static WORKER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"webhooks_worker_pid") };
-pub static WORKER_DB: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"webhooks_worker_db") };
-/// Unix microseconds of the worker's last completed loop, for `webhooks.status()`.
-pub static WORKER_BEAT: PgAtomic<AtomicI64> = unsafe { PgAtomic::new(c"webhooks_worker_beat") };
+/// Worker processes at once, over every database.
+pub const SLOTS: usize = 64;
+
+#[derive(Clone, Copy)]
+pub struct Slots {
+    pub pid: [i32; SLOTS],
+    pub db: [u32; SLOTS],
+    /// Unix microseconds of each worker's last completed loop, for `webhooks.status()`.
+    pub beat: [i64; SLOTS],
+    /// Databases whose worker left because the extension is not there (0: free), for the
+    /// launcher to tell that from a worker stopped for another reason.
+    pub absent: [u32; SLOTS],
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            pid: [0; SLOTS],
+            db: [0; SLOTS],
+            beat: [0; SLOTS],
+            absent: [0; SLOTS],
+        }
+    }
+}
+
+unsafe impl PGRXSharedMemory for Slots {}
+
+pub static WORKERS: PgLwLock<Slots> = unsafe { PgLwLock::new(c"webhooks_workers") };
+pub static LAUNCHER_PID: PgAtomic<AtomicI32> =
+    unsafe { PgAtomic::new(c"webhooks_launcher_pid") };
 
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static PUBLISHED: Cell<bool> = const { Cell::new(false) };
+    static INSTALLED: Cell<bool> = const { Cell::new(false) };
+    /// This process's slot, when it is a worker.
+    static MY_SLOT: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// Called from `_PG_init` while shared_preload_libraries is processed.
 pub fn init_shmem() {
-    pg_shmem_init!(WORKER_PID);
-    pg_shmem_init!(WORKER_DB);
-    pg_shmem_init!(WORKER_BEAT);
+    pg_shmem_init!(WORKERS);
+    pg_shmem_init!(LAUNCHER_PID);
     SHMEM_READY.store(true, Ordering::Relaxed);
 }
 
 pub fn shmem_ready() -> bool {
     SHMEM_READY.load(Ordering::Relaxed)
+}
+
+fn alive(pid: i32) -> bool {
+    pid != 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
+}
+
+/// Takes a slot for this worker (freeing those of workers that died without leaving theirs).
+/// False when every slot is taken by a live worker.
+pub fn register_worker(db: u32) -> bool {
+    if !shmem_ready() {
+        return false;
+    }
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut w = WORKERS.exclusive();
+    for i in 0..SLOTS {
+        if w.pid[i] != 0 && w.pid[i] != me && !alive(w.pid[i]) {
+            w.pid[i] = 0;
+        }
+    }
+    match (0..SLOTS).find(|i| w.pid[*i] == 0) {
+        Some(i) => {
+            w.pid[i] = me;
+            w.db[i] = db;
+            w.beat[i] = 0;
+            MY_SLOT.with(|s| s.set(Some(i)));
+            true
+        }
+        None => false,
+    }
+}
+
+pub fn unregister_worker() {
+    if let Some(i) = MY_SLOT.with(|s| s.take()) {
+        let mut w = WORKERS.exclusive();
+        if w.pid[i] == unsafe { pg_sys::MyProcPid } {
+            w.pid[i] = 0;
+        }
+    }
+}
+
+pub fn beat(us: i64) {
+    if let Some(i) = MY_SLOT.with(|s| s.get()) {
+        WORKERS.exclusive().beat[i] = us;
+    }
+}
+
+/// The live workers of a database: (pid, last loop in Unix microseconds).
+pub fn workers_of(db: u32) -> Vec<(i32, i64)> {
+    if !shmem_ready() {
+        return Vec::new();
+    }
+    let w = WORKERS.share();
+    (0..SLOTS)
+        .filter(|i| w.pid[*i] != 0 && w.db[*i] == db)
+        .map(|i| (w.pid[i], w.beat[i]))
+        .collect()
+}
+
+/// A launched worker leaves its database: the extension is not there.
+pub fn note_absent(db: u32) {
+    if !shmem_ready() {
+        return;
+    }
+    let mut w = WORKERS.exclusive();
+    if w.absent.contains(&db) {
+        return;
+    }
+    if let Some(i) = (0..SLOTS).find(|i| w.absent[*i] == 0) {
+        w.absent[i] = db;
+    }
+}
+
+/// Whether a worker of `db` left for want of the extension since the launcher last asked.
+pub fn take_absent(db: u32) -> bool {
+    let mut w = WORKERS.exclusive();
+    match (0..SLOTS).find(|i| w.absent[*i] == db) {
+        Some(i) => {
+            w.absent[i] = 0;
+            true
+        }
+        None => false,
+    }
+}
+
+fn is_worker() -> bool {
+    MY_SLOT.with(|s| s.get()).is_some()
 }
 
 static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
@@ -55,6 +173,12 @@ unsafe extern "C-unwind" fn on_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
+    // Workers connected to a database would make DROP DATABASE (and CREATE DATABASE ... TEMPLATE
+    // it) fail: they are asked to leave first, and the launcher starts none there while the
+    // database is gone or its extension absent.
+    if let Some(db) = database_being_dropped(pstmt) {
+        stop_workers_of(db);
+    }
     let commit_prepared = !pstmt.is_null() && {
         let node = (*pstmt).utilityStmt;
         !node.is_null()
@@ -80,19 +204,83 @@ unsafe extern "C-unwind" fn on_utility(
     }
 }
 
+/// The database a DROP DATABASE (or a CREATE DATABASE copying it) names, if it exists.
+unsafe fn database_being_dropped(pstmt: *mut pg_sys::PlannedStmt) -> Option<u32> {
+    if pstmt.is_null() {
+        return None;
+    }
+    let node = (*pstmt).utilityStmt;
+    if node.is_null() {
+        return None;
+    }
+    let name = match (*node).type_ {
+        pg_sys::NodeTag::T_DropdbStmt => (*(node as *mut pg_sys::DropdbStmt)).dbname,
+        pg_sys::NodeTag::T_CreatedbStmt => {
+            // CREATE DATABASE ... TEMPLATE x: x must have no other sessions either.
+            let options = (*(node as *mut pg_sys::CreatedbStmt)).options;
+            let mut template = std::ptr::null_mut();
+            if !options.is_null() {
+                for i in 0..(*options).length as usize {
+                    let d = (*(*options).elements.add(i)).ptr_value as *mut pg_sys::DefElem;
+                    if !d.is_null()
+                        && !(*d).defname.is_null()
+                        && std::ffi::CStr::from_ptr((*d).defname).to_bytes() == b"template"
+                        && !(*d).arg.is_null()
+                    {
+                        template = pg_sys::defGetString(d);
+                    }
+                }
+            }
+            template
+        }
+        // ALTER DATABASE x RENAME: x must have no other sessions either.
+        pg_sys::NodeTag::T_RenameStmt
+            if (*(node as *mut pg_sys::RenameStmt)).renameType
+                == pg_sys::ObjectType::OBJECT_DATABASE =>
+        {
+            (*(node as *mut pg_sys::RenameStmt)).subname
+        }
+        _ => return None,
+    };
+    if name.is_null() {
+        return None;
+    }
+    let oid = pg_sys::get_database_oid(name, true);
+    (oid != pg_sys::Oid::INVALID).then(|| u32::from(oid))
+}
+
+/// Sends SIGTERM to the workers of a database and waits (a few seconds at most) until they are
+/// gone.
+fn stop_workers_of(db: u32) {
+    let pids: Vec<i32> = workers_of(db).into_iter().map(|(p, _)| p).collect();
+    for pid in &pids {
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    for _ in 0..100 {
+        if !pids.iter().any(|p| alive(*p)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(
     event: pg_sys::XactEvent::Type,
     _arg: *mut std::os::raw::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-            if PUBLISHED.with(|p| p.replace(false)) =>
-        {
-            wake_worker();
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            if PUBLISHED.with(|p| p.replace(false)) {
+                wake_worker();
+            }
+            if INSTALLED.with(|p| p.replace(false)) {
+                wake_launcher();
+            }
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             PUBLISHED.with(|p| p.set(false));
+            INSTALLED.with(|p| p.set(false));
         }
         _ => {}
     }
@@ -102,20 +290,28 @@ pub fn mark_published() {
     PUBLISHED.with(|p| p.set(true));
 }
 
-/// Sets the worker's latch if it runs and serves this database.
+/// Sets the latches of the workers that serve this database.
 pub fn wake_worker() {
+    let db = unsafe { u32::from(pg_sys::MyDatabaseId) };
+    for (pid, _) in workers_of(db) {
+        unsafe {
+            let proc_ = pg_sys::BackendPidGetProc(pid);
+            if !proc_.is_null() {
+                pg_sys::SetLatch(&mut (*proc_).procLatch);
+            }
+        }
+    }
+}
+
+fn wake_launcher() {
     if !shmem_ready() {
         return;
     }
-    let pid = WORKER_PID.get().load(Ordering::Relaxed);
+    let pid = LAUNCHER_PID.get().load(Ordering::Relaxed);
     if pid == 0 {
         return;
     }
-    let db = WORKER_DB.get().load(Ordering::Relaxed);
     unsafe {
-        if db != 0 && db as u32 != u32::from(pg_sys::MyDatabaseId) {
-            return;
-        }
         let proc_ = pg_sys::BackendPidGetProc(pid);
         if !proc_.is_null() {
             pg_sys::SetLatch(&mut (*proc_).procLatch);
@@ -123,11 +319,18 @@ pub fn wake_worker() {
     }
 }
 
-/// Wakes the worker when the current transaction commits (the worker never wakes itself).
+/// Wakes the workers when the current transaction commits (a worker never wakes itself).
 #[pg_extern(parallel_safe, schema = "webhooks_internal")]
 fn _wake_on_commit() {
-    if shmem_ready() && WORKER_PID.get().load(Ordering::Relaxed) == unsafe { pg_sys::MyProcPid } {
+    if is_worker() {
         return;
     }
     mark_published();
+}
+
+/// Called by the install (and upgrade) script: once it commits, the launcher starts this
+/// database's workers.
+#[pg_extern(volatile, schema = "webhooks_internal")]
+fn _installed() {
+    INSTALLED.with(|p| p.set(true));
 }

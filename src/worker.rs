@@ -13,20 +13,41 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// With `webhooks.database` set, its `webhooks.workers` workers; empty (the default), the
+/// launcher, which starts them in every database with the extension (src/launcher.rs).
 pub fn register() {
-    BackgroundWorkerBuilder::new("webhooks worker")
-        .set_type("webhooks worker")
-        .set_function("webhooks_worker_main")
-        .set_library("webhooks")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        // Without a restart time a worker that exits once is gone for good.
-        .set_restart_time(Some(Duration::from_secs(5)))
-        .load();
+    if guc::string_value(&guc::DATABASE).trim().is_empty() {
+        crate::launcher::register();
+        return;
+    }
+    for i in 0..guc::WORKERS.get().clamp(1, 16) {
+        BackgroundWorkerBuilder::new(&format!("webhooks worker {i}"))
+            .set_type("webhooks worker")
+            .set_function("webhooks_worker_main")
+            .set_library("webhooks")
+            .set_argument(Some(pg_sys::Datum::from(0u32)))
+            .enable_spi_access()
+            .set_start_time(BgWorkerStartTime::RecoveryFinished)
+            // Without a restart time a worker that exits once is gone for good.
+            .set_restart_time(Some(Duration::from_secs(5)))
+            .load();
+    }
+}
+
+/// The installed extension's version in this database, if any.
+fn installed_version() -> Option<String> {
+    in_transaction("looking for the extension", || {
+        Spi::get_one::<String>(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'webhooks'",
+        )
+        .ok()
+        .flatten()
+    })
+    .flatten()
 }
 
 #[derive(Clone, PartialEq)]
@@ -39,6 +60,8 @@ struct Settings {
     dead_retention: Duration,
     disable_after: Duration,
     concurrency: usize,
+    /// Workers serving this database: each holds an endpoint to its share of max_in_flight.
+    workers: usize,
     batch_size: i64,
     policy: target::Policy,
     ca_file: String,
@@ -58,6 +81,7 @@ impl Settings {
             dead_retention: guc::duration(&guc::DEAD_RETENTION, Duration::from_secs(30 * 86_400)),
             disable_after: guc::duration(&guc::DISABLE_AFTER, Duration::from_secs(5 * 86_400)),
             concurrency: guc::CONCURRENCY.get().max(1) as usize,
+            workers: guc::WORKERS.get().max(1) as usize,
             batch_size: guc::BATCH_SIZE.get().max(1) as i64,
             policy: guc::policy(),
             ca_file: crate::tls::file_stamp(&guc::string_value(&guc::TLS_CA_FILE)),
@@ -99,17 +123,33 @@ struct Claimed {
 
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
+pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let db = guc::string_value(&guc::DATABASE);
-    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
-    unsafe {
-        wake::WORKER_DB
-            .get()
-            .store(u32::from(pg_sys::MyDatabaseId) as i32, Ordering::Relaxed);
-        wake::WORKER_PID
-            .get()
-            .store(pg_sys::MyProcPid, Ordering::Relaxed);
+    // Started by the launcher for a database (its oid), or one of webhooks.database's own.
+    let started_for = arg.value() as u32;
+    let launched = started_for != 0;
+    if launched {
+        BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(started_for)), None);
+    } else {
+        BackgroundWorker::connect_worker_to_spi(Some(&guc::string_value(&guc::DATABASE)), None);
+    }
+    let db = unsafe {
+        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    };
+    // A database without the extension needs no worker: the launcher's leaves it at once (and
+    // is started again when a CREATE EXTENSION commits).
+    if launched && installed_version().is_none() {
+        wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) });
+        unsafe { pg_sys::proc_exit(0) };
+    }
+    if !wake::register_worker(unsafe { u32::from(pg_sys::MyDatabaseId) }) {
+        warning!("webhooks worker: {} workers run already; none more for database \"{db}\"", wake::SLOTS);
+        unsafe { pg_sys::proc_exit(0) };
     }
     log!("webhooks worker started on database \"{db}\"");
 
@@ -131,6 +171,7 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     let mut housekeeping_behind = false;
     let mut last_lease_scan = Instant::now() - Duration::from_secs(3600);
     let mut last_claim = Instant::now();
+    let mut last_beat = Instant::now() - Duration::from_secs(1);
 
     // One flow, its states in turn on this thread (see `Flow`):
     //   claim   - while few requests wait here, lease due deliveries ahead (a small claim);
@@ -160,9 +201,10 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
             flow.claim(scan_leases);
         }
         flow.send();
-        wake::WORKER_BEAT
-            .get()
-            .store(http::now_us(), Ordering::Relaxed);
+        if last_beat.elapsed() > Duration::from_millis(100) {
+            last_beat = Instant::now();
+            wake::beat(http::now_us());
+        }
         // Pruning that could not finish in one pass (a backlog past the retention) goes on
         // every second until it has caught up.
         let every = if housekeeping_behind {
@@ -180,6 +222,11 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
         if flow.idle() {
             flow.flush(true);
             report_statistics();
+            // DROP EXTENSION: a launched worker leaves (its database may be dropped next).
+            if launched && installed_version().is_none() {
+                wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) });
+                break;
+            }
             if !signals::wait(flow.settings.poll) {
                 break;
             }
@@ -197,12 +244,13 @@ pub extern "C-unwind" fn webhooks_worker_main(_arg: pg_sys::Datum) {
     }
     flow.stop();
     report_statistics();
-    wake::WORKER_PID.get().store(0, Ordering::Relaxed);
+    wake::unregister_worker();
     drop(flow);
     log!("webhooks worker stopped");
-    // Exit code 0 would unregister the worker for good (pg_terminate_backend included); with 1
-    // the postmaster starts it again after the restart time, except during shutdown.
-    unsafe { pg_sys::proc_exit(1) };
+    // Exit code 0 would unregister a static worker for good (pg_terminate_backend included);
+    // with 1 the postmaster starts it again after the restart time, except during shutdown.
+    // A launched worker is the launcher's to start again.
+    unsafe { pg_sys::proc_exit(if launched { 0 } else { 1 }) };
 }
 
 /// Endpoints whose client-certificate agents are kept, at most.
@@ -733,7 +781,7 @@ impl Flow {
             let (ep, tenant, cap) = (
                 first.endpoint_id.clone(),
                 first.endpoint_tenant.clone(),
-                first.max_in_flight,
+                first.max_in_flight.div_ceil(self.settings.workers),
             );
             self.queued.push(
                 &ep,

@@ -1,0 +1,99 @@
+//! Every database at once (`webhooks.database` empty, the default) and several workers per
+//! database: a launcher starts workers where the extension is, they leave where it is not (or
+//! no longer), DROP DATABASE is not blocked by them, and two workers deliver each event once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use webhooks_e2e::cluster::Cluster;
+use webhooks_e2e::receiver::Receiver;
+use webhooks_e2e::wait_for;
+
+const T: Duration = Duration::from_secs(40);
+
+fn workers(pg: &mut postgres::Client) -> HashMap<String, i64> {
+    pg.query(
+        "SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'webhooks worker' GROUP BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[test]
+fn every_database_with_the_extension_gets_its_workers_and_each_event_goes_once() {
+    let c = Cluster::start_bare(&[
+        "webhooks.database = ''",
+        "webhooks.workers = 2",
+        "max_worker_processes = 16",
+    ]);
+    let rx = Receiver::ok();
+    let mut pg = c.client();
+    pg.batch_execute("CREATE DATABASE app1; CREATE DATABASE app2; CREATE DATABASE plain;")
+        .unwrap();
+    let connect = |db: &str| {
+        postgres::Client::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname={db}", c.port),
+            postgres::NoTls,
+        )
+        .unwrap()
+    };
+    let (mut app1, mut app2) = (connect("app1"), connect("app2"));
+    for db in [&mut app1, &mut app2] {
+        db.batch_execute("CREATE EXTENSION webhooks").unwrap();
+        db.execute(
+            "SELECT webhooks.endpoint_create($1, '{user.*}')",
+            &[&rx.url],
+        )
+        .unwrap();
+    }
+    // Two workers in each database with the extension, none elsewhere.
+    let running = wait_for("two workers in app1 and app2", T, || {
+        let w = workers(&mut pg);
+        (w.get("app1") == Some(&2) && w.get("app2") == Some(&2)).then_some(w)
+    });
+    assert_eq!(running.len(), 2, "no worker stays where the extension is not: {running:?}");
+    // Each database's events are delivered by its own workers, each exactly once.
+    app1.batch_execute(
+        "SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('n', g))) FROM generate_series(1, 300) g",
+    )
+    .unwrap();
+    app2.batch_execute("SELECT webhooks.webhook_publish('user.created', '{\"from\": \"app2\"}')")
+        .unwrap();
+    wait_for("301 deliveries", T, || (rx.count() >= 301).then_some(()));
+    std::thread::sleep(Duration::from_millis(1000));
+    let all = rx.all();
+    let ids: HashSet<&str> = all.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(all.len(), 301, "every event once");
+    assert_eq!(ids.len(), 301, "no webhook-id twice");
+    assert!(all.iter().any(|r| r.json()["data"]["from"] == "app2"));
+    let status: (bool, String) = app2
+        .query_one("SELECT worker_running, database FROM webhooks.status()", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(status, (true, "app2".to_string()));
+
+    // DROP DATABASE is not blocked by the workers; DROP EXTENSION sends them away; CREATE
+    // EXTENSION brings them back.
+    drop(app2);
+    pg.batch_execute("DROP DATABASE app2").unwrap();
+    app1.batch_execute("DROP EXTENSION webhooks CASCADE").unwrap();
+    wait_for("app1's workers gone", T, || {
+        (!workers(&mut pg).contains_key("app1")).then_some(())
+    });
+    app1.batch_execute("CREATE EXTENSION webhooks").unwrap();
+    app1.execute(
+        "SELECT webhooks.endpoint_create($1, '{user.*}')",
+        &[&rx.url],
+    )
+    .unwrap();
+    app1.batch_execute("SELECT webhooks.webhook_publish('user.created', '{\"again\": true}')")
+        .unwrap();
+    wait_for("delivered after CREATE EXTENSION", T, || {
+        rx.all()
+            .iter()
+            .any(|r| r.json()["data"]["again"] == true)
+            .then_some(())
+    });
+}
