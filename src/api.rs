@@ -202,7 +202,3 @@ fn _worker_state() -> TableIterator<
     let beat = mine.iter().map(|(_, b)| *b).max().filter(|b| *b != 0);
     TableIterator::once((true, pid, beat))
 }
-    let pid = crate::wake::WORKER_PID.get().load(Ordering::Relaxed);
-    let beat = crate::wake::WORKER_BEAT.get().load(Ordering::Relaxed);
-    TableIterator::once((true, (pid != 0).then_some(pid), (beat != 0).then_some(beat)))
-}

@@ -1,35 +1,60 @@
-//! Which claimed request goes to a sender thread next: per-endpoint queues served round robin,
-//! each endpoint and each tenant held to its share of the senders. Pure logic (no PostgreSQL,
-//! no threads), so the fairness rules are unit-tested in milliseconds.
+//! Which claimed request goes to a sender thread next: per-endpoint queues, each endpoint and
+//! each tenant held to its share of the senders. Pure logic (no PostgreSQL, no threads), so the
+//! fairness rules are unit-tested in milliseconds.
 //!
 //! The senders are blocking threads: a request holds one until its receiver answers or the
 //! timeout passes. So a slow or silent receiver must never hold more than its share, or every
 //! other endpoint waits behind it. An endpoint's share is the senders divided by the endpoints
-//! that have work (queued or in flight), a tenant's the senders divided by the tenants that have
-//! work; an endpoint's own `max_in_flight` can only lower it. A unit is handed out only while a
-//! sender is idle, so nothing queues in front of the threads where it could wait behind a
-//! silent receiver's requests.
+//! that have had work in the last seconds; a tenant's, the senders divided by such tenants. An
+//! endpoint that answers fast (its requests come back within a quarter of a second, the oldest
+//! one under way included) may also use senders nobody else is using, up to its own
+//! `max_in_flight`: it gives them back at once. One that is slow, silent or not yet known is
+//! held to its share, and all such endpoints together to three quarters of the senders: the
+//! last quarter is kept for fast receivers and for a new endpoint's first request, so even
+//! when slow receivers took their shares while they were fewer, a fast one is never locked out
+//! for a timeout. A unit is handed out only while a sender is idle, so nothing queues in
+//! front of the threads where it could wait behind a silent receiver's requests; of the
+//! endpoints that may send, the one with the fewest requests under way goes first.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
-#[derive(Default)]
+/// A receiver is fast while its answers, and its oldest request under way, take less than this.
+const FAST: Duration = Duration::from_millis(250);
+/// An endpoint without work still counts in the shares this long (a receiver between two
+/// claims is not gone), and keeps what was learnt of its speed.
+const REMEMBER: Duration = Duration::from_secs(5);
+
 struct Endpoint<U> {
     queue: VecDeque<U>,
     tenant: String,
     max_in_flight: usize,
     busy: usize,
+    /// When the requests under way were handed out, oldest first (approximately: answers may
+    /// come back out of order).
+    started: VecDeque<Instant>,
+    /// Average answer time (exponential), once one was seen.
+    avg: Option<Duration>,
+    last_work: Instant,
+}
+
+impl<U> Endpoint<U> {
+    fn fast(&self) -> bool {
+        self.avg.is_some_and(|a| a < FAST) && self.started.front().is_none_or(|t| t.elapsed() < FAST)
+    }
 }
 
 pub struct Dispatcher<U> {
     senders: usize,
     endpoints: HashMap<String, Endpoint<U>>,
-    /// Endpoints with queued units, in the order they are next served.
+    /// Endpoints with queued units, in the order they are next served among equals.
     ring: VecDeque<String>,
-    /// Units in flight per tenant; tenants with work (queued or in flight) per count.
+    /// Units in flight per tenant; endpoints known per tenant.
     tenant_busy: HashMap<String, usize>,
-    tenant_active: HashMap<String, usize>,
+    tenant_endpoints: HashMap<String, usize>,
     queued: usize,
     busy: usize,
+    last_tidy: Instant,
 }
 
 impl<U> Dispatcher<U> {
@@ -39,9 +64,10 @@ impl<U> Dispatcher<U> {
             endpoints: HashMap::new(),
             ring: VecDeque::new(),
             tenant_busy: HashMap::new(),
-            tenant_active: HashMap::new(),
+            tenant_endpoints: HashMap::new(),
             queued: 0,
             busy: 0,
+            last_tidy: Instant::now(),
         }
     }
 
@@ -58,79 +84,104 @@ impl<U> Dispatcher<U> {
         self.busy
     }
 
-    /// Units queued for one endpoint (the claim leases ahead up to a limit per endpoint).
-    pub fn queued_for(&self, endpoint: &str) -> usize {
-        self.endpoints.get(endpoint).map_or(0, |e| e.queue.len())
-    }
-
     /// Queues a unit behind the endpoint's earlier ones.
     pub fn push(&mut self, endpoint: &str, tenant: &str, max_in_flight: usize, unit: U) {
-        // (the map holds exactly the endpoints with work: idle ones are forgotten)
-        let was_active = self.endpoints.contains_key(endpoint);
-        let e = self
-            .endpoints
-            .entry(endpoint.to_string())
-            .or_insert_with(|| Endpoint {
-                queue: VecDeque::new(),
-                tenant: tenant.to_string(),
-                max_in_flight,
-                busy: 0,
-            });
+        if !self.endpoints.contains_key(endpoint) {
+            *self
+                .tenant_endpoints
+                .entry(tenant.to_string())
+                .or_default() += 1;
+            self.endpoints.insert(
+                endpoint.to_string(),
+                Endpoint {
+                    queue: VecDeque::new(),
+                    tenant: tenant.to_string(),
+                    max_in_flight: max_in_flight.max(1),
+                    busy: 0,
+                    started: VecDeque::new(),
+                    avg: None,
+                    last_work: Instant::now(),
+                },
+            );
+        }
+        let Some(e) = self.endpoints.get_mut(endpoint) else {
+            return;
+        };
         e.max_in_flight = max_in_flight.max(1);
+        e.last_work = Instant::now();
         if e.queue.is_empty() {
             self.ring.push_back(endpoint.to_string());
         }
         e.queue.push_back(unit);
         self.queued += 1;
-        if !was_active {
-            *self.tenant_active.entry(tenant.to_string()).or_default() += 1;
-        }
     }
 
     /// What an endpoint may have in flight now.
     fn endpoint_cap(&self, e: &Endpoint<U>) -> usize {
         let share = (self.senders / self.endpoints.len().max(1)).max(1);
-        e.max_in_flight.min(share).min(self.senders)
+        let cap = if e.fast() { self.senders } else { share };
+        e.max_in_flight.min(cap)
     }
 
     fn tenant_cap(&self) -> usize {
-        (self.senders / self.tenant_active.len().max(1)).max(1)
+        (self.senders / self.tenant_endpoints.len().max(1)).max(1)
     }
 
-    /// The next unit to send, while a sender is idle: the first endpoint in the ring below its
-    /// own and its tenant's share. None when every sender is busy or nothing may go now.
+    /// The next unit to send, while a sender is idle: of the endpoints below their own and
+    /// their tenant's share, the one with the fewest requests under way (the first in the ring
+    /// among equals). None when every sender is busy or nothing may go now.
     pub fn next_unit(&mut self) -> Option<(String, U)> {
+        self.tidy();
         if self.busy >= self.senders {
             return None;
         }
         let tenant_cap = self.tenant_cap();
-        for _ in 0..self.ring.len() {
-            let name = self.ring.pop_front()?;
-            let Some(e) = self.endpoints.get(&name) else {
+        let slow_busy: usize = self
+            .endpoints
+            .values()
+            .filter(|e| !e.fast())
+            .map(|e| e.busy)
+            .sum();
+        let slow_room = slow_busy < self.senders - (self.senders / 4).max(1).min(self.senders - 1);
+        let mut best: Option<(usize, usize)> = None;
+        for (i, name) in self.ring.iter().enumerate() {
+            let Some(e) = self.endpoints.get(name) else {
                 continue;
             };
-            let cap = self.endpoint_cap(e);
             let tenant_busy = self.tenant_busy.get(&e.tenant).copied().unwrap_or(0);
-            if e.busy >= cap || tenant_busy >= tenant_cap {
-                self.ring.push_back(name);
+            if e.busy >= self.endpoint_cap(e) || tenant_busy >= tenant_cap {
                 continue;
             }
-            let e = self.endpoints.get_mut(&name)?;
-            let unit = e.queue.pop_front()?;
-            e.busy += 1;
-            *self.tenant_busy.entry(e.tenant.clone()).or_default() += 1;
-            if !e.queue.is_empty() {
-                self.ring.push_back(name.clone());
+            // (a new endpoint's first request may use the reserve: that is how it shows it is fast)
+            if !e.fast() && !slow_room && !(e.avg.is_none() && e.busy == 0) {
+                continue;
             }
-            self.queued -= 1;
-            self.busy += 1;
-            return Some((name, unit));
+            if best.is_none_or(|(_, b)| e.busy < b) {
+                best = Some((i, e.busy));
+                if e.busy == 0 {
+                    break;
+                }
+            }
         }
-        None
+        let (i, _) = best?;
+        let name = self.ring.remove(i)?;
+        let e = self.endpoints.get_mut(&name)?;
+        let unit = e.queue.pop_front()?;
+        e.busy += 1;
+        e.started.push_back(Instant::now());
+        e.last_work = Instant::now();
+        *self.tenant_busy.entry(e.tenant.clone()).or_default() += 1;
+        if !e.queue.is_empty() {
+            self.ring.push_back(name.clone());
+        }
+        self.queued -= 1;
+        self.busy += 1;
+        Some((name, unit))
     }
 
-    /// A unit handed out by `next` has its answer (or was given up): its slot is free.
-    pub fn done(&mut self, endpoint: &str) {
+    /// A unit handed out by `next_unit` has its answer after `took` (None: it was given up
+    /// unsent, which says nothing of the receiver): its slot is free.
+    pub fn done(&mut self, endpoint: &str, took: Option<Duration>) {
         let Some(e) = self.endpoints.get_mut(endpoint) else {
             return;
         };
@@ -138,12 +189,18 @@ impl<U> Dispatcher<U> {
             return;
         }
         e.busy -= 1;
+        e.started.pop_front();
+        if let Some(took) = took {
+            e.avg = Some(match e.avg {
+                Some(a) => (a * 7 + took) / 8,
+                None => took,
+            });
+        }
+        e.last_work = Instant::now();
         self.busy -= 1;
-        let tenant = e.tenant.clone();
-        if let Some(n) = self.tenant_busy.get_mut(&tenant) {
+        if let Some(n) = self.tenant_busy.get_mut(&e.tenant) {
             *n = n.saturating_sub(1);
         }
-        self.forget_if_idle(endpoint);
     }
 
     /// Takes back everything still queued for an endpoint (it asked for a pause, or is gone).
@@ -154,7 +211,6 @@ impl<U> Dispatcher<U> {
         let out: Vec<U> = e.queue.drain(..).collect();
         self.queued -= out.len();
         self.ring.retain(|n| n != endpoint);
-        self.forget_if_idle(endpoint);
         out
     }
 
@@ -164,17 +220,35 @@ impl<U> Dispatcher<U> {
         names.iter().flat_map(|n| self.take_queued(n)).collect()
     }
 
-    fn forget_if_idle(&mut self, endpoint: &str) {
-        let idle = self
+    /// Whether a claim may find work the senders could use: some endpoint with work has less
+    /// than two rounds of what it may send queued (a silent receiver's long queue does not
+    /// count: it must not keep the claim from finding other endpoints' work), or none has any.
+    pub fn hungry(&self) -> bool {
+        self.queued == 0
+            || self
+                .endpoints
+                .values()
+                .any(|e| e.queue.len() < 2 * self.endpoint_cap(e))
+    }
+
+    /// Forgets endpoints without work for REMEMBER.
+    fn tidy(&mut self) {
+        if self.last_tidy.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_tidy = Instant::now();
+        let gone: Vec<String> = self
             .endpoints
-            .get(endpoint)
-            .is_some_and(|e| e.queue.is_empty() && e.busy == 0);
-        if idle {
-            if let Some(e) = self.endpoints.remove(endpoint) {
-                if let Some(n) = self.tenant_active.get_mut(&e.tenant) {
+            .iter()
+            .filter(|(_, e)| e.queue.is_empty() && e.busy == 0 && e.last_work.elapsed() > REMEMBER)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            if let Some(e) = self.endpoints.remove(&name) {
+                if let Some(n) = self.tenant_endpoints.get_mut(&e.tenant) {
                     *n -= 1;
                     if *n == 0 {
-                        self.tenant_active.remove(&e.tenant);
+                        self.tenant_endpoints.remove(&e.tenant);
                         self.tenant_busy.remove(&e.tenant);
                     }
                 }
@@ -186,6 +260,8 @@ impl<U> Dispatcher<U> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const QUICK: Option<Duration> = Some(Duration::from_millis(1));
 
     fn fill(d: &mut Dispatcher<u32>, ep: &str, tenant: &str, cap: usize, n: u32) {
         for i in 0..n {
@@ -205,35 +281,56 @@ mod tests {
     fn one_endpoint_alone_gets_every_sender_up_to_its_max_in_flight() {
         let mut d = Dispatcher::new(8);
         fill(&mut d, "a", "t", 1000, 20);
-        assert_eq!(take_all(&mut d).len(), 8);
+        // Not yet known: three quarters; once it answered fast, every sender.
+        assert_eq!(take_all(&mut d).len(), 6);
+        d.done("a", QUICK);
+        assert_eq!(take_all(&mut d).len(), 3);
         let mut d = Dispatcher::new(8);
         fill(&mut d, "a", "t", 3, 20);
         assert_eq!(take_all(&mut d).len(), 3);
     }
 
     #[test]
-    fn silent_endpoints_hold_only_their_share_and_the_healthy_one_keeps_going() {
+    fn silent_endpoints_hold_only_their_share_and_a_fast_one_uses_the_rest() {
         // 8 senders, 4 endpoints that never answer, 1 healthy endpoint: each silent one gets
-        // at most 8/5 -> 1 sender, so the healthy one always finds senders free.
+        // its share (8/5 -> 1); the healthy one, once it has shown it answers fast, the rest.
         let mut d = Dispatcher::new(8);
         for s in ["s1", "s2", "s3", "s4"] {
-            fill(&mut d, s, s, 32, 100);
+            fill(&mut d, s, "t", 32, 100);
         }
-        fill(&mut d, "ok", "ok", 32, 1000);
+        fill(&mut d, "ok", "t", 32, 1000);
         let first = take_all(&mut d);
         for s in ["s1", "s2", "s3", "s4"] {
             assert_eq!(first.iter().filter(|e| *e == s).count(), 1, "{first:?}");
         }
-        // The healthy endpoint's answers come back; the silent ones' never do.
-        let mut sent = first.iter().filter(|e| *e == "ok").count();
-        assert!(sent >= 1);
-        for _ in 0..500 {
-            d.done("ok");
-            let more = take_all(&mut d);
-            assert!(more.iter().all(|e| e == "ok"), "{more:?}");
-            sent += more.len();
+        assert_eq!(first.iter().filter(|e| *e == "ok").count(), 1, "{first:?}");
+        d.done("ok", QUICK);
+        let more = take_all(&mut d);
+        assert_eq!(more, vec!["ok"; 4], "the idle senders go to the fast endpoint");
+        for _ in 0..200 {
+            d.done("ok", QUICK);
+            let again = take_all(&mut d);
+            assert!(again.iter().all(|e| e == "ok"), "{again:?}");
         }
-        assert!(sent >= 500, "{sent}");
+    }
+
+    #[test]
+    fn slow_receivers_together_leave_a_quarter_of_the_senders() {
+        // Silent endpoints arriving one by one each took a large share while they were few:
+        // together they still stop at three quarters, and a fast endpoint finds the rest.
+        let mut d = Dispatcher::new(8);
+        for s in ["s1", "s2"] {
+            fill(&mut d, s, "t", 32, 100);
+            take_all(&mut d);
+            d.done(s, Some(Duration::from_secs(10)));
+            take_all(&mut d);
+        }
+        assert!(d.busy() <= 6, "{}", d.busy());
+        fill(&mut d, "ok", "t", 32, 100);
+        let (ep, _) = d.next_unit().expect("the reserve");
+        assert_eq!(ep, "ok");
+        d.done("ok", QUICK);
+        assert_eq!(take_all(&mut d).iter().filter(|e| *e == "ok").count(), 2);
     }
 
     #[test]
@@ -252,17 +349,46 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoint_with_fewest_requests_under_way_goes_first() {
+        // Three silent endpoints took 2 senders each while they were alone (share 2 of 8);
+        // a healthy endpoint arrives: it is served before they get another.
+        let mut d = Dispatcher::new(8);
+        for s in ["s1", "s2", "s3"] {
+            fill(&mut d, s, s, 32, 50);
+        }
+        let first = take_all(&mut d);
+        assert_eq!(first.len(), 6, "{first:?}");
+        fill(&mut d, "ok", "ok", 32, 200);
+        for _ in 0..100 {
+            let (ep, _) = d.next_unit().expect("a sender is free");
+            assert_eq!(ep, "ok");
+            d.done("ok", QUICK);
+        }
+    }
+
+    #[test]
+    fn a_long_queue_of_a_silent_endpoint_does_not_stop_the_claim() {
+        let mut d = Dispatcher::new(4);
+        assert!(d.hungry(), "nothing queued");
+        fill(&mut d, "silent", "t", 32, 100);
+        assert!(!d.hungry(), "two rounds and more queued");
+        fill(&mut d, "ok", "u", 32, 3);
+        take_all(&mut d);
+        assert!(d.hungry(), "the healthy endpoint is short of work");
+    }
+
+    #[test]
     fn order_within_an_endpoint_is_kept_and_taken_back_units_are_not_sent() {
         let mut d = Dispatcher::new(2);
         fill(&mut d, "a", "t", 1, 5);
         let (_, first) = d.next_unit().unwrap();
         assert_eq!(first, 0);
         assert!(d.next_unit().is_none(), "at its max_in_flight");
-        d.done("a");
+        d.done("a", QUICK);
         assert_eq!(d.next_unit().unwrap().1, 1);
         assert_eq!(d.take_queued("a"), vec![2, 3, 4]);
         assert_eq!(d.queued(), 0);
-        d.done("a");
+        d.done("a", QUICK);
         assert_eq!(d.busy(), 0);
         assert!(d.next_unit().is_none());
         fill(&mut d, "b", "t", 4, 3);

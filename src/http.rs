@@ -505,7 +505,8 @@ pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A fixed set of sender threads sharing one keep-alive connection pool. Answers go to the
-/// channel the caller gives, which a newer pool (after a reload) shares: one place to wait on.
+/// caller's callback (false: nobody listens any more, the thread ends), which a newer pool
+/// (after a reload) shares: one place to wait on.
 pub struct Pool {
     jobs: Option<Sender<Job>>,
     closed: Arc<std::sync::atomic::AtomicBool>,
@@ -513,7 +514,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(size: usize, settings: &ClientSettings, results: Sender<Outcome>) -> Pool {
+    pub fn new(
+        size: usize,
+        settings: &ClientSettings,
+        results: Arc<dyn Fn(Outcome) -> bool + Send + Sync>,
+    ) -> Pool {
         let (job_tx, job_rx) = channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let agent = agent(settings, None);
@@ -522,7 +527,7 @@ impl Pool {
             (0..size.max(1))
                 .filter_map(|i| {
                     let rx = Arc::clone(&job_rx);
-                    let tx = results.clone();
+                    let tx = Arc::clone(&results);
                     let agent = agent.clone();
                     let closed = Arc::clone(&closed);
                     std::thread::Builder::new()
@@ -545,12 +550,12 @@ impl Pool {
                                     error: Some(UNSENT.into()),
                                     ..Default::default()
                                 };
-                                if tx.send(unsent).is_err() {
+                                if !tx(unsent) {
                                     return;
                                 }
                                 continue;
                             }
-                            if tx.send(send(&agent, &job)).is_err() {
+                            if !tx(send(&agent, &job)) {
                                 return;
                             }
                         })

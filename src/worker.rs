@@ -12,8 +12,6 @@ use pgrx::bgworkers::*;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::collections::HashMap;
-use std::rc::Rc;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,7 +188,7 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
             break;
         }
         if last_claim.elapsed() >= flow.settings.poll {
-            flow.claim_wanted = true;
+            flow.claim_forced = true;
         }
         if flow.wants_claim() {
             last_claim = Instant::now();
@@ -200,7 +198,6 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
             }
             flow.claim(scan_leases);
         }
-        flow.send();
         if last_beat.elapsed() > Duration::from_millis(100) {
             last_beat = Instant::now();
             wake::beat(http::now_us());
@@ -222,6 +219,10 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
         if flow.idle() {
             flow.flush(true);
             report_statistics();
+            // Recording freed room: claim again before resting.
+            if flow.wants_claim() {
+                continue;
+            }
             // DROP EXTENSION: a launched worker leaves (its database may be dropped next).
             if launched && installed_version().is_none() {
                 wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) });
@@ -230,15 +231,17 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
             if !signals::wait(flow.settings.poll) {
                 break;
             }
-            flow.claim_wanted = true;
+            flow.claim_forced = true;
             continue;
         }
         // Answers for a few milliseconds (one, when a claim may find work meanwhile).
         let wait = if flow.wants_claim() { 1 } else { 5 };
-        flow.collect(Duration::from_millis(wait));
+        if !flow.collect(Duration::from_millis(wait)) {
+            break;
+        }
         flow.flush(false);
         if latch_was_set() {
-            flow.claim_wanted = true;
+            flow.claim_forced = true;
         }
         report_statistics();
     }
@@ -492,7 +495,7 @@ struct Unit {
     members: Vec<Claimed>,
     job: Option<Job>,
     /// The pool it must go to: the one of the configuration it was claimed under.
-    conn: Rc<Connections>,
+    pool: Arc<Pool>,
     /// Last moment it may start: its lease must outlast the request by two timeouts.
     not_after: Instant,
 }
@@ -527,14 +530,14 @@ fn group(mut claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
 /// configuration. `client` is the error to record when the configuration cannot connect at
 /// all (an unreadable `webhooks.tls_ca_file`): every attempt then fails saying so.
 struct Connections {
-    pool: Pool,
+    pool: Arc<Pool>,
     client: Result<http::ClientSettings, String>,
     /// endpoint id -> (hash of its certificate and key, its agent)
     mtls: std::cell::RefCell<HashMap<String, (u64, http::Client)>>,
 }
 
 impl Connections {
-    fn new(s: &Settings, results: &std::sync::mpsc::Sender<Outcome>) -> Connections {
+    fn new(s: &Settings, senders: &std::sync::mpsc::Sender<SenderInput>) -> Connections {
         let client = guc::client_settings(s.concurrency);
         if let Err(e) = &client {
             warning!("webhooks worker: {e}; deliveries fail until it is fixed");
@@ -546,11 +549,17 @@ impl Connections {
             proxy: None,
             trust: Default::default(),
         };
-        let pool = Pool::new(
+        let to = std::sync::Mutex::new(senders.clone());
+        let answers: Arc<dyn Fn(Outcome) -> bool + Send + Sync> = Arc::new(move |o| {
+            to.lock()
+                .map(|t| t.send(SenderInput::Answer(o)).is_ok())
+                .unwrap_or(false)
+        });
+        let pool = Arc::new(Pool::new(
             s.concurrency,
             client.as_ref().unwrap_or(&fallback),
-            results.clone(),
-        );
+            answers,
+        ));
         Connections {
             pool,
             client,
@@ -612,24 +621,179 @@ fn endpoint_parts(c: &Claimed, conn: &Connections) -> Result<EndpointParts, Stri
 const RECORD_MAX: usize = 500;
 const RECORD_EVERY: Duration = Duration::from_millis(5);
 
-/// The claim runs again while fewer than this many requests per sender wait here.
-const LOW_WATER: usize = 2;
-
 /// How often outcomes that could not be recorded (rows someone holds) are tried again.
 const CARRY_EVERY: Duration = Duration::from_secs(1);
 
-/// The worker's deliveries between the claim and the record: queued per endpoint for a sender
-/// (`dispatch`), in flight on a sender thread, answered and waiting to be recorded, or given
-/// back unsent.
+/// What the worker's main thread (the only one that talks to PostgreSQL) tells the sender side.
+enum ToSenders {
+    /// Requests to queue: (endpoint, its tenant, its max_in_flight for this worker, request).
+    Queue(Vec<(String, String, usize, Unit)>),
+    /// A reload changed how to connect: every queued request comes back unsent.
+    GiveBackQueued,
+    /// A reload changed the number of senders.
+    Resize(usize),
+    /// Stopping: queued requests come back unsent, answers are awaited for half a second.
+    Stop,
+}
+
+enum SenderInput {
+    Main(ToSenders),
+    Answer(Outcome),
+}
+
+/// What the sender side tells the main thread, to record.
+enum FromSenders {
+    Answered(Vec<Claimed>, Outcome),
+    Unsent(Vec<Claimed>),
+    Stopped,
+}
+
+/// The sender side, on a thread of its own that never calls into PostgreSQL: per-endpoint
+/// queues (`dispatch`), handed to the pool's threads as they come free and answers passed back
+/// as they arrive. So the senders never wait for the main thread's claims and records, and the
+/// main thread never waits for a sender.
+fn run_senders(
+    input: std::sync::mpsc::Receiver<SenderInput>,
+    out: std::sync::mpsc::Sender<FromSenders>,
+    senders: usize,
+    hungry: Arc<std::sync::atomic::AtomicBool>,
+    outstanding: Arc<std::sync::atomic::AtomicUsize>,
+    stuck_after: Duration,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut queued: Dispatcher<Unit> = Dispatcher::new(senders);
+    let mut in_flight: HashMap<usize, (String, Unit, Instant)> = HashMap::new();
+    let mut next_tag = 0usize;
+    let mut stopping: Option<Instant> = None;
+    let mut last_sweep = Instant::now();
+    let finished = |n: usize| {
+        outstanding.fetch_sub(n, Relaxed);
+    };
+    loop {
+        let wait = if stopping.is_some() {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(200)
+        };
+        let first = match input.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            match msg {
+                SenderInput::Main(ToSenders::Queue(units)) => {
+                    for (ep, tenant, cap, unit) in units {
+                        queued.push(&ep, &tenant, cap, unit);
+                    }
+                }
+                SenderInput::Main(ToSenders::GiveBackQueued) => {
+                    for u in queued.take_all_queued() {
+                        finished(1);
+                        let _ = out.send(FromSenders::Unsent(u.members));
+                    }
+                }
+                SenderInput::Main(ToSenders::Resize(n)) => queued.resize(n),
+                SenderInput::Main(ToSenders::Stop) => {
+                    for u in queued.take_all_queued() {
+                        finished(1);
+                        let _ = out.send(FromSenders::Unsent(u.members));
+                    }
+                    for (_, u, _) in in_flight.values() {
+                        u.pool.close();
+                    }
+                    stopping = Some(Instant::now() + Duration::from_millis(500));
+                }
+                SenderInput::Answer(o) => {
+                    if let Some((ep, unit, at)) = in_flight.remove(&o.tag) {
+                        queued.done(&ep, Some(at.elapsed()));
+                        finished(1);
+                        let pushback = o.retry_after.is_some() || o.status == Some(410);
+                        if o.error.as_deref() == Some(http::UNSENT) {
+                            let _ = out.send(FromSenders::Unsent(unit.members));
+                        } else {
+                            let _ = out.send(FromSenders::Answered(unit.members, o));
+                        }
+                        // A receiver that asked for a pause (Retry-After) or is gone (410):
+                        // what waits here for it goes back now, to be deferred or parked.
+                        if pushback {
+                            for u in queued.take_queued(&ep) {
+                                finished(1);
+                                let _ = out.send(FromSenders::Unsent(u.members));
+                            }
+                        }
+                    }
+                }
+            }
+            next = input.try_recv().ok();
+        }
+        // A request that neither answered nor failed long after its timeout (a sender stuck
+        // beyond every bound) stops holding its endpoint's slot; its delivery keeps its lease.
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            let stuck: Vec<usize> = in_flight
+                .iter()
+                .filter(|(_, (_, _, at))| at.elapsed() > stuck_after)
+                .map(|(tag, _)| *tag)
+                .collect();
+            for tag in stuck {
+                if let Some((ep, _, at)) = in_flight.remove(&tag) {
+                    queued.done(&ep, Some(at.elapsed()));
+                    finished(1);
+                }
+            }
+        }
+        if stopping.is_none() {
+            while let Some((ep, mut unit)) = queued.next_unit() {
+                match unit.job.take() {
+                    Some(mut job) if Instant::now() < unit.not_after => {
+                        job.tag = next_tag;
+                        next_tag += 1;
+                        let tag = job.tag;
+                        let pool = Arc::clone(&unit.pool);
+                        in_flight.insert(tag, (ep.clone(), unit, Instant::now()));
+                        if !pool.submit(job) {
+                            if let Some((_, unit, _)) = in_flight.remove(&tag) {
+                                queued.done(&ep, None);
+                                finished(1);
+                                let o = Outcome {
+                                    error: Some("internal: no sender thread available".into()),
+                                    started_at_us: http::now_us(),
+                                    ..Default::default()
+                                };
+                                let _ = out.send(FromSenders::Answered(unit.members, o));
+                            }
+                        }
+                    }
+                    // Not started while its lease still covers it: given back, never sent late.
+                    _ => {
+                        queued.done(&ep, None);
+                        finished(1);
+                        let _ = out.send(FromSenders::Unsent(unit.members));
+                    }
+                }
+            }
+        }
+        hungry.store(queued.hungry(), Relaxed);
+        if stopping.is_some_and(|t| in_flight.is_empty() || Instant::now() >= t) {
+            let _ = out.send(FromSenders::Stopped);
+            return;
+        }
+    }
+}
+
+/// The worker's deliveries between the claim and the record, as the main thread sees them:
+/// it claims and builds requests, hands them to the sender side, and records what comes back.
 struct Flow {
     settings: Settings,
-    conn: Rc<Connections>,
-    results_tx: std::sync::mpsc::Sender<Outcome>,
-    results: std::sync::mpsc::Receiver<Outcome>,
-    queued: Dispatcher<Unit>,
-    /// tag -> (endpoint, unit, when it was handed to a sender)
-    in_flight: HashMap<usize, (String, Unit, Instant)>,
-    next_tag: usize,
+    conn: Connections,
+    to_senders: std::sync::mpsc::Sender<SenderInput>,
+    from_senders: std::sync::mpsc::Receiver<FromSenders>,
+    /// Whether the sender side could use more work; requests there at all (queued or in
+    /// flight).
+    hungry: Arc<std::sync::atomic::AtomicBool>,
+    outstanding: Arc<std::sync::atomic::AtomicUsize>,
     answered: Record,
     answered_since: Option<Instant>,
     carry: Record,
@@ -637,60 +801,79 @@ struct Flow {
     /// (delivery id, lease) of claimed deliveries never sent: back to pending at once.
     unsent: Vec<(i64, i64)>,
     claim_wanted: bool,
-    last_sweep: Instant,
+    claim_forced: bool,
 }
 
 impl Flow {
     fn new(settings: Settings) -> Flow {
-        let (results_tx, results) = std::sync::mpsc::channel();
-        let conn = Rc::new(Connections::new(&settings, &results_tx));
-        let queued = Dispatcher::new(conn.pool.size());
+        use std::sync::atomic::AtomicUsize;
+        let (to_senders, input) = std::sync::mpsc::channel::<SenderInput>();
+        let (out, from_senders) = std::sync::mpsc::channel::<FromSenders>();
+        let conn = Connections::new(&settings, &to_senders);
+        let hungry = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let (r, o) = (Arc::clone(&hungry), Arc::clone(&outstanding));
+        let senders = conn.pool.size();
+        let stuck_after = settings.timeout * 2 + Duration::from_secs(5);
+        // (spawned with every signal blocked: PostgreSQL's handlers run on this thread only)
+        let spawned = http::with_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("webhooks-dispatch".into())
+                .spawn(move || run_senders(input, out, senders, r, o, stuck_after))
+        });
+        if let Err(e) = spawned {
+            error!("webhooks worker: cannot start its dispatch thread: {e}");
+        }
         Flow {
             settings,
             conn,
-            results_tx,
-            results,
-            queued,
-            in_flight: HashMap::new(),
-            next_tag: 0,
+            to_senders,
+            from_senders,
+            hungry,
+            outstanding,
             answered: Record::default(),
             answered_since: None,
             carry: Record::default(),
             last_carry: Instant::now(),
             unsent: Vec::new(),
             claim_wanted: true,
-            last_sweep: Instant::now(),
+            claim_forced: true,
         }
+    }
+
+    fn tell(&self, m: ToSenders) {
+        let _ = self.to_senders.send(SenderInput::Main(m));
     }
 
     fn reload(&mut self, fresh: Settings) {
         if fresh.needs_new_pool(&self.settings) {
-            // What waits here was built for the old way of connecting: given back, claimed again
+            // What waits was built for the old way of connecting: given back, claimed again
             // under the new one. Requests under way finish on their pool, which ends with them.
-            for u in self.queued.take_all_queued() {
-                self.give_back(&u.members);
-            }
-            self.conn = Rc::new(Connections::new(&fresh, &self.results_tx));
-            self.queued.resize(self.conn.pool.size());
+            self.tell(ToSenders::GiveBackQueued);
+            self.conn = Connections::new(&fresh, &self.to_senders);
+            self.tell(ToSenders::Resize(self.conn.pool.size()));
         }
         self.settings = fresh;
-        self.claim_wanted = true;
+        self.claim_forced = true;
     }
 
     fn idle(&self) -> bool {
-        self.queued.queued() == 0 && self.in_flight.is_empty()
+        self.outstanding.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 
     fn senders(&self) -> usize {
         self.conn.pool.size().max(1)
     }
 
+    /// A claim goes when new work may be due (a commit woke the worker, the poll interval
+    /// passed: `claim_forced`), or when answers freed room and the senders could use more.
     /// An unreadable webhooks.tls_ca_file: claim nothing (attempts would only fail and use up
     /// their retries) until the file or the setting is fixed and reloaded.
     fn wants_claim(&self) -> bool {
-        self.claim_wanted
-            && self.conn.client.is_ok()
-            && self.queued.queued() < LOW_WATER * self.senders()
+        self.conn.client.is_ok()
+            && (self.claim_forced
+                || (self.claim_wanted
+                    && self.hungry.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
     fn give_back(&mut self, members: &[Claimed]) {
@@ -706,11 +889,12 @@ impl Flow {
         self.answered_since.get_or_insert_with(Instant::now);
     }
 
-    /// Leases due deliveries and queues their requests per endpoint.
+    /// Leases due deliveries and hands their requests to the sender side.
     fn claim(&mut self, scan_leases: bool) {
         self.claim_wanted = false;
-        // Leased ahead: a request may wait here while its endpoint's earlier ones are sent (at
-        // most LEASE_AHEAD rounds of its max_in_flight, each within the timeout), then take two
+        self.claim_forced = false;
+        // Leased ahead: a request may wait while its endpoint's earlier ones are sent (at most
+        // LEASE_AHEAD rounds of its max_in_flight, each within the timeout), then take two
         // timeouts (a proxied target is resolved first). The lease outlasts all of that, and a
         // request not started in time is given back instead of sent: the lease scan never
         // claims a row whose request may still be on the wire.
@@ -723,12 +907,20 @@ impl Flow {
             claim(&settings, scan_leases, lease, senders)
         })
         .unwrap_or_default();
+        if std::path::Path::new("/tmp/webhooks-trace").exists() {
+            let mut per: HashMap<&str, usize> = HashMap::new();
+            for c in &claimed {
+                *per.entry(c.endpoint_id.as_str()).or_default() += 1;
+            }
+            log!("TRACE claim outstanding={} got={:?}", self.outstanding.load(std::sync::atomic::Ordering::Relaxed), per);
+        }
         if claimed.is_empty() {
             return;
         }
         // A full claim means more is probably due: claim again as soon as there is room.
         self.claim_wanted = claimed.len() as i64 >= self.settings.batch_size;
         let mut parts: HashMap<String, Result<EndpointParts, String>> = HashMap::new();
+        let mut units = Vec::new();
         for mut members in group(claimed) {
             let first = &members[0];
             let refused = |msg: String| Outcome {
@@ -783,100 +975,42 @@ impl Flow {
                 first.endpoint_tenant.clone(),
                 first.max_in_flight.div_ceil(self.settings.workers),
             );
-            self.queued.push(
-                &ep,
-                &tenant,
+            units.push((
+                ep,
+                tenant,
                 cap,
                 Unit {
                     members,
                     job: Some(job),
-                    conn: Rc::clone(&self.conn),
+                    pool: Arc::clone(&self.conn.pool),
                     not_after,
                 },
-            );
+            ));
         }
-    }
-
-    /// Hands requests to idle senders, each endpoint and tenant within its share.
-    fn send(&mut self) {
-        while let Some((ep, mut unit)) = self.queued.next_unit() {
-            let job = unit.job.take();
-            match job {
-                Some(mut job) if Instant::now() < unit.not_after => {
-                    let tag = self.next_tag;
-                    self.next_tag += 1;
-                    job.tag = tag;
-                    if unit.conn.pool.submit(job) {
-                        self.in_flight.insert(tag, (ep, unit, Instant::now()));
-                    } else {
-                        self.queued.done(&ep);
-                        let o = Outcome {
-                            error: Some("internal: no sender thread available".into()),
-                            started_at_us: http::now_us(),
-                            ..Default::default()
-                        };
-                        self.note_answer(&unit.members, &o);
-                    }
-                }
-                _ => {
-                    self.queued.done(&ep);
-                    self.give_back(&unit.members);
-                }
-            }
-        }
-    }
-
-    /// Takes the answers that arrive within `wait` (returns at the first, with whatever else
-    /// is there by then).
-    fn collect(&mut self, wait: Duration) {
-        if let Ok(o) = self.results.recv_timeout(wait) {
-            self.answer(o);
-            while let Ok(o) = self.results.try_recv() {
-                self.answer(o);
-            }
-        }
-        self.sweep();
-    }
-
-    fn answer(&mut self, o: Outcome) {
-        let Some((ep, unit, _)) = self.in_flight.remove(&o.tag) else {
+        if units.is_empty() {
             return;
+        }
+        self.outstanding
+            .fetch_add(units.len(), std::sync::atomic::Ordering::Relaxed);
+        self.tell(ToSenders::Queue(units));
+    }
+
+    /// Takes what the sender side passed back within `wait` (returns at the first, with
+    /// whatever else is there by then). False when the sender side has stopped.
+    fn collect(&mut self, wait: Duration) -> bool {
+        let Ok(first) = self.from_senders.recv_timeout(wait) else {
+            return true;
         };
-        self.queued.done(&ep);
-        if o.error.as_deref() == Some(http::UNSENT) {
-            self.give_back(&unit.members);
-            return;
-        }
-        self.note_answer(&unit.members, &o);
-        // A receiver that asked for a pause (Retry-After) or is gone (410): what waits here for
-        // it goes back to the table now, where the claim defers it to the pause or parks it.
-        if o.retry_after.is_some() || o.status == Some(410) {
-            for u in self.queued.take_queued(&ep) {
-                self.give_back(&u.members);
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                FromSenders::Answered(members, o) => self.note_answer(&members, &o),
+                FromSenders::Unsent(members) => self.give_back(&members),
+                FromSenders::Stopped => return false,
             }
+            next = self.from_senders.try_recv().ok();
         }
-    }
-
-    /// A request that neither answered nor failed long after its timeout (a sender stuck
-    /// beyond every bound) stops holding its endpoint's slot; its delivery keeps its lease and
-    /// is claimed again when that expires.
-    fn sweep(&mut self) {
-        if self.last_sweep.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        self.last_sweep = Instant::now();
-        let limit = self.settings.timeout * 2 + Duration::from_secs(5);
-        let stuck: Vec<usize> = self
-            .in_flight
-            .iter()
-            .filter(|(_, (_, _, at))| at.elapsed() > limit)
-            .map(|(tag, _)| *tag)
-            .collect();
-        for tag in stuck {
-            if let Some((ep, _, _)) = self.in_flight.remove(&tag) {
-                self.queued.done(&ep);
-            }
-        }
+        true
     }
 
     /// Records the answers when enough wait or the oldest has waited long enough (or `now`),
@@ -886,13 +1020,13 @@ impl Flow {
         let due = n > 0
             && (now
                 || n >= RECORD_MAX
-                || self.in_flight.is_empty()
+                || self.idle()
                 || self
                     .answered_since
                     .is_some_and(|t| t.elapsed() >= RECORD_EVERY));
         // Given back first: an answer recorded next may disable or pause their endpoint, which
         // then parks or defers them with its other pending work.
-        if !self.unsent.is_empty() && (due || now || self.in_flight.is_empty()) {
+        if !self.unsent.is_empty() && (due || now || self.idle()) {
             let unsent = std::mem::take(&mut self.unsent);
             let (ids, leases): (Vec<i64>, Vec<i64>) = unsent.into_iter().unzip();
             in_transaction("giving back unsent deliveries", || {
@@ -923,21 +1057,14 @@ impl Flow {
         }
     }
 
-    /// Stopping: nothing new starts, what waits here goes back to the table at once (no lease
-    /// to wait out), answers that come within half a second are recorded, and the rest keep
+    /// Stopping: nothing new starts, what waits goes back to the table at once (no lease to
+    /// wait out), answers that come within half a second are recorded, and the rest keep
     /// their lease.
     fn stop(&mut self) {
-        for u in self.queued.take_all_queued() {
-            self.give_back(&u.members);
-        }
+        self.tell(ToSenders::Stop);
         self.conn.pool.close();
-        for (_, u, _) in self.in_flight.values() {
-            u.conn.pool.close();
-        }
-        let cut = Instant::now() + Duration::from_millis(500);
-        while !self.in_flight.is_empty() && Instant::now() < cut {
-            self.collect(Duration::from_millis(50));
-        }
+        let cut = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < cut && self.collect(Duration::from_millis(50)) {}
         self.flush(true);
     }
 }

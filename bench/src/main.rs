@@ -250,7 +250,16 @@ fn rate_beside_others(db: &mut Client, healthy: &str, events: usize) -> f64 {
         if done as usize >= events {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if std::env::var("BENCH_TRACE").is_ok() {
+            let st: Vec<(String, i64)> = db
+                .query("SELECT status, count(*) FROM webhooks.deliveries WHERE endpoint_id = $1 GROUP BY 1", &[&healthy])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            println!("   {:.1}s {st:?}", now_us() as f64 / 1e6 - t0);
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     let last: f64 = db
         .query_one(
@@ -455,42 +464,46 @@ fn main() {
     )
     .unwrap();
 
-    println!("== publish");
+    // BENCH_DELIVERY_ONLY=1: throughput and fairness alone, printed, nothing written (for
+    // trying a change to the worker quickly; RESULTS.md always comes from a whole run).
+    let quick = std::env::var("BENCH_DELIVERY_ONLY").is_ok();
     let payload = r#"'{"id": 42, "email": "anita@example.com", "name": "Anita Singh"}'"#;
-    let plain = pgbench(
-        &a,
-        "plain",
-        &format!("INSERT INTO plain_events (data) VALUES ({payload});"),
-        10,
-    );
-    let publish = pgbench(
-        &a,
-        "publish",
-        &format!("SELECT webhooks.webhook_publish('user.created', {payload});"),
-        10,
-    );
-    let t = Instant::now();
-    db.batch_execute("INSERT INTO plain_events (data) SELECT jsonb_build_object('id', g, 'email', 'a@b.c') FROM generate_series(1, 50000) g").unwrap();
-    let bulk_plain = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    db.batch_execute("SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'a@b.c'))) FROM generate_series(1, 50000) g").unwrap();
-    let bulk_publish = t.elapsed().as_secs_f64();
-    println!("== trigger");
-    let ins = "INSERT INTO {T} (email, name, password_hash) VALUES ('anita@example.com', 'Anita Singh', 'argon2id$v=19$m=65536');";
-    let untracked = pgbench(&a, "untracked", &ins.replace("{T}", "users_untracked"), 10);
-    let tracked = pgbench(&a, "tracked", &ins.replace("{T}", "users"), 10);
-    println!("   plain {plain:.0} tx/s, publish {publish:.0} tx/s; bulk {bulk_plain:.2}s vs {bulk_publish:.2}s; untracked {untracked:.0} vs tracked {tracked:.0}");
-    r.insert("publish".into(), json!({"plain_tps": plain, "publish_tps": publish, "ratio": plain / publish,
+    if !quick {
+        println!("== publish");
+        let plain = pgbench(
+            &a,
+            "plain",
+            &format!("INSERT INTO plain_events (data) VALUES ({payload});"),
+            10,
+        );
+        let publish = pgbench(
+            &a,
+            "publish",
+            &format!("SELECT webhooks.webhook_publish('user.created', {payload});"),
+            10,
+        );
+        let t = Instant::now();
+        db.batch_execute("INSERT INTO plain_events (data) SELECT jsonb_build_object('id', g, 'email', 'a@b.c') FROM generate_series(1, 50000) g").unwrap();
+        let bulk_plain = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        db.batch_execute("SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'a@b.c'))) FROM generate_series(1, 50000) g").unwrap();
+        let bulk_publish = t.elapsed().as_secs_f64();
+        println!("== trigger");
+        let ins = "INSERT INTO {T} (email, name, password_hash) VALUES ('anita@example.com', 'Anita Singh', 'argon2id$v=19$m=65536');";
+        let untracked = pgbench(&a, "untracked", &ins.replace("{T}", "users_untracked"), 10);
+        let tracked = pgbench(&a, "tracked", &ins.replace("{T}", "users"), 10);
+        println!("   plain {plain:.0} tx/s, publish {publish:.0} tx/s; bulk {bulk_plain:.2}s vs {bulk_publish:.2}s; untracked {untracked:.0} vs tracked {tracked:.0}");
+        r.insert("publish".into(), json!({"plain_tps": plain, "publish_tps": publish, "ratio": plain / publish,
         "bulk_plain_s": bulk_plain, "bulk_publish_s": bulk_publish, "bulk_ratio": bulk_publish / bulk_plain}));
-    r.insert(
+        r.insert(
         "trigger".into(),
         json!({"untracked_tps": untracked, "tracked_tps": tracked, "ratio": untracked / tracked}),
     );
-    db.batch_execute(
+        db.batch_execute(
         "TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts; TRUNCATE plain_events, users, users_untracked",
     )
     .unwrap();
-
+    }
     println!("== throughput ({} deliveries)", a.n);
     let raw = raw_loop(&a.nginx, a.n, 32);
     let (one, n1) = throughput(&mut db, std::slice::from_ref(&ep), a.n);
@@ -516,7 +529,8 @@ fn main() {
         .unwrap()
         .get(0);
     for e in &ten {
-        db.execute("SELECT webhooks.endpoint_disable($1)", &[e]).unwrap();
+        db.execute("SELECT webhooks.endpoint_disable($1)", &[e])
+            .unwrap();
     }
     let _ = std::fs::write(&a.tls_log, "");
     let (tls_rate, n_tls) = throughput(&mut db, std::slice::from_ref(&tls_ep), a.n);
@@ -528,13 +542,18 @@ fn main() {
         .collect::<std::collections::HashSet<_>>()
         .len();
     for e in &ten {
-        db.execute("SELECT webhooks.endpoint_enable($1)", &[e]).unwrap();
+        db.execute("SELECT webhooks.endpoint_enable($1)", &[e])
+            .unwrap();
     }
-    db.execute("SELECT webhooks.endpoint_delete($1)", &[&tls_ep]).unwrap();
+    db.execute("SELECT webhooks.endpoint_delete($1)", &[&tls_ep])
+        .unwrap();
     println!("   https one endpoint {tls_rate:.0}/s ({handshakes} handshakes for {n_tls})");
-    r.insert("tls".into(), json!({"https_one_endpoint_per_s": tls_rate, "deliveries": n_tls,
+    r.insert(
+        "tls".into(),
+        json!({"https_one_endpoint_per_s": tls_rate, "deliveries": n_tls,
         "ratio_to_http": tls_rate / one, "handshakes": handshakes,
-        "handshakes_per_1000": handshakes as f64 * 1000.0 / n_tls as f64}));
+        "handshakes_per_1000": handshakes as f64 * 1000.0 / n_tls as f64}),
+    );
     let (mem_private, mem_peak) = worker_memory(&mut db);
     println!("   raw {raw:.0}/s, one endpoint {one:.0}/s, ten endpoints {tenr:.0}/s");
     r.insert("throughput".into(), json!({"raw_loop_per_s": raw, "one_endpoint_per_s": one, "deliveries_one": n1,
@@ -568,11 +587,15 @@ fn main() {
     }
     let beside = rate_beside_others(&mut db, &ep, fair_n);
     for e in &others {
-        db.execute("SELECT webhooks.endpoint_delete($1)", &[e]).unwrap();
+        db.execute("SELECT webhooks.endpoint_delete($1)", &[e])
+            .unwrap();
     }
     println!("   healthy endpoint alone {alone:.0}/s, beside 8 stalling ones {beside:.0}/s");
-    r.insert("fairness".into(), json!({"alone_per_s": alone, "beside_stalling_per_s": beside,
-        "deliveries": fair_n, "ratio": beside / alone}));
+    r.insert(
+        "fairness".into(),
+        json!({"alone_per_s": alone, "beside_stalling_per_s": beside,
+        "deliveries": fair_n, "ratio": beside / alone}),
+    );
     db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
         .unwrap();
     db.execute(
@@ -582,6 +605,14 @@ fn main() {
     .unwrap();
     db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
         .unwrap();
+
+    if quick {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Object(r)).unwrap()
+        );
+        return;
+    }
 
     println!("== latency");
     let (lat_url, seen) = latency_receiver();
