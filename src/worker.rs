@@ -498,6 +498,9 @@ struct Unit {
     pool: Arc<Pool>,
     /// Last moment it may start: its lease must outlast the request by two timeouts.
     not_after: Instant,
+    /// webhooks.timeout when it was claimed: after two of them (and a margin) unanswered, it is
+    /// stuck.
+    timeout: Duration,
 }
 
 /// Groups a claim's rows into requests: one per delivery, batched endpoints' rows by endpoint
@@ -621,6 +624,10 @@ fn endpoint_parts(c: &Claimed, conn: &Connections) -> Result<EndpointParts, Stri
 const RECORD_MAX: usize = 500;
 const RECORD_EVERY: Duration = Duration::from_millis(5);
 
+/// Claimed requests held by one worker at most (queued or in flight): bodies are kept in memory
+/// until sent, so many endpoints that never answer must not lease without bound.
+const MAX_OUTSTANDING: usize = 20_000;
+
 /// How often outcomes that could not be recorded (rows someone holds) are tried again.
 const CARRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -658,7 +665,6 @@ fn run_senders(
     senders: usize,
     hungry: Arc<std::sync::atomic::AtomicBool>,
     outstanding: Arc<std::sync::atomic::AtomicUsize>,
-    stuck_after: Duration,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut queued: Dispatcher<Unit> = Dispatcher::new(senders);
@@ -707,9 +713,13 @@ fn run_senders(
                 }
                 SenderInput::Answer(o) => {
                     if let Some((ep, unit, at)) = in_flight.remove(&o.tag) {
-                        queued.done(&ep, Some(at.elapsed()));
+                        queued.done(&ep, Some(at));
                         finished(1);
-                        let pushback = o.retry_after.is_some() || o.status == Some(410);
+                        let pause = o
+                            .retry_after
+                            .as_deref()
+                            .and_then(|v| schedule::retry_after(v, http::now_us() / 1_000_000));
+                        let pushback = pause.is_some_and(|p| !p.is_zero()) || o.status == Some(410);
                         if o.error.as_deref() == Some(http::UNSENT) {
                             let _ = out.send(FromSenders::Unsent(unit.members));
                         } else {
@@ -734,12 +744,12 @@ fn run_senders(
             last_sweep = Instant::now();
             let stuck: Vec<usize> = in_flight
                 .iter()
-                .filter(|(_, (_, _, at))| at.elapsed() > stuck_after)
+                .filter(|(_, (_, u, at))| at.elapsed() > u.timeout * 2 + Duration::from_secs(5))
                 .map(|(tag, _)| *tag)
                 .collect();
             for tag in stuck {
                 if let Some((ep, _, at)) = in_flight.remove(&tag) {
-                    queued.done(&ep, Some(at.elapsed()));
+                    queued.done(&ep, Some(at));
                     finished(1);
                 }
             }
@@ -752,7 +762,7 @@ fn run_senders(
                         next_tag += 1;
                         let tag = job.tag;
                         let pool = Arc::clone(&unit.pool);
-                        in_flight.insert(tag, (ep.clone(), unit, Instant::now()));
+                        in_flight.insert(tag, (ep.clone(), unit, queued.handed_out()));
                         if !pool.submit(job) {
                             if let Some((_, unit, _)) = in_flight.remove(&tag) {
                                 queued.done(&ep, None);
@@ -802,6 +812,8 @@ struct Flow {
     unsent: Vec<(i64, i64)>,
     claim_wanted: bool,
     claim_forced: bool,
+    /// An answer that pauses or disables its endpoint waits to be recorded.
+    urgent: bool,
 }
 
 impl Flow {
@@ -814,12 +826,11 @@ impl Flow {
         let outstanding = Arc::new(AtomicUsize::new(0));
         let (r, o) = (Arc::clone(&hungry), Arc::clone(&outstanding));
         let senders = conn.pool.size();
-        let stuck_after = settings.timeout * 2 + Duration::from_secs(5);
         // (spawned with every signal blocked: PostgreSQL's handlers run on this thread only)
         let spawned = http::with_signals_blocked(|| {
             std::thread::Builder::new()
                 .name("webhooks-dispatch".into())
-                .spawn(move || run_senders(input, out, senders, r, o, stuck_after))
+                .spawn(move || run_senders(input, out, senders, r, o))
         });
         if let Err(e) = spawned {
             error!("webhooks worker: cannot start its dispatch thread: {e}");
@@ -838,6 +849,7 @@ impl Flow {
             unsent: Vec::new(),
             claim_wanted: true,
             claim_forced: true,
+            urgent: false,
         }
     }
 
@@ -871,9 +883,9 @@ impl Flow {
     /// their retries) until the file or the setting is fixed and reloaded.
     fn wants_claim(&self) -> bool {
         self.conn.client.is_ok()
+            && self.outstanding.load(std::sync::atomic::Ordering::Relaxed) < MAX_OUTSTANDING
             && (self.claim_forced
-                || (self.claim_wanted
-                    && self.hungry.load(std::sync::atomic::Ordering::Relaxed)))
+                || (self.claim_wanted && self.hungry.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
     fn give_back(&mut self, members: &[Claimed]) {
@@ -882,6 +894,11 @@ impl Flow {
     }
 
     fn note_answer(&mut self, members: &[Claimed], o: &Outcome) {
+        // A pause or a 410 is recorded before the next claim, which would otherwise send the
+        // endpoint more.
+        if o.retry_after.is_some() || o.status == Some(410) {
+            self.urgent = true;
+        }
         let now = http::now_us();
         for c in members {
             self.answered.push(c, o, &self.settings, now);
@@ -907,13 +924,6 @@ impl Flow {
             claim(&settings, scan_leases, lease, senders)
         })
         .unwrap_or_default();
-        if std::path::Path::new("/tmp/webhooks-trace").exists() {
-            let mut per: HashMap<&str, usize> = HashMap::new();
-            for c in &claimed {
-                *per.entry(c.endpoint_id.as_str()).or_default() += 1;
-            }
-            log!("TRACE claim outstanding={} got={:?}", self.outstanding.load(std::sync::atomic::Ordering::Relaxed), per);
-        }
         if claimed.is_empty() {
             return;
         }
@@ -984,6 +994,7 @@ impl Flow {
                     job: Some(job),
                     pool: Arc::clone(&self.conn.pool),
                     not_after,
+                    timeout: self.settings.timeout,
                 },
             ));
         }
@@ -998,8 +1009,15 @@ impl Flow {
     /// Takes what the sender side passed back within `wait` (returns at the first, with
     /// whatever else is there by then). False when the sender side has stopped.
     fn collect(&mut self, wait: Duration) -> bool {
-        let Ok(first) = self.from_senders.recv_timeout(wait) else {
-            return true;
+        let first = match self.from_senders.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return true,
+            // The sender side is gone (it cannot panic on input, but if it did): stop, and be
+            // started again with a fresh one.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                warning!("webhooks worker: its sender thread ended; restarting");
+                return false;
+            }
         };
         let mut next = Some(first);
         while let Some(m) = next.take() {
@@ -1019,6 +1037,7 @@ impl Flow {
         let n = self.answered.ids.len();
         let due = n > 0
             && (now
+                || self.urgent
                 || n >= RECORD_MAX
                 || self.idle()
                 || self
@@ -1028,32 +1047,43 @@ impl Flow {
         // then parks or defers them with its other pending work.
         if !self.unsent.is_empty() && (due || now || self.idle()) {
             let unsent = std::mem::take(&mut self.unsent);
-            let (ids, leases): (Vec<i64>, Vec<i64>) = unsent.into_iter().unzip();
-            in_transaction("giving back unsent deliveries", || {
+            let (ids, leases): (Vec<i64>, Vec<i64>) = unsent.iter().copied().unzip();
+            let done = in_transaction("giving back unsent deliveries", || {
                 Spi::connect_mut(|client| {
-                    if let Err(e) = client.update(
-                        "SELECT webhooks_internal._release($1, $2)",
-                        None,
-                        &[ids.into(), leases.into()],
-                    ) {
-                        warning!("webhooks worker: giving back unsent deliveries failed: {e}");
-                    }
+                    client
+                        .update(
+                            "SELECT webhooks_internal._release($1, $2)",
+                            None,
+                            &[ids.into(), leases.into()],
+                        )
+                        .map_err(|e| {
+                            warning!("webhooks worker: giving back unsent deliveries failed: {e}")
+                        })
+                        .is_ok()
                 })
             });
+            // Tried again with the next flush (their leases end anyway).
+            if done != Some(true) && unsent.len() < CARRY_MAX {
+                self.unsent = unsent;
+            }
             self.claim_wanted = true;
         }
-        let retry_carry =
-            !self.carry.ids.is_empty() && (now || self.last_carry.elapsed() >= CARRY_EVERY);
+        // (never more often than CARRY_EVERY, idle or not: rows an open transaction holds are
+        // not asked for in a loop)
+        let retry_carry = !self.carry.ids.is_empty() && self.last_carry.elapsed() >= CARRY_EVERY;
         if due || retry_carry {
             let mut rec = std::mem::take(&mut self.answered);
             self.answered_since = None;
+            self.urgent = false;
             if retry_carry {
                 self.last_carry = Instant::now();
                 rec.append(std::mem::take(&mut self.carry));
             }
             save(rec, &mut self.carry, &self.settings);
             // Recorded answers free their endpoints' room in the claim.
-            self.claim_wanted = true;
+            if due {
+                self.claim_wanted = true;
+            }
         }
     }
 
@@ -1082,10 +1112,11 @@ fn save(rec: Record, carry: &mut Record, settings: &Settings) {
     }
     let kept = rec.clone();
     let disable_after = format!("{} milliseconds", settings.disable_after.as_millis());
+    // (appended: outcomes already waiting there stay)
     match in_transaction("recording outcomes", || rec.save(&disable_after)).flatten() {
         Some(busy) if busy.is_empty() => {}
-        Some(busy) => *carry = kept.only(&busy),
-        None => *carry = kept,
+        Some(busy) => carry.append(kept.only(&busy)),
+        None => carry.append(kept),
     }
     if carry.ids.len() > CARRY_MAX {
         warning!(
