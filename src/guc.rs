@@ -9,8 +9,7 @@ use std::time::Duration;
 
 /// Empty: every database of the cluster that has the extension (the launcher starts their
 /// workers); a name restricts delivery to that database.
-pub static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c""));
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// Worker processes per database.
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static RETRY_SCHEDULE: GucSetting<Option<CString>> =

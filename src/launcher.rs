@@ -76,16 +76,14 @@ pub extern "C-unwind" fn webhooks_launcher_main(_arg: pg_sys::Datum) {
                 d.workers.retain(|(w, _)| {
                     !matches!(
                         w.pid(),
-                        Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied)
+                        Err(BackgroundWorkerStatus::Stopped
+                            | BackgroundWorkerStatus::PostmasterDied)
                     )
                 });
                 if d.workers.len() < before && crate::wake::take_absent(oid) {
                     d.absent_since.get_or_insert_with(Instant::now);
                 }
-                if d
-                    .absent_since
-                    .is_some_and(|t| t.elapsed() < RETRY_ABSENT)
-                {
+                if d.absent_since.is_some_and(|t| t.elapsed() < RETRY_ABSENT) {
                     continue;
                 }
                 d.absent_since = None;
@@ -155,7 +153,13 @@ fn databases() -> Vec<(u32, String)> {
             if tup.is_null() {
                 break;
             }
-            let form = pgrx::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tup);
+            // GETSTRUCT: the fixed part of the row follows the tuple header.
+            let data = (*tup).t_data;
+            if data.is_null() {
+                continue;
+            }
+            let form =
+                (data as *mut u8).add((*data).t_hoff as usize) as *mut pg_sys::FormData_pg_database;
             // (datconnlimit -2: a database whose DROP was interrupted, invalid)
             if form.is_null()
                 || !(*form).datallowconn

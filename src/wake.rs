@@ -39,8 +39,7 @@ impl Default for Slots {
 unsafe impl PGRXSharedMemory for Slots {}
 
 pub static WORKERS: PgLwLock<Slots> = unsafe { PgLwLock::new(c"webhooks_workers") };
-pub static LAUNCHER_PID: PgAtomic<AtomicI32> =
-    unsafe { PgAtomic::new(c"webhooks_launcher_pid") };
+pub static LAUNCHER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"webhooks_launcher_pid") };
 
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 

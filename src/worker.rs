@@ -136,7 +136,9 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
         if name.is_null() {
             String::new()
         } else {
-            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
         }
     };
     // A database without the extension needs no worker: the launcher's leaves it at once (and
@@ -146,7 +148,10 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
         unsafe { pg_sys::proc_exit(0) };
     }
     if !wake::register_worker(unsafe { u32::from(pg_sys::MyDatabaseId) }) {
-        warning!("webhooks worker: {} workers run already; none more for database \"{db}\"", wake::SLOTS);
+        warning!(
+            "webhooks worker: {} workers run already; none more for database \"{db}\"",
+            wake::SLOTS
+        );
         unsafe { pg_sys::proc_exit(0) };
     }
     log!("webhooks worker started on database \"{db}\"");
