@@ -52,8 +52,11 @@ pub extern "C-unwind" fn webhooks_launcher_main(_arg: pg_sys::Datum) {
     let per_db = crate::guc::WORKERS.get().clamp(1, 16) as usize;
     let mut dbs: HashMap<u32, Database> = HashMap::new();
     let mut last_scan = Instant::now() - RESCAN;
+    let mut installs = crate::wake::INSTALLS.get().load(Ordering::Relaxed);
     loop {
-        let woken = latch_set();
+        let now_installs = crate::wake::INSTALLS.get().load(Ordering::Relaxed);
+        let woken = now_installs != installs;
+        installs = now_installs;
         if woken {
             // A CREATE EXTENSION committed somewhere: every database gets another look.
             for d in dbs.values_mut() {
@@ -80,6 +83,8 @@ pub extern "C-unwind" fn webhooks_launcher_main(_arg: pg_sys::Datum) {
                             | BackgroundWorkerStatus::PostmasterDied)
                     )
                 });
+                // (a worker that looked before the last CREATE EXTENSION committed says
+                // nothing: the database is tried again)
                 if d.workers.len() < before && crate::wake::take_absent(oid) {
                     d.absent_since.get_or_insert_with(Instant::now);
                 }
@@ -113,17 +118,6 @@ pub extern "C-unwind" fn webhooks_launcher_main(_arg: pg_sys::Datum) {
     crate::wake::LAUNCHER_PID.get().store(0, Ordering::Relaxed);
     // Its workers stop with the postmaster's shutdown (a fast stop signals every process).
     unsafe { pg_sys::proc_exit(1) };
-}
-
-fn latch_set() -> bool {
-    unsafe {
-        let latch = pg_sys::MyLatch;
-        if latch.is_null() || (*latch).is_set == 0 {
-            return false;
-        }
-        pg_sys::ResetLatch(latch);
-        true
-    }
 }
 
 fn start_worker(oid: u32, name: &str, n: usize) -> Option<DynamicBackgroundWorker> {

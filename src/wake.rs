@@ -23,6 +23,8 @@ pub struct Slots {
     /// Databases whose worker left because the extension is not there (0: free), for the
     /// launcher to tell that from a worker stopped for another reason.
     pub absent: [u32; SLOTS],
+    /// INSTALLS when that worker looked: a CREATE EXTENSION committed since makes it stale.
+    pub absent_seen: [u32; SLOTS],
 }
 
 impl Default for Slots {
@@ -32,6 +34,7 @@ impl Default for Slots {
             db: [0; SLOTS],
             beat: [0; SLOTS],
             absent: [0; SLOTS],
+            absent_seen: [0; SLOTS],
         }
     }
 }
@@ -40,6 +43,10 @@ unsafe impl PGRXSharedMemory for Slots {}
 
 pub static WORKERS: PgLwLock<Slots> = unsafe { PgLwLock::new(c"webhooks_workers") };
 pub static LAUNCHER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"webhooks_launcher_pid") };
+/// Bumped by every committed CREATE EXTENSION: the launcher looks at every database again when
+/// it changed (its latch alone would be reset by its own wait before it could tell).
+pub static INSTALLS: PgAtomic<std::sync::atomic::AtomicU32> =
+    unsafe { PgAtomic::new(c"webhooks_installs") };
 
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 
@@ -54,6 +61,7 @@ thread_local! {
 pub fn init_shmem() {
     pg_shmem_init!(WORKERS);
     pg_shmem_init!(LAUNCHER_PID);
+    pg_shmem_init!(INSTALLS);
     SHMEM_READY.store(true, Ordering::Relaxed);
 }
 
@@ -117,30 +125,41 @@ pub fn workers_of(db: u32) -> Vec<(i32, i64)> {
         .collect()
 }
 
-/// A launched worker leaves its database: the extension is not there.
-pub fn note_absent(db: u32) {
+/// A launched worker leaves its database: the extension is not there (as of `seen`, the
+/// INSTALLS it read before looking).
+pub fn note_absent(db: u32, seen: u32) {
     if !shmem_ready() {
         return;
     }
     let mut w = WORKERS.exclusive();
-    if w.absent.contains(&db) {
-        return;
-    }
-    if let Some(i) = (0..SLOTS).find(|i| w.absent[*i] == 0) {
+    let slot = (0..SLOTS)
+        .find(|i| w.absent[*i] == db)
+        .or_else(|| (0..SLOTS).find(|i| w.absent[*i] == 0));
+    if let Some(i) = slot {
         w.absent[i] = db;
+        w.absent_seen[i] = seen;
     }
 }
 
-/// Whether a worker of `db` left for want of the extension since the launcher last asked.
+/// Whether a worker of `db` left for want of the extension, looking after the last CREATE
+/// EXTENSION committed anywhere (an older look says nothing), since the launcher last asked.
 pub fn take_absent(db: u32) -> bool {
+    let installs = INSTALLS.get().load(Ordering::Relaxed);
     let mut w = WORKERS.exclusive();
     match (0..SLOTS).find(|i| w.absent[*i] == db) {
         Some(i) => {
             w.absent[i] = 0;
-            true
+            w.absent_seen[i] == installs
         }
         None => false,
     }
+}
+
+pub fn installs() -> u32 {
+    if !shmem_ready() {
+        return 0;
+    }
+    INSTALLS.get().load(Ordering::Relaxed)
 }
 
 fn is_worker() -> bool {
@@ -306,6 +325,7 @@ fn wake_launcher() {
     if !shmem_ready() {
         return;
     }
+    INSTALLS.get().fetch_add(1, Ordering::Relaxed);
     let pid = LAUNCHER_PID.get().load(Ordering::Relaxed);
     if pid == 0 {
         return;

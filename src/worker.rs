@@ -131,20 +131,18 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
     } else {
         BackgroundWorker::connect_worker_to_spi(Some(&guc::string_value(&guc::DATABASE)), None);
     }
-    let db = unsafe {
-        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-        if name.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(name)
-                .to_string_lossy()
-                .into_owned()
-        }
-    };
+    let db = in_transaction("naming the database", || {
+        Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")
+            .ok()
+            .flatten()
+    })
+    .flatten()
+    .unwrap_or_default();
     // A database without the extension needs no worker: the launcher's leaves it at once (and
     // is started again when a CREATE EXTENSION commits).
+    let seen = wake::installs();
     if launched && installed_version().is_none() {
-        wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) });
+        wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) }, seen);
         unsafe { pg_sys::proc_exit(0) };
     }
     if !wake::register_worker(unsafe { u32::from(pg_sys::MyDatabaseId) }) {
@@ -229,8 +227,9 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
                 continue;
             }
             // DROP EXTENSION: a launched worker leaves (its database may be dropped next).
+            let seen = wake::installs();
             if launched && installed_version().is_none() {
-                wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) });
+                wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) }, seen);
                 break;
             }
             if !signals::wait(flow.settings.poll) {

@@ -30,8 +30,9 @@ fn every_database_with_the_extension_gets_its_workers_and_each_event_goes_once()
     ]);
     let rx = Receiver::ok();
     let mut pg = c.client();
-    pg.batch_execute("CREATE DATABASE app1; CREATE DATABASE app2; CREATE DATABASE plain;")
-        .unwrap();
+    for db in ["app1", "app2", "plain"] {
+        pg.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    }
     let connect = |db: &str| {
         postgres::Client::connect(
             &format!("host=127.0.0.1 port={} user=postgres dbname={db}", c.port),
@@ -53,7 +54,11 @@ fn every_database_with_the_extension_gets_its_workers_and_each_event_goes_once()
         let w = workers(&mut pg);
         (w.get("app1") == Some(&2) && w.get("app2") == Some(&2)).then_some(w)
     });
-    assert_eq!(running.len(), 2, "no worker stays where the extension is not: {running:?}");
+    assert_eq!(
+        running.len(),
+        2,
+        "no worker stays where the extension is not: {running:?}"
+    );
     // Each database's events are delivered by its own workers, each exactly once.
     app1.batch_execute(
         "SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('n', g))) FROM generate_series(1, 300) g",
@@ -69,7 +74,10 @@ fn every_database_with_the_extension_gets_its_workers_and_each_event_goes_once()
     assert_eq!(ids.len(), 301, "no webhook-id twice");
     assert!(all.iter().any(|r| r.json()["data"]["from"] == "app2"));
     let status: (bool, String) = app2
-        .query_one("SELECT worker_running, database FROM webhooks.status()", &[])
+        .query_one(
+            "SELECT worker_running, database FROM webhooks.status()",
+            &[],
+        )
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert_eq!(status, (true, "app2".to_string()));
@@ -78,7 +86,8 @@ fn every_database_with_the_extension_gets_its_workers_and_each_event_goes_once()
     // EXTENSION brings them back.
     drop(app2);
     pg.batch_execute("DROP DATABASE app2").unwrap();
-    app1.batch_execute("DROP EXTENSION webhooks CASCADE").unwrap();
+    app1.batch_execute("DROP EXTENSION webhooks CASCADE")
+        .unwrap();
     wait_for("app1's workers gone", T, || {
         (!workers(&mut pg).contains_key("app1")).then_some(())
     });
