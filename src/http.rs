@@ -555,7 +555,19 @@ impl Pool {
                                 }
                                 continue;
                             }
-                            if !tx(send(&agent, &job)) {
+                            // Every job gets an answer, whatever happens in the request.
+                            let tag = job.tag;
+                            let outcome =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    send(&agent, &job)
+                                }))
+                                .unwrap_or_else(|_| Outcome {
+                                    tag,
+                                    error: Some("internal: the request failed unexpectedly".into()),
+                                    started_at_us: now_us(),
+                                    ..Default::default()
+                                });
+                            if !tx(outcome) {
                                 return;
                             }
                         })

@@ -220,6 +220,8 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
             record_sync_failures();
         }
         if flow.idle() {
+            // (answers are passed back before they stop counting as outstanding: take them)
+            flow.collect(Duration::ZERO);
             flow.flush(true);
             report_statistics();
             // Recording freed room: claim again before resting.
@@ -700,15 +702,15 @@ fn run_senders(
                 }
                 SenderInput::Main(ToSenders::GiveBackQueued) => {
                     for u in queued.take_all_queued() {
-                        finished(1);
                         let _ = out.send(FromSenders::Unsent(u.members));
+                        finished(1);
                     }
                 }
                 SenderInput::Main(ToSenders::Resize(n)) => queued.resize(n),
                 SenderInput::Main(ToSenders::Stop) => {
                     for u in queued.take_all_queued() {
-                        finished(1);
                         let _ = out.send(FromSenders::Unsent(u.members));
+                        finished(1);
                     }
                     for (_, u, _) in in_flight.values() {
                         u.pool.close();
@@ -718,7 +720,6 @@ fn run_senders(
                 SenderInput::Answer(o) => {
                     if let Some((ep, unit, at)) = in_flight.remove(&o.tag) {
                         queued.done(&ep, Some(at));
-                        finished(1);
                         let pause = o
                             .retry_after
                             .as_deref()
@@ -729,12 +730,15 @@ fn run_senders(
                         } else {
                             let _ = out.send(FromSenders::Answered(unit.members, o));
                         }
+                        // (passed back before it stops counting: the main thread takes
+                        // everything once nothing is outstanding)
+                        finished(1);
                         // A receiver that asked for a pause (Retry-After) or is gone (410):
                         // what waits here for it goes back now, to be deferred or parked.
                         if pushback {
                             for u in queued.take_queued(&ep) {
-                                finished(1);
                                 let _ = out.send(FromSenders::Unsent(u.members));
+                                finished(1);
                             }
                         }
                     }
@@ -742,13 +746,15 @@ fn run_senders(
             }
             next = input.try_recv().ok();
         }
-        // A request that neither answered nor failed long after its timeout (a sender stuck
-        // beyond every bound) stops holding its endpoint's slot; its delivery keeps its lease.
+        // Every request the pool takes is answered (a success, an error, its timeout, or "not
+        // sent"), so only a sender stuck beyond every bound is given up here: far past the
+        // timeout, not merely late on a loaded machine (its answer would then be dropped and
+        // the delivery sent again after its lease).
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             last_sweep = Instant::now();
             let stuck: Vec<usize> = in_flight
                 .iter()
-                .filter(|(_, (_, u, at))| at.elapsed() > u.timeout * 2 + Duration::from_secs(5))
+                .filter(|(_, (_, u, at))| at.elapsed() > u.timeout * 10 + Duration::from_secs(60))
                 .map(|(tag, _)| *tag)
                 .collect();
             for tag in stuck {
@@ -770,21 +776,21 @@ fn run_senders(
                         if !pool.submit(job) {
                             if let Some((_, unit, _)) = in_flight.remove(&tag) {
                                 queued.done(&ep, None);
-                                finished(1);
                                 let o = Outcome {
                                     error: Some("internal: no sender thread available".into()),
                                     started_at_us: http::now_us(),
                                     ..Default::default()
                                 };
                                 let _ = out.send(FromSenders::Answered(unit.members, o));
+                                finished(1);
                             }
                         }
                     }
                     // Not started while its lease still covers it: given back, never sent late.
                     _ => {
                         queued.done(&ep, None);
-                        finished(1);
                         let _ = out.send(FromSenders::Unsent(unit.members));
+                        finished(1);
                     }
                 }
             }
