@@ -240,9 +240,9 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
             flow.claim_forced = true;
             continue;
         }
-        // Answers for a few milliseconds (one, when a claim may find work meanwhile).
-        let wait = if flow.wants_claim() { 1 } else { 5 };
-        if !flow.collect(Duration::from_millis(wait)) {
+        // Answers for a millisecond at most: a commit sets the latch, not this channel, so a
+        // longer wait here would hold a new event back while others are in flight.
+        if !flow.collect(Duration::from_millis(1)) {
             break;
         }
         flow.flush(false);
