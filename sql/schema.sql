@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- The first failed attempt since the last success: webhooks.disable_after counts from here.
     failing_since              timestamptz
 );
-CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints (tenant_id);
+-- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
+CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
 
 -- The outbox: an event row exists if and only if its transaction committed.
 CREATE TABLE IF NOT EXISTS webhooks.events (
@@ -123,6 +124,22 @@ CREATE INDEX IF NOT EXISTS deliveries_entity ON webhooks.deliveries (endpoint_id
 CREATE INDEX IF NOT EXISTS deliveries_succeeded ON webhooks.deliveries (completed_at) WHERE status = 'succeeded';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON webhooks.deliveries (completed_at) WHERE status = 'dead';
 
+-- Deliveries still to be made: a statement that publishes many events records here, per
+-- tenant, which events go to which endpoints (matched when it publishes, so fixed when it
+-- commits), and the worker writes the delivery rows from it, in order, a slice per claim. The
+-- user's write is one events row per event, whatever the number of endpoints.
+CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_ids        text[] NOT NULL,       -- in publish order
+    entity_keys      text[],                -- NULL: none of them has one
+    tenant_id        text,
+    endpoints        text[] NOT NULL,
+    endpoint_tenants text[] NOT NULL,
+    delays           interval[] NOT NULL,   -- each endpoint's batch_window
+    published_at     timestamptz NOT NULL DEFAULT now(),
+    done             int NOT NULL DEFAULT 0 -- events whose deliveries are written
+);
+
 CREATE TABLE IF NOT EXISTS webhooks.attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     delivery_id   bigint NOT NULL,
@@ -143,7 +160,10 @@ CREATE INDEX IF NOT EXISTS attempts_started ON webhooks.attempts (started_at);
 SELECT pg_catalog.pg_extension_config_dump('webhooks.endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.event_types', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.events',
-    'WHERE id IN (SELECT d.event_id FROM webhooks.deliveries d WHERE d.status IN (''pending'', ''in_flight''))');
+    'WHERE id IN (SELECT d.event_id FROM webhooks.deliveries d WHERE d.status IN (''pending'', ''in_flight''))
+        OR id IN (SELECT pg_catalog.unnest(f.event_ids) FROM webhooks_internal.fanouts f)');
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries', 'WHERE status IN (''pending'', ''in_flight'')');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries_id_seq', '');
 

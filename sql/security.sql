@@ -28,6 +28,7 @@ GRANT USAGE ON SCHEMA webhooks TO webhooks_admin, webhooks_publisher;
 GRANT SELECT ON webhooks.event_types TO webhooks_publisher;
 GRANT EXECUTE ON FUNCTION
     webhooks.webhook_publish(text, jsonb, text, jsonb, text, text),
+    webhooks.webhook_publish_many(text, jsonb[], text[], jsonb, text[], text[]),
     webhooks.webhook_send_sync(text, jsonb, text, jsonb),
     webhooks.webhook_send_sync_result(text, jsonb, text, jsonb),
     webhooks.webhook_sign(text, text, bigint, text),
@@ -108,6 +109,8 @@ CREATE POLICY owner_only ON webhooks.tracked_tables
 -- The entry points written in Rust (src/gate.rs) document themselves here.
 COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text, text) IS
     'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id; with an idempotency_key already used (same tenant, within webhooks.ttl), returns that event''s id and records nothing.';
+COMMENT ON FUNCTION webhooks.webhook_publish_many(text, jsonb[], text[], jsonb, text[], text[]) IS
+    'Publishes one event of the type per element of data (element i of tenant_ids, entity_keys and idempotency_keys goes with it) in one call, with every check of webhook_publish. Returns the ids in the order of data.';
 COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) IS
     'As webhook_send_sync, but a failure is returned as {"error": {"code", "message", "detail", "hint"}} instead of raised.';
 COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[]) IS

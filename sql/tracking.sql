@@ -1,8 +1,8 @@
 -- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
 --
--- The row trigger runs with the rights of the role writing the table (SECURITY INVOKER): it
--- turns the row into jsonb there (to_jsonb runs the table's own casts and types, which that role
--- may define) and hands plain jsonb and text to webhook_publish, a definer function that
+-- The triggers run with the rights of the role writing the table (SECURITY INVOKER): they
+-- turn the rows into jsonb there (to_jsonb runs the table's own casts and types, which that role
+-- may define) and hand plain jsonb and text to webhook_publish_many, an entry point that
 -- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
 -- publish for the tenants their role acts for.
 --
@@ -13,8 +13,8 @@
 -- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
 -- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
 --
--- The trigger is per row today; the payload is built from the row alone so that a statement-
--- level trigger over transition tables can build the same payloads set-based later.
+-- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
+-- payloads with set-based statements and publishes them with one webhook_publish_many call.
 
 CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
     relid           regclass PRIMARY KEY,
@@ -35,8 +35,12 @@ CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
 
--- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns.
-CREATE FUNCTION webhooks_internal._emit_row_event() RETURNS trigger
+-- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns (the
+-- entity key is entity:value of each primary key column, joined by ':'), the columns sent.
+-- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
+-- the rows become jsonb here, with the writer's rights, and their events are published by one
+-- webhook_publish_many call, in the order the statement wrote the rows.
+CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER
 AS $$
 DECLARE
@@ -44,47 +48,92 @@ DECLARE
     excluded text[] := TG_ARGV[1]::text[];
     tenant_col text := nullif(TG_ARGV[2], '');
     key_cols text[] := TG_ARGV[3]::text[];
-    row_j jsonb;
-    old_j jsonb;
-    changed text[];
-    payload jsonb;
-    key text;
+    nkeys int := pg_catalog.cardinality(TG_ARGV[3]::text[]);
     actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
+    payloads jsonb[];
+    tenants text[];
+    keys text[];
+    differs text;
+    same text;
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        row_j := pg_catalog.to_jsonb(OLD);
-    ELSE
-        row_j := pg_catalog.to_jsonb(NEW);
-    END IF;
     IF TG_OP = 'UPDATE' THEN
-        old_j := pg_catalog.to_jsonb(OLD);
-        SELECT pg_catalog.array_agg(k ORDER BY k) INTO changed
-        FROM pg_catalog.jsonb_object_keys(row_j) k
-        WHERE row_j OPERATOR(pg_catalog.->) k IS DISTINCT FROM old_j OPERATOR(pg_catalog.->) k
-          AND k OPERATOR(pg_catalog.<>) ALL (excluded);
-        IF changed IS NULL THEN
-            RETURN NULL;  -- only excluded columns changed: nothing leaves the database
-        END IF;
-        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded,
-            'changed', pg_catalog.to_jsonb(changed),
-            'previous', (SELECT pg_catalog.jsonb_object_agg(c, old_j OPERATOR(pg_catalog.->) c) FROM pg_catalog.unnest(changed) c));
+        -- The transition tables hold the old and the new version of each row at the same
+        -- position. Which sent columns changed is one comparison per column, written out for
+        -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
+        -- excluded columns changed send nothing.
+        SELECT pg_catalog.string_agg(pg_catalog.format(
+                   'CASE WHEN (n.j OPERATOR(pg_catalog.->) %1$L) IS DISTINCT FROM (o.j OPERATOR(pg_catalog.->) %1$L) THEN %1$L END', c), ', '),
+               pg_catalog.string_agg(pg_catalog.format(
+                   'CASE WHEN (n.j OPERATOR(pg_catalog.->) %1$L) IS NOT DISTINCT FROM (o.j OPERATOR(pg_catalog.->) %1$L) THEN %1$L END', c), ', ')
+        INTO differs, same
+        FROM pg_catalog.unnest(TG_ARGV[4]::text[]) c;
+        EXECUTE pg_catalog.format($q$
+            WITH o AS (SELECT pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM old_rows x),
+                 n AS (SELECT pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM new_rows x),
+                 p AS (SELECT n.i, n.j AS nj, o.j AS oj,
+                              pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS ch,
+                              pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS unchanged
+                       FROM n JOIN o ON o.i OPERATOR(pg_catalog.=) n.i)
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
+                       $1, p.nj OPERATOR(pg_catalog.-) $2,
+                       'changed', pg_catalog.to_jsonb(p.ch),
+                       'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) ORDER BY p.i),
+                   pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 ORDER BY p.i),
+                   pg_catalog.array_agg(CASE
+                       WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (p.nj OPERATOR(pg_catalog.->>) $4[1])
+                       WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                           SELECT pg_catalog.string_agg(p.nj OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                           FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END ORDER BY p.i)
+            FROM p WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
+            coalesce(differs, 'NULL'), coalesce(same, 'NULL'))
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys;
+    ELSIF TG_OP = 'INSERT' THEN
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
     ELSE
-        payload := pg_catalog.jsonb_build_object(entity, row_j OPERATOR(pg_catalog.-) excluded);
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
     END IF;
-    IF pg_catalog.array_length(key_cols, 1) > 0 THEN
-        key := entity || ':' || (SELECT pg_catalog.string_agg(row_j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                                 FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o));
+    IF payloads IS NOT NULL THEN
+        PERFORM webhooks.webhook_publish_many(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads,
+            CASE WHEN tenant_col IS NOT NULL THEN tenants END,
+            actor,
+            CASE WHEN nkeys OPERATOR(pg_catalog.>) 0 THEN keys END);
     END IF;
-    PERFORM webhooks.webhook_publish(
-        entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-        payload,
-        CASE WHEN tenant_col IS NOT NULL THEN row_j OPERATOR(pg_catalog.->>) tenant_col END,
-        actor,
-        key);
     RETURN NULL;
 END $$;
 
--- (Re)creates the row trigger of a tracked table from its attribute numbers and the table's
+-- The triggers of a tracked table, 0.2.0's row trigger included.
+CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    g text;
+BEGIN
+    FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
+             WHERE x.tgrelid = tbl AND NOT x.tgisinternal
+               AND x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
+    END LOOP;
+END $$;
+
+-- (Re)creates the row triggers of a tracked table from its attribute numbers and the table's
 -- columns as they are now. Returns the columns kept out because their names look secret.
 CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
@@ -95,6 +144,7 @@ DECLARE
     key_cols text[];
     excluded text[];
     auto text[];
+    sent text[];
     args text[];
 BEGIN
     SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
@@ -123,16 +173,31 @@ BEGIN
     IF key_cols && excluded THEN
         key_cols := NULL;
     END IF;
-    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text];
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) INTO sent
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+      AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
+    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
+                  coalesce(sent, '{}')::text];
     -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
-    IF t.applied IS DISTINCT FROM args OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_event'
-    ) THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
+    -- One statement trigger per operation: a trigger with transition tables serves one event.
+    IF t.applied IS DISTINCT FROM args OR (
+        SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+    ) <> 3 THEN
+        PERFORM webhooks_internal._drop_row_triggers(tbl);
         EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_event AFTER INSERT OR UPDATE OR DELETE ON %s '
-            'FOR EACH ROW EXECUTE FUNCTION webhooks_internal._emit_row_event(%L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4]);
+            'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5]);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5]);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5]);
     END IF;
     UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
     WHERE x.relid = tbl;
@@ -231,7 +296,7 @@ BEGIN
         RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
     DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS webhooks_row_event ON %s', tbl);
+    PERFORM webhooks_internal._drop_row_triggers(tbl);
 END $$;
 
 -- After any DDL command that touches a tracked table, directly or through a parent, a view

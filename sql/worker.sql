@@ -401,3 +401,44 @@ AS $$
     WHERE d.id = r.id AND d.status = 'in_flight'
       AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
 $$;
+
+-- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
+-- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
+-- One writer at a time (other workers skip it), so deliveries of an entity are written in the
+-- order their events were published. Rows are written as a publish would have written them;
+-- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
+-- restored), is the claim's to handle, as for a publish that raced them.
+CREATE FUNCTION webhooks_internal._expand(max_rows int) RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    f webhooks_internal.fanouts;
+    k int;
+    made int := 0;
+    n int;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
+       OR NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('webhooks_internal._expand')) THEN
+        RETURN 0;
+    END IF;
+    LOOP
+        SELECT * INTO f FROM webhooks_internal.fanouts x ORDER BY x.id LIMIT 1 FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
+                   cardinality(f.event_ids) - f.done);
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
+        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant
+        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, o)
+        CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
+        ORDER BY e.o, ep.p;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        made := made + n;
+        IF f.done + k >= cardinality(f.event_ids) THEN
+            DELETE FROM webhooks_internal.fanouts x WHERE x.id = f.id;
+        ELSE
+            UPDATE webhooks_internal.fanouts x SET done = f.done + k WHERE x.id = f.id;
+        END IF;
+        EXIT WHEN made >= max_rows;
+    END LOOP;
+    RETURN made;
+END $$;

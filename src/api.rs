@@ -98,6 +98,14 @@ fn _new_event_id() -> String {
     ok_or_error(ids::prefixed("evt_"))
 }
 
+/// `n` event ids in increasing order, for the set form of publishing.
+#[pg_extern(volatile, parallel_safe, schema = "webhooks_internal")]
+fn _new_event_ids(n: i32) -> Vec<String> {
+    (0..n.max(0))
+        .map(|_| ok_or_error(ids::prefixed("evt_")))
+        .collect()
+}
+
 #[pg_extern(volatile, parallel_safe, schema = "webhooks_internal")]
 fn _new_endpoint_id() -> String {
     ok_or_error(ids::prefixed("ep_"))

@@ -190,6 +190,9 @@ macro_rules! raw_sql_type {
 // A jsonb argument passed on as is (no round trip through serde_json), and a regclass.
 raw_sql_type!(RawJsonb, "jsonb", pg_sys::JSONBOID);
 raw_sql_type!(Regclass, "regclass", pg_sys::REGCLASSOID);
+// Arrays passed on as they are: a statement's events are not copied element by element.
+raw_sql_type!(RawJsonbArray, "jsonb[]", pg_sys::JSONBARRAYOID);
+raw_sql_type!(RawTextArray, "text[]", pg_sys::TEXTARRAYOID);
 
 /// The role a SECURITY DEFINER function acts for (see the module documentation). Parallel
 /// unsafe: only the leader knows the recorded callers.
@@ -217,6 +220,32 @@ fn webhook_publish(
             actor.into(),
             entity_key.into(),
             idempotency_key.into(),
+        ],
+    )
+}
+
+/// Publishes many events of one type in one call (a backfill, an import, the rows of a
+/// statement): returns their ids in the order of `data`. Element i of each array belongs to
+/// element i of `data`; a NULL array means NULL for every element.
+#[pg_extern(volatile)]
+fn webhook_publish_many(
+    event_type: Option<&str>,
+    data: Option<RawJsonbArray>,
+    tenant_ids: default!(Option<RawTextArray>, "NULL"),
+    actor: default!(Option<RawJsonb>, "NULL"),
+    entity_keys: default!(Option<RawTextArray>, "NULL"),
+    idempotency_keys: default!(Option<RawTextArray>, "NULL"),
+) -> Option<Vec<Option<String>>> {
+    owner_query(
+        "SELECT webhooks_internal._publish_many($1, $2, $3, $4, $5, $6)",
+        &[TX, pg_sys::JSONBARRAYOID, TA, JB, TA, TA],
+        &[
+            event_type.into(),
+            data.into(),
+            tenant_ids.into(),
+            actor.into(),
+            entity_keys.into(),
+            idempotency_keys.into(),
         ],
     )
 }

@@ -38,27 +38,55 @@ extension_sql_file!(
     name = "tenancy",
     requires = ["schema", gate::_caller]
 );
+// The SQL API, one file per concern; the publish path is sql/publish.sql.
 extension_sql_file!(
-    "../sql/api.sql",
-    name = "api",
+    "../sql/publish.sql",
+    name = "publish",
     requires = [
         "tenancy",
-        api::_worker_state,
         api::_matches,
         api::_new_event_id,
-        api::_check_client_cert,
+        api::_new_event_ids,
         gate::tenant_scope,
         gate::current_tenant,
-        gate::webhook_send_sync_result,
         wake::_wake_on_commit
     ]
 );
-extension_sql_file!("../sql/tracking.sql", name = "tracking", requires = ["api"]);
-extension_sql_file!("../sql/worker.sql", name = "worker", requires = ["api"]);
+extension_sql_file!(
+    "../sql/sync.sql",
+    name = "sync",
+    requires = ["publish", gate::webhook_send_sync_result]
+);
+extension_sql_file!(
+    "../sql/endpoints.sql",
+    name = "endpoints",
+    requires = ["publish", api::_check_client_cert]
+);
+extension_sql_file!(
+    "../sql/catalogue.sql",
+    name = "catalogue",
+    requires = ["publish"]
+);
+extension_sql_file!(
+    "../sql/operations.sql",
+    name = "operations",
+    requires = ["endpoints", api::_worker_state]
+);
+extension_sql_file!("../sql/views.sql", name = "views", requires = ["endpoints"]);
+extension_sql_file!(
+    "../sql/tracking.sql",
+    name = "tracking",
+    requires = ["publish", "catalogue", gate::webhook_publish_many]
+);
+extension_sql_file!(
+    "../sql/worker.sql",
+    name = "worker",
+    requires = ["endpoints", "operations"]
+);
 extension_sql_file!(
     "../sql/metrics.sql",
     name = "metrics",
-    requires = ["api", gate::status]
+    requires = ["operations", "views", gate::status]
 );
 extension_sql_file!("../sql/security.sql", name = "security", finalize);
 

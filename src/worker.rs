@@ -430,16 +430,36 @@ fn record_sync_failures() {
 const CLAIM_SQL: &str =
     "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3, $4::int4, $5::int4)";
 
+const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::int4)";
+
+/// Delivery rows written from fanouts per claim at most (about 50 ms of inserts).
+const EXPAND_STEP: i32 = 10_000;
+
 /// Requests an endpoint may have leased (queued here or in flight), in units of what it may
 /// have in flight: the claim leases this far ahead so the senders never wait on the database.
 const LEASE_AHEAD: i32 = 4;
 
-fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize) -> Vec<Claimed> {
+/// Returns the claimed deliveries, and whether fanouts are left to write.
+fn claim(
+    settings: &Settings,
+    scan_leases: bool,
+    lease: Duration,
+    senders: usize,
+) -> (Vec<Claimed>, bool) {
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
         if !extension_present(client) {
-            return Vec::new();
+            return (Vec::new(), false);
         }
+        // Deliveries of bulk publishes are written first, a slice per claim, so that what a
+        // large statement published never holds back the claim for long.
+        let expanding = match client.update(EXPAND_SQL, Some(1), &[EXPAND_STEP.into()]) {
+            Ok(t) => t.first().get::<i32>(1).ok().flatten().unwrap_or(0) >= EXPAND_STEP,
+            Err(e) => {
+                warning!("webhooks worker: writing the deliveries of a bulk publish failed: {e}");
+                false
+            }
+        };
         let args = [
             settings.batch_size.into(),
             lease.as_str().into(),
@@ -451,7 +471,7 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
             Ok(t) => t,
             Err(e) => {
                 warning!("webhooks worker: claim failed: {e}");
-                return Vec::new();
+                return (Vec::new(), expanding);
             }
         };
         let mut out = Vec::with_capacity(table.len());
@@ -491,7 +511,7 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
                 endpoint_tenant: s(21).unwrap_or_default(),
             });
         }
-        out
+        (out, expanding)
     })
 }
 
@@ -930,10 +950,12 @@ impl Flow {
         let not_after = Instant::now() + lease - t * 2 - Duration::from_secs(5);
         let senders = self.senders();
         let settings = self.settings.clone();
-        let claimed = in_transaction("claiming deliveries", || {
+        let (claimed, expanding) = in_transaction("claiming deliveries", || {
             claim(&settings, scan_leases, lease, senders)
         })
         .unwrap_or_default();
+        // Fanouts left to write: the next claim goes on with them without waiting.
+        self.claim_forced = expanding;
         if claimed.is_empty() {
             return;
         }
@@ -1333,6 +1355,8 @@ fn housekeeping(settings: &Settings) -> bool {
             "WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
                  SELECT e.id FROM webhooks.events e
                  WHERE e.id < $1
+                   -- (nor those a fanout has yet to write deliveries for)
+                   AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), $1)
                    AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
                  LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
              SELECT count(*) FROM gone",

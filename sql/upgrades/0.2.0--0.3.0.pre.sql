@@ -153,6 +153,10 @@ WHERE e.data <> '{}'
   AND (EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id AND d.sync)
        OR e.type IN (SELECT t.name FROM webhooks.event_types t WHERE t.mode = 'sync'));
 
+-- Endpoints are matched by coalesce(tenant_id, '') (publishing and RLS): the index is made again
+-- on that expression by the install script.
+DROP INDEX IF EXISTS webhooks.endpoints_tenant;
+
 -- ---------------------------------------------------------------------------------------------
 -- The 0.3.0 install script follows.
 -- ---------------------------------------------------------------------------------------------
