@@ -224,9 +224,10 @@ BEGIN
                          AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
                        LIMIT 10000
                        FOR UPDATE SKIP LOCKED);
+        -- (leased ones count: a worker gives back what it had not sent to a disabled endpoint)
         SELECT pg_catalog.count(*) INTO waiting FROM (
             SELECT 1 FROM webhooks.deliveries x
-            WHERE x.endpoint_id = NEW.id AND x.status = 'pending' LIMIT 100000) x;
+            WHERE x.endpoint_id = NEW.id AND x.status IN ('pending', 'in_flight') LIMIT 100000) x;
         PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
             pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
                                           'failing_since', NEW.failing_since, 'pending_deliveries', waiting),

@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS webhooks.deliveries (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- No foreign keys on the hot path: their per-row checks (and KEY SHARE locks on the
     -- endpoint row, shared by every publisher) cost more than the rest of a publish. Deletes
-    -- cascade through statement triggers in api.sql instead.
+    -- cascade through statement triggers in endpoints.sql instead.
     event_id        text NOT NULL,
     endpoint_id     text NOT NULL,
     tenant_id       text,

@@ -1,4 +1,4 @@
-//! SQL-callable functions written in Rust. The plpgsql API in `sql/api.sql` calls the `_`
+//! SQL-callable functions written in Rust. The plpgsql API in `sql/*.sql` calls the `_`
 //! helpers; the rest are public.
 
 use crate::{filter, guc, headers, ids, signing, target};

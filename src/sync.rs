@@ -1,4 +1,4 @@
-//! The HTTP half of `webhook_send_sync` (the SQL half, with its errors, is in sql/api.sql):
+//! The HTTP half of `webhook_send_sync` (the SQL half, with its errors, is in sql/sync.sql):
 //! delivers one event to every target at once from the calling session and reports each answer.
 //! No SPI here; only the extension owner may call it (it receives secrets).
 

@@ -712,3 +712,170 @@ fn an_admin_cannot_pose_as_pg_restore_to_skip_endpoint_checks() {
     run("RESET ROLE");
     assert_eq!(count("SELECT count(*) FROM webhooks.endpoints WHERE id = 'ep_x'"), 0);
 }
+
+/// The set form: the same checks per element (the failing one named, nothing written), ids in
+/// array order, the same fan-out, idempotency keys within the call and across calls.
+#[pg_test]
+fn publish_many_checks_every_element_and_fans_out_like_publish() {
+    let all = endpoint("https://a.example.com/h", "{user.*}", Some("*"));
+    let acme = endpoint("https://d.example.com/h", "{*}", Some("acme"));
+    let ids: Vec<Option<String>> = one(
+        "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{\"n\":1}', '{\"n\":2}', '{\"n\":3}']::jsonb[], \
+         ARRAY['acme', NULL, 'acme'], entity_keys => ARRAY['u:1', 'u:2', 'u:1'])",
+    )
+    .unwrap();
+    let ids: Vec<String> = ids.into_iter().map(Option::unwrap).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+    let order: Vec<String> = Spi::connect(|c| {
+        c.select("SELECT (data->>'n') || '/' || coalesce(tenant_id, '-') || '/' || entity_key FROM webhooks.events ORDER BY id", None, &[])
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect()
+    });
+    assert_eq!(order, ["1/acme/u:1", "2/-/u:2", "3/acme/u:1"]);
+    // acme's events go to acme's endpoint and the platform's; the tenant-less one to the platform's
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{acme}'")), 2);
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{all}' AND endpoint_tenant = '*'")), 3);
+    // a bad element is named, with the single form's message, and nothing of the call stays
+    let before = count("SELECT count(*) FROM webhooks.events");
+    expect_err(
+        "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}', '\"x\"', '{}']::jsonb[])",
+        "element 2 of data: data must be a JSON object, got string",
+    );
+    expect_err(
+        "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}', '{}']::jsonb[], entity_keys => ARRAY['k', repeat('k', 600)])",
+        "element 2 of data: entity_key is 600 bytes",
+    );
+    expect_err(
+        "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}', '{}']::jsonb[], ARRAY['acme'])",
+        "tenant_ids has 1 elements, data has 2",
+    );
+    expect_err("SELECT webhooks.webhook_publish_many('nope.never', ARRAY['{}']::jsonb[])", "unknown event type \"nope.never\"");
+    expect_err("SELECT webhooks.webhook_publish_many('user.created', NULL)", "data must be an array of JSON objects");
+    expect_err("SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}']::jsonb[], ARRAY['*'])", "tenant_id \"*\" is not valid");
+    run("SET webhooks.max_payload = 1024");
+    expect_err(
+        "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}', jsonb_build_object('big', repeat('x', 2000))])",
+        "element 2 of data: data is",
+    );
+    run("RESET webhooks.max_payload");
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), before);
+    assert_eq!(
+        one::<Vec<Option<String>>>("SELECT webhooks.webhook_publish_many('user.created', '{}'::jsonb[])").map(|v| v.len()),
+        Some(0)
+    );
+    // idempotency keys: a repeat within the call and a later call get the first event
+    let k: Vec<Option<String>> = one(
+        "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{\"a\":1}', '{\"a\":2}', '{\"a\":3}']::jsonb[], \
+         idempotency_keys => ARRAY['imp-1', 'imp-2', 'imp-1'])",
+    )
+    .unwrap();
+    assert_eq!(k[0], k[2]);
+    assert_ne!(k[0], k[1]);
+    let again: Vec<Option<String>> = one(
+        "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{\"a\":9}']::jsonb[], idempotency_keys => ARRAY['imp-2'])",
+    )
+    .unwrap();
+    assert_eq!(again[0], k[1]);
+    assert_eq!(count("SELECT count(*) FROM webhooks.events WHERE idempotency_key LIKE 'imp-%'"), 2);
+}
+
+/// Past 100 deliveries a call writes its events and one fanout per tenant; the deliveries
+/// follow from it, in event order (the worker writes them: here, the same function by hand).
+#[pg_test]
+fn a_large_publish_leaves_its_deliveries_to_a_fanout_in_order() {
+    let a = endpoint("https://a.example.com/h", "{user.*}", None);
+    let b = endpoint("https://b.example.com/h", "{user.*}", None);
+    run("SELECT webhooks.endpoint_update(id, ordered => true) FROM webhooks.endpoints");
+    run("SELECT webhooks.webhook_publish_many('user.updated', array_agg(jsonb_build_object('n', g) ORDER BY g), \
+         entity_keys => array_agg('user:' || (g % 7) ORDER BY g)) FROM generate_series(1, 300) g");
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries"), 0);
+    assert_eq!(count("SELECT count(*) FROM webhooks_internal.fanouts"), 1);
+    assert_eq!(one::<i64>("SELECT pending FROM webhooks.status()"), Some(600));
+    // a single publish of an entity while the fanout waits goes behind it
+    let last = one::<String>("SELECT webhooks.webhook_publish('user.updated', '{\"n\": 301}', entity_key => 'user:3')").unwrap();
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries"), 0);
+    assert_eq!(one::<i32>("SELECT webhooks_internal._expand(250)"), Some(250));
+    assert_eq!(one::<i32>("SELECT webhooks_internal._expand(100000)"), Some(352));
+    assert_eq!(count("SELECT count(*) FROM webhooks_internal.fanouts"), 0);
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE status = 'pending'"), 602);
+    for ep in [&a, &b] {
+        // delivery ids follow event ids, for every endpoint, the single publish last
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM (SELECT d.event_id, lag(d.event_id) OVER (ORDER BY d.id) AS prev
+                 FROM webhooks.deliveries d WHERE d.endpoint_id = '{ep}') x WHERE x.prev > x.event_id"
+            )),
+            0
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT event_id FROM webhooks.deliveries WHERE endpoint_id = '{ep}' ORDER BY id DESC LIMIT 1")),
+            Some(last.clone())
+        );
+    }
+}
+
+/// Statement-level row events: one event per row in the order the statement wrote them, an
+/// UPDATE's changed/previous per row, rows where only excluded columns changed left out.
+#[pg_test]
+fn a_bulk_statement_publishes_one_event_per_row_in_order() {
+    endpoint("https://h.example.com/in", "{user.*}", None);
+    run("CREATE TABLE members (id int PRIMARY KEY, email text, plan text, password_hash text)");
+    run("SELECT webhooks.track_table('members', 'user')");
+    run("INSERT INTO members SELECT g, 'm' || g || '@x.io', 'free', 'h' || g FROM generate_series(5, 1, -1) g");
+    run("UPDATE members SET plan = CASE WHEN id % 2 = 0 THEN 'pro' ELSE plan END, password_hash = 'rotated'");
+    run("DELETE FROM members WHERE id > 3");
+    let rows: Vec<(String, String, String)> = Spi::connect(|c| {
+        c.select("SELECT type, entity_key, data::text FROM webhooks.events ORDER BY id", None, &[])
+            .unwrap()
+            .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap()))
+            .collect()
+    });
+    let seen: Vec<String> = rows.iter().map(|r| format!("{} {}", r.0, r.1)).collect();
+    assert_eq!(
+        seen,
+        [
+            "user.created user:5", "user.created user:4", "user.created user:3", "user.created user:2",
+            "user.created user:1", "user.updated user:4", "user.updated user:2", "user.deleted user:5",
+            "user.deleted user:4"
+        ]
+    );
+    for (_, _, data) in &rows {
+        assert!(!data.contains("password_hash") && !data.contains("rotated"), "{data}");
+    }
+    let upd: serde_json::Value = serde_json::from_str(&rows[5].2).unwrap();
+    assert_eq!(upd["changed"], serde_json::json!(["plan"]));
+    assert_eq!(upd["previous"], serde_json::json!({"plan": "free"}));
+    assert_eq!(upd["user"]["plan"], "pro");
+    // the same payloads as a one-row statement
+    run("UPDATE members SET email = 'new@x.io' WHERE id = 1");
+    let one_row: serde_json::Value = serde_json::from_str(
+        &one::<String>("SELECT data::text FROM webhooks.events WHERE entity_key = 'user:1' AND type = 'user.updated'").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(one_row["previous"], serde_json::json!({"email": "m1@x.io"}));
+    assert_eq!(one_row["changed"], serde_json::json!(["email"]));
+    // a statement that writes no row publishes nothing
+    run("UPDATE members SET plan = 'x' WHERE false");
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 10);
+}
+
+/// A writer who may insert into a tracked table but not read it: its rows are still published
+/// (the transition table is the trigger's, not a SELECT of the writer's), and the writer reads
+/// nothing of them back.
+#[pg_test]
+fn a_writer_that_cannot_read_the_table_publishes_without_reading_back() {
+    err("SELECT 1");
+    endpoint("https://h.example.com/in", "{user.*}", None);
+    run("CREATE TABLE inbox (id int PRIMARY KEY, email text)");
+    run("SELECT webhooks.track_table('inbox', 'user')");
+    run("CREATE ROLE wh_writeonly IN ROLE webhooks_publisher");
+    run("GRANT INSERT, UPDATE (email) ON inbox TO wh_writeonly");
+    run("SET ROLE wh_writeonly");
+    run("INSERT INTO inbox VALUES (1, 'a@x.io')");
+    expect_err("SELECT * FROM inbox", "permission denied");
+    expect_err("SELECT data FROM webhooks.events", "permission denied");
+    run("RESET ROLE");
+    assert_eq!(one::<String>("SELECT data->'user'->>'email' FROM webhooks.events").as_deref(), Some("a@x.io"));
+}

@@ -110,7 +110,7 @@ fn pgbench_db(a: &Args, name: &str, sql: &str, secs: u32, db: Option<&str>) -> f
 fn wait_drained(db: &mut Client) -> f64 {
     loop {
         let busy: bool = db
-            .query_one("SELECT EXISTS (SELECT 1 FROM webhooks.deliveries WHERE status IN ('pending', 'in_flight') AND next_attempt_at IS DISTINCT FROM 'infinity' AND endpoint_id <> 'ep_dead')", &[])
+            .query_one("SELECT EXISTS (SELECT 1 FROM webhooks.deliveries WHERE status IN ('pending', 'in_flight') AND next_attempt_at IS DISTINCT FROM 'infinity' AND endpoint_id <> 'ep_dead') OR EXISTS (SELECT 1 FROM webhooks_internal.fanouts)", &[])
             .unwrap()
             .get(0);
         if !busy {
@@ -121,6 +121,56 @@ fn wait_drained(db: &mut Client) -> f64 {
     db.query_one("SELECT extract(epoch FROM max(completed_at))::float8 FROM webhooks.deliveries WHERE status = 'succeeded'", &[])
         .unwrap()
         .get(0)
+}
+
+/// Waits until the worker has written the deliveries of every bulk publish (fanouts), so the
+/// next timing does not share the cores with it.
+fn settle(db: &mut Client) {
+    while db
+        .query_one("SELECT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)", &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    db.batch_execute("CHECKPOINT").unwrap();
+}
+
+fn timed(db: &mut Client, sql: &str) -> f64 {
+    settle(db);
+    let t = Instant::now();
+    db.batch_execute(sql).unwrap();
+    t.elapsed().as_secs_f64()
+}
+
+/// Bursts of 50,000 rows against their untracked twins, with the endpoints subscribed now
+/// (batched for an hour: nothing is sent meanwhile): one statement publishing 50,000 events
+/// against a plain INSERT ... SELECT of the same payloads, INSERT ... SELECT and a one-column
+/// UPDATE of a tracked users table against the same on an untracked one. Medians of 3.
+fn bursts(db: &mut Client) -> Value {
+    let n = 50_000;
+    let mut runs: Vec<[f64; 6]> = Vec::new();
+    for _ in 0..3 {
+        db.batch_execute("TRUNCATE plain_events, users, users_untracked; TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+            .unwrap();
+        let plain = timed(db, &format!("INSERT INTO plain_events (data) SELECT jsonb_build_object('id', g, 'email', 'a' || g || '@b.c') FROM generate_series(1, {n}) g"));
+        let publish = timed(db, &format!("SELECT webhooks.webhook_publish_many('user.created', array_agg(jsonb_build_object('id', g, 'email', 'a' || g || '@b.c'))) FROM generate_series(1, {n}) g"));
+        let ins = format!("INSERT INTO {{T}} (email, name, password_hash) SELECT 'a' || g || '@b.c', 'Anita Singh', 'argon2id' FROM generate_series(1, {n}) g");
+        let untracked = timed(db, &ins.replace("{T}", "users_untracked"));
+        let tracked = timed(db, &ins.replace("{T}", "users"));
+        let untracked_upd = timed(db, "UPDATE users_untracked SET name = 'Anita S.'");
+        let tracked_upd = timed(db, "UPDATE users SET name = 'Anita S.'");
+        runs.push([plain, publish, untracked, tracked, untracked_upd, tracked_upd]);
+    }
+    let med = |i: usize| {
+        let mut v: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    settle(db);
+    json!({"plain_insert_s": med(0), "publish_many_s": med(1), "publish_ratio": med(1) / med(0),
+           "untracked_insert_s": med(2), "tracked_insert_s": med(3), "insert_ratio": med(3) / med(2),
+           "untracked_update_s": med(4), "tracked_update_s": med(5), "update_ratio": med(5) / med(4)})
 }
 
 /// Deliveries per second from one commit that makes `n` deliveries due to the last success.
@@ -482,12 +532,10 @@ fn main() {
             &format!("SELECT webhooks.webhook_publish('user.created', {payload});"),
             10,
         );
-        let t = Instant::now();
-        db.batch_execute("INSERT INTO plain_events (data) SELECT jsonb_build_object('id', g, 'email', 'a@b.c') FROM generate_series(1, 50000) g").unwrap();
-        let bulk_plain = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        db.batch_execute("SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'a@b.c'))) FROM generate_series(1, 50000) g").unwrap();
-        let bulk_publish = t.elapsed().as_secs_f64();
+        // The single form called once per row of one statement (what a user without
+        // webhook_publish_many writes), beside a plain INSERT ... SELECT.
+        let bulk_plain = timed(&mut db, "INSERT INTO plain_events (data) SELECT jsonb_build_object('id', g, 'email', 'a@b.c') FROM generate_series(1, 50000) g");
+        let bulk_publish = timed(&mut db, "SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'a@b.c'))) FROM generate_series(1, 50000) g");
         println!("== trigger");
         let ins = "INSERT INTO {T} (email, name, password_hash) VALUES ('anita@example.com', 'Anita Singh', 'argon2id$v=19$m=65536');";
         let untracked = pgbench(&a, "untracked", &ins.replace("{T}", "users_untracked"), 10);
@@ -499,10 +547,56 @@ fn main() {
         "trigger".into(),
         json!({"untracked_tps": untracked, "tracked_tps": tracked, "ratio": untracked / tracked}),
     );
-        db.batch_execute(
-        "TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts; TRUNCATE plain_events, users, users_untracked",
-    )
-    .unwrap();
+        println!("== bursts of 50,000 rows, 1 endpoint");
+        let one = bursts(&mut db);
+        db.batch_execute(&format!(
+            "SELECT webhooks.endpoint_create('{}', '{{user.*}}') FROM generate_series(1, 9);
+             UPDATE webhooks.endpoints SET batch_window = '1 hour'",
+            a.nginx
+        ))
+        .unwrap();
+        println!("== bursts of 50,000 rows, 10 endpoints");
+        let ten = bursts(&mut db);
+        println!("   1 endpoint: {one}\n   10 endpoints: {ten}");
+        db.batch_execute(&format!(
+            "TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts;
+             DELETE FROM webhooks.endpoints WHERE id <> '{ep}'"
+        ))
+        .unwrap();
+        r.insert("bursts".into(), json!({"one_endpoint": one, "ten_endpoints": ten}));
+        // Matching cost: a publish for one tenant with 10 endpoints registered in all, then
+        // with 1,000 in 100 tenants; one of them subscribed in the publishing tenant each time.
+        println!("== publish with 10, then 1,000 endpoints registered");
+        let tenant_pub = format!("SELECT webhooks.webhook_publish('user.created', {payload}, 't0');");
+        db.batch_execute(&format!(
+            "SELECT webhooks.endpoint_create('{u}', '{{user.*}}', 't0');
+             SELECT webhooks.endpoint_create('{u}', '{{user.*}}', 't' || g) FROM generate_series(1, 8) g;
+             UPDATE webhooks.endpoints SET batch_window = '1 hour'",
+            u = a.nginx
+        ))
+        .unwrap();
+        settle(&mut db);
+        let with_10 = pgbench(&a, "publish_10_endpoints", &tenant_pub, 10);
+        db.batch_execute(&format!(
+            "TRUNCATE webhooks.events, webhooks.deliveries;
+             SELECT webhooks.endpoint_create('{u}', '{{user.*}}', 't' || (g % 99 + 1)) FROM generate_series(1, 990) g;
+             UPDATE webhooks.endpoints SET batch_window = '1 hour'; ANALYZE webhooks.endpoints",
+            u = a.nginx
+        ))
+        .unwrap();
+        settle(&mut db);
+        let with_1000 = pgbench(&a, "publish_1000_endpoints", &tenant_pub, 10);
+        println!("   {with_10:.0} tx/s with 10 endpoints, {with_1000:.0} tx/s with 1,000");
+        r.insert(
+            "endpoints".into(),
+            json!({"publish_tps_10": with_10, "publish_tps_1000": with_1000, "ratio": with_10 / with_1000}),
+        );
+        db.batch_execute(&format!(
+            "TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts;
+             DELETE FROM webhooks.endpoints WHERE id <> '{ep}';
+             TRUNCATE plain_events, users, users_untracked"
+        ))
+        .unwrap();
     }
     println!("== throughput ({} deliveries)", a.n);
     let raw = raw_loop(&a.nginx, a.n, 32);
@@ -728,7 +822,14 @@ fn report(v: &Value) -> String {
     );
     s += "| what | webhooks | baseline (same run) | ratio |\n|---|---|---|---|\n";
     s += &format!("| publish, pgbench 4 clients, 1 event/txn | {:.0} tx/s | plain INSERT of the same JSON: {:.0} tx/s | {:.2}x the cost |\n", f("/publish/publish_tps"), f("/publish/plain_tps"), f("/publish/ratio"));
-    s += &format!("| publish, 50,000 events in one statement | {:.2} s | plain INSERT: {:.2} s | {:.2}x the cost |\n", f("/publish/bulk_publish_s"), f("/publish/bulk_plain_s"), f("/publish/bulk_ratio"));
+    s += &format!("| publish, 50,000 webhook_publish calls in one statement | {:.2} s | plain INSERT ... SELECT: {:.2} s | {:.2}x the cost |\n", f("/publish/bulk_publish_s"), f("/publish/bulk_plain_s"), f("/publish/bulk_ratio"));
+    for (k, label) in [("one_endpoint", "1 endpoint"), ("ten_endpoints", "10 endpoints")] {
+        let b = |x: &str| f(&format!("/bursts/{k}/{x}"));
+        s += &format!("| one statement publishing 50,000 events (webhook_publish_many), {label} | {:.3} s | plain INSERT ... SELECT of the same payloads: {:.3} s | {:.2}x the cost |\n", b("publish_many_s"), b("plain_insert_s"), b("publish_ratio"));
+        s += &format!("| INSERT ... SELECT of 50,000 rows into a tracked users table, {label} | {:.3} s | untracked table: {:.3} s | {:.2}x the cost |\n", b("tracked_insert_s"), b("untracked_insert_s"), b("insert_ratio"));
+        s += &format!("| UPDATE of 50,000 tracked rows (one column), {label} | {:.3} s | untracked table: {:.3} s | {:.2}x the cost |\n", b("tracked_update_s"), b("untracked_update_s"), b("update_ratio"));
+    }
+    s += &format!("| publish for one tenant, 1,000 endpoints registered (100 tenants), pgbench 4 clients | {:.0} tx/s | 10 endpoints registered: {:.0} tx/s | {:.2}x the cost |\n", f("/endpoints/publish_tps_1000"), f("/endpoints/publish_tps_10"), f("/endpoints/ratio"));
     s += &format!("| INSERT into a tracked users table | {:.0} tx/s | untracked table: {:.0} tx/s | {:.2}x the cost |\n", f("/trigger/tracked_tps"), f("/trigger/untracked_tps"), f("/trigger/ratio"));
     s += &format!("| signed deliveries, 1 endpoint ({} deliveries) | {:.0} /s | raw ureq loop, 32 threads, no DB: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_one"], f("/throughput/one_endpoint_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_one_to_raw"));
     s += &format!("| signed deliveries over HTTPS (keep-alive), 1 endpoint ({} deliveries) | {:.0} /s, {:.2} handshakes per 1,000 | same over plain http: {:.0} /s | {:.0}% of http |\n", v["tls"]["deliveries"], f("/tls/https_one_endpoint_per_s"), f("/tls/handshakes_per_1000"), f("/throughput/one_endpoint_per_s"), 100.0 * f("/tls/ratio_to_http"));

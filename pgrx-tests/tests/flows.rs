@@ -364,3 +364,59 @@ fn a_sync_send_stays_cancellable_and_returns_any_2xx_body() {
     assert_eq!(e.code().unwrap().code(), "57014", "{e:?}");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+/// A backfill and a bulk UPDATE of a tracked table: each statement publishes its rows in one
+/// call, past 100 deliveries through a fanout that the worker turns into deliveries; every row
+/// reaches both receivers, and the ordered one gets each user's events in order.
+#[test]
+fn a_backfill_and_a_bulk_update_reach_every_endpoint_in_entity_order() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let ordered_rx = Receiver::ok();
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["user.*"]);
+    let (ordered, _) = c.endpoint(&mut db, &ordered_rx.url, &["user.*"]);
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, ordered => true)",
+        &[&ordered],
+    )
+    .unwrap();
+    db.batch_execute(
+        "CREATE TABLE users (id int PRIMARY KEY, email text, plan text, password_hash text);
+         SELECT webhooks.track_table('users', 'user');
+         INSERT INTO users SELECT g, 'u' || g || '@x.io', 'free', 'argon2$' || g FROM generate_series(1, 1500) g;
+         UPDATE users SET plan = 'pro' WHERE id % 3 = 0;",
+    )
+    .unwrap();
+    let updated: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.events WHERE type = 'user.updated'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(updated, 500);
+    wait_for(
+        "2,000 events at each receiver",
+        Duration::from_secs(60),
+        || (rx.count() == 2000 && ordered_rx.count() == 2000).then_some(()),
+    );
+    let mut seen = std::collections::HashMap::new();
+    for r in ordered_rx.all() {
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(!r.body.contains("argon2"), "{}", r.body);
+        let id = body["data"]["user"]["id"].as_i64().unwrap();
+        let ty = r.header("webhook-event-type").to_string();
+        let before = seen.insert(id, ty.clone());
+        if ty == "user.updated" {
+            assert_eq!(before.as_deref(), Some("user.created"), "user {id}");
+        } else {
+            assert_eq!(before, None, "user {id}");
+        }
+    }
+    let left: i64 = db
+        .query_one("SELECT count(*) FROM webhooks_internal.fanouts", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}

@@ -416,6 +416,34 @@ fn alter_extension_update_from_0_2_0_keeps_work_bindings_and_tracking_and_closes
             .find(|r| r.json()["data"]["user"]["id"] == 2)
     });
     assert!(row.json()["data"]["user"].get("password_hash").is_none());
+    // 0.2.0's row trigger became 0.3.0's statement triggers; a bulk UPDATE publishes each row.
+    let triggers: Vec<String> = db
+        .query(
+            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'users'::regclass AND NOT tgisinternal ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        triggers,
+        [
+            "webhooks_row_delete",
+            "webhooks_row_insert",
+            "webhooks_row_update"
+        ]
+    );
+    db.batch_execute("UPDATE users SET email = 'x' || email")
+        .unwrap();
+    wait_for("both rows' updates", T, || {
+        (rx.all()
+            .iter()
+            .filter(|r| r.header("webhook-event-type") == "user.updated")
+            .count()
+            == 2)
+            .then_some(())
+    });
 
     // The same schema as a fresh install.
     db.batch_execute("CREATE DATABASE fresh").unwrap();
