@@ -162,8 +162,7 @@ SELECT pg_catalog.pg_extension_config_dump('webhooks.event_types', 'WHERE NOT bu
 SELECT pg_catalog.pg_extension_config_dump('webhooks.events',
     'WHERE id IN (SELECT d.event_id FROM webhooks.deliveries d WHERE d.status IN (''pending'', ''in_flight''))
         OR id IN (SELECT pg_catalog.unnest(f.event_ids) FROM webhooks_internal.fanouts f)');
-SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts', '');
-SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts_id_seq', '');
+-- (webhooks_internal.fanouts is dumped too: registered last, in security.sql)
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries', 'WHERE status IN (''pending'', ''in_flight'')');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries_id_seq', '');
 

@@ -155,3 +155,9 @@ END $$;
 -- Every-database mode (webhooks.database empty): once this commits, the launcher starts this
 -- database's workers.
 SELECT webhooks_internal._installed();
+
+-- Registered last, after every table registered by an earlier version, so that an upgraded
+-- database lists its dumped tables in the same order as a fresh one: the deliveries that bulk
+-- publishes have yet to make.
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts_id_seq', '');
