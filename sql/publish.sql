@@ -236,11 +236,16 @@ BEGIN
         RAISE EXCEPTION 'data must be a one-dimensional array, got % dimensions', pg_catalog.array_ndims(data)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF pg_catalog.array_lower(data, 1) <> 1 THEN
+        RAISE EXCEPTION 'data must start at index 1, got %', pg_catalog.array_lower(data, 1) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     FOR arg IN SELECT * FROM (VALUES ('tenant_ids', tenant_ids), ('entity_keys', entity_keys),
                                      ('idempotency_keys', idempotency_keys)) a(name, val)
-               WHERE a.val IS NOT NULL AND (pg_catalog.cardinality(a.val) <> n OR pg_catalog.array_ndims(a.val) > 1)
+               WHERE a.val IS NOT NULL AND (pg_catalog.cardinality(a.val) <> n OR pg_catalog.array_ndims(a.val) > 1
+                                            OR pg_catalog.array_lower(a.val, 1) <> 1)
     LOOP
-        RAISE EXCEPTION '% has % elements, data has %: give one per event, or NULL', arg.name, pg_catalog.cardinality(arg.val), n
+        RAISE EXCEPTION '% has % elements from index %, data has % from 1: give one per event, or NULL', arg.name,
+            pg_catalog.cardinality(arg.val), coalesce(pg_catalog.array_lower(arg.val, 1), 1), n
             USING ERRCODE = 'invalid_parameter_value';
     END LOOP;
     et := webhooks_internal._check_event(p_type, '{}', p_actor, NULL, false);
@@ -273,7 +278,7 @@ BEGIN
     IF per_row THEN
         FOR tkey IN SELECT DISTINCT coalesce('=' || x, '') FROM unnest(tenant_ids) x LOOP
             tin := tin || tkey;
-            tout := tout || webhooks_internal._event_tenant(nullif(pg_catalog.substr(tkey, 2), '') );
+            tout := tout || webhooks_internal._event_tenant(CASE WHEN tkey <> '' THEN pg_catalog.substr(tkey, 2) END);
         END LOOP;
         SELECT pg_catalog.array_agg(mt.t ORDER BY u.o) INTO rt
         FROM unnest(tenant_ids) WITH ORDINALITY u(t, o)
@@ -315,13 +320,18 @@ BEGIN
         INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
         SELECT x.event_ids, CASE WHEN entity_keys IS NOT NULL THEN x.entity_keys END, x.tenant_id,
                m.endpoints, m.endpoint_tenants, m.delays
-        FROM (SELECT ev.tenant_id, pg_catalog.array_agg(ev.id ORDER BY ev.id) AS event_ids,
-                     pg_catalog.array_agg(ev.entity_key ORDER BY ev.id) AS entity_keys
-              FROM ev WHERE NOT direct GROUP BY ev.tenant_id) x
+        -- (at most 1,000 events a row: the worker reads a row whole for each slice it writes)
+        FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.id ORDER BY c.id) AS event_ids,
+                     pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first
+              FROM (SELECT ev.id, ev.tenant_id, ev.entity_key,
+                           (pg_catalog.row_number() OVER (PARTITION BY ev.tenant_id ORDER BY ev.id) - 1) / 1000 AS chunk
+                    FROM ev WHERE NOT direct) c
+              GROUP BY c.tenant_id, c.chunk) x
         JOIN (SELECT mx.for_tenant, pg_catalog.array_agg(mx.id ORDER BY mx.id) AS endpoints,
                      pg_catalog.array_agg(mx.tenant_id ORDER BY mx.id) AS endpoint_tenants,
                      pg_catalog.array_agg(mx.batch_window ORDER BY mx.id) AS delays
               FROM matched mx GROUP BY mx.for_tenant) m ON coalesce(m.for_tenant, '') = coalesce(x.tenant_id, '')
+        ORDER BY x.first
         RETURNING true AS due
     )
     SELECT pg_catalog.bool_or(x.due) INTO due_now FROM (SELECT due FROM d UNION ALL SELECT due FROM f) x;
@@ -337,7 +347,8 @@ BEGIN
     -- single form publishes the element anew.
     SELECT pg_catalog.array_agg(coalesce(mine.id, earlier.id) ORDER BY u.o),
            pg_catalog.array_agg(u.o) FILTER (WHERE mine.id IS NULL
-                                            AND earlier.occurred_at <= pg_catalog.now() - webhooks_internal._ttl())
+                                            AND (earlier.id IS NULL  -- (pruned since the insert saw it)
+                                                 OR earlier.occurred_at <= pg_catalog.now() - webhooks_internal._ttl()))
     INTO result, stale
     FROM unnest(ids, rt, idempotency_keys) WITH ORDINALITY u(id, t, i, o)
     LEFT JOIN webhooks.events mine ON mine.id = u.id

@@ -140,6 +140,11 @@ CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
     done             int NOT NULL DEFAULT 0 -- events whose deliveries are written
 );
 
+-- One row, locked by the worker that writes fanouts (one writer at a time keeps entity order).
+-- A table of the owner's, not an advisory lock: any role may take any advisory lock.
+CREATE TABLE IF NOT EXISTS webhooks_internal.fanout_writer (one boolean PRIMARY KEY DEFAULT true CHECK (one));
+INSERT INTO webhooks_internal.fanout_writer DEFAULT VALUES ON CONFLICT DO NOTHING;
+
 CREATE TABLE IF NOT EXISTS webhooks.attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     delivery_id   bigint NOT NULL,

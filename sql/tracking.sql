@@ -61,6 +61,13 @@ BEGIN
         -- position. Which sent columns changed is one comparison per column, written out for
         -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
         -- excluded columns changed send nothing.
+        -- (a row moved to a partition whose trigger dropped it has no new version: refuse
+        -- rather than pair rows wrongly)
+        IF (SELECT pg_catalog.count(*) FROM old_rows) <> (SELECT pg_catalog.count(*) FROM new_rows) THEN
+            RAISE EXCEPTION 'row events of %: the statement changed % rows but kept %', TG_TABLE_NAME,
+                (SELECT pg_catalog.count(*) FROM old_rows), (SELECT pg_catalog.count(*) FROM new_rows)
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
         SELECT pg_catalog.string_agg(pg_catalog.format(
                    'CASE WHEN (n.j OPERATOR(pg_catalog.->) %1$L) IS DISTINCT FROM (o.j OPERATOR(pg_catalog.->) %1$L) THEN %1$L END', c), ', '),
                pg_catalog.string_agg(pg_catalog.format(

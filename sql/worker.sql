@@ -404,7 +404,7 @@ $$;
 
 -- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
 -- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
--- One writer at a time (other workers skip it), so deliveries of an entity are written in the
+-- One writer at a time (other workers skip it: fanout_writer's row), so deliveries of an entity are written in the
 -- order their events were published. Rows are written as a publish would have written them;
 -- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
 -- restored), is the claim's to handle, as for a publish that raced them.
@@ -418,7 +418,7 @@ DECLARE
     n int;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
-       OR NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('webhooks_internal._expand')) THEN
+       OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanout_writer w FOR UPDATE SKIP LOCKED) THEN
         RETURN 0;
     END IF;
     LOOP

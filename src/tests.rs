@@ -749,11 +749,13 @@ fn publish_many_checks_every_element_and_fans_out_like_publish() {
     );
     expect_err(
         "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}', '{}']::jsonb[], ARRAY['acme'])",
-        "tenant_ids has 1 elements, data has 2",
+        "tenant_ids has 1 elements from index 1, data has 2",
     );
     expect_err("SELECT webhooks.webhook_publish_many('nope.never', ARRAY['{}']::jsonb[])", "unknown event type \"nope.never\"");
     expect_err("SELECT webhooks.webhook_publish_many('user.created', NULL)", "data must be an array of JSON objects");
     expect_err("SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}']::jsonb[], ARRAY['*'])", "tenant_id \"*\" is not valid");
+    expect_err("SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}']::jsonb[], ARRAY[''])", "tenant_id \"\" is not valid");
+    expect_err("SELECT webhooks.webhook_publish_many('user.created', '[0:1]={\"{}\",\"{}\"}'::jsonb[])", "data must start at index 1");
     run("SET webhooks.max_payload = 1024");
     expect_err(
         "SELECT webhooks.webhook_publish_many('user.created', ARRAY['{}', jsonb_build_object('big', repeat('x', 2000))])",

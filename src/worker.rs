@@ -439,27 +439,29 @@ const EXPAND_STEP: i32 = 10_000;
 /// have in flight: the claim leases this far ahead so the senders never wait on the database.
 const LEASE_AHEAD: i32 = 4;
 
-/// Returns the claimed deliveries, and whether fanouts are left to write.
-fn claim(
-    settings: &Settings,
-    scan_leases: bool,
-    lease: Duration,
-    senders: usize,
-) -> (Vec<Claimed>, bool) {
+/// Writes a slice of the deliveries of bulk publishes (fanouts), in a transaction of its own:
+/// one that fails (logged) never stops the claim. True when more is left to write.
+fn expand() -> bool {
+    in_transaction("writing the deliveries of a bulk publish", || {
+        Spi::connect_mut(|client| {
+            if !extension_present(client) {
+                return false;
+            }
+            client
+                .update(EXPAND_SQL, Some(1), &[EXPAND_STEP.into()])
+                .map(|t| t.first().get::<i32>(1).ok().flatten().unwrap_or(0) >= EXPAND_STEP)
+                .unwrap_or(false)
+        })
+    })
+    .unwrap_or(false)
+}
+
+fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize) -> Vec<Claimed> {
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
         if !extension_present(client) {
-            return (Vec::new(), false);
+            return Vec::new();
         }
-        // Deliveries of bulk publishes are written first, a slice per claim, so that what a
-        // large statement published never holds back the claim for long.
-        let expanding = match client.update(EXPAND_SQL, Some(1), &[EXPAND_STEP.into()]) {
-            Ok(t) => t.first().get::<i32>(1).ok().flatten().unwrap_or(0) >= EXPAND_STEP,
-            Err(e) => {
-                warning!("webhooks worker: writing the deliveries of a bulk publish failed: {e}");
-                false
-            }
-        };
         let args = [
             settings.batch_size.into(),
             lease.as_str().into(),
@@ -471,7 +473,7 @@ fn claim(
             Ok(t) => t,
             Err(e) => {
                 warning!("webhooks worker: claim failed: {e}");
-                return (Vec::new(), expanding);
+                return Vec::new();
             }
         };
         let mut out = Vec::with_capacity(table.len());
@@ -511,7 +513,7 @@ fn claim(
                 endpoint_tenant: s(21).unwrap_or_default(),
             });
         }
-        (out, expanding)
+        out
     })
 }
 
@@ -950,12 +952,14 @@ impl Flow {
         let not_after = Instant::now() + lease - t * 2 - Duration::from_secs(5);
         let senders = self.senders();
         let settings = self.settings.clone();
-        let (claimed, expanding) = in_transaction("claiming deliveries", || {
+        // Deliveries of bulk publishes are written first, a slice per claim, so that what a
+        // large statement published never holds back the claim for long; with more left, the
+        // next claim goes on with them without waiting.
+        self.claim_forced = expand();
+        let claimed = in_transaction("claiming deliveries", || {
             claim(&settings, scan_leases, lease, senders)
         })
         .unwrap_or_default();
-        // Fanouts left to write: the next claim goes on with them without waiting.
-        self.claim_forced = expanding;
         if claimed.is_empty() {
             return;
         }
