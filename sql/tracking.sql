@@ -96,25 +96,34 @@ BEGIN
         INTO payloads, tenants, keys
         USING entity, excluded, tenant_col, key_cols, nkeys;
     ELSIF TG_OP = 'INSERT' THEN
+        -- (INSERT and DELETE are spelled out, not built as text: their plans are kept between
+        -- statements, which a one-row INSERT per transaction feels)
         SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
                pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
                         WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
                             SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
                             FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
         INTO payloads, tenants, keys
         FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
     ELSE
         SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
                pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
                         WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
                             SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
                             FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
         INTO payloads, tenants, keys
         FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
     END IF;
-    IF payloads IS NOT NULL THEN
+    -- One row (most writes of an application): the single form, which does less for one event.
+    IF pg_catalog.cardinality(payloads) OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM webhooks.webhook_publish(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads[1], tenants[1], actor, keys[1]);
+    ELSIF payloads IS NOT NULL THEN
         PERFORM webhooks.webhook_publish_many(
             entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
             payloads,

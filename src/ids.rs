@@ -63,12 +63,19 @@ thread_local! {
 }
 
 pub fn prefixed(prefix: &str) -> Result<String, String> {
-    let rand = random_bytes::<10>()?;
-    let (ms, r) = LAST.with(|l| {
-        let next = next_monotonic(l.get(), now_ms(), rand);
+    let now = now_ms();
+    let (ms, r) = LAST.with(|l| -> Result<(u64, u128), String> {
+        let last = l.get();
+        // Within the last id's millisecond the next id is the last plus one: fresh randomness
+        // (a system call) only when the millisecond moves on.
+        let rand = match last {
+            Some((ms, r)) if ms >= now && r < (1u128 << 80) - 1 => [0u8; 10],
+            _ => random_bytes::<10>()?,
+        };
+        let next = next_monotonic(last, now, rand);
         l.set(Some(next));
-        next
-    });
+        Ok(next)
+    })?;
     Ok(format!("{prefix}{}", ulid(ms, to_bytes(r))))
 }
 
