@@ -130,16 +130,16 @@ BEGIN
     -- it rolls back, this one publishes. Within webhooks.ttl only: after it, the key is free.
     -- Without one, a plain insert (no speculative insertion on the hot path).
     IF p_key IS NULL THEN
-        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key)
+        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
         VALUES (new_id, p_tenant, p_type, et.version,
                 coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
-                actor, data, entity_key);
+                actor, data, entity_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''));
     END IF;
     WHILE p_key IS NOT NULL LOOP
-        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key)
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
         VALUES (new_id, p_tenant, p_type, et.version,
                 coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
-                actor, data, entity_key, p_key)
+                actor, data, entity_key, p_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.id INTO got;
         EXIT WHEN got IS NOT NULL;
@@ -209,6 +209,7 @@ DECLARE
     n int := coalesce(pg_catalog.cardinality(data), 0);
     max_bytes int := coalesce(nullif(pg_catalog.current_setting('webhooks.max_payload', true), '')::int, 262144);
     src text := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
+    trace text := nullif(pg_catalog.current_setting('webhooks.traceparent', true), '');
     et webhooks.event_types;
     ids text[];
     bad bigint;
@@ -302,8 +303,8 @@ BEGIN
     direct := n * coalesce(pg_catalog.cardinality(m_id), 0) <= 100
               AND (entity_keys IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts));
     WITH ev AS (
-        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key)
-        SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
+        SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace
         FROM unnest(ids, data, rt, entity_keys, idempotency_keys) u(id, d, t, k, i)
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.id, e.tenant_id, e.entity_key

@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS webhooks.events (
     occurred_at timestamptz NOT NULL DEFAULT now(),
     entity_key  text,
     -- A publisher's retry of the same transaction gets the first event back (per tenant).
-    idempotency_key text
+    idempotency_key text,
+    -- Added in 0.3.0: the publishing session's webhooks.traceparent, sent with every attempt.
+    traceparent text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON webhooks.events ((coalesce(tenant_id, '')), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -272,6 +274,7 @@ COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, wr
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
 COMMENT ON COLUMN webhooks.events.data IS 'The envelope''s data.';
 COMMENT ON COLUMN webhooks.events.actor IS 'Who did it (JSON object), from the publish call or webhooks.actor.';
+COMMENT ON COLUMN webhooks.events.traceparent IS 'W3C trace context of the publishing session (webhooks.traceparent), sent as the traceparent header of every attempt.';
 COMMENT ON COLUMN webhooks.events.idempotency_key IS 'The publisher''s key: a second publish with it (same tenant, within webhooks.ttl) returns this event.';
 COMMENT ON COLUMN webhooks.events.entity_key IS 'Orders deliveries on ordered endpoints (row events: <entity>:<primary key>).';
 COMMENT ON TABLE webhooks.deliveries IS 'One row per event and endpoint: its state, attempts and next try.';

@@ -19,10 +19,10 @@ DECLARE
     ev webhooks.events;
 BEGIN
     et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data)
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
     VALUES (new_id, tenant, p_type, et.version,
             coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb)
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
     RETURNING * INTO ev;
     RETURN QUERY
     WITH d AS (

@@ -27,6 +27,7 @@ pub static SOURCE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"urn:webhooks"));
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static TRACEPARENT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TLS_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static HTTP_PROXY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
@@ -107,6 +108,12 @@ check_hook!(
             Err(e) => Err(format!("\"{v}\" is not JSON ({e}); expected an object like {{\"kind\": \"admin\", \"id\": \"adm_9\"}}")),
         }
     }
+);
+
+check_hook!(
+    #[doc = "W3C Trace Context: what a publishing session's trace is, sent as `traceparent`."]
+    check_traceparent,
+    |v| crate::headers::check_traceparent(v)
 );
 
 check_hook!(check_schedule, |v| {
@@ -228,6 +235,13 @@ pub fn init() {
         &ACTOR,
         GucContext::Userset,
         Some(check_actor),
+    );
+    string(
+        c"webhooks.traceparent",
+        c"W3C traceparent stored with the events this session publishes and sent with their deliveries.",
+        &TRACEPARENT,
+        GucContext::Userset,
+        Some(check_traceparent),
     );
     string(
         c"webhooks.tls_ca_file",

@@ -13,7 +13,36 @@ const RESERVED: &[&str] = &[
     "expect",
     "keep-alive",
     "proxy-authorization",
+    "traceparent",
 ];
+
+/// A W3C Trace Context `traceparent` (version 00): `00-<32 hex trace id>-<16 hex parent id>-<2
+/// hex flags>`, lower case, ids not all zeros. Empty means none.
+pub fn check_traceparent(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let parts: Vec<&str> = v.split('-').collect();
+    let ok = parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{v}\" is not a W3C traceparent: expected 00-<32 hex digits>-<16 hex digits>-<2 hex digits>, lower case, ids not all zeros"
+        ))
+    }
+}
 
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let lower = name.to_ascii_lowercase();
@@ -70,6 +99,24 @@ pub fn parse_object(json_text: Option<&str>) -> Result<Vec<(String, String)>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparents_are_w3c_version_00() {
+        assert!(
+            check_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_ok()
+        );
+        assert!(check_traceparent("").is_ok());
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx: y",
+        ] {
+            assert!(check_traceparent(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn reserved_and_malformed_headers_are_refused() {

@@ -35,6 +35,8 @@ pub struct Job {
     pub body: Arc<String>,
     pub keys: Arc<Vec<Vec<u8>>>,
     pub headers: Arc<Vec<(String, String)>>,
+    /// W3C trace context of the transaction that published the event, sent as is.
+    pub traceparent: Option<String>,
     /// The endpoint's own agent when it presents a client certificate; else the shared one.
     pub agent: Option<Client>,
     /// A request not started by then is dropped unsent: its batch stopped waiting for it and
@@ -419,6 +421,9 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
     for (k, v) in job.headers.iter() {
         req = req.header(k, v);
     }
+    if let Some(t) = &job.traceparent {
+        req = req.header("traceparent", t);
+    }
     let mut out = Outcome {
         tag: job.tag,
         started_at_us,
@@ -662,6 +667,7 @@ mod tests {
             body: Arc::new("{\"a\":1}".into()),
             keys: Arc::new(vec![vec![1u8; 32]]),
             headers: Arc::new(vec![("x-extra".into(), "yes".into())]),
+            traceparent: None,
             agent: None,
             not_after: None,
         }

@@ -117,6 +117,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
     }));
     let policy = guc::policy();
     let client = kept_client();
+    let traceparent = Some(guc::string_value(&guc::TRACEPARENT)).filter(|t| !t.is_empty());
 
     let mut outcomes: Vec<Option<Outcome>> = vec![None; targets.len()];
     let mut jobs = Vec::new();
@@ -171,6 +172,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             body: Arc::clone(&body),
             keys: Arc::new(keys),
             headers: Arc::new(headers),
+            traceparent: traceparent.clone(),
             agent: Some(agent),
             not_after: None,
         });

@@ -881,3 +881,25 @@ fn a_writer_that_cannot_read_the_table_publishes_without_reading_back() {
     run("RESET ROLE");
     assert_eq!(one::<String>("SELECT data->'user'->>'email' FROM webhooks.events").as_deref(), Some("a@x.io"));
 }
+
+/// webhooks.traceparent: refused unless W3C, stored with what this session publishes, nothing
+/// when unset.
+#[pg_test]
+fn a_session_trace_context_is_kept_with_its_events() {
+    expect_err("SET webhooks.traceparent = 'abc'", "is not a W3C traceparent");
+    expect_err(
+        "SET webhooks.traceparent = '00-00000000000000000000000000000000-00f067aa0ba902b7-01'",
+        "ids not all zeros",
+    );
+    let plain = one::<String>("SELECT webhooks.webhook_publish('user.created', '{}')").unwrap();
+    run("SET webhooks.traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'");
+    let traced = one::<String>("SELECT webhooks.webhook_publish('user.created', '{}')").unwrap();
+    run("SELECT webhooks.webhook_publish_many('user.updated', ARRAY['{}', '{}']::jsonb[])");
+    run("RESET webhooks.traceparent");
+    assert_eq!(one::<String>(&format!("SELECT traceparent FROM webhooks.events WHERE id = '{plain}'")), None);
+    assert_eq!(
+        one::<String>(&format!("SELECT traceparent FROM webhooks.events WHERE id = '{traced}'")).as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(count("SELECT count(*) FROM webhooks.events WHERE type = 'user.updated' AND traceparent LIKE '00-4bf9%'"), 2);
+}

@@ -117,6 +117,7 @@ struct Claimed {
     /// The endpoint's tenant (its share of the senders is counted per tenant) and cap.
     endpoint_tenant: String,
     max_in_flight: usize,
+    traceparent: Option<String>,
 }
 
 #[pg_guard]
@@ -511,6 +512,7 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
                 lease_us: row.get::<i64>(19).ok().flatten().unwrap_or(0),
                 max_in_flight: row.get::<i32>(20).ok().flatten().unwrap_or(1).max(1) as usize,
                 endpoint_tenant: s(21).unwrap_or_default(),
+                traceparent: s(22),
             });
         }
         out
@@ -1013,6 +1015,7 @@ impl Flow {
                 body: Arc::new(body),
                 keys: Arc::clone(&p.keys),
                 headers: Arc::clone(&p.headers),
+                traceparent: first.traceparent.clone(),
                 agent: p.agent.clone(),
                 not_after: Some(not_after),
             };

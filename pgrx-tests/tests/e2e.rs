@@ -432,3 +432,30 @@ fn sql_signatures_interoperate_with_the_reference_library() {
         .get(0);
     assert!(!tampered);
 }
+
+/// A session's webhooks.traceparent reaches the receiver as the `traceparent` header of the
+/// events it published (asynchronous and synchronous); other events carry none.
+#[test]
+fn the_publishing_transactions_trace_context_reaches_the_receiver() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["*", "email.created"]);
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    db.batch_execute(&format!(
+        "SELECT webhooks.webhook_publish('user.created', '{{\"n\": 1}}');
+         SET webhooks.traceparent = '{trace}';
+         SELECT webhooks.webhook_publish('user.created', '{{\"n\": 2}}');
+         SELECT webhooks.webhook_send_sync('email.created', '{{\"n\": 3}}');
+         RESET webhooks.traceparent;"
+    ))
+    .unwrap();
+    wait_for("three requests", Duration::from_secs(10), || {
+        (rx.count() == 3).then_some(())
+    });
+    for r in rx.all() {
+        let n = r.json()["data"]["n"].as_i64().unwrap();
+        let expected = if n == 1 { "" } else { trace };
+        assert_eq!(r.header("traceparent"), expected, "event {n}");
+    }
+}

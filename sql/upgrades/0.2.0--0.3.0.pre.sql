@@ -112,6 +112,8 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 -- ever received its own tenant's events, so the event's tenant is the endpoint's tenant of the
 -- time; work that now matches no endpoint by id and tenant is parked, never sent across.
 ALTER TABLE webhooks.deliveries ADD COLUMN endpoint_tenant text;
+-- The publishing session's trace context (webhooks.traceparent), sent with every attempt.
+ALTER TABLE webhooks.events ADD COLUMN traceparent text;
 UPDATE webhooks.deliveries d
 SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
                                         WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
