@@ -113,7 +113,7 @@ check_hook!(
 check_hook!(
     #[doc = "W3C Trace Context: what a publishing session's trace is, sent as `traceparent`."]
     check_traceparent,
-    |v| crate::headers::check_traceparent(v)
+    crate::headers::check_traceparent
 );
 
 check_hook!(check_schedule, |v| {
