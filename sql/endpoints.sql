@@ -116,6 +116,17 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
         PERFORM webhooks_internal._check_url(NEW.url);
     END IF;
+    IF NEW.format IS NULL OR NEW.format NOT IN ('standard-webhooks', 'hmac-hex') THEN
+        RAISE EXCEPTION 'format "%" is not known: standard-webhooks or hmac-hex', NEW.format
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
+        IF NEW.format <> 'hmac-hex' THEN
+            RAISE EXCEPTION 'header_prefix applies to the hmac-hex format only' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Set format => ''hmac-hex'' with it; standard-webhooks headers are named by the spec.';
+        END IF;
+        PERFORM webhooks_internal._check_header_prefix(NEW.header_prefix);
+    END IF;
     IF TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types THEN
         PERFORM webhooks_internal._check_filters(NEW.event_types);
         -- A name must be in the catalogue, and a category.* must match at least one type in it.
@@ -244,16 +255,18 @@ CREATE FUNCTION webhooks.endpoint_create(
     url text,
     event_types text[] DEFAULT '{*}',
     tenant_id text DEFAULT NULL,
-    description text DEFAULT NULL
+    description text DEFAULT NULL,
+    format text DEFAULT NULL,
+    header_prefix text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE sql VOLATILE
 AS $$
-    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description)
-    VALUES (url, event_types, tenant_id, description)
+    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description, format, header_prefix)
+    VALUES (url, event_types, tenant_id, description, coalesce(format, 'standard-webhooks'), header_prefix)
     RETURNING *
 $$;
-COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text) IS
-    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant). A signing secret is generated.';
+COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text) IS
+    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix). A signing secret is generated.';
 
 CREATE FUNCTION webhooks.endpoint_update(
     id text,
@@ -267,7 +280,9 @@ CREATE FUNCTION webhooks.endpoint_update(
     tls_client_cert text DEFAULT NULL,
     tls_client_key text DEFAULT NULL,
     max_in_flight int DEFAULT NULL,
-    rate_limit int DEFAULT NULL
+    rate_limit int DEFAULT NULL,
+    format text DEFAULT NULL,
+    header_prefix text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -287,7 +302,11 @@ BEGIN
         max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight),
         -- 0 lifts the limit (NULL, as for every field here, keeps it)
         rate_limit = CASE WHEN endpoint_update.rate_limit = 0 THEN NULL
-                          ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END
+                          ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END,
+        format = coalesce(endpoint_update.format, e.format),
+        -- '' goes back to the format's default prefix
+        header_prefix = CASE WHEN endpoint_update.header_prefix = '' THEN NULL
+                             ELSE coalesce(endpoint_update.header_prefix, e.header_prefix) END
     WHERE e.id = endpoint_update.id
     RETURNING * INTO ep;
     IF NOT FOUND THEN
@@ -295,8 +314,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it).';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE

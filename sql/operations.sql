@@ -91,7 +91,9 @@ BEGIN
         'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
         'endpoint_id', ep.id, 'url', ep.url, 'secret', ep.secret,
         'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
-        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key)))
+        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
+        'format', ep.format, 'header_prefix', ep.header_prefix,
+        'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))
         OPERATOR(pg_catalog.->) 0;
     RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
         answer OPERATOR(pg_catalog.->>) 'error' IS NULL,

@@ -54,10 +54,25 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- The receiver asked for a pause (429/502/503/504 with Retry-After): nothing is sent before.
     paused_until               timestamptz,
     -- The first failed attempt since the last success: webhooks.disable_after counts from here.
-    failing_since              timestamptz
+    failing_since              timestamptz,
+    -- Added in 0.3.0. What receivers get: 'standard-webhooks' (the envelope and webhook-*
+    -- headers of the Standard Webhooks spec) or 'hmac-hex' (the layout of seed 004: a flat body
+    -- with tenant and delivery, a hex HMAC-SHA256 of the body in <header_prefix>Signature).
+    format                     text NOT NULL DEFAULT 'standard-webhooks'
+                               CHECK (format IN ('standard-webhooks', 'hmac-hex')),
+    -- hmac-hex only: the prefix of its headers (NULL: 'X-Webhook-').
+    header_prefix              text
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
+
+-- Tenants as receivers of the hmac-hex format see them: {"id": ..., "slug": ...}. Optional: a
+-- tenant without a row is sent with its id as slug.
+CREATE TABLE IF NOT EXISTS webhooks.tenants (
+    id         text PRIMARY KEY,
+    slug       text NOT NULL CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 
 -- The outbox: an event row exists if and only if its transaction committed.
 CREATE TABLE IF NOT EXISTS webhooks.events (
@@ -250,6 +265,10 @@ ON CONFLICT (name) DO UPDATE
     SET category = excluded.category, description = excluded.description, mode = excluded.mode, builtin = true;
 
 -- What psql's \d+ shows users.
+COMMENT ON TABLE webhooks.tenants IS 'Tenants as hmac-hex receivers see them ({"id", "slug"}); a tenant without a row is sent with its id as slug.';
+COMMENT ON COLUMN webhooks.tenants.id IS 'The tenant_id of events and endpoints.';
+COMMENT ON COLUMN webhooks.tenants.slug IS 'Its short name for receivers: lower-case letters, digits and -.';
+COMMENT ON COLUMN webhooks.tenants.created_at IS 'When the row was added.';
 COMMENT ON TABLE webhooks.endpoints IS
     'Receivers: where events go, which types, for which tenant, signed with which secret.';
 COMMENT ON COLUMN webhooks.endpoints.id IS 'ep_ + ULID; what publishers and error messages name.';
@@ -269,6 +288,8 @@ COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Deliveries of this endpoi
 COMMENT ON COLUMN webhooks.endpoints.rate_limit IS 'Deliveries per second at most, shared by every worker (NULL: no limit).';
 COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit clock: when the next send is due under rate_limit.';
 COMMENT ON COLUMN webhooks.endpoints.paused_until IS 'The receiver asked to wait (429/502/503/504 with Retry-After): nothing is sent before.';
+COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-webhooks (default) or hmac-hex (seed 004''s body and X-...-Signature hex HMAC of the body).';
+COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the headers, e.g. X-IntelliAuth- (NULL: X-Webhook-).';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';

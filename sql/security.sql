@@ -41,16 +41,17 @@ GRANT EXECUTE ON FUNCTION
 TO webhooks_publisher;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.event_types TO webhooks_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.tenants TO webhooks_admin;
 -- Endpoints: the configuration, not the worker's bookkeeping (rate_next_at, paused_until,
 -- failing_since), which a tenant's admin could otherwise set to stall every claim.
 GRANT SELECT, DELETE ON webhooks.endpoints TO webhooks_admin;
 GRANT INSERT (id, tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix)
     ON webhooks.endpoints TO webhooks_admin;
 GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix)
     ON webhooks.endpoints TO webhooks_admin;
 -- Deliveries are read, never written: delivery_retry, endpoint_recover and event_replay change
 -- them (as the owner, after their checks), so an admin can neither put an in-flight delivery
@@ -59,8 +60,8 @@ GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
     webhooks.tracked_tables, webhooks.metrics TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
-    webhooks.endpoint_create(text, text[], text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int),
+    webhooks.endpoint_create(text, text[], text, text, text, text),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text),
     webhooks.endpoint_recover(text, timestamptz),
     webhooks.endpoint_test(text, text),
     webhooks.endpoint_delete(text),
@@ -85,10 +86,15 @@ ALTER TABLE webhooks.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.deliveries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.attempts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhooks.tracked_tables ENABLE ROW LEVEL SECURITY;
+ALTER TABLE webhooks.tenants ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_isolation ON webhooks.endpoints
     USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]))
     WITH CHECK ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
+-- A tenant's admin names its own tenant's slug; a platform admin any.
+CREATE POLICY tenant_isolation ON webhooks.tenants
+    USING ((SELECT webhooks.tenant_scope()) IS NULL OR id = ANY ((SELECT webhooks.tenant_scope())::text[]))
+    WITH CHECK ((SELECT webhooks.tenant_scope()) IS NULL OR id = ANY ((SELECT webhooks.tenant_scope())::text[]));
 CREATE POLICY tenant_isolation ON webhooks.events
     USING ((SELECT webhooks.tenant_scope()) IS NULL OR coalesce(tenant_id, '') = ANY ((SELECT webhooks.tenant_scope())::text[]));
 -- A delivery belongs to its endpoint as well as to its event: visible only when both are. A
@@ -160,4 +166,5 @@ SELECT webhooks_internal._installed();
 -- database lists its dumped tables in the same order as a fresh one: the deliveries that bulk
 -- publishes have yet to make.
 SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tenants', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts_id_seq', '');

@@ -19,7 +19,7 @@ RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
                tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
-               endpoint_tenant text, traceparent text)
+               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
@@ -254,7 +254,8 @@ BEGIN
               CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
               ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
               (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
-              e.traceparent;
+              e.traceparent, ep.format, ep.header_prefix,
+              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END;
 END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row

@@ -137,6 +137,19 @@ fn _check_client_cert(cert: &str, key: &str) -> bool {
     true
 }
 
+/// An hmac-hex endpoint's header prefix: what it makes must be valid header names of its own.
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
+fn _check_header_prefix(prefix: &str) -> bool {
+    if prefix.len() > 64 {
+        invalid("header_prefix is limited to 64 bytes");
+    }
+    ok_or_error(
+        crate::headers::validate(&format!("{prefix}Signature"), "x")
+            .map_err(|e| format!("header_prefix \"{prefix}\" does not make valid headers: {e}")),
+    );
+    true
+}
+
 #[pg_extern(stable, parallel_safe, schema = "webhooks_internal")]
 fn _check_url(url: &str) -> bool {
     ok_or_error(target::check_url(url, guc::policy()));

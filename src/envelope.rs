@@ -44,6 +44,47 @@ pub fn build(e: &Event<'_>) -> String {
     out
 }
 
+/// The hmac-hex format's body, seed 004's layout: `event_id`, `event_type`, `occurred_at`
+/// (milliseconds), `tenant` (`id`, `slug`; null without a tenant), `actor`, `data`, and
+/// `delivery` (`attempt`, `subscription_id`: the endpoint).
+pub fn build_hmac_hex(
+    e: &Event<'_>,
+    tenant_slug: Option<&str>,
+    attempt: i32,
+    endpoint_id: &str,
+) -> String {
+    let mut out = String::with_capacity(200 + e.data_json.len());
+    out.push_str("{\"event_id\":");
+    push_str(&mut out, e.id);
+    out.push_str(",\"event_type\":");
+    push_str(&mut out, e.event_type);
+    out.push_str(",\"occurred_at\":\"");
+    let t = rfc3339_utc(e.occurred_at_us);
+    // YYYY-MM-DDTHH:MM:SS.mmm + Z
+    out.push_str(&t[..23]);
+    out.push_str("Z\",\"tenant\":");
+    match e.tenant_id {
+        Some(id) => {
+            out.push_str("{\"id\":");
+            push_str(&mut out, id);
+            out.push_str(",\"slug\":");
+            push_str(&mut out, tenant_slug.unwrap_or(id));
+            out.push('}');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"actor\":");
+    out.push_str(e.actor_json.unwrap_or("null"));
+    out.push_str(",\"data\":");
+    out.push_str(e.data_json);
+    out.push_str(",\"delivery\":{\"attempt\":");
+    out.push_str(&attempt.to_string());
+    out.push_str(",\"subscription_id\":");
+    push_str(&mut out, endpoint_id);
+    out.push_str("}}");
+    out
+}
+
 /// A JSON array of envelopes, for batched endpoints.
 /// The `webhook-id` of a batch: `msg_` and a digest of its event ids in order.
 pub fn batch_id(event_ids: &[&str]) -> String {
@@ -123,6 +164,42 @@ mod tests {
             "2000-02-29T00:00:00.000000Z"
         );
         assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn hmac_hex_bodies_follow_seed_004() {
+        let e = Event {
+            id: "evt_1",
+            event_type: "user.signed_up",
+            version: "1",
+            source: "",
+            occurred_at_us: 1_779_004_800_123_456,
+            tenant_id: Some("tnt_1"),
+            actor_json: Some(r#"{"kind":"user","id":"usr_1"}"#),
+            data_json: r#"{"user":{"id":"usr_1"}}"#,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&build_hmac_hex(&e, Some("banking"), 2, "ep_9")).unwrap();
+        assert_eq!(v["event_id"], "evt_1");
+        assert_eq!(v["event_type"], "user.signed_up");
+        assert_eq!(v["occurred_at"], "2026-05-17T08:00:00.123Z");
+        assert_eq!(
+            v["tenant"],
+            serde_json::json!({"id": "tnt_1", "slug": "banking"})
+        );
+        assert_eq!(v["actor"]["id"], "usr_1");
+        assert_eq!(v["data"]["user"]["id"], "usr_1");
+        assert_eq!(
+            v["delivery"],
+            serde_json::json!({"attempt": 2, "subscription_id": "ep_9"})
+        );
+        let none = Event {
+            tenant_id: None,
+            ..e
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&build_hmac_hex(&none, None, 1, "ep_9")).unwrap();
+        assert_eq!(v["tenant"], serde_json::Value::Null);
     }
 
     #[test]

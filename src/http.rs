@@ -23,6 +23,39 @@ pub const READ_LIMIT: usize = 64 * 1024;
 pub const KEEP_BODY: usize = 4 * 1024;
 pub const USER_AGENT: &str = concat!("webhooks-pg/", env!("CARGO_PKG_VERSION"));
 
+/// How a request is signed and which headers name it: the Standard Webhooks `webhook-*`
+/// headers, or the hmac-hex format's `<prefix>Signature` (hex HMAC of the body), `Event-Id`,
+/// `Event-Type`, `Delivery-Attempt` and `Timestamp`.
+#[derive(Clone, Debug, Default)]
+pub enum Format {
+    #[default]
+    StandardWebhooks,
+    HmacHex {
+        prefix: String,
+    },
+}
+
+impl Format {
+    pub fn from_columns(format: &str, prefix: Option<&str>) -> Format {
+        match format {
+            "hmac-hex" => Format::HmacHex {
+                prefix: prefix.unwrap_or("X-Webhook-").to_string(),
+            },
+            _ => Format::StandardWebhooks,
+        }
+    }
+
+    /// The signing keys of a secret in this format: Standard Webhooks keys are the base64 after
+    /// `whsec_`; an hmac-hex receiver holds the whole string.
+    pub fn keys(&self, secrets: &[String]) -> Result<Vec<Vec<u8>>, String> {
+        match self {
+            Format::StandardWebhooks => signing::keys(secrets.iter().map(String::as_str))
+                .map_err(|e| format!("endpoint secret unusable: {e}")),
+            Format::HmacHex { .. } => Ok(secrets.iter().map(|s| s.as_bytes().to_vec()).collect()),
+        }
+    }
+}
+
 /// What the sender needs to make one request. Signing happens on the sender thread so that
 /// `webhook-timestamp` is the time of this attempt.
 #[derive(Clone, Debug)]
@@ -37,6 +70,7 @@ pub struct Job {
     pub headers: Arc<Vec<(String, String)>>,
     /// W3C trace context of the transaction that published the event, sent as is.
     pub traceparent: Option<String>,
+    pub format: Format,
     /// The endpoint's own agent when it presents a client certificate; else the shared one.
     pub agent: Option<Client>,
     /// A request not started by then is dropped unsent: its batch stopped waiting for it and
@@ -409,15 +443,41 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
     let started_at_us = now_us();
     let t0 = Instant::now();
     let ts = started_at_us / 1_000_000;
-    let signature = signing::signature_header(&job.keys, &job.msg_id, ts, job.body.as_bytes());
     let mut req = agent
         .post(&job.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &job.msg_id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", signature)
-        .header("webhook-event-type", &job.event_type)
-        .header("webhook-attempt", job.attempt.to_string());
+        .header("content-type", "application/json");
+    match &job.format {
+        Format::StandardWebhooks => {
+            let signature =
+                signing::signature_header(&job.keys, &job.msg_id, ts, job.body.as_bytes());
+            req = req
+                .header("webhook-id", &job.msg_id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", signature)
+                .header("webhook-event-type", &job.event_type)
+                .header("webhook-attempt", job.attempt.to_string());
+        }
+        Format::HmacHex { prefix } => {
+            // During a rotation's grace period the previous secret signs too, in its own header:
+            // a receiver checks either (one hex value per header, as seed 004 documents it).
+            for (i, key) in job.keys.iter().take(2).enumerate() {
+                let name = if i == 0 {
+                    "Signature"
+                } else {
+                    "Signature-Previous"
+                };
+                req = req.header(
+                    format!("{prefix}{name}"),
+                    signing::hmac_hex(key, job.body.as_bytes()),
+                );
+            }
+            req = req
+                .header(format!("{prefix}Event-Id"), &job.msg_id)
+                .header(format!("{prefix}Event-Type"), &job.event_type)
+                .header(format!("{prefix}Delivery-Attempt"), job.attempt.to_string())
+                .header(format!("{prefix}Timestamp"), ts.to_string());
+        }
+    }
     for (k, v) in job.headers.iter() {
         req = req.header(k, v);
     }
@@ -668,6 +728,7 @@ mod tests {
             keys: Arc::new(vec![vec![1u8; 32]]),
             headers: Arc::new(vec![("x-extra".into(), "yes".into())]),
             traceparent: None,
+            format: Format::default(),
             agent: None,
             not_after: None,
         }

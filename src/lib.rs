@@ -60,7 +60,11 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/endpoints.sql",
     name = "endpoints",
-    requires = ["publish", api::_check_client_cert]
+    requires = [
+        "publish",
+        api::_check_client_cert,
+        api::_check_header_prefix
+    ]
 );
 extension_sql_file!(
     "../sql/catalogue.sql",

@@ -60,6 +60,17 @@ pub fn keys<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Result<Vec<Vec<u8
     secrets.into_iter().map(secret_key).collect()
 }
 
+/// The hmac-hex format's signature (seed 004): HMAC-SHA256 of the body alone, hex. The key is
+/// the endpoint's secret as the receiver holds it (the whole `whsec_...` string).
+pub fn hmac_hex(secret: &[u8], body: &[u8]) -> String {
+    let mut m = match HmacSha256::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
 /// One `v1,<base64>` signature.
 pub fn sign_with_key(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     let tag = mac(key, msg_id, timestamp, body).finalize().into_bytes();

@@ -4,7 +4,7 @@
 
 use crate::envelope::{self, Event};
 use crate::http::{self, Job, Outcome};
-use crate::{guc, signing, target};
+use crate::{guc, target};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -102,7 +102,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         return JsonB(json!([]));
     };
     let event_id = text(first, "event_id").unwrap_or_default().to_string();
-    let body = Arc::new(envelope::build(&Event {
+    let event = Event {
         id: &event_id,
         event_type,
         version: text(first, "version").unwrap_or("1"),
@@ -114,7 +114,8 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         tenant_id: text(first, "tenant_id"),
         actor_json: text(first, "actor"),
         data_json: text(first, "data").unwrap_or("{}"),
-    }));
+    };
+    let body = Arc::new(envelope::build(&event));
     let policy = guc::policy();
     let client = kept_client();
     let traceparent = Some(guc::string_value(&guc::TRACEPARENT)).filter(|t| !t.is_empty());
@@ -153,15 +154,30 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             },
             _ => shared.clone(),
         };
-        let secrets = ["secret", "previous_secret"]
+        let secrets: Vec<String> = ["secret", "previous_secret"]
             .iter()
-            .filter_map(|k| text(t, k));
+            .filter_map(|k| text(t, k).map(str::to_string))
+            .collect();
+        let format = http::Format::from_columns(
+            text(t, "format").unwrap_or("standard-webhooks"),
+            text(t, "header_prefix"),
+        );
         let (Ok(keys), Ok(headers)) = (
-            signing::keys(secrets),
+            format.keys(&secrets),
             crate::headers::parse_object(text(t, "headers")),
         ) else {
             outcomes[i] = refuse("endpoint secret or headers unusable".into());
             continue;
+        };
+        // (an hmac-hex body names its endpoint: one body per target)
+        let body = match &format {
+            http::Format::StandardWebhooks => Arc::clone(&body),
+            http::Format::HmacHex { .. } => Arc::new(envelope::build_hmac_hex(
+                &event,
+                text(t, "tenant_slug"),
+                1,
+                text(t, "endpoint_id").unwrap_or_default(),
+            )),
         };
         jobs.push(Job {
             tag: i,
@@ -169,10 +185,11 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
             msg_id: event_id.clone(),
             event_type: event_type.to_string(),
             attempt: 1,
-            body: Arc::clone(&body),
+            body,
             keys: Arc::new(keys),
             headers: Arc::new(headers),
             traceparent: traceparent.clone(),
+            format,
             agent: Some(agent),
             not_after: None,
         });

@@ -903,3 +903,26 @@ fn a_session_trace_context_is_kept_with_its_events() {
     );
     assert_eq!(count("SELECT count(*) FROM webhooks.events WHERE type = 'user.updated' AND traceparent LIKE '00-4bf9%'"), 2);
 }
+
+/// Formats: standard-webhooks by default; hmac-hex with a prefix that makes valid headers;
+/// anything else refused by name.
+#[pg_test]
+fn endpoint_formats_and_prefixes_are_checked() {
+    let id = endpoint("https://h.example.com/in", "{*}", None);
+    assert_eq!(one::<String>(&format!("SELECT format FROM webhooks.endpoints WHERE id = '{id}'")).as_deref(), Some("standard-webhooks"));
+    expect_err(&format!("SELECT webhooks.endpoint_update('{id}', format => 'xml')"), "format \"xml\" is not known");
+    expect_err(&format!("SELECT webhooks.endpoint_update('{id}', header_prefix => 'X-Acme-')"), "hmac-hex format only");
+    expect_err(
+        &format!("SELECT webhooks.endpoint_update('{id}', format => 'hmac-hex', header_prefix => 'X Acme:')"),
+        "header_prefix \"X Acme:\" does not make valid headers",
+    );
+    expect_err(
+        &format!("SELECT webhooks.endpoint_update('{id}', format => 'hmac-hex', header_prefix => 'Webhook-')"),
+        "cannot be overridden",
+    );
+    run(&format!("SELECT webhooks.endpoint_update('{id}', format => 'hmac-hex', header_prefix => 'X-IntelliAuth-')"));
+    run(&format!("SELECT webhooks.endpoint_update('{id}', header_prefix => '')"));
+    assert_eq!(one::<String>(&format!("SELECT header_prefix FROM webhooks.endpoints WHERE id = '{id}'")), None);
+    expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'Not A Slug')", "tenants_slug_check");
+    run("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'acme-corp')");
+}

@@ -7,7 +7,7 @@ use crate::dispatch::Dispatcher;
 use crate::envelope::{self, Event};
 use crate::http::{self, Job, Outcome, Pool};
 use crate::schedule::{self, AfterFailure};
-use crate::{guc, signing, target, wake};
+use crate::{guc, target, wake};
 use pgrx::bgworkers::*;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -118,6 +118,7 @@ struct Claimed {
     endpoint_tenant: String,
     max_in_flight: usize,
     traceparent: Option<String>,
+    format: http::Format,
 }
 
 #[pg_guard]
@@ -486,24 +487,38 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
             let data = s(10).unwrap_or_else(|| "{}".into());
             let actor = s(9);
             let tenant = s(8);
-            let body = envelope::build(&Event {
+            let format = http::Format::from_columns(
+                s(23).as_deref().unwrap_or("standard-webhooks"),
+                s(24).as_deref(),
+            );
+            let endpoint_id = s(11).unwrap_or_default();
+            let attempts = row.get::<i32>(2).ok().flatten().unwrap_or(0);
+            let (version, source) = (s(5), s(6));
+            let event = Event {
                 id: &event_id,
                 event_type: &event_type,
-                version: s(5).as_deref().unwrap_or("1"),
-                source: s(6).as_deref().unwrap_or(""),
+                version: version.as_deref().unwrap_or("1"),
+                source: source.as_deref().unwrap_or(""),
                 occurred_at_us: occurred_us,
                 tenant_id: tenant.as_deref(),
                 actor_json: actor.as_deref(),
                 data_json: &data,
-            });
+            };
+            // (the hmac-hex body names its attempt: made for the one this claim sends)
+            let body = match format {
+                http::Format::StandardWebhooks => envelope::build(&event),
+                http::Format::HmacHex { .. } => {
+                    envelope::build_hmac_hex(&event, s(25).as_deref(), attempts + 1, &endpoint_id)
+                }
+            };
             out.push(Claimed {
                 delivery_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
-                attempts: row.get::<i32>(2).ok().flatten().unwrap_or(0),
+                attempts,
                 event_id,
                 event_type,
                 occurred_us,
                 body,
-                endpoint_id: s(11).unwrap_or_default(),
+                endpoint_id,
                 url: s(12).unwrap_or_default(),
                 secrets: [s(13), s(14)].into_iter().flatten().collect(),
                 headers: s(15),
@@ -513,6 +528,7 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
                 max_in_flight: row.get::<i32>(20).ok().flatten().unwrap_or(1).max(1) as usize,
                 endpoint_tenant: s(21).unwrap_or_default(),
                 traceparent: s(22),
+                format,
             });
         }
         out
@@ -634,8 +650,7 @@ fn endpoint_parts(c: &Claimed, conn: &Connections) -> Result<EndpointParts, Stri
     if let Err(e) = &conn.client {
         return Err(e.clone());
     }
-    let keys = signing::keys(c.secrets.iter().map(String::as_str))
-        .map_err(|e| format!("endpoint secret unusable: {e}"))?;
+    let keys = c.format.keys(&c.secrets)?;
     let headers = crate::headers::parse_object(c.headers.as_deref())?;
     let agent = match &c.client_cert {
         Some(pair) => Some(conn.mtls_agent(&c.endpoint_id, pair)?),
@@ -1016,6 +1031,7 @@ impl Flow {
                 keys: Arc::clone(&p.keys),
                 headers: Arc::clone(&p.headers),
                 traceparent: first.traceparent.clone(),
+                format: first.format.clone(),
                 agent: p.agent.clone(),
                 not_after: Some(not_after),
             };

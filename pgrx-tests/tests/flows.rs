@@ -420,3 +420,112 @@ fn a_backfill_and_a_bulk_update_reach_every_endpoint_in_entity_order() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// A receiver written from seed 004's page alone: the body's fields, the X-IntelliAuth-*
+/// headers, and the hex HMAC-SHA256 of the raw body with the endpoint's secret (ring's HMAC,
+/// not the extension's). A retry says so in the body and the header; a batched endpoint gets
+/// an array of such bodies.
+#[test]
+fn an_hmac_hex_endpoint_receives_seed_004s_body_and_headers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = Cluster::start(&[]);
+    let failed_once = std::sync::Arc::new(AtomicBool::new(false));
+    let f = failed_once.clone();
+    let rx = Receiver::scripted(move |_, _| {
+        if f.swap(true, Ordering::SeqCst) {
+            Reply::Status(200, "ok")
+        } else {
+            Reply::Status(503, "busy")
+        }
+    });
+    let mut db = c.client();
+    let row = db
+        .query_one(
+            "SELECT id, secret FROM webhooks.endpoint_create($1, '{user.*}', 'tnt_1',
+                 format => 'hmac-hex', header_prefix => 'X-IntelliAuth-')",
+            &[&rx.url],
+        )
+        .unwrap();
+    let (ep, secret): (String, String) = (row.get(0), row.get(1));
+    db.batch_execute(
+        "INSERT INTO webhooks.tenants (id, slug) VALUES ('tnt_1', 'banking-cymmetri');
+         SELECT webhooks.webhook_publish('user.signed_up',
+             '{\"user\": {\"id\": \"usr_1\", \"email\": \"anita@cymmetri.com\", \"name\": \"Anita Singh\"}}',
+             'tnt_1', actor => '{\"kind\": \"user\", \"id\": \"usr_1\", \"email\": \"anita@cymmetri.com\"}');",
+    )
+    .unwrap();
+    wait_for("the retry", Duration::from_secs(20), || {
+        (rx.count() == 2).then_some(())
+    });
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (i, r) in rx.all().iter().enumerate() {
+        let attempt = i as i64 + 1;
+        let expected = hex(ring::hmac::sign(&key, r.body.as_bytes()).as_ref());
+        assert_eq!(
+            r.header("x-intelliauth-signature"),
+            expected,
+            "signature over the raw body"
+        );
+        let b = r.json();
+        assert!(b["event_id"].as_str().unwrap().starts_with("evt_"));
+        assert_eq!(
+            r.header("x-intelliauth-event-id"),
+            b["event_id"].as_str().unwrap()
+        );
+        assert_eq!(b["event_type"], "user.signed_up");
+        assert_eq!(r.header("x-intelliauth-event-type"), "user.signed_up");
+        let at = b["occurred_at"].as_str().unwrap();
+        assert!(
+            at.len() == 24 && at.ends_with('Z') && at.as_bytes()[19] == b'.',
+            "{at}"
+        );
+        assert_eq!(
+            b["tenant"],
+            serde_json::json!({"id": "tnt_1", "slug": "banking-cymmetri"})
+        );
+        assert_eq!(b["actor"]["email"], "anita@cymmetri.com");
+        assert_eq!(b["data"]["user"]["name"], "Anita Singh");
+        assert_eq!(b["delivery"]["attempt"], attempt);
+        assert_eq!(b["delivery"]["subscription_id"], ep.as_str());
+        assert_eq!(
+            r.header("x-intelliauth-delivery-attempt"),
+            attempt.to_string()
+        );
+        let ts: i64 = r.header("x-intelliauth-timestamp").parse().unwrap();
+        assert!((now - ts).abs() < 60, "{ts}");
+        assert_eq!(
+            r.header("webhook-signature"),
+            "",
+            "no Standard Webhooks headers"
+        );
+    }
+    // Batched: an array of such bodies, signed as one; the default prefix is X-Webhook-.
+    db.execute(
+        "SELECT webhooks.endpoint_update($1, header_prefix => '', batch_max => 10, batch_window => '1 second')",
+        &[&ep],
+    )
+    .unwrap();
+    db.batch_execute(
+        "SELECT webhooks.webhook_publish('user.updated', '{\"n\": 1}', 'tnt_1');
+         SELECT webhooks.webhook_publish('user.updated', '{\"n\": 2}', 'tnt_1');",
+    )
+    .unwrap();
+    wait_for("the batch", Duration::from_secs(20), || {
+        (rx.count() == 3).then_some(())
+    });
+    let r = &rx.all()[2];
+    assert_eq!(
+        r.header("x-webhook-signature"),
+        hex(ring::hmac::sign(&key, r.body.as_bytes()).as_ref())
+    );
+    let items = r.json();
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["data"]["n"], 1);
+    assert_eq!(items[1]["delivery"]["subscription_id"], ep.as_str());
+}

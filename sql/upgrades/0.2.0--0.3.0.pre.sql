@@ -114,6 +114,10 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 ALTER TABLE webhooks.deliveries ADD COLUMN endpoint_tenant text;
 -- The publishing session's trace context (webhooks.traceparent), sent with every attempt.
 ALTER TABLE webhooks.events ADD COLUMN traceparent text;
+-- Per endpoint, what receivers get (the Standard Webhooks envelope, or seed 004's hmac-hex).
+ALTER TABLE webhooks.endpoints ADD COLUMN format text NOT NULL DEFAULT 'standard-webhooks'
+    CHECK (format IN ('standard-webhooks', 'hmac-hex'));
+ALTER TABLE webhooks.endpoints ADD COLUMN header_prefix text;
 UPDATE webhooks.deliveries d
 SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
                                         WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
