@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing webhooks needs, skipping whatever is already there:
 # PostgreSQL 15 with its server headers, clang, sudo, ca-certificates (the trust store delivery
-# uses), openssl (the demo's CA), prometheus-postgres-exporter (the metrics test), nginx
+# uses), openssl (the demo's CA), prometheus-postgres-exporter (the metrics test),
+# python3-cryptography (an independent ed25519 verifier for the v1a test), nginx
 # (benchmarks), cargo-pgrx 0.18.0,
 # and pgrx's registration of the system PostgreSQL 15.
 set -euo pipefail
@@ -10,7 +11,7 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
-for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config ca-certificates openssl prometheus-postgres-exporter; do
+for pkg in postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config ca-certificates openssl prometheus-postgres-exporter python3-cryptography; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${WEBHOOKS_BENCH:-0}" = 1 ]; then

@@ -10,6 +10,7 @@ AS $$
 BEGIN
     IF TG_TABLE_NAME = 'endpoints' THEN
         DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.endpoint_id = o.id;
+        DELETE FROM webhooks_internal.signing_keys k USING old_rows o WHERE k.endpoint_id = o.id;
     ELSIF TG_TABLE_NAME = 'events' THEN
         DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.event_id = o.id;
     ELSE
@@ -55,6 +56,9 @@ DECLARE
     restoring boolean := TG_OP = 'INSERT'
         AND pg_catalog.current_setting('row_security') = 'off'
         AND pg_catalog.current_setting('check_function_bodies') = 'off';
+    -- endpoint_rotate_secret sets secret to NULL
+    rotating boolean := TG_OP = 'UPDATE' AND NEW.secret IS NULL;
+    pair text[];
 BEGIN
     IF restoring THEN
         RETURN NEW;
@@ -116,9 +120,34 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
         PERFORM webhooks_internal._check_url(NEW.url);
     END IF;
+    IF NEW.signature IS NULL OR NEW.signature NOT IN ('v1', 'v1a') THEN
+        RAISE EXCEPTION 'signature "%" is not known: v1 (HMAC) or v1a (ed25519)', NEW.signature
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NEW.format IS NULL OR NEW.format NOT IN ('standard-webhooks', 'hmac-hex') THEN
         RAISE EXCEPTION 'format "%" is not known: standard-webhooks or hmac-hex', NEW.format
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- v1a: a key pair made here, the private half kept where only the owner reads it. A new
+    -- pair on every rotation (secret set to NULL), the old one signing until the grace ends.
+    IF NEW.signature = 'v1a' THEN
+        IF NEW.format <> 'standard-webhooks' THEN
+            RAISE EXCEPTION 'signature v1a applies to the standard-webhooks format only' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
+            UPDATE webhooks_internal.signing_keys k SET endpoint_id = NEW.id WHERE k.endpoint_id = OLD.id;
+        END IF;
+        IF TG_OP = 'INSERT' OR OLD.signature <> 'v1a' OR rotating
+           OR NOT EXISTS (SELECT 1 FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = NEW.id) THEN
+            pair := webhooks_internal._new_key_pair();
+            NEW.public_key := pair[2];
+            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key) VALUES (NEW.id, pair[1])
+            ON CONFLICT (endpoint_id) DO UPDATE
+                SET previous_private_key = CASE WHEN rotating THEN k.private_key END, private_key = EXCLUDED.private_key;
+        END IF;
+    ELSIF TG_OP = 'UPDATE' AND OLD.signature = 'v1a' THEN
+        NEW.public_key := NULL;
+        DELETE FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = OLD.id;
     END IF;
     IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
         IF NEW.format <> 'hmac-hex' THEN
@@ -257,16 +286,18 @@ CREATE FUNCTION webhooks.endpoint_create(
     tenant_id text DEFAULT NULL,
     description text DEFAULT NULL,
     format text DEFAULT NULL,
-    header_prefix text DEFAULT NULL
+    header_prefix text DEFAULT NULL,
+    signature text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE sql VOLATILE
 AS $$
-    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description, format, header_prefix)
-    VALUES (url, event_types, tenant_id, description, coalesce(format, 'standard-webhooks'), header_prefix)
+    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description, format, header_prefix, signature)
+    VALUES (url, event_types, tenant_id, description, coalesce(format, 'standard-webhooks'), header_prefix,
+            coalesce(signature, 'v1'))
     RETURNING *
 $$;
-COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text) IS
-    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix). A signing secret is generated.';
+COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text) IS
+    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver). A signing secret is generated.';
 
 CREATE FUNCTION webhooks.endpoint_update(
     id text,
@@ -282,7 +313,8 @@ CREATE FUNCTION webhooks.endpoint_update(
     max_in_flight int DEFAULT NULL,
     rate_limit int DEFAULT NULL,
     format text DEFAULT NULL,
-    header_prefix text DEFAULT NULL
+    header_prefix text DEFAULT NULL,
+    signature text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -304,6 +336,7 @@ BEGIN
         rate_limit = CASE WHEN endpoint_update.rate_limit = 0 THEN NULL
                           ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END,
         format = coalesce(endpoint_update.format, e.format),
+        signature = coalesce(endpoint_update.signature, e.signature),
         -- '' goes back to the format's default prefix
         header_prefix = CASE WHEN endpoint_update.header_prefix = '' THEN NULL
                              ELSE coalesce(endpoint_update.header_prefix, e.header_prefix) END
@@ -314,8 +347,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default).';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -374,11 +407,11 @@ BEGIN
     UPDATE webhooks.endpoints e
     SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = NULL
     WHERE e.id = endpoint_rotate_secret.id
-    RETURNING e.secret INTO fresh;
+    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key ELSE e.secret END INTO fresh;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
     END IF;
     RETURN fresh;
 END $$;
 COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
-    'Replaces the signing secret and returns it; the old one also signs until the grace period ends.';
+    'Replaces the signing secret (v1a: the key pair) and returns it (v1a: the new public key); the old one also signs until the grace period ends.';

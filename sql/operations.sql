@@ -72,6 +72,7 @@ AS $$
 DECLARE
     s text[] := webhooks.tenant_scope();
     ep webhooks.endpoints;
+    k webhooks_internal.signing_keys;
     new_id text := webhooks_internal._new_event_id();
     answer jsonb;
 BEGIN
@@ -83,14 +84,18 @@ BEGIN
         RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
             HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
     END IF;
+    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id;
     answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
         'event_id', new_id, 'version', '1',
         'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
         'tenant_id', nullif(ep.tenant_id, '*'),
         'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
         'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
-        'endpoint_id', ep.id, 'url', ep.url, 'secret', ep.secret,
-        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
+        'endpoint_id', ep.id, 'url', ep.url,
+        'secret', CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+            CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+        'signature', ep.signature,
         'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
         'format', ep.format, 'header_prefix', ep.header_prefix,
         'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))

@@ -61,7 +61,12 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     format                     text NOT NULL DEFAULT 'standard-webhooks'
                                CHECK (format IN ('standard-webhooks', 'hmac-hex')),
     -- hmac-hex only: the prefix of its headers (NULL: 'X-Webhook-').
-    header_prefix              text
+    header_prefix              text,
+    -- Standard Webhooks signatures: 'v1' (HMAC with the secret) or 'v1a' (ed25519: the
+    -- extension keeps the private key in webhooks_internal.signing_keys; receivers get
+    -- public_key, which verifies but cannot sign).
+    signature                  text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a')),
+    public_key                 text
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -155,6 +160,14 @@ CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
     delays           interval[] NOT NULL,   -- each endpoint's batch_window
     published_at     timestamptz NOT NULL DEFAULT now(),
     done             int NOT NULL DEFAULT 0 -- events whose deliveries are written
+);
+
+-- The private keys of v1a endpoints: the owner's alone (admins read endpoints, never these).
+-- previous_private_key signs too until the endpoint's previous_secret_expires_at.
+CREATE TABLE IF NOT EXISTS webhooks_internal.signing_keys (
+    endpoint_id          text PRIMARY KEY,
+    private_key          text NOT NULL,
+    previous_private_key text
 );
 
 -- One row, locked by the worker that writes fanouts (one writer at a time keeps entity order).
@@ -290,6 +303,8 @@ COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit c
 COMMENT ON COLUMN webhooks.endpoints.paused_until IS 'The receiver asked to wait (429/502/503/504 with Retry-After): nothing is sent before.';
 COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-webhooks (default) or hmac-hex (seed 004''s body and X-...-Signature hex HMAC of the body).';
 COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the headers, e.g. X-IntelliAuth- (NULL: X-Webhook-).';
+COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secret, the default) or v1a (ed25519: receivers verify with public_key).';
+COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';

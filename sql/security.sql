@@ -47,11 +47,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.tenants TO webhooks_admin;
 GRANT SELECT, DELETE ON webhooks.endpoints TO webhooks_admin;
 GRANT INSERT (id, tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
     ON webhooks.endpoints TO webhooks_admin;
 GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
     ON webhooks.endpoints TO webhooks_admin;
 -- Deliveries are read, never written: delivery_retry, endpoint_recover and event_replay change
 -- them (as the owner, after their checks), so an admin can neither put an in-flight delivery
@@ -60,8 +60,8 @@ GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
     webhooks.tracked_tables, webhooks.metrics TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
-    webhooks.endpoint_create(text, text[], text, text, text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text),
+    webhooks.endpoint_create(text, text[], text, text, text, text, text),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text),
     webhooks.endpoint_recover(text, timestamptz),
     webhooks.endpoint_test(text, text),
     webhooks.endpoint_delete(text),
@@ -167,4 +167,5 @@ SELECT webhooks_internal._installed();
 -- publishes have yet to make.
 SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.signing_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts_id_seq', '');

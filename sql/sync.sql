@@ -9,7 +9,7 @@ CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_ten
 RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
                occurred_us bigint, data text, endpoint_id text, url text, secret text,
                previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text)
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -36,11 +36,15 @@ BEGIN
     )
     SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
            (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url, ep.secret,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
            ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id)
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
     FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
     ORDER BY ep.id;
 END $$;
 

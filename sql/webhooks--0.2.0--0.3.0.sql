@@ -120,6 +120,9 @@ ALTER TABLE webhooks.events ADD COLUMN traceparent text;
 ALTER TABLE webhooks.endpoints ADD COLUMN format text NOT NULL DEFAULT 'standard-webhooks'
     CHECK (format IN ('standard-webhooks', 'hmac-hex'));
 ALTER TABLE webhooks.endpoints ADD COLUMN header_prefix text;
+-- v1a (ed25519) signatures per endpoint.
+ALTER TABLE webhooks.endpoints ADD COLUMN signature text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a'));
+ALTER TABLE webhooks.endpoints ADD COLUMN public_key text;
 UPDATE webhooks.deliveries d
 SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
                                         WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
@@ -242,7 +245,12 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     format                     text NOT NULL DEFAULT 'standard-webhooks'
                                CHECK (format IN ('standard-webhooks', 'hmac-hex')),
     -- hmac-hex only: the prefix of its headers (NULL: 'X-Webhook-').
-    header_prefix              text
+    header_prefix              text,
+    -- Standard Webhooks signatures: 'v1' (HMAC with the secret) or 'v1a' (ed25519: the
+    -- extension keeps the private key in webhooks_internal.signing_keys; receivers get
+    -- public_key, which verifies but cannot sign).
+    signature                  text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a')),
+    public_key                 text
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -336,6 +344,14 @@ CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
     delays           interval[] NOT NULL,   -- each endpoint's batch_window
     published_at     timestamptz NOT NULL DEFAULT now(),
     done             int NOT NULL DEFAULT 0 -- events whose deliveries are written
+);
+
+-- The private keys of v1a endpoints: the owner's alone (admins read endpoints, never these).
+-- previous_private_key signs too until the endpoint's previous_secret_expires_at.
+CREATE TABLE IF NOT EXISTS webhooks_internal.signing_keys (
+    endpoint_id          text PRIMARY KEY,
+    private_key          text NOT NULL,
+    previous_private_key text
 );
 
 -- One row, locked by the worker that writes fanouts (one writer at a time keeps entity order).
@@ -471,6 +487,8 @@ COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit c
 COMMENT ON COLUMN webhooks.endpoints.paused_until IS 'The receiver asked to wait (429/502/503/504 with Retry-After): nothing is sent before.';
 COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-webhooks (default) or hmac-hex (seed 004''s body and X-...-Signature hex HMAC of the body).';
 COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the headers, e.g. X-IntelliAuth- (NULL: X-Webhook-).';
+COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secret, the default) or v1a (ed25519: receivers verify with public_key).';
+COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
@@ -740,7 +758,7 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:179
+-- src/api.rs:187
 -- webhooks::api::_check_headers
 CREATE  FUNCTION webhooks_internal."_check_headers"(
 	"h" jsonb /* JsonB */
@@ -751,7 +769,138 @@ AS 'MODULE_PATHNAME', '_check_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:161
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:342
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:167
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:141
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:217
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:181
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/handoff.rs:93
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:149
 -- webhooks::api::_check_header_prefix
 CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
 	"prefix" TEXT /* & str */
@@ -780,35 +929,15 @@ AS 'MODULE_PATHNAME', '_installed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:342
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
+-- src/api.rs:209
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+AS 'MODULE_PATHNAME', '_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -818,72 +947,6 @@ CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String *
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:194
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:173
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:159
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:93
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1049,51 +1112,6 @@ BEGIN
         RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
     END IF;
 END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:153
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:201
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1513,6 +1531,184 @@ ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:55
+-- requires:
+--   publish
+--   gate::webhook_send_sync_result
+
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
+               occurred_us bigint, data text, endpoint_id text, url text, secret text,
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+          AND webhooks_internal._matches(ep.event_types, p_type)
+        RETURNING dd.id, dd.endpoint_id
+    )
+    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
+    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
+    ORDER BY ep.id;
+END $$;
+
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
+
+-- Synchronous events: delivered now from the calling session. Returns the answers, or, when
+-- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token).
+CREATE FUNCTION webhooks_internal._send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text,
+    actor jsonb
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    failures text;
+BEGIN
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
+                      FROM pg_catalog.jsonb_array_elements(answers) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
+
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:60
 -- requires:
 --   publish
@@ -1531,6 +1727,7 @@ AS $$
 BEGIN
     IF TG_TABLE_NAME = 'endpoints' THEN
         DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.endpoint_id = o.id;
+        DELETE FROM webhooks_internal.signing_keys k USING old_rows o WHERE k.endpoint_id = o.id;
     ELSIF TG_TABLE_NAME = 'events' THEN
         DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.event_id = o.id;
     ELSE
@@ -1576,6 +1773,9 @@ DECLARE
     restoring boolean := TG_OP = 'INSERT'
         AND pg_catalog.current_setting('row_security') = 'off'
         AND pg_catalog.current_setting('check_function_bodies') = 'off';
+    -- endpoint_rotate_secret sets secret to NULL
+    rotating boolean := TG_OP = 'UPDATE' AND NEW.secret IS NULL;
+    pair text[];
 BEGIN
     IF restoring THEN
         RETURN NEW;
@@ -1637,9 +1837,34 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
         PERFORM webhooks_internal._check_url(NEW.url);
     END IF;
+    IF NEW.signature IS NULL OR NEW.signature NOT IN ('v1', 'v1a') THEN
+        RAISE EXCEPTION 'signature "%" is not known: v1 (HMAC) or v1a (ed25519)', NEW.signature
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NEW.format IS NULL OR NEW.format NOT IN ('standard-webhooks', 'hmac-hex') THEN
         RAISE EXCEPTION 'format "%" is not known: standard-webhooks or hmac-hex', NEW.format
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- v1a: a key pair made here, the private half kept where only the owner reads it. A new
+    -- pair on every rotation (secret set to NULL), the old one signing until the grace ends.
+    IF NEW.signature = 'v1a' THEN
+        IF NEW.format <> 'standard-webhooks' THEN
+            RAISE EXCEPTION 'signature v1a applies to the standard-webhooks format only' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
+            UPDATE webhooks_internal.signing_keys k SET endpoint_id = NEW.id WHERE k.endpoint_id = OLD.id;
+        END IF;
+        IF TG_OP = 'INSERT' OR OLD.signature <> 'v1a' OR rotating
+           OR NOT EXISTS (SELECT 1 FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = NEW.id) THEN
+            pair := webhooks_internal._new_key_pair();
+            NEW.public_key := pair[2];
+            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key) VALUES (NEW.id, pair[1])
+            ON CONFLICT (endpoint_id) DO UPDATE
+                SET previous_private_key = CASE WHEN rotating THEN k.private_key END, private_key = EXCLUDED.private_key;
+        END IF;
+    ELSIF TG_OP = 'UPDATE' AND OLD.signature = 'v1a' THEN
+        NEW.public_key := NULL;
+        DELETE FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = OLD.id;
     END IF;
     IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
         IF NEW.format <> 'hmac-hex' THEN
@@ -1778,16 +2003,18 @@ CREATE FUNCTION webhooks.endpoint_create(
     tenant_id text DEFAULT NULL,
     description text DEFAULT NULL,
     format text DEFAULT NULL,
-    header_prefix text DEFAULT NULL
+    header_prefix text DEFAULT NULL,
+    signature text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE sql VOLATILE
 AS $$
-    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description, format, header_prefix)
-    VALUES (url, event_types, tenant_id, description, coalesce(format, 'standard-webhooks'), header_prefix)
+    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description, format, header_prefix, signature)
+    VALUES (url, event_types, tenant_id, description, coalesce(format, 'standard-webhooks'), header_prefix,
+            coalesce(signature, 'v1'))
     RETURNING *
 $$;
-COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text) IS
-    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix). A signing secret is generated.';
+COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text) IS
+    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver). A signing secret is generated.';
 
 CREATE FUNCTION webhooks.endpoint_update(
     id text,
@@ -1803,7 +2030,8 @@ CREATE FUNCTION webhooks.endpoint_update(
     max_in_flight int DEFAULT NULL,
     rate_limit int DEFAULT NULL,
     format text DEFAULT NULL,
-    header_prefix text DEFAULT NULL
+    header_prefix text DEFAULT NULL,
+    signature text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -1825,6 +2053,7 @@ BEGIN
         rate_limit = CASE WHEN endpoint_update.rate_limit = 0 THEN NULL
                           ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END,
         format = coalesce(endpoint_update.format, e.format),
+        signature = coalesce(endpoint_update.signature, e.signature),
         -- '' goes back to the format's default prefix
         header_prefix = CASE WHEN endpoint_update.header_prefix = '' THEN NULL
                              ELSE coalesce(endpoint_update.header_prefix, e.header_prefix) END
@@ -1835,8 +2064,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default).';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -1895,14 +2124,60 @@ BEGIN
     UPDATE webhooks.endpoints e
     SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = NULL
     WHERE e.id = endpoint_rotate_secret.id
-    RETURNING e.secret INTO fresh;
+    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key ELSE e.secret END INTO fresh;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
     END IF;
     RETURN fresh;
 END $$;
 COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
-    'Replaces the signing secret and returns it; the old one also signs until the grace period ends.';
+    'Replaces the signing secret (v1a: the key pair) and returns it (v1a: the new public key); the old one also signs until the grace period ends.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:79
+-- requires:
+--   endpoints
+
+-- Views for operators: dead letters and per-endpoint health.
+
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
+
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1985,6 +2260,7 @@ AS $$
 DECLARE
     s text[] := webhooks.tenant_scope();
     ep webhooks.endpoints;
+    k webhooks_internal.signing_keys;
     new_id text := webhooks_internal._new_event_id();
     answer jsonb;
 BEGIN
@@ -1996,14 +2272,18 @@ BEGIN
         RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
             HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
     END IF;
+    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id;
     answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
         'event_id', new_id, 'version', '1',
         'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
         'tenant_id', nullif(ep.tenant_id, '*'),
         'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
         'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
-        'endpoint_id', ep.id, 'url', ep.url, 'secret', ep.secret,
-        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
+        'endpoint_id', ep.id, 'url', ep.url,
+        'secret', CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+            CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+        'signature', ep.signature,
         'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
         'format', ep.format, 'header_prefix', ep.header_prefix,
         'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))
@@ -2103,6 +2383,73 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:90
+-- requires:
+--   operations
+--   views
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:85
 -- requires:
 --   endpoints
@@ -2129,7 +2476,8 @@ RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
                tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
-               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text)
+               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
+               signature text)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
@@ -2360,12 +2708,20 @@ BEGIN
       AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
     RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
               (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
+              e.actor::text, e.data::text, ep.id, ep.url,
+              -- (v1a: the private keys instead of the secrets)
+              CASE WHEN ep.signature = 'v1a'
+                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                   ELSE ep.secret END,
+              CASE WHEN ep.previous_secret_expires_at > now() THEN
+                   CASE WHEN ep.signature = 'v1a'
+                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                        ELSE ep.previous_secret END END,
               ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
               (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
               e.traceparent, ep.format, ep.header_prefix,
-              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END;
+              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
+              ep.signature;
 END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
@@ -2554,293 +2910,6 @@ BEGIN
     END LOOP;
     RETURN made;
 END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:79
--- requires:
---   endpoints
-
--- Views for operators: dead letters and per-endpoint health.
-
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
-
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:90
--- requires:
---   operations
---   views
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:55
--- requires:
---   publish
---   gate::webhook_send_sync_result
-
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
-
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
-BEGIN
-    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-        RETURNING dd.id, dd.endpoint_id
-    )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url, ep.secret,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN ep.previous_secret END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id)
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token).
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    failures text;
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
-    END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
-    END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
-                      FROM pg_catalog.jsonb_array_elements(answers) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
-        RETURN;
-    END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
-END $$;
-
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
-BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
-    END IF;
-    RETURN r;
-END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3293,6 +3362,15 @@ CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:202
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:95
 -- finalize
 -- Roles, grants and tenant isolation. Loaded last.
@@ -3344,11 +3422,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.tenants TO webhooks_admin;
 GRANT SELECT, DELETE ON webhooks.endpoints TO webhooks_admin;
 GRANT INSERT (id, tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
     ON webhooks.endpoints TO webhooks_admin;
 GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
     ON webhooks.endpoints TO webhooks_admin;
 -- Deliveries are read, never written: delivery_retry, endpoint_recover and event_replay change
 -- them (as the owner, after their checks), so an admin can neither put an in-flight delivery
@@ -3357,8 +3435,8 @@ GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
     webhooks.tracked_tables, webhooks.metrics TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
-    webhooks.endpoint_create(text, text[], text, text, text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text),
+    webhooks.endpoint_create(text, text[], text, text, text, text, text),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text),
     webhooks.endpoint_recover(text, timestamptz),
     webhooks.endpoint_test(text, text),
     webhooks.endpoint_delete(text),
@@ -3464,6 +3542,7 @@ SELECT webhooks_internal._installed();
 -- publishes have yet to make.
 SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.signing_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.fanouts_id_seq', '');
 /* </end connected objects> */
 

@@ -19,7 +19,8 @@ RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
                tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
-               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text)
+               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
+               signature text)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
@@ -250,12 +251,20 @@ BEGIN
       AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
     RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
               (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url, ep.secret,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END,
+              e.actor::text, e.data::text, ep.id, ep.url,
+              -- (v1a: the private keys instead of the secrets)
+              CASE WHEN ep.signature = 'v1a'
+                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                   ELSE ep.secret END,
+              CASE WHEN ep.previous_secret_expires_at > now() THEN
+                   CASE WHEN ep.signature = 'v1a'
+                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                        ELSE ep.previous_secret END END,
               ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
               (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
               e.traceparent, ep.format, ep.header_prefix,
-              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END;
+              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
+              ep.signature;
 END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row

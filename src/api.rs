@@ -137,6 +137,14 @@ fn _check_client_cert(cert: &str, key: &str) -> bool {
     true
 }
 
+/// A new ed25519 key pair for a v1a endpoint: {whsk_ private, whpk_ public}.
+#[pg_extern(volatile, parallel_safe, schema = "webhooks_internal")]
+fn _new_key_pair() -> Vec<String> {
+    let seed = ok_or_error(ids::random_bytes::<32>());
+    let (private, public) = ok_or_error(signing::ed25519_key_pair(seed));
+    vec![private, public]
+}
+
 /// An hmac-hex endpoint's header prefix: what it makes must be valid header names of its own.
 #[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
 fn _check_header_prefix(prefix: &str) -> bool {

@@ -30,17 +30,20 @@ pub const USER_AGENT: &str = concat!("webhooks-pg/", env!("CARGO_PKG_VERSION"));
 pub enum Format {
     #[default]
     StandardWebhooks,
+    /// Standard Webhooks with `v1a` (ed25519) signatures: the keys are private key seeds.
+    StandardWebhooksV1a,
     HmacHex {
         prefix: String,
     },
 }
 
 impl Format {
-    pub fn from_columns(format: &str, prefix: Option<&str>) -> Format {
-        match format {
-            "hmac-hex" => Format::HmacHex {
+    pub fn from_columns(format: &str, prefix: Option<&str>, signature: Option<&str>) -> Format {
+        match (format, signature) {
+            ("hmac-hex", _) => Format::HmacHex {
                 prefix: prefix.unwrap_or("X-Webhook-").to_string(),
             },
+            (_, Some("v1a")) => Format::StandardWebhooksV1a,
             _ => Format::StandardWebhooks,
         }
     }
@@ -51,6 +54,12 @@ impl Format {
         match self {
             Format::StandardWebhooks => signing::keys(secrets.iter().map(String::as_str))
                 .map_err(|e| format!("endpoint secret unusable: {e}")),
+            Format::StandardWebhooksV1a => secrets
+                .iter()
+                .map(|s| {
+                    signing::ed25519_seed(s).map_err(|e| format!("endpoint key unusable: {e}"))
+                })
+                .collect(),
             Format::HmacHex { .. } => Ok(secrets.iter().map(|s| s.as_bytes().to_vec()).collect()),
         }
     }
@@ -447,9 +456,12 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
         .post(&job.url)
         .header("content-type", "application/json");
     match &job.format {
-        Format::StandardWebhooks => {
-            let signature =
-                signing::signature_header(&job.keys, &job.msg_id, ts, job.body.as_bytes());
+        Format::StandardWebhooks | Format::StandardWebhooksV1a => {
+            let signature = if matches!(job.format, Format::StandardWebhooksV1a) {
+                signing::signature_header_v1a(&job.keys, &job.msg_id, ts, job.body.as_bytes())
+            } else {
+                signing::signature_header(&job.keys, &job.msg_id, ts, job.body.as_bytes())
+            };
             req = req
                 .header("webhook-id", &job.msg_id)
                 .header("webhook-timestamp", ts.to_string())

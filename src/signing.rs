@@ -97,6 +97,89 @@ pub fn signature_header(keys: &[Vec<u8>], msg_id: &str, timestamp: i64, body: &[
         .join(" ")
 }
 
+pub const PRIVATE_KEY_PREFIX: &str = "whsk_";
+pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
+
+/// A new ed25519 key pair for `v1a` signatures: (`whsk_` + base64 of the 32-byte seed, `whpk_`
+/// + base64 of the 32-byte public key).
+pub fn ed25519_key_pair(seed: [u8; 32]) -> Result<(String, String), String> {
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+        .map_err(|_| "ed25519 key pair rejected".to_string())?;
+    use ring::signature::KeyPair;
+    Ok((
+        format!("{PRIVATE_KEY_PREFIX}{}", B64.encode(seed)),
+        format!(
+            "{PUBLIC_KEY_PREFIX}{}",
+            B64.encode(pair.public_key().as_ref())
+        ),
+    ))
+}
+
+/// The signing key of a `whsk_` private key: its 32-byte seed.
+pub fn ed25519_seed(private_key: &str) -> Result<Vec<u8>, String> {
+    let seed = private_key
+        .strip_prefix(PRIVATE_KEY_PREFIX)
+        .and_then(|b| B64.decode(b.trim()).ok())
+        .filter(|s| s.len() == 32)
+        .ok_or_else(|| "private key must be whsk_ and the base64 of 32 bytes".to_string())?;
+    Ok(seed)
+}
+
+/// One `v1a,<base64>` signature: ed25519 over `{id}.{ts}.{body}` with a 32-byte seed.
+pub fn sign_v1a(seed: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+        .map_err(|_| "ed25519 seed rejected".to_string())?;
+    let mut msg = Vec::with_capacity(msg_id.len() + body.len() + 24);
+    msg.extend_from_slice(msg_id.as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(timestamp.to_string().as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    Ok(format!("v1a,{}", B64.encode(pair.sign(&msg).as_ref())))
+}
+
+/// The `webhook-signature` header of a `v1a` endpoint: one signature per active key.
+pub fn signature_header_v1a(
+    seeds: &[Vec<u8>],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    seeds
+        .iter()
+        .filter_map(|s| sign_v1a(s, msg_id, timestamp, body).ok())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `verify` for a `whpk_` public key: any `v1a,` entry that verifies.
+fn verify_v1a(
+    public_key: &str,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    signatures: &str,
+) -> Result<bool, SigningError> {
+    let key = public_key
+        .strip_prefix(PUBLIC_KEY_PREFIX)
+        .and_then(|b| B64.decode(b.trim()).ok())
+        .filter(|k| k.len() == 32)
+        .ok_or(SigningError::BadBase64)?;
+    let mut msg = Vec::with_capacity(msg_id.len() + body.len() + 24);
+    msg.extend_from_slice(msg_id.as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(timestamp.to_string().as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key);
+    Ok(signatures.split_whitespace().any(|entry| {
+        entry
+            .strip_prefix("v1a,")
+            .and_then(|b| B64.decode(b).ok())
+            .is_some_and(|sig| key.verify(&msg, &sig).is_ok())
+    }))
+}
+
 /// True when the timestamp is within `tolerance` seconds of `now` (either direction) and any
 /// `v1,` entry of the space-separated list matches. Comparison is constant-time (`verify_slice`).
 pub fn verify(
@@ -108,10 +191,18 @@ pub fn verify(
     tolerance_seconds: i64,
     now: i64,
 ) -> Result<bool, SigningError> {
-    let key = secret_key(secret)?;
     if (now - timestamp).abs() > tolerance_seconds {
+        // (the key is still checked: a malformed one is an error, not a mismatch)
+        if !secret.starts_with(PUBLIC_KEY_PREFIX) {
+            secret_key(secret)?;
+        }
         return Ok(false);
     }
+    // A whpk_ public key checks v1a (ed25519) signatures; a whsec_ secret v1 (HMAC).
+    if secret.starts_with(PUBLIC_KEY_PREFIX) {
+        return verify_v1a(secret, msg_id, timestamp, body, signatures);
+    }
+    let key = secret_key(secret)?;
     let expected = mac(&key, msg_id, timestamp, body);
     for entry in signatures.split_whitespace() {
         let Some(b64) = entry.strip_prefix("v1,") else {
@@ -135,6 +226,58 @@ mod tests {
     pub const SPEC_TS: i64 = 1614265330;
     pub const SPEC_BODY: &str = r#"{"test": 2432232314}"#;
     pub const SPEC_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    #[test]
+    fn v1a_signs_with_the_private_key_and_verifies_with_the_public_one() {
+        let (private, public) = ed25519_key_pair([7; 32]).unwrap();
+        assert!(private.starts_with("whsk_") && public.starts_with("whpk_"));
+        let seed = ed25519_seed(&private).unwrap();
+        let sig = signature_header_v1a(&[seed], SPEC_ID, SPEC_TS, SPEC_BODY.as_bytes());
+        assert!(sig.starts_with("v1a,"));
+        assert_eq!(
+            verify(
+                &public,
+                SPEC_ID,
+                SPEC_TS,
+                SPEC_BODY.as_bytes(),
+                &sig,
+                300,
+                SPEC_TS
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            verify(&public, SPEC_ID, SPEC_TS, b"{}", &sig, 300, SPEC_TS),
+            Ok(false)
+        );
+        let (_, other) = ed25519_key_pair([8; 32]).unwrap();
+        assert_eq!(
+            verify(
+                &other,
+                SPEC_ID,
+                SPEC_TS,
+                SPEC_BODY.as_bytes(),
+                &sig,
+                300,
+                SPEC_TS
+            ),
+            Ok(false)
+        );
+        // a v1 entry never passes for a public key, nor a v1a one for a secret
+        assert_eq!(
+            verify(
+                SPEC_SECRET,
+                SPEC_ID,
+                SPEC_TS,
+                SPEC_BODY.as_bytes(),
+                &sig,
+                300,
+                SPEC_TS
+            ),
+            Ok(false)
+        );
+        assert!(ed25519_seed("whsk_short").is_err());
+    }
 
     #[test]
     fn matches_spec_example() {

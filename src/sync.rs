@@ -161,6 +161,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         let format = http::Format::from_columns(
             text(t, "format").unwrap_or("standard-webhooks"),
             text(t, "header_prefix"),
+            text(t, "signature"),
         );
         let (Ok(keys), Ok(headers)) = (
             format.keys(&secrets),
@@ -171,7 +172,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         };
         // (an hmac-hex body names its endpoint: one body per target)
         let body = match &format {
-            http::Format::StandardWebhooks => Arc::clone(&body),
+            http::Format::StandardWebhooks | http::Format::StandardWebhooksV1a => Arc::clone(&body),
             http::Format::HmacHex { .. } => Arc::new(envelope::build_hmac_hex(
                 &event,
                 text(t, "tenant_slug"),

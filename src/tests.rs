@@ -926,3 +926,29 @@ fn endpoint_formats_and_prefixes_are_checked() {
     expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'Not A Slug')", "tenants_slug_check");
     run("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'acme-corp')");
 }
+
+/// v1a: an ed25519 pair per endpoint; admins read the public key, never the private one; the
+/// key pair changes with a rotation; webhook_verify takes the public key.
+#[pg_test]
+fn v1a_endpoints_keep_their_private_key_from_admins() {
+    err("SELECT 1");
+    let id = one::<String>("SELECT id FROM webhooks.endpoint_create('https://h.example.com/in', signature => 'v1a')").unwrap();
+    let public = one::<String>(&format!("SELECT public_key FROM webhooks.endpoints WHERE id = '{id}'")).unwrap();
+    assert!(public.starts_with("whpk_"), "{public}");
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks_internal.signing_keys WHERE endpoint_id = '{id}' AND private_key LIKE 'whsk_%'")), 1);
+    expect_err(&format!("SELECT webhooks.endpoint_update('{id}', signature => 'v2')"), "signature \"v2\" is not known");
+    expect_err(&format!("SELECT webhooks.endpoint_update('{id}', format => 'hmac-hex')"), "standard-webhooks format only");
+    run("CREATE ROLE wh_keyadmin IN ROLE webhooks_admin");
+    run("SET ROLE wh_keyadmin");
+    expect_err("SELECT private_key FROM webhooks_internal.signing_keys", "permission denied");
+    expect_err(&format!("UPDATE webhooks.endpoints SET public_key = 'whpk_x' WHERE id = '{id}'"), "permission denied");
+    let rotated = one::<String>(&format!("SELECT webhooks.endpoint_rotate_secret('{id}')")).unwrap();
+    run("RESET ROLE");
+    assert!(rotated.starts_with("whpk_") && rotated != public, "{rotated}");
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks_internal.signing_keys WHERE endpoint_id = '{id}' AND previous_private_key IS NOT NULL")), 1);
+    // back to v1: the pair goes
+    run(&format!("SELECT webhooks.endpoint_update('{id}', signature => 'v1')"));
+    assert_eq!(count("SELECT count(*) FROM webhooks_internal.signing_keys"), 0);
+    assert_eq!(one::<String>(&format!("SELECT public_key FROM webhooks.endpoints WHERE id = '{id}'")), None);
+    run(&format!("DELETE FROM webhooks.endpoints WHERE id = '{id}'"));
+}

@@ -490,6 +490,7 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
             let format = http::Format::from_columns(
                 s(23).as_deref().unwrap_or("standard-webhooks"),
                 s(24).as_deref(),
+                s(26).as_deref(),
             );
             let endpoint_id = s(11).unwrap_or_default();
             let attempts = row.get::<i32>(2).ok().flatten().unwrap_or(0);
@@ -506,7 +507,9 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
             };
             // (the hmac-hex body names its attempt: made for the one this claim sends)
             let body = match format {
-                http::Format::StandardWebhooks => envelope::build(&event),
+                http::Format::StandardWebhooks | http::Format::StandardWebhooksV1a => {
+                    envelope::build(&event)
+                }
                 http::Format::HmacHex { .. } => {
                     envelope::build_hmac_hex(&event, s(25).as_deref(), attempts + 1, &endpoint_id)
                 }

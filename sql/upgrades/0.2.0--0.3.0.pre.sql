@@ -118,6 +118,9 @@ ALTER TABLE webhooks.events ADD COLUMN traceparent text;
 ALTER TABLE webhooks.endpoints ADD COLUMN format text NOT NULL DEFAULT 'standard-webhooks'
     CHECK (format IN ('standard-webhooks', 'hmac-hex'));
 ALTER TABLE webhooks.endpoints ADD COLUMN header_prefix text;
+-- v1a (ed25519) signatures per endpoint.
+ALTER TABLE webhooks.endpoints ADD COLUMN signature text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a'));
+ALTER TABLE webhooks.endpoints ADD COLUMN public_key text;
 UPDATE webhooks.deliveries d
 SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
                                         WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
