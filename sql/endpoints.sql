@@ -42,6 +42,49 @@ CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
 
 -- Fills ids and secrets and validates every write, whether it comes through the functions
 -- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
+-- A filter as endpoint_create/endpoint_update take it: a SQL/JSON path, '' for none. Its errors
+-- name the filter and say what one looks like. (Public: admins' calls of those functions run
+-- it; it evaluates nothing.)
+CREATE FUNCTION webhooks.filter_path(filter text) RETURNS jsonpath
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF filter IS NULL OR filter = '' THEN
+        RETURN NULL;
+    END IF;
+    RETURN filter::jsonpath;
+EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'filter "%" is not a SQL/JSON path: %', filter, SQLERRM
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'A filter is a predicate over the envelope, like $.data.user.email_verified == true or $.tenant_id == "acme".';
+END $$;
+COMMENT ON FUNCTION webhooks.filter_path(text) IS
+    'The SQL/JSON path of an endpoint filter, with an error that names a bad one ('''' and NULL: none).';
+
+-- A filter must answer true or false (or unknown) for any event: tried on an envelope of the
+-- shape every event has.
+CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_catalog.jsonb_path_match(
+        '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
+          "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
+EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
+END $$;
+
+-- The envelope a filter sees.
+CREATE FUNCTION webhooks_internal._filter_envelope(id text, type text, version text, source text,
+                                                   tenant_id text, actor jsonb, data jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
+                                         'tenant_id', tenant_id, 'actor', actor, 'data', data)
+$$;
+
 CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -148,6 +191,9 @@ BEGIN
     ELSIF TG_OP = 'UPDATE' AND OLD.signature = 'v1a' THEN
         NEW.public_key := NULL;
         DELETE FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = OLD.id;
+    END IF;
+    IF NEW.filter IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.filter::text IS DISTINCT FROM OLD.filter::text) THEN
+        PERFORM webhooks_internal._check_filter(NEW.filter);
     END IF;
     IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
         IF NEW.format <> 'hmac-hex' THEN
@@ -287,17 +333,23 @@ CREATE FUNCTION webhooks.endpoint_create(
     description text DEFAULT NULL,
     format text DEFAULT NULL,
     header_prefix text DEFAULT NULL,
-    signature text DEFAULT NULL
+    signature text DEFAULT NULL,
+    filter text DEFAULT NULL
 ) RETURNS webhooks.endpoints
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description, format, header_prefix, signature)
-    VALUES (url, event_types, tenant_id, description, coalesce(format, 'standard-webhooks'), header_prefix,
-            coalesce(signature, 'v1'))
-    RETURNING *
-$$;
-COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text) IS
-    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver). A signing secret is generated.';
+DECLARE
+    ep webhooks.endpoints;
+BEGIN
+    INSERT INTO webhooks.endpoints AS e (url, event_types, tenant_id, description, format, header_prefix, signature, filter)
+    VALUES (endpoint_create.url, endpoint_create.event_types, endpoint_create.tenant_id, endpoint_create.description,
+            coalesce(endpoint_create.format, 'standard-webhooks'), endpoint_create.header_prefix,
+            coalesce(endpoint_create.signature, 'v1'), webhooks.filter_path(endpoint_create.filter))
+    RETURNING * INTO ep;
+    RETURN ep;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text, text) IS
+    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver), filter (a SQL/JSON path predicate over the envelope). A signing secret is generated.';
 
 CREATE FUNCTION webhooks.endpoint_update(
     id text,
@@ -314,7 +366,8 @@ CREATE FUNCTION webhooks.endpoint_update(
     rate_limit int DEFAULT NULL,
     format text DEFAULT NULL,
     header_prefix text DEFAULT NULL,
-    signature text DEFAULT NULL
+    signature text DEFAULT NULL,
+    filter text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -337,6 +390,9 @@ BEGIN
                           ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END,
         format = coalesce(endpoint_update.format, e.format),
         signature = coalesce(endpoint_update.signature, e.signature),
+        -- '' removes the filter
+        filter = CASE WHEN endpoint_update.filter IS NULL THEN e.filter
+                      ELSE webhooks.filter_path(endpoint_update.filter) END,
         -- '' goes back to the format's default prefix
         header_prefix = CASE WHEN endpoint_update.header_prefix = '' THEN NULL
                              ELSE coalesce(endpoint_update.header_prefix, e.header_prefix) END
@@ -347,8 +403,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a).';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text, text) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a), filter (a SQL/JSON path predicate; '''' removes it).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE

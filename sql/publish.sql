@@ -115,6 +115,7 @@ DECLARE
     p_tenant text := webhooks_internal._event_tenant(tenant_id);
     et webhooks.event_types;
     new_id text := webhooks_internal._new_event_id();
+    src text := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
     got text;
     earlier webhooks.events;
     tries int := 0;
@@ -131,14 +132,12 @@ BEGIN
     -- Without one, a plain insert (no speculative insertion on the hot path).
     IF p_key IS NULL THEN
         INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
-        VALUES (new_id, p_tenant, p_type, et.version,
-                coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        VALUES (new_id, p_tenant, p_type, et.version, src,
                 actor, data, entity_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''));
     END IF;
     WHILE p_key IS NOT NULL LOOP
         INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
-        VALUES (new_id, p_tenant, p_type, et.version,
-                coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        VALUES (new_id, p_tenant, p_type, et.version, src,
                 actor, data, entity_key, p_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.id INTO got;
@@ -165,6 +164,8 @@ BEGIN
         WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
           AND ep.enabled
           AND webhooks_internal._matches(ep.event_types, p_type)
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+                   new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
         HAVING pg_catalog.count(*) > 0
         RETURNING true INTO due_now;
     ELSE
@@ -175,6 +176,9 @@ BEGIN
             WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
               AND ep.enabled
               AND webhooks_internal._matches(ep.event_types, p_type)
+              -- (an endpoint's filter sees the envelope; one that errors on it matches nothing)
+              AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+                       new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
             RETURNING next_attempt_at
         )
         SELECT pg_catalog.bool_or(d.next_attempt_at <= pg_catalog.now()) INTO due_now FROM d;
@@ -224,6 +228,7 @@ DECLARE
     m_id text[];               -- which endpoint, of which tenant, after which batch window
     m_tenant text[];
     m_delay interval[];
+    m_filter jsonpath[];       -- and its filter (NULL: none)
     direct boolean;
     result text[];
     stale bigint[];            -- elements whose key is held by an event past webhooks.ttl
@@ -292,8 +297,9 @@ BEGIN
     -- The endpoints of each tenant, matched once (an index on the endpoint's tenant, then the
     -- filters of those endpoints only).
     SELECT pg_catalog.array_agg(mt.t ORDER BY ep.id), pg_catalog.array_agg(ep.id ORDER BY ep.id),
-           pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id)
-    INTO m_for, m_id, m_tenant, m_delay
+           pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id),
+           pg_catalog.array_agg(ep.filter ORDER BY ep.id)
+    INTO m_for, m_id, m_tenant, m_delay, m_filter
     FROM (SELECT DISTINCT x AS t FROM unnest(tout) x) mt
     JOIN webhooks.endpoints ep ON coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(mt.t, ''), '*'])
     WHERE ep.enabled AND webhooks_internal._matches(ep.event_types, p_type);
@@ -307,31 +313,45 @@ BEGIN
         SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace
         FROM unnest(ids, data, rt, entity_keys, idempotency_keys) u(id, d, t, k, i)
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING e.id, e.tenant_id, e.entity_key
+        RETURNING e.id, e.tenant_id, e.entity_key, e.data
     ), matched AS (
-        SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay) mx(for_tenant, id, tenant_id, batch_window)
+        SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay, m_filter) mx(for_tenant, id, tenant_id, batch_window, filter)
+    ), pairs AS (
+        -- each event with the endpoints it goes to: its tenant's, through their filters
+        SELECT ev.id AS event_id, ev.tenant_id, ev.entity_key, mx.id AS endpoint_id, mx.tenant_id AS endpoint_tenant,
+               mx.batch_window, mx.filter IS NOT NULL AS filtered
+        FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
+        WHERE mx.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+                  ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data), mx.filter, '{}', true)
     ), d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-        SELECT ev.id, mx.id, ev.tenant_id, ev.entity_key, pg_catalog.now() + mx.batch_window, mx.tenant_id
-        FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
+        SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant
+        FROM pairs pr
         WHERE direct
-        ORDER BY ev.id, mx.id
+        ORDER BY pr.event_id, pr.endpoint_id
         RETURNING next_attempt_at <= pg_catalog.now() AS due
     ), f AS (
+        -- One chain of rows per tenant for the endpoints without a filter (their events are
+        -- the tenant's), one per filtered endpoint (its events are those its filter let
+        -- through); at most 1,000 events a row: the worker reads a row whole for each slice.
         INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
         SELECT x.event_ids, CASE WHEN entity_keys IS NOT NULL THEN x.entity_keys END, x.tenant_id,
-               m.endpoints, m.endpoint_tenants, m.delays
-        -- (at most 1,000 events a row: the worker reads a row whole for each slice it writes)
-        FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.id ORDER BY c.id) AS event_ids,
-                     pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first
-              FROM (SELECT ev.id, ev.tenant_id, ev.entity_key,
-                           (pg_catalog.row_number() OVER (PARTITION BY ev.tenant_id ORDER BY ev.id) - 1) / 1000 AS chunk
-                    FROM ev WHERE NOT direct) c
-              GROUP BY c.tenant_id, c.chunk) x
-        JOIN (SELECT mx.for_tenant, pg_catalog.array_agg(mx.id ORDER BY mx.id) AS endpoints,
-                     pg_catalog.array_agg(mx.tenant_id ORDER BY mx.id) AS endpoint_tenants,
-                     pg_catalog.array_agg(mx.batch_window ORDER BY mx.id) AS delays
-              FROM matched mx GROUP BY mx.for_tenant) m ON coalesce(m.for_tenant, '') = coalesce(x.tenant_id, '')
+               x.endpoints, x.endpoint_tenants, x.delays
+        FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.event_id ORDER BY c.event_id) AS event_ids,
+                     pg_catalog.array_agg(c.entity_key ORDER BY c.event_id) AS entity_keys,
+                     pg_catalog.min(c.event_id) AS first, c.endpoints, c.endpoint_tenants, c.delays
+              FROM (SELECT g.*, (pg_catalog.row_number() OVER (PARTITION BY g.tenant_id, g.endpoints ORDER BY g.event_id) - 1) / 1000 AS chunk
+                    FROM (SELECT pr.event_id, pr.tenant_id, pr.entity_key,
+                                 pg_catalog.array_agg(pr.endpoint_id ORDER BY pr.endpoint_id) AS endpoints,
+                                 pg_catalog.array_agg(pr.endpoint_tenant ORDER BY pr.endpoint_id) AS endpoint_tenants,
+                                 pg_catalog.array_agg(pr.batch_window ORDER BY pr.endpoint_id) AS delays
+                          FROM pairs pr WHERE NOT direct AND NOT pr.filtered
+                          GROUP BY pr.event_id, pr.tenant_id, pr.entity_key
+                          UNION ALL
+                          SELECT pr.event_id, pr.tenant_id, pr.entity_key, ARRAY[pr.endpoint_id],
+                                 ARRAY[pr.endpoint_tenant], ARRAY[pr.batch_window]
+                          FROM pairs pr WHERE NOT direct AND pr.filtered) g) c
+              GROUP BY c.tenant_id, c.endpoints, c.endpoint_tenants, c.delays, c.chunk) x
         ORDER BY x.first
         RETURNING true AS due
     )
@@ -387,7 +407,9 @@ BEGIN
     FROM webhooks.endpoints ep
     WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
       AND ep.enabled AND ep.id IS DISTINCT FROM p_about
-      AND webhooks_internal._matches(ep.event_types, p_type);
+      AND webhooks_internal._matches(ep.event_types, p_type)
+      AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+               new_id, p_type, '1', 'urn:webhooks', tenant, NULL, p_data), ep.filter, '{}', true));
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM webhooks_internal._wake_on_commit();

@@ -66,7 +66,10 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- extension keeps the private key in webhooks_internal.signing_keys; receivers get
     -- public_key, which verifies but cannot sign).
     signature                  text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a')),
-    public_key                 text
+    public_key                 text,
+    -- A SQL/JSON path predicate over the event's envelope ({id, type, version, source,
+    -- tenant_id, actor, data}): an event it does not match makes no delivery (NULL: all).
+    filter                     jsonpath
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -305,6 +308,7 @@ COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-web
 COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the headers, e.g. X-IntelliAuth- (NULL: X-Webhook-).';
 COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secret, the default) or v1a (ed25519: receivers verify with public_key).';
 COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
+COMMENT ON COLUMN webhooks.endpoints.filter IS 'SQL/JSON path predicate over the envelope ($.data.user.email_verified == true): events it does not match make no delivery.';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';

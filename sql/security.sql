@@ -34,7 +34,7 @@ GRANT EXECUTE ON FUNCTION
     webhooks.webhook_sign(text, text, bigint, text),
     webhooks.webhook_verify(text, text, bigint, text, text, int),
     webhooks.webhook_verify(text, jsonb, text, int),
-    webhooks.track_table(regclass, text, text[], text, text[]),
+    webhooks.track_table(regclass, text, text[], text, text[], text),
     webhooks.untrack_table(regclass),
     webhooks.current_tenant(),
     webhooks.tenant_scope()
@@ -47,11 +47,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.tenants TO webhooks_admin;
 GRANT SELECT, DELETE ON webhooks.endpoints TO webhooks_admin;
 GRANT INSERT (id, tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature, filter)
     ON webhooks.endpoints TO webhooks_admin;
 GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature, filter)
     ON webhooks.endpoints TO webhooks_admin;
 -- Deliveries are read, never written: delivery_retry, endpoint_recover and event_replay change
 -- them (as the owner, after their checks), so an admin can neither put an in-flight delivery
@@ -60,8 +60,9 @@ GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
     webhooks.tracked_tables, webhooks.metrics TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
-    webhooks.endpoint_create(text, text[], text, text, text, text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text),
+    webhooks.endpoint_create(text, text[], text, text, text, text, text, text),
+    webhooks.filter_path(text),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text, text),
     webhooks.endpoint_recover(text, timestamptz),
     webhooks.endpoint_test(text, text),
     webhooks.endpoint_delete(text),
@@ -119,8 +120,8 @@ COMMENT ON FUNCTION webhooks.webhook_publish_many(text, jsonb[], text[], jsonb, 
     'Publishes one event of the type per element of data (element i of tenant_ids, entity_keys and idempotency_keys goes with it) in one call, with every check of webhook_publish. Returns the ids in the order of data.';
 COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) IS
     'As webhook_send_sync, but a failure is returned as {"error": {"code", "message", "detail", "hint"}} instead of raised.';
-COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[]) IS
-    'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns.';
+COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[], text) IS
+    'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns; condition (SQL over OLD and NEW) leaves out rows it is not true for.';
 COMMENT ON FUNCTION webhooks.untrack_table(regclass) IS 'Stops row events of a tracked table.';
 COMMENT ON FUNCTION webhooks.tenant_scope() IS
     'Tenants the calling role may see and publish for: NULL = every tenant; the empty string = rows without a tenant.';

@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
     tenant_attnum   int2,
     auto_excluded   text[] NOT NULL DEFAULT '{}',
     applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now()
+    tracked_at      timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
+    condition       text
 );
 COMMENT ON TABLE webhooks.tracked_tables IS
     'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
@@ -55,6 +57,13 @@ DECLARE
     keys text[];
     differs text;
     same text;
+    -- track_table's condition: rows it is not true for publish nothing
+    cond text := nullif(TG_ARGV[5], '');
+    key_sql text := pg_catalog.format($k$CASE
+        WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
+        WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+            SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$, '%1$s');
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and the new version of each row at the same
@@ -75,12 +84,12 @@ BEGIN
         INTO differs, same
         FROM pg_catalog.unnest(TG_ARGV[4]::text[]) c;
         EXECUTE pg_catalog.format($q$
-            WITH o AS (SELECT pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM old_rows x),
-                 n AS (SELECT pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM new_rows x),
+            WITH o AS (SELECT x, pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM old_rows x),
+                 n AS (SELECT x, pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM new_rows x),
                  p AS (SELECT n.i, n.j AS nj, o.j AS oj,
                               pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS ch,
                               pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS unchanged
-                       FROM n JOIN o ON o.i OPERATOR(pg_catalog.=) n.i)
+                       FROM n JOIN o ON o.i OPERATOR(pg_catalog.=) n.i %s)
             SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
                        $1, p.nj OPERATOR(pg_catalog.-) $2,
                        'changed', pg_catalog.to_jsonb(p.ch),
@@ -92,7 +101,26 @@ BEGIN
                            SELECT pg_catalog.string_agg(p.nj OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
                            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END ORDER BY p.i)
             FROM p WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
-            coalesce(differs, 'NULL'), coalesce(same, 'NULL'))
+            coalesce(differs, 'NULL'), coalesce(same, 'NULL'),
+            CASE WHEN cond IS NOT NULL THEN pg_catalog.format(
+                ', LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) ELSE '' END)
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys;
+    ELSIF cond IS NOT NULL THEN
+        -- INSERT or DELETE under a condition: the other side's columns are NULL.
+        EXECUTE pg_catalog.format($q$
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object($1, r.j OPERATOR(pg_catalog.-) $2)),
+                   pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) $3) FILTER (WHERE $3 IS NOT NULL),
+                   pg_catalog.array_agg(%s) FILTER (WHERE $5 OPERATOR(pg_catalog.>) 0)
+            FROM (SELECT pg_catalog.to_jsonb(%s) AS j FROM %s AS %s CROSS JOIN LATERAL (SELECT (NULL::%s).*) AS %s
+                  WHERE (%s)) r $q$,
+            pg_catalog.format(key_sql, 'r.j'),
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            TG_RELID::regclass,
+            CASE TG_OP WHEN 'INSERT' THEN 'old' ELSE 'new' END,
+            cond)
         INTO payloads, tenants, keys
         USING entity, excluded, tenant_col, key_cols, nkeys;
     ELSIF TG_OP = 'INSERT' THEN
@@ -134,8 +162,23 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
+-- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
+-- statement triggers read it back from there and evaluate it with the writer's rights.
+CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
+LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+
+CREATE FUNCTION webhooks_internal._condition_of(tbl regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    SELECT (pg_catalog.regexp_match(pg_catalog.pg_get_triggerdef(g.oid),
+                'WHEN \((.*)\) EXECUTE FUNCTION webhooks_internal\._condition_holder\(\)$'))[1]
+    FROM pg_catalog.pg_trigger g
+    WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition'
+$$;
+
 -- The triggers of a tracked table, 0.2.0's row trigger included.
-CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass) RETURNS void
+CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass, with_condition boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -143,7 +186,8 @@ DECLARE
 BEGIN
     FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
              WHERE x.tgrelid = tbl AND NOT x.tgisinternal
-               AND x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+               AND (x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+                    OR (with_condition AND x.tgname = 'webhooks_row_condition'))
     LOOP
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
     END LOOP;
@@ -164,6 +208,17 @@ DECLARE
     args text[];
 BEGIN
     SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    -- (the DDL below fires the event trigger that calls this function: it leaves it alone)
+    PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', 'on', true);
+    IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
+        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here.
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s) '
+            'EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
+    ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
     IF t.tenant_attnum IS NOT NULL THEN
         SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
         WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
@@ -194,7 +249,7 @@ BEGIN
     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
       AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
     args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
-                  coalesce(sent, '{}')::text];
+                  coalesce(sent, '{}')::text, coalesce(webhooks_internal._condition_of(tbl), '')];
     -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
     -- One statement trigger per operation: a trigger with transition tables serves one event.
     IF t.applied IS DISTINCT FROM args OR (
@@ -204,19 +259,21 @@ BEGIN
         PERFORM webhooks_internal._drop_row_triggers(tbl);
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5]);
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5]);
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
         EXECUTE pg_catalog.format(
             'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5]);
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
     END IF;
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
+    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args,
+        condition = nullif(args[6], '')
     WHERE x.relid = tbl;
+    PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', '', true);
     RETURN coalesce(auto, '{}');
 END $$;
 
@@ -246,7 +303,8 @@ CREATE FUNCTION webhooks_internal._track_table(
     entity text,
     exclude_columns text[],
     tenant_column text,
-    include_columns text[]
+    include_columns text[],
+    condition text
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -285,17 +343,24 @@ BEGIN
     -- Rows of tables dropped since they were tracked.
     DELETE FROM webhooks.tracked_tables x
     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
-    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum)
+    -- A new condition replaces the old one (made again from the text given).
+    IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', 'on', true);
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+        PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', '', true);
+    END IF;
+    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum, condition)
     VALUES (tbl, entity,
             webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
             CASE WHEN include_columns IS NOT NULL
                  THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
             CASE WHEN tenant_column IS NOT NULL
-                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
+                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END,
+            nullif(condition, ''))
     ON CONFLICT (relid) DO UPDATE
         SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
             include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            tracked_at = pg_catalog.now();
+            condition = EXCLUDED.condition, tracked_at = pg_catalog.now();
     auto := webhooks_internal._track_apply(tbl);
     IF pg_catalog.cardinality(auto) > 0 THEN
         RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
@@ -312,7 +377,7 @@ BEGIN
         RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
     END IF;
     DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    PERFORM webhooks_internal._drop_row_triggers(tbl);
+    PERFORM webhooks_internal._drop_row_triggers(tbl, true);
 END $$;
 
 -- After any DDL command that touches a tracked table, directly or through a parent, a view
@@ -327,7 +392,8 @@ DECLARE
     before text[];
     auto text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
+       OR pg_catalog.current_setting('webhooks_internal.applying_tracking', true) = 'on' THEN
         RETURN;
     END IF;
     FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t

@@ -123,6 +123,10 @@ ALTER TABLE webhooks.endpoints ADD COLUMN header_prefix text;
 -- v1a (ed25519) signatures per endpoint.
 ALTER TABLE webhooks.endpoints ADD COLUMN signature text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a'));
 ALTER TABLE webhooks.endpoints ADD COLUMN public_key text;
+-- Filters on content.
+ALTER TABLE webhooks.endpoints ADD COLUMN filter jsonpath;
+-- track_table's condition.
+ALTER TABLE webhooks.tracked_tables ADD COLUMN condition text;
 UPDATE webhooks.deliveries d
 SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
                                         WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
@@ -250,7 +254,10 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- extension keeps the private key in webhooks_internal.signing_keys; receivers get
     -- public_key, which verifies but cannot sign).
     signature                  text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a')),
-    public_key                 text
+    public_key                 text,
+    -- A SQL/JSON path predicate over the event's envelope ({id, type, version, source,
+    -- tenant_id, actor, data}): an event it does not match makes no delivery (NULL: all).
+    filter                     jsonpath
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -489,6 +496,7 @@ COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-web
 COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the headers, e.g. X-IntelliAuth- (NULL: X-Webhook-).';
 COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secret, the default) or v1a (ed25519: receivers verify with public_key).';
 COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
+COMMENT ON COLUMN webhooks.endpoints.filter IS 'SQL/JSON path predicate over the envelope ($.data.user.email_verified == true): events it does not match make no delivery.';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
@@ -509,7 +517,7 @@ COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long,
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:320
+-- src/gate.rs:322
 -- webhooks::gate::current_tenant
 CREATE  FUNCTION "current_tenant"() RETURNS TEXT /* Option < String > */
 STRICT STABLE
@@ -518,7 +526,7 @@ AS 'MODULE_PATHNAME', 'current_tenant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:376
+-- src/gate.rs:378
 -- webhooks::gate::delivery_retry
 CREATE  FUNCTION "delivery_retry"(
 	"delivery_id" bigint /* Option < i64 > */
@@ -536,7 +544,7 @@ AS 'MODULE_PATHNAME', 'delivery_retry_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:417
+-- src/gate.rs:419
 -- webhooks::gate::endpoint_recover
 CREATE  FUNCTION "endpoint_recover"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -548,7 +556,7 @@ AS 'MODULE_PATHNAME', 'endpoint_recover_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:433
+-- src/gate.rs:435
 -- webhooks::gate::endpoint_test
 CREATE  FUNCTION "endpoint_test"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -568,7 +576,7 @@ AS 'MODULE_PATHNAME', 'endpoint_test_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:347
+-- src/gate.rs:349
 -- webhooks::gate::event_replay
 CREATE  FUNCTION "event_replay"(
 	"event_id" TEXT, /* Option < & str > */
@@ -583,7 +591,7 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:478
+-- src/gate.rs:480
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -604,7 +612,7 @@ AS 'MODULE_PATHNAME', 'status_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:329
+-- src/gate.rs:331
 -- webhooks::gate::tenant_grant
 CREATE  FUNCTION "tenant_grant"(
 	"role_name" TEXT, /* Option < & str > */
@@ -616,7 +624,7 @@ AS 'MODULE_PATHNAME', 'tenant_grant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:338
+-- src/gate.rs:340
 -- webhooks::gate::tenant_revoke
 CREATE  FUNCTION "tenant_revoke"(
 	"role_name" TEXT, /* Option < & str > */
@@ -628,7 +636,7 @@ AS 'MODULE_PATHNAME', 'tenant_revoke_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:304
+-- src/gate.rs:306
 -- webhooks::gate::tenant_scope
 CREATE  FUNCTION "tenant_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
 STRICT STABLE
@@ -644,7 +652,8 @@ CREATE  FUNCTION "track_table"(
 	"entity" TEXT, /* Option < & str > */
 	"exclude_columns" TEXT[] DEFAULT '{}', /* :: std :: option :: Option < Vec < Option < String > > > */
 	"tenant_column" TEXT DEFAULT NULL, /* Option < & str > */
-	"include_columns" TEXT[] DEFAULT NULL /* :: std :: option :: Option < Vec < Option < String > > > */
+	"include_columns" TEXT[] DEFAULT NULL, /* :: std :: option :: Option < Vec < Option < String > > > */
+	"condition" TEXT DEFAULT NULL /* Option < & str > */
 ) RETURNS TEXT /* Option < String > */
 VOLATILE
 LANGUAGE c /* Rust */
@@ -652,7 +661,7 @@ AS 'MODULE_PATHNAME', 'track_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:295
+-- src/gate.rs:297
 -- webhooks::gate::untrack_table
 CREATE  FUNCTION "untrack_table"(
 	"tbl" regclass /* Option < Regclass > */
@@ -758,34 +767,23 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:187
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:161
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:114
 -- webhooks::api::_new_secret
 CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:181
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -798,37 +796,12 @@ AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -844,47 +817,78 @@ AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:167
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:141
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
+-- src/api.rs:202
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:217
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:181
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
+-- src/api.rs:161
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:187
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:352
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -911,33 +915,23 @@ AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:352
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
+-- src/api.rs:141
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1242,6 +1236,7 @@ DECLARE
     p_tenant text := webhooks_internal._event_tenant(tenant_id);
     et webhooks.event_types;
     new_id text := webhooks_internal._new_event_id();
+    src text := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
     got text;
     earlier webhooks.events;
     tries int := 0;
@@ -1258,14 +1253,12 @@ BEGIN
     -- Without one, a plain insert (no speculative insertion on the hot path).
     IF p_key IS NULL THEN
         INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
-        VALUES (new_id, p_tenant, p_type, et.version,
-                coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        VALUES (new_id, p_tenant, p_type, et.version, src,
                 actor, data, entity_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''));
     END IF;
     WHILE p_key IS NOT NULL LOOP
         INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
-        VALUES (new_id, p_tenant, p_type, et.version,
-                coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        VALUES (new_id, p_tenant, p_type, et.version, src,
                 actor, data, entity_key, p_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.id INTO got;
@@ -1292,6 +1285,8 @@ BEGIN
         WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
           AND ep.enabled
           AND webhooks_internal._matches(ep.event_types, p_type)
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+                   new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
         HAVING pg_catalog.count(*) > 0
         RETURNING true INTO due_now;
     ELSE
@@ -1302,6 +1297,9 @@ BEGIN
             WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
               AND ep.enabled
               AND webhooks_internal._matches(ep.event_types, p_type)
+              -- (an endpoint's filter sees the envelope; one that errors on it matches nothing)
+              AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+                       new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
             RETURNING next_attempt_at
         )
         SELECT pg_catalog.bool_or(d.next_attempt_at <= pg_catalog.now()) INTO due_now FROM d;
@@ -1351,6 +1349,7 @@ DECLARE
     m_id text[];               -- which endpoint, of which tenant, after which batch window
     m_tenant text[];
     m_delay interval[];
+    m_filter jsonpath[];       -- and its filter (NULL: none)
     direct boolean;
     result text[];
     stale bigint[];            -- elements whose key is held by an event past webhooks.ttl
@@ -1419,8 +1418,9 @@ BEGIN
     -- The endpoints of each tenant, matched once (an index on the endpoint's tenant, then the
     -- filters of those endpoints only).
     SELECT pg_catalog.array_agg(mt.t ORDER BY ep.id), pg_catalog.array_agg(ep.id ORDER BY ep.id),
-           pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id)
-    INTO m_for, m_id, m_tenant, m_delay
+           pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id),
+           pg_catalog.array_agg(ep.filter ORDER BY ep.id)
+    INTO m_for, m_id, m_tenant, m_delay, m_filter
     FROM (SELECT DISTINCT x AS t FROM unnest(tout) x) mt
     JOIN webhooks.endpoints ep ON coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(mt.t, ''), '*'])
     WHERE ep.enabled AND webhooks_internal._matches(ep.event_types, p_type);
@@ -1434,31 +1434,45 @@ BEGIN
         SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace
         FROM unnest(ids, data, rt, entity_keys, idempotency_keys) u(id, d, t, k, i)
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING e.id, e.tenant_id, e.entity_key
+        RETURNING e.id, e.tenant_id, e.entity_key, e.data
     ), matched AS (
-        SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay) mx(for_tenant, id, tenant_id, batch_window)
+        SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay, m_filter) mx(for_tenant, id, tenant_id, batch_window, filter)
+    ), pairs AS (
+        -- each event with the endpoints it goes to: its tenant's, through their filters
+        SELECT ev.id AS event_id, ev.tenant_id, ev.entity_key, mx.id AS endpoint_id, mx.tenant_id AS endpoint_tenant,
+               mx.batch_window, mx.filter IS NOT NULL AS filtered
+        FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
+        WHERE mx.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+                  ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data), mx.filter, '{}', true)
     ), d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-        SELECT ev.id, mx.id, ev.tenant_id, ev.entity_key, pg_catalog.now() + mx.batch_window, mx.tenant_id
-        FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
+        SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant
+        FROM pairs pr
         WHERE direct
-        ORDER BY ev.id, mx.id
+        ORDER BY pr.event_id, pr.endpoint_id
         RETURNING next_attempt_at <= pg_catalog.now() AS due
     ), f AS (
+        -- One chain of rows per tenant for the endpoints without a filter (their events are
+        -- the tenant's), one per filtered endpoint (its events are those its filter let
+        -- through); at most 1,000 events a row: the worker reads a row whole for each slice.
         INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
         SELECT x.event_ids, CASE WHEN entity_keys IS NOT NULL THEN x.entity_keys END, x.tenant_id,
-               m.endpoints, m.endpoint_tenants, m.delays
-        -- (at most 1,000 events a row: the worker reads a row whole for each slice it writes)
-        FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.id ORDER BY c.id) AS event_ids,
-                     pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first
-              FROM (SELECT ev.id, ev.tenant_id, ev.entity_key,
-                           (pg_catalog.row_number() OVER (PARTITION BY ev.tenant_id ORDER BY ev.id) - 1) / 1000 AS chunk
-                    FROM ev WHERE NOT direct) c
-              GROUP BY c.tenant_id, c.chunk) x
-        JOIN (SELECT mx.for_tenant, pg_catalog.array_agg(mx.id ORDER BY mx.id) AS endpoints,
-                     pg_catalog.array_agg(mx.tenant_id ORDER BY mx.id) AS endpoint_tenants,
-                     pg_catalog.array_agg(mx.batch_window ORDER BY mx.id) AS delays
-              FROM matched mx GROUP BY mx.for_tenant) m ON coalesce(m.for_tenant, '') = coalesce(x.tenant_id, '')
+               x.endpoints, x.endpoint_tenants, x.delays
+        FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.event_id ORDER BY c.event_id) AS event_ids,
+                     pg_catalog.array_agg(c.entity_key ORDER BY c.event_id) AS entity_keys,
+                     pg_catalog.min(c.event_id) AS first, c.endpoints, c.endpoint_tenants, c.delays
+              FROM (SELECT g.*, (pg_catalog.row_number() OVER (PARTITION BY g.tenant_id, g.endpoints ORDER BY g.event_id) - 1) / 1000 AS chunk
+                    FROM (SELECT pr.event_id, pr.tenant_id, pr.entity_key,
+                                 pg_catalog.array_agg(pr.endpoint_id ORDER BY pr.endpoint_id) AS endpoints,
+                                 pg_catalog.array_agg(pr.endpoint_tenant ORDER BY pr.endpoint_id) AS endpoint_tenants,
+                                 pg_catalog.array_agg(pr.batch_window ORDER BY pr.endpoint_id) AS delays
+                          FROM pairs pr WHERE NOT direct AND NOT pr.filtered
+                          GROUP BY pr.event_id, pr.tenant_id, pr.entity_key
+                          UNION ALL
+                          SELECT pr.event_id, pr.tenant_id, pr.entity_key, ARRAY[pr.endpoint_id],
+                                 ARRAY[pr.endpoint_tenant], ARRAY[pr.batch_window]
+                          FROM pairs pr WHERE NOT direct AND pr.filtered) g) c
+              GROUP BY c.tenant_id, c.endpoints, c.endpoint_tenants, c.delays, c.chunk) x
         ORDER BY x.first
         RETURNING true AS due
     )
@@ -1514,7 +1528,9 @@ BEGIN
     FROM webhooks.endpoints ep
     WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
       AND ep.enabled AND ep.id IS DISTINCT FROM p_about
-      AND webhooks_internal._matches(ep.event_types, p_type);
+      AND webhooks_internal._matches(ep.event_types, p_type)
+      AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+               new_id, p_type, '1', 'urn:webhooks', tenant, NULL, p_data), ep.filter, '{}', true));
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM webhooks_internal._wake_on_commit();
@@ -1570,6 +1586,8 @@ BEGIN
         FROM webhooks.endpoints ep
         WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
           AND webhooks_internal._matches(ep.event_types, p_type)
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
         RETURNING dd.id, dd.endpoint_id
     )
     SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
@@ -1759,6 +1777,49 @@ CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
 
 -- Fills ids and secrets and validates every write, whether it comes through the functions
 -- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
+-- A filter as endpoint_create/endpoint_update take it: a SQL/JSON path, '' for none. Its errors
+-- name the filter and say what one looks like. (Public: admins' calls of those functions run
+-- it; it evaluates nothing.)
+CREATE FUNCTION webhooks.filter_path(filter text) RETURNS jsonpath
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF filter IS NULL OR filter = '' THEN
+        RETURN NULL;
+    END IF;
+    RETURN filter::jsonpath;
+EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'filter "%" is not a SQL/JSON path: %', filter, SQLERRM
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'A filter is a predicate over the envelope, like $.data.user.email_verified == true or $.tenant_id == "acme".';
+END $$;
+COMMENT ON FUNCTION webhooks.filter_path(text) IS
+    'The SQL/JSON path of an endpoint filter, with an error that names a bad one ('''' and NULL: none).';
+
+-- A filter must answer true or false (or unknown) for any event: tried on an envelope of the
+-- shape every event has.
+CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_catalog.jsonb_path_match(
+        '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
+          "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
+EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
+END $$;
+
+-- The envelope a filter sees.
+CREATE FUNCTION webhooks_internal._filter_envelope(id text, type text, version text, source text,
+                                                   tenant_id text, actor jsonb, data jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
+                                         'tenant_id', tenant_id, 'actor', actor, 'data', data)
+$$;
+
 CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -1865,6 +1926,9 @@ BEGIN
     ELSIF TG_OP = 'UPDATE' AND OLD.signature = 'v1a' THEN
         NEW.public_key := NULL;
         DELETE FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = OLD.id;
+    END IF;
+    IF NEW.filter IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.filter::text IS DISTINCT FROM OLD.filter::text) THEN
+        PERFORM webhooks_internal._check_filter(NEW.filter);
     END IF;
     IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
         IF NEW.format <> 'hmac-hex' THEN
@@ -2004,17 +2068,23 @@ CREATE FUNCTION webhooks.endpoint_create(
     description text DEFAULT NULL,
     format text DEFAULT NULL,
     header_prefix text DEFAULT NULL,
-    signature text DEFAULT NULL
+    signature text DEFAULT NULL,
+    filter text DEFAULT NULL
 ) RETURNS webhooks.endpoints
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-    INSERT INTO webhooks.endpoints (url, event_types, tenant_id, description, format, header_prefix, signature)
-    VALUES (url, event_types, tenant_id, description, coalesce(format, 'standard-webhooks'), header_prefix,
-            coalesce(signature, 'v1'))
-    RETURNING *
-$$;
-COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text) IS
-    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver). A signing secret is generated.';
+DECLARE
+    ep webhooks.endpoints;
+BEGIN
+    INSERT INTO webhooks.endpoints AS e (url, event_types, tenant_id, description, format, header_prefix, signature, filter)
+    VALUES (endpoint_create.url, endpoint_create.event_types, endpoint_create.tenant_id, endpoint_create.description,
+            coalesce(endpoint_create.format, 'standard-webhooks'), endpoint_create.header_prefix,
+            coalesce(endpoint_create.signature, 'v1'), webhooks.filter_path(endpoint_create.filter))
+    RETURNING * INTO ep;
+    RETURN ep;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text, text) IS
+    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver), filter (a SQL/JSON path predicate over the envelope). A signing secret is generated.';
 
 CREATE FUNCTION webhooks.endpoint_update(
     id text,
@@ -2031,7 +2101,8 @@ CREATE FUNCTION webhooks.endpoint_update(
     rate_limit int DEFAULT NULL,
     format text DEFAULT NULL,
     header_prefix text DEFAULT NULL,
-    signature text DEFAULT NULL
+    signature text DEFAULT NULL,
+    filter text DEFAULT NULL
 ) RETURNS webhooks.endpoints
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -2054,6 +2125,9 @@ BEGIN
                           ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END,
         format = coalesce(endpoint_update.format, e.format),
         signature = coalesce(endpoint_update.signature, e.signature),
+        -- '' removes the filter
+        filter = CASE WHEN endpoint_update.filter IS NULL THEN e.filter
+                      ELSE webhooks.filter_path(endpoint_update.filter) END,
         -- '' goes back to the format's default prefix
         header_prefix = CASE WHEN endpoint_update.header_prefix = '' THEN NULL
                              ELSE coalesce(endpoint_update.header_prefix, e.header_prefix) END
@@ -2064,8 +2138,8 @@ BEGIN
     END IF;
     RETURN ep;
 END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a).';
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text, text) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a), filter (a SQL/JSON path predicate; '''' removes it).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -2178,6 +2252,545 @@ LEFT JOIN LATERAL (
     WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
 ) lat ON true;
 COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:69
+-- requires:
+--   publish
+
+-- The catalogue of event types.
+
+
+-- The catalogue is shared by every tenant: only a platform admin changes it, and the types
+-- shipped with the extension are never deleted.
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.builtin THEN
+            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN OLD;
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
+        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
+
+-- Who is writing is the writing role: checked as that role, before the definer trigger.
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF webhooks.tenant_scope() IS NOT NULL
+       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
+               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
+
+CREATE FUNCTION webhooks.event_type_register(
+    name text,
+    description text DEFAULT '',
+    mode text DEFAULT 'async',
+    version text DEFAULT '1'
+) RETURNS webhooks.event_types
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    et webhooks.event_types;
+BEGIN
+    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
+    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
+    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
+        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
+    RETURNING * INTO et;
+    RETURN et;
+END $$;
+COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
+    'Adds an event type to the catalogue (or updates its description, mode and version).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:80
+-- requires:
+--   publish
+--   catalogue
+--   gate::webhook_publish_many
+
+-- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
+--
+-- The triggers run with the rights of the role writing the table (SECURITY INVOKER): they
+-- turn the rows into jsonb there (to_jsonb runs the table's own casts and types, which that role
+-- may define) and hand plain jsonb and text to webhook_publish_many, an entry point that
+-- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
+-- publish for the tenants their role acts for.
+--
+-- What is sent is decided by attribute number, not name, and recomputed by an event trigger
+-- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
+-- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
+-- exclusions follow a column through RENAME COLUMN,
+-- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
+-- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
+--
+-- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
+-- payloads with set-based statements and publishes them with one webhook_publish_many call.
+
+CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
+    relid           regclass PRIMARY KEY,
+    entity          text NOT NULL,
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    include_attnums int2[],                -- NULL: every column not excluded
+    tenant_attnum   int2,
+    auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
+    tracked_at      timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
+    condition       text
+);
+COMMENT ON TABLE webhooks.tracked_tables IS
+    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
+
+-- Names that are never sent unless listed in include_columns.
+CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
+
+-- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns (the
+-- entity key is entity:value of each primary key column, joined by ':'), the columns sent.
+-- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
+-- the rows become jsonb here, with the writer's rights, and their events are published by one
+-- webhook_publish_many call, in the order the statement wrote the rows.
+CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER
+AS $$
+DECLARE
+    entity text := TG_ARGV[0];
+    excluded text[] := TG_ARGV[1]::text[];
+    tenant_col text := nullif(TG_ARGV[2], '');
+    key_cols text[] := TG_ARGV[3]::text[];
+    nkeys int := pg_catalog.cardinality(TG_ARGV[3]::text[]);
+    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
+    payloads jsonb[];
+    tenants text[];
+    keys text[];
+    differs text;
+    same text;
+    -- track_table's condition: rows it is not true for publish nothing
+    cond text := nullif(TG_ARGV[5], '');
+    key_sql text := pg_catalog.format($k$CASE
+        WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
+        WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+            SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$, '%1$s');
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        -- The transition tables hold the old and the new version of each row at the same
+        -- position. Which sent columns changed is one comparison per column, written out for
+        -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
+        -- excluded columns changed send nothing.
+        -- (a row moved to a partition whose trigger dropped it has no new version: refuse
+        -- rather than pair rows wrongly)
+        IF (SELECT pg_catalog.count(*) FROM old_rows) <> (SELECT pg_catalog.count(*) FROM new_rows) THEN
+            RAISE EXCEPTION 'row events of %: the statement changed % rows but kept %', TG_TABLE_NAME,
+                (SELECT pg_catalog.count(*) FROM old_rows), (SELECT pg_catalog.count(*) FROM new_rows)
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        SELECT pg_catalog.string_agg(pg_catalog.format(
+                   'CASE WHEN (n.j OPERATOR(pg_catalog.->) %1$L) IS DISTINCT FROM (o.j OPERATOR(pg_catalog.->) %1$L) THEN %1$L END', c), ', '),
+               pg_catalog.string_agg(pg_catalog.format(
+                   'CASE WHEN (n.j OPERATOR(pg_catalog.->) %1$L) IS NOT DISTINCT FROM (o.j OPERATOR(pg_catalog.->) %1$L) THEN %1$L END', c), ', ')
+        INTO differs, same
+        FROM pg_catalog.unnest(TG_ARGV[4]::text[]) c;
+        EXECUTE pg_catalog.format($q$
+            WITH o AS (SELECT x, pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM old_rows x),
+                 n AS (SELECT x, pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM new_rows x),
+                 p AS (SELECT n.i, n.j AS nj, o.j AS oj,
+                              pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS ch,
+                              pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS unchanged
+                       FROM n JOIN o ON o.i OPERATOR(pg_catalog.=) n.i %s)
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
+                       $1, p.nj OPERATOR(pg_catalog.-) $2,
+                       'changed', pg_catalog.to_jsonb(p.ch),
+                       'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) ORDER BY p.i),
+                   pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 ORDER BY p.i),
+                   pg_catalog.array_agg(CASE
+                       WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (p.nj OPERATOR(pg_catalog.->>) $4[1])
+                       WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                           SELECT pg_catalog.string_agg(p.nj OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                           FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END ORDER BY p.i)
+            FROM p WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
+            coalesce(differs, 'NULL'), coalesce(same, 'NULL'),
+            CASE WHEN cond IS NOT NULL THEN pg_catalog.format(
+                ', LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) ELSE '' END)
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys;
+    ELSIF cond IS NOT NULL THEN
+        -- INSERT or DELETE under a condition: the other side's columns are NULL.
+        EXECUTE pg_catalog.format($q$
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object($1, r.j OPERATOR(pg_catalog.-) $2)),
+                   pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) $3) FILTER (WHERE $3 IS NOT NULL),
+                   pg_catalog.array_agg(%s) FILTER (WHERE $5 OPERATOR(pg_catalog.>) 0)
+            FROM (SELECT pg_catalog.to_jsonb(%s) AS j FROM %s AS %s CROSS JOIN LATERAL (SELECT (NULL::%s).*) AS %s
+                  WHERE (%s)) r $q$,
+            pg_catalog.format(key_sql, 'r.j'),
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            TG_RELID::regclass,
+            CASE TG_OP WHEN 'INSERT' THEN 'old' ELSE 'new' END,
+            cond)
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- (INSERT and DELETE are spelled out, not built as text: their plans are kept between
+        -- statements, which a one-row INSERT per transaction feels)
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
+    ELSE
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
+    END IF;
+    -- One row (most writes of an application): the single form, which does less for one event.
+    IF pg_catalog.cardinality(payloads) OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM webhooks.webhook_publish(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads[1], tenants[1], actor, keys[1]);
+    ELSIF payloads IS NOT NULL THEN
+        PERFORM webhooks.webhook_publish_many(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads,
+            CASE WHEN tenant_col IS NOT NULL THEN tenants END,
+            actor,
+            CASE WHEN nkeys OPERATOR(pg_catalog.>) 0 THEN keys END);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
+-- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
+-- statement triggers read it back from there and evaluate it with the writer's rights.
+CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
+LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+
+CREATE FUNCTION webhooks_internal._condition_of(tbl regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    SELECT (pg_catalog.regexp_match(pg_catalog.pg_get_triggerdef(g.oid),
+                'WHEN \((.*)\) EXECUTE FUNCTION webhooks_internal\._condition_holder\(\)$'))[1]
+    FROM pg_catalog.pg_trigger g
+    WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition'
+$$;
+
+-- The triggers of a tracked table, 0.2.0's row trigger included.
+CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass, with_condition boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    g text;
+BEGIN
+    FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
+             WHERE x.tgrelid = tbl AND NOT x.tgisinternal
+               AND (x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+                    OR (with_condition AND x.tgname = 'webhooks_row_condition'))
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
+    END LOOP;
+END $$;
+
+-- (Re)creates the row triggers of a tracked table from its attribute numbers and the table's
+-- columns as they are now. Returns the columns kept out because their names look secret.
+CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    t webhooks.tracked_tables;
+    tenant_col text;
+    key_cols text[];
+    excluded text[];
+    auto text[];
+    sent text[];
+    args text[];
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    -- (the DDL below fires the event trigger that calls this function: it leaves it alone)
+    PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', 'on', true);
+    IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
+        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here.
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s) '
+            'EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
+    ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
+    IF t.tenant_attnum IS NOT NULL THEN
+        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
+        IF tenant_col IS NULL THEN
+            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
+        END IF;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
+    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
+                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
+           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
+                 AND webhooks_internal._looks_secret(a.attname))
+    INTO excluded, auto
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF key_cols && excluded THEN
+        key_cols := NULL;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) INTO sent
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+      AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
+    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
+                  coalesce(sent, '{}')::text, coalesce(webhooks_internal._condition_of(tbl), '')];
+    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
+    -- One statement trigger per operation: a trigger with transition tables serves one event.
+    IF t.applied IS DISTINCT FROM args OR (
+        SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+    ) <> 3 THEN
+        PERFORM webhooks_internal._drop_row_triggers(tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+    END IF;
+    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args,
+        condition = nullif(args[6], '')
+    WHERE x.relid = tbl;
+    PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', '', true);
+    RETURN coalesce(auto, '{}');
+END $$;
+
+CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    missing text;
+    nums int2[];
+BEGIN
+    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
+    WHERE c IS NULL OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
+    END IF;
+    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
+    RETURN nums;
+END $$;
+
+CREATE FUNCTION webhooks_internal._track_table(
+    tbl regclass,
+    entity text,
+    exclude_columns text[],
+    tenant_column text,
+    include_columns text[],
+    condition text
+) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    rel pg_catalog.pg_class;
+    op text;
+    auto text[];
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
+        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(entity);
+    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
+            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
+        END IF;
+    END LOOP;
+    -- Rows of tables dropped since they were tracked.
+    DELETE FROM webhooks.tracked_tables x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
+    -- A new condition replaces the old one (made again from the text given).
+    IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', 'on', true);
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+        PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', '', true);
+    END IF;
+    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum, condition)
+    VALUES (tbl, entity,
+            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
+            CASE WHEN include_columns IS NOT NULL
+                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
+            CASE WHEN tenant_column IS NOT NULL
+                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END,
+            nullif(condition, ''))
+    ON CONFLICT (relid) DO UPDATE
+        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
+            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
+            condition = EXCLUDED.condition, tracked_at = pg_catalog.now();
+    auto := webhooks_internal._track_apply(tbl);
+    IF pg_catalog.cardinality(auto) > 0 THEN
+        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
+            USING HINT = 'List a column in include_columns to send it anyway.';
+    END IF;
+    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
+END $$;
+
+CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    PERFORM webhooks_internal._drop_row_triggers(tbl, true);
+END $$;
+
+-- After any DDL command that touches a tracked table, directly or through a parent, a view
+-- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
+-- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
+-- whose trigger is already right are left alone.
+CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+    before text[];
+    auto text[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
+       OR pg_catalog.current_setting('webhooks_internal.applying_tracking', true) = 'on' THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
+    LOOP
+        before := r.auto_excluded;
+        auto := webhooks_internal._track_apply(r.relid);
+        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
+            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
+                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
+    EXECUTE FUNCTION webhooks_internal._on_ddl();
+
+-- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
+CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM webhooks.tracked_tables t
+    USING pg_catalog.pg_event_trigger_dropped_objects() o
+    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
+    EXECUTE FUNCTION webhooks_internal._on_drop();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:167
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:217
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2913,464 +3526,6 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:69
--- requires:
---   publish
-
--- The catalogue of event types.
-
-
--- The catalogue is shared by every tenant: only a platform admin changes it, and the types
--- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF OLD.builtin THEN
-            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        RETURN OLD;
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(NEW.name);
-    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
-        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
-        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
-
--- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF webhooks.tenant_scope() IS NOT NULL
-       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
-               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-END $$;
-
-CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
-
-CREATE FUNCTION webhooks.event_type_register(
-    name text,
-    description text DEFAULT '',
-    mode text DEFAULT 'async',
-    version text DEFAULT '1'
-) RETURNS webhooks.event_types
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-    et webhooks.event_types;
-BEGIN
-    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
-    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
-    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
-        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
-    RETURNING * INTO et;
-    RETURN et;
-END $$;
-COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
-    'Adds an event type to the catalogue (or updates its description, mode and version).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:80
--- requires:
---   publish
---   catalogue
---   gate::webhook_publish_many
-
--- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
---
--- The triggers run with the rights of the role writing the table (SECURITY INVOKER): they
--- turn the rows into jsonb there (to_jsonb runs the table's own casts and types, which that role
--- may define) and hand plain jsonb and text to webhook_publish_many, an entry point that
--- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
--- publish for the tenants their role acts for.
---
--- What is sent is decided by attribute number, not name, and recomputed by an event trigger
--- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
--- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
--- exclusions follow a column through RENAME COLUMN,
--- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
--- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
---
--- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
--- payloads with set-based statements and publishes them with one webhook_publish_many call.
-
-CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
-    relid           regclass PRIMARY KEY,
-    entity          text NOT NULL,
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    include_attnums int2[],                -- NULL: every column not excluded
-    tenant_attnum   int2,
-    auto_excluded   text[] NOT NULL DEFAULT '{}',
-    applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE webhooks.tracked_tables IS
-    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
-
--- Names that are never sent unless listed in include_columns.
-CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
-
--- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns (the
--- entity key is entity:value of each primary key column, joined by ':'), the columns sent.
--- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
--- the rows become jsonb here, with the writer's rights, and their events are published by one
--- webhook_publish_many call, in the order the statement wrote the rows.
-CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER
-AS $$
-DECLARE
-    entity text := TG_ARGV[0];
-    excluded text[] := TG_ARGV[1]::text[];
-    tenant_col text := nullif(TG_ARGV[2], '');
-    key_cols text[] := TG_ARGV[3]::text[];
-    nkeys int := pg_catalog.cardinality(TG_ARGV[3]::text[]);
-    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
-    payloads jsonb[];
-    tenants text[];
-    keys text[];
-    differs text;
-    same text;
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        -- The transition tables hold the old and the new version of each row at the same
-        -- position. Which sent columns changed is one comparison per column, written out for
-        -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
-        -- excluded columns changed send nothing.
-        -- (a row moved to a partition whose trigger dropped it has no new version: refuse
-        -- rather than pair rows wrongly)
-        IF (SELECT pg_catalog.count(*) FROM old_rows) <> (SELECT pg_catalog.count(*) FROM new_rows) THEN
-            RAISE EXCEPTION 'row events of %: the statement changed % rows but kept %', TG_TABLE_NAME,
-                (SELECT pg_catalog.count(*) FROM old_rows), (SELECT pg_catalog.count(*) FROM new_rows)
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
-        SELECT pg_catalog.string_agg(pg_catalog.format(
-                   'CASE WHEN (n.j OPERATOR(pg_catalog.->) %1$L) IS DISTINCT FROM (o.j OPERATOR(pg_catalog.->) %1$L) THEN %1$L END', c), ', '),
-               pg_catalog.string_agg(pg_catalog.format(
-                   'CASE WHEN (n.j OPERATOR(pg_catalog.->) %1$L) IS NOT DISTINCT FROM (o.j OPERATOR(pg_catalog.->) %1$L) THEN %1$L END', c), ', ')
-        INTO differs, same
-        FROM pg_catalog.unnest(TG_ARGV[4]::text[]) c;
-        EXECUTE pg_catalog.format($q$
-            WITH o AS (SELECT pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM old_rows x),
-                 n AS (SELECT pg_catalog.to_jsonb(x) AS j, pg_catalog.row_number() OVER () AS i FROM new_rows x),
-                 p AS (SELECT n.i, n.j AS nj, o.j AS oj,
-                              pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS ch,
-                              pg_catalog.array_remove(ARRAY[%s]::text[], NULL) AS unchanged
-                       FROM n JOIN o ON o.i OPERATOR(pg_catalog.=) n.i)
-            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
-                       $1, p.nj OPERATOR(pg_catalog.-) $2,
-                       'changed', pg_catalog.to_jsonb(p.ch),
-                       'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) ORDER BY p.i),
-                   pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 ORDER BY p.i),
-                   pg_catalog.array_agg(CASE
-                       WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (p.nj OPERATOR(pg_catalog.->>) $4[1])
-                       WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                           SELECT pg_catalog.string_agg(p.nj OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                           FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END ORDER BY p.i)
-            FROM p WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
-            coalesce(differs, 'NULL'), coalesce(same, 'NULL'))
-        INTO payloads, tenants, keys
-        USING entity, excluded, tenant_col, key_cols, nkeys;
-    ELSIF TG_OP = 'INSERT' THEN
-        -- (INSERT and DELETE are spelled out, not built as text: their plans are kept between
-        -- statements, which a one-row INSERT per transaction feels)
-        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
-               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
-                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
-                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
-        INTO payloads, tenants, keys
-        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
-    ELSE
-        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
-               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
-                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
-                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
-        INTO payloads, tenants, keys
-        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
-    END IF;
-    -- One row (most writes of an application): the single form, which does less for one event.
-    IF pg_catalog.cardinality(payloads) OPERATOR(pg_catalog.=) 1 THEN
-        PERFORM webhooks.webhook_publish(
-            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-            payloads[1], tenants[1], actor, keys[1]);
-    ELSIF payloads IS NOT NULL THEN
-        PERFORM webhooks.webhook_publish_many(
-            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-            payloads,
-            CASE WHEN tenant_col IS NOT NULL THEN tenants END,
-            actor,
-            CASE WHEN nkeys OPERATOR(pg_catalog.>) 0 THEN keys END);
-    END IF;
-    RETURN NULL;
-END $$;
-
--- The triggers of a tracked table, 0.2.0's row trigger included.
-CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    g text;
-BEGIN
-    FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
-             WHERE x.tgrelid = tbl AND NOT x.tgisinternal
-               AND x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-    LOOP
-        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
-    END LOOP;
-END $$;
-
--- (Re)creates the row triggers of a tracked table from its attribute numbers and the table's
--- columns as they are now. Returns the columns kept out because their names look secret.
-CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    t webhooks.tracked_tables;
-    tenant_col text;
-    key_cols text[];
-    excluded text[];
-    auto text[];
-    sent text[];
-    args text[];
-BEGIN
-    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    IF t.tenant_attnum IS NOT NULL THEN
-        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
-        IF tenant_col IS NULL THEN
-            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
-                USING ERRCODE = 'dependent_objects_still_exist',
-                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
-        END IF;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
-    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
-           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                 AND webhooks_internal._looks_secret(a.attname))
-    INTO excluded, auto
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
-    -- The entity key goes into events and deliveries: never from a column kept out.
-    IF key_cols && excluded THEN
-        key_cols := NULL;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) INTO sent
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
-      AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
-    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
-                  coalesce(sent, '{}')::text];
-    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
-    -- One statement trigger per operation: a trigger with transition tables serves one event.
-    IF t.applied IS DISTINCT FROM args OR (
-        SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
-        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-    ) <> 3 THEN
-        PERFORM webhooks_internal._drop_row_triggers(tbl);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5]);
-    END IF;
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args
-    WHERE x.relid = tbl;
-    RETURN coalesce(auto, '{}');
-END $$;
-
-CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    missing text;
-    nums int2[];
-BEGIN
-    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
-    WHERE c IS NULL OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
-    END IF;
-    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
-    RETURN nums;
-END $$;
-
-CREATE FUNCTION webhooks_internal._track_table(
-    tbl regclass,
-    entity text,
-    exclude_columns text[],
-    tenant_column text,
-    include_columns text[]
-) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    rel pg_catalog.pg_class;
-    op text;
-    auto text[];
-BEGIN
-    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
-    END IF;
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF rel.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relpersistence = 't' THEN
-        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
-        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(entity);
-    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
-            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
-        END IF;
-    END LOOP;
-    -- Rows of tables dropped since they were tracked.
-    DELETE FROM webhooks.tracked_tables x
-    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
-    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum)
-    VALUES (tbl, entity,
-            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
-            CASE WHEN include_columns IS NOT NULL
-                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
-            CASE WHEN tenant_column IS NOT NULL
-                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END)
-    ON CONFLICT (relid) DO UPDATE
-        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
-            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            tracked_at = pg_catalog.now();
-    auto := webhooks_internal._track_apply(tbl);
-    IF pg_catalog.cardinality(auto) > 0 THEN
-        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
-            USING HINT = 'List a column in include_columns to send it anyway.';
-    END IF;
-    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
-END $$;
-
-CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    PERFORM webhooks_internal._drop_row_triggers(tbl);
-END $$;
-
--- After any DDL command that touches a tracked table, directly or through a parent, a view
--- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
--- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
--- whose trigger is already right are left alone.
-CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    r record;
-    before text[];
-    auto text[];
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
-        RETURN;
-    END IF;
-    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
-    LOOP
-        before := r.auto_excluded;
-        auto := webhooks_internal._track_apply(r.relid);
-        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
-            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
-                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
-        END IF;
-    END LOOP;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
-    EXECUTE FUNCTION webhooks_internal._on_ddl();
-
--- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
--- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
-CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
-        RETURN;
-    END IF;
-    DELETE FROM webhooks.tracked_tables t
-    USING pg_catalog.pg_event_trigger_dropped_objects() o
-    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
-    EXECUTE FUNCTION webhooks_internal._on_drop();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:202
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:95
 -- finalize
 -- Roles, grants and tenant isolation. Loaded last.
@@ -3409,7 +3564,7 @@ GRANT EXECUTE ON FUNCTION
     webhooks.webhook_sign(text, text, bigint, text),
     webhooks.webhook_verify(text, text, bigint, text, text, int),
     webhooks.webhook_verify(text, jsonb, text, int),
-    webhooks.track_table(regclass, text, text[], text, text[]),
+    webhooks.track_table(regclass, text, text[], text, text[], text),
     webhooks.untrack_table(regclass),
     webhooks.current_tenant(),
     webhooks.tenant_scope()
@@ -3422,11 +3577,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.tenants TO webhooks_admin;
 GRANT SELECT, DELETE ON webhooks.endpoints TO webhooks_admin;
 GRANT INSERT (id, tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature, filter)
     ON webhooks.endpoints TO webhooks_admin;
 GRANT UPDATE (tenant_id, url, description, event_types, secret, previous_secret, previous_secret_expires_at,
               headers, enabled, disabled_reason, ordered, batch_max, batch_window, max_in_flight,
-              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature)
+              tls_client_cert, tls_client_key, rate_limit, format, header_prefix, signature, filter)
     ON webhooks.endpoints TO webhooks_admin;
 -- Deliveries are read, never written: delivery_retry, endpoint_recover and event_replay change
 -- them (as the owner, after their checks), so an admin can neither put an in-flight delivery
@@ -3435,8 +3590,9 @@ GRANT SELECT ON webhooks.deliveries TO webhooks_admin;
 GRANT SELECT ON webhooks.events, webhooks.attempts, webhooks.dead_letters, webhooks.endpoint_health,
     webhooks.tracked_tables, webhooks.metrics TO webhooks_admin;
 GRANT EXECUTE ON FUNCTION
-    webhooks.endpoint_create(text, text[], text, text, text, text, text),
-    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text),
+    webhooks.endpoint_create(text, text[], text, text, text, text, text, text),
+    webhooks.filter_path(text),
+    webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text, text),
     webhooks.endpoint_recover(text, timestamptz),
     webhooks.endpoint_test(text, text),
     webhooks.endpoint_delete(text),
@@ -3494,8 +3650,8 @@ COMMENT ON FUNCTION webhooks.webhook_publish_many(text, jsonb[], text[], jsonb, 
     'Publishes one event of the type per element of data (element i of tenant_ids, entity_keys and idempotency_keys goes with it) in one call, with every check of webhook_publish. Returns the ids in the order of data.';
 COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) IS
     'As webhook_send_sync, but a failure is returned as {"error": {"code", "message", "detail", "hint"}} instead of raised.';
-COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[]) IS
-    'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns.';
+COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[], text) IS
+    'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns; condition (SQL over OLD and NEW) leaves out rows it is not true for.';
 COMMENT ON FUNCTION webhooks.untrack_table(regclass) IS 'Stops row events of a tracked table.';
 COMMENT ON FUNCTION webhooks.tenant_scope() IS
     'Tenants the calling role may see and publish for: NULL = every tenant; the empty string = rows without a tenant.';

@@ -278,16 +278,18 @@ fn track_table(
     exclude_columns: default!(Option<Vec<Option<String>>>, "'{}'"),
     tenant_column: default!(Option<&str>, "NULL"),
     include_columns: default!(Option<Vec<Option<String>>>, "NULL"),
+    condition: default!(Option<&str>, "NULL"),
 ) -> Option<String> {
     owner_query(
-        "SELECT webhooks_internal._track_table($1, $2, $3, $4, $5)",
-        &[RC, TX, TA, TX, TA],
+        "SELECT webhooks_internal._track_table($1, $2, $3, $4, $5, $6)",
+        &[RC, TX, TA, TX, TA, TX],
         &[
             tbl.into(),
             entity.into(),
             exclude_columns.into(),
             tenant_column.into(),
             include_columns.into(),
+            condition.into(),
         ],
     )
 }

@@ -952,3 +952,73 @@ fn v1a_endpoints_keep_their_private_key_from_admins() {
     assert_eq!(one::<String>(&format!("SELECT public_key FROM webhooks.endpoints WHERE id = '{id}'")), None);
     run(&format!("DELETE FROM webhooks.endpoints WHERE id = '{id}'"));
 }
+
+/// Filters on content: checked when written (a bad path, a non-predicate), evaluated at
+/// publish in the same step as the types, single and set-based, direct and through fanouts.
+#[pg_test]
+fn filters_decide_which_events_an_endpoint_gets() {
+    let verified = one::<String>(
+        "SELECT id FROM webhooks.endpoint_create('https://a.example.com/h', '{user.*}', filter => '$.data.user.email_verified == true')",
+    )
+    .unwrap();
+    let acme = one::<String>(
+        "SELECT id FROM webhooks.endpoint_create('https://b.example.com/h', '{user.*}', '*', filter => '$.tenant_id == \"acme\"')",
+    )
+    .unwrap();
+    let all = endpoint("https://c.example.com/h", "{user.*}", None);
+    expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.data.user.')"), "is not a SQL/JSON path");
+    expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.data.user')"), "is not a predicate");
+    expect_err(&format!("UPDATE webhooks.endpoints SET filter = '$.type' WHERE id = '{all}'"), "is not a predicate");
+    let got = |ep: &str| count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ep}'"));
+    run("SELECT webhooks.webhook_publish('user.updated', '{\"user\": {\"email_verified\": true}}')");
+    run("SELECT webhooks.webhook_publish('user.updated', '{\"user\": {\"email_verified\": false}}')");
+    run("SELECT webhooks.webhook_publish('user.updated', '{\"user\": {\"email_verified\": \"yes\"}}', 'acme')");
+    assert_eq!((got(&verified), got(&acme), got(&all)), (1, 1, 2));
+    // set-based, written directly (few) and through a fanout (many)
+    run("SELECT webhooks.webhook_publish_many('user.updated', ARRAY['{\"user\": {\"email_verified\": true}}', '{\"user\": {}}']::jsonb[])");
+    assert_eq!((got(&verified), got(&all)), (2, 4));
+    run("SELECT webhooks.webhook_publish_many('user.updated', array_agg(jsonb_build_object('user', jsonb_build_object('email_verified', g % 2 = 0)) ORDER BY g), \
+         array_fill('acme'::text, ARRAY[200])) FROM generate_series(1, 200) g");
+    run("SELECT webhooks_internal._expand(100000)");
+    assert_eq!((got(&verified), got(&acme), got(&all)), (2, 201, 4));
+    // acme's filtered events by the second filter: half of the 200, through its own fanout
+    run(&format!("SELECT webhooks.endpoint_update('{acme}', filter => '$.tenant_id == \"acme\" && $.data.user.email_verified == true')"));
+    run("SELECT webhooks.webhook_publish_many('user.updated', array_agg(jsonb_build_object('user', jsonb_build_object('email_verified', g % 2 = 0)) ORDER BY g), \
+         array_fill('acme'::text, ARRAY[200])) FROM generate_series(1, 200) g");
+    run("SELECT webhooks_internal._expand(100000)");
+    assert_eq!(got(&acme), 301);
+    run(&format!("SELECT webhooks.endpoint_update('{acme}', filter => '')"));
+    assert_eq!(one::<String>(&format!("SELECT filter::text FROM webhooks.endpoints WHERE id = '{acme}'")), None);
+}
+
+/// track_table's condition: checked by PostgreSQL when given, follows a renamed column, and
+/// leaves out the rows it is not true for (OLD's columns are NULL for an INSERT).
+#[pg_test]
+fn a_tracked_tables_condition_picks_the_rows_that_publish() {
+    endpoint("https://h.example.com/in", "{user.*}", None);
+    run("CREATE TABLE people (id int PRIMARY KEY, email text, plan text)");
+    expect_err("SELECT webhooks.track_table('people', 'user', condition => 'NEW.nope = 1')", "nope");
+    expect_err("SELECT webhooks.track_table('people', 'user', condition => 'NEW.email')", "boolean");
+    run("SELECT webhooks.track_table('people', 'user', condition => 'NEW.email IS DISTINCT FROM OLD.email')");
+    run("INSERT INTO people VALUES (1, 'a@x.io', 'free'), (2, NULL, 'free')");
+    run("UPDATE people SET plan = 'pro'");
+    run("UPDATE people SET email = 'b@x.io' WHERE id = 1");
+    run("ALTER TABLE people RENAME COLUMN email TO mail");
+    run("UPDATE people SET mail = 'c@x.io' WHERE id = 2");
+    run("UPDATE people SET plan = 'max' WHERE id = 2");
+    let seen: Vec<String> = Spi::connect(|c| {
+        c.select("SELECT type || ' ' || entity_key FROM webhooks.events ORDER BY id", None, &[])
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect()
+    });
+    assert_eq!(seen, ["user.created user:1", "user.updated user:1", "user.updated user:2"]);
+    assert_eq!(
+        one::<String>("SELECT condition FROM webhooks.tracked_tables").as_deref(),
+        Some("(new.mail IS DISTINCT FROM old.mail)")
+    );
+    // a new track_table without a condition publishes every row again
+    run("SELECT webhooks.track_table('people', 'user')");
+    run("UPDATE people SET plan = 'free'");
+    assert_eq!(count("SELECT count(*) FROM webhooks.events"), 5);
+}

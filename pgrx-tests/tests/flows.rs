@@ -529,3 +529,48 @@ fn an_hmac_hex_endpoint_receives_seed_004s_body_and_headers() {
     assert_eq!(items[0]["data"]["n"], 1);
     assert_eq!(items[1]["delivery"]["subscription_id"], ep.as_str());
 }
+
+/// Content filters and a tracked table's condition, end to end: the receiver behind a filter
+/// gets only the events it matches, and a tracked table sends only the rows its condition
+/// picks (here: an email change), evaluated with the writer's rights.
+#[test]
+fn filters_and_conditions_decide_what_reaches_a_receiver() {
+    let c = Cluster::start(&[]);
+    let everything = Receiver::ok();
+    let verified = Receiver::ok();
+    let mut db = c.client();
+    c.endpoint(&mut db, &everything.url, &["user.*"]);
+    db.execute(
+        "SELECT webhooks.endpoint_create($1, '{user.*}', filter => '$.data.user.email_verified == true')",
+        &[&verified.url],
+    )
+    .unwrap();
+    db.batch_execute(
+        "CREATE ROLE writer LOGIN IN ROLE webhooks_publisher;
+         CREATE TABLE accounts (id int PRIMARY KEY, email text, email_verified boolean, plan text);
+         GRANT INSERT, UPDATE, SELECT ON accounts TO writer;
+         SELECT webhooks.track_table('accounts', 'user',
+             condition => 'NEW.email_verified IS DISTINCT FROM OLD.email_verified');",
+    )
+    .unwrap();
+    let mut w = c.client_as("writer");
+    w.batch_execute(
+        "INSERT INTO accounts VALUES (1, 'a@x.io', false, 'free'), (2, 'b@x.io', true, 'free');
+         UPDATE accounts SET plan = 'pro';
+         UPDATE accounts SET email_verified = true WHERE id = 1;",
+    )
+    .unwrap();
+    // created 1 (false), created 2 (true), updated 1 (now true); the plan change publishes nothing
+    wait_for("three events", Duration::from_secs(10), || {
+        (everything.count() == 3).then_some(())
+    });
+    wait_for("the verified ones", Duration::from_secs(10), || {
+        (verified.count() == 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(everything.count(), 3);
+    assert_eq!(verified.count(), 2);
+    for r in verified.all() {
+        assert_eq!(r.json()["data"]["user"]["email_verified"], true);
+    }
+}

@@ -121,6 +121,10 @@ ALTER TABLE webhooks.endpoints ADD COLUMN header_prefix text;
 -- v1a (ed25519) signatures per endpoint.
 ALTER TABLE webhooks.endpoints ADD COLUMN signature text NOT NULL DEFAULT 'v1' CHECK (signature IN ('v1', 'v1a'));
 ALTER TABLE webhooks.endpoints ADD COLUMN public_key text;
+-- Filters on content.
+ALTER TABLE webhooks.endpoints ADD COLUMN filter jsonpath;
+-- track_table's condition.
+ALTER TABLE webhooks.tracked_tables ADD COLUMN condition text;
 UPDATE webhooks.deliveries d
 SET endpoint_tenant = CASE WHEN EXISTS (SELECT 1 FROM webhooks.endpoints ep
                                         WHERE ep.id = d.endpoint_id AND ep.tenant_id = '*')
