@@ -608,6 +608,43 @@ fn main() {
         };
         let (with_10, with_1000) = (median(tps10), median(tps1000));
         db.batch_execute("DROP TABLE bench_more").unwrap();
+        // Filters: ten endpoints of one tenant, each with a content filter (that matches), in
+        // alternating rounds against the same ten without one.
+        println!("== publish to 10 endpoints with and without content filters");
+        db.batch_execute(&format!(
+            "TRUNCATE webhooks.events, webhooks.deliveries;
+             DELETE FROM webhooks.endpoints WHERE tenant_id IS NOT NULL;
+             SELECT webhooks.endpoint_create('{u}', '{{user.*}}', 'f0') FROM generate_series(1, 10);
+             UPDATE webhooks.endpoints SET batch_window = '1 hour'",
+            u = a.nginx
+        ))
+        .unwrap();
+        let filtered_pub =
+            format!("SELECT webhooks.webhook_publish('user.created', {payload}, 'f0');");
+        let (mut plain_f, mut with_f) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            db.batch_execute(
+                "UPDATE webhooks.endpoints SET filter = NULL WHERE tenant_id = 'f0';
+                 TRUNCATE webhooks.events, webhooks.deliveries",
+            )
+            .unwrap();
+            settle(&mut db);
+            plain_f.push(pgbench(&a, "publish_10_unfiltered", &filtered_pub, 5));
+            db.batch_execute(
+                "UPDATE webhooks.endpoints SET filter = '$.data.email starts with \"anita\" && $.type == \"user.created\"'
+                  WHERE tenant_id = 'f0';
+                 TRUNCATE webhooks.events, webhooks.deliveries",
+            )
+            .unwrap();
+            settle(&mut db);
+            with_f.push(pgbench(&a, "publish_10_filtered", &filtered_pub, 5));
+        }
+        let (no_filter, filtered) = (median(plain_f), median(with_f));
+        println!("   {no_filter:.0} tx/s without filters, {filtered:.0} tx/s with");
+        r.insert(
+            "filters".into(),
+            json!({"publish_tps_unfiltered": no_filter, "publish_tps_filtered": filtered, "ratio": no_filter / filtered}),
+        );
         println!("   {with_10:.0} tx/s with 10 endpoints, {with_1000:.0} tx/s with 1,000");
         r.insert(
             "endpoints".into(),
@@ -852,6 +889,7 @@ fn report(v: &Value) -> String {
         s += &format!("| UPDATE of 50,000 tracked rows (one column), {label} | {:.3} s | untracked table: {:.3} s | {:.2}x the cost |\n", b("tracked_update_s"), b("untracked_update_s"), b("update_ratio"));
     }
     s += &format!("| publish for one tenant, 1,000 endpoints registered (100 tenants), pgbench 4 clients | {:.0} tx/s | 10 endpoints registered: {:.0} tx/s | {:.2}x the cost |\n", f("/endpoints/publish_tps_1000"), f("/endpoints/publish_tps_10"), f("/endpoints/ratio"));
+    s += &format!("| publish to 10 endpoints, each with a content filter (jsonpath), pgbench 4 clients | {:.0} tx/s | the same 10 without filters: {:.0} tx/s | {:.2}x the cost |\n", f("/filters/publish_tps_filtered"), f("/filters/publish_tps_unfiltered"), f("/filters/ratio"));
     s += &format!("| INSERT into a tracked users table | {:.0} tx/s | untracked table: {:.0} tx/s | {:.2}x the cost |\n", f("/trigger/tracked_tps"), f("/trigger/untracked_tps"), f("/trigger/ratio"));
     s += &format!("| signed deliveries, 1 endpoint ({} deliveries) | {:.0} /s | raw ureq loop, 32 threads, no DB: {:.0} /s | {:.0}% of raw |\n", v["throughput"]["deliveries_one"], f("/throughput/one_endpoint_per_s"), f("/throughput/raw_loop_per_s"), 100.0 * f("/throughput/ratio_one_to_raw"));
     s += &format!("| signed deliveries over HTTPS (keep-alive), 1 endpoint ({} deliveries) | {:.0} /s, {:.2} handshakes per 1,000 | same over plain http: {:.0} /s | {:.0}% of http |\n", v["tls"]["deliveries"], f("/tls/https_one_endpoint_per_s"), f("/tls/handshakes_per_1000"), f("/throughput/one_endpoint_per_s"), 100.0 * f("/tls/ratio_to_http"));
