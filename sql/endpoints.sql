@@ -64,10 +64,18 @@ COMMENT ON FUNCTION webhooks.filter_path(text) IS
 -- A filter must answer true or false (or unknown) for any event: tried on an envelope of the
 -- shape every event has.
 CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_catalog.jsonb_path_match(
+    -- Errors that the silent evaluation at publish would not swallow, and a bound on its cost.
+    IF f::text ~ '\$"' THEN
+        RAISE EXCEPTION 'filter "%" uses a variable: a filter has none', f USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.length(f::text) > 1024 THEN
+        RAISE EXCEPTION 'filter is % characters, over the limit of 1024', pg_catalog.length(f::text)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    PERFORM pg_catalog.jsonb_path_match_tz(
         '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
           "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
 EXCEPTION WHEN OTHERS THEN
@@ -180,7 +188,10 @@ BEGIN
         IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
             UPDATE webhooks_internal.signing_keys k SET endpoint_id = NEW.id WHERE k.endpoint_id = OLD.id;
         END IF;
-        IF TG_OP = 'INSERT' OR OLD.signature <> 'v1a' OR rotating
+        -- (an INSERT of an id that exists will fail or do nothing, ON CONFLICT: its keys stay)
+        IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM webhooks.endpoints x WHERE x.id = NEW.id) THEN
+            NULL;
+        ELSIF TG_OP = 'INSERT' OR OLD.signature <> 'v1a' OR rotating
            OR NOT EXISTS (SELECT 1 FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = NEW.id) THEN
             pair := webhooks_internal._new_key_pair();
             NEW.public_key := pair[2];

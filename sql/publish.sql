@@ -164,7 +164,7 @@ BEGIN
         WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
           AND ep.enabled
           AND webhooks_internal._matches(ep.event_types, p_type)
-          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
                    new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
         HAVING pg_catalog.count(*) > 0
         RETURNING true INTO due_now;
@@ -177,7 +177,7 @@ BEGIN
               AND ep.enabled
               AND webhooks_internal._matches(ep.event_types, p_type)
               -- (an endpoint's filter sees the envelope; one that errors on it matches nothing)
-              AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+              AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
                        new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
             RETURNING next_attempt_at
         )
@@ -321,7 +321,7 @@ BEGIN
         SELECT ev.id AS event_id, ev.tenant_id, ev.entity_key, mx.id AS endpoint_id, mx.tenant_id AS endpoint_tenant,
                mx.batch_window, mx.filter IS NOT NULL AS filtered
         FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
-        WHERE mx.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+        WHERE mx.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
                   ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data), mx.filter, '{}', true)
     ), d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
@@ -408,7 +408,7 @@ BEGIN
     WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
       AND ep.enabled AND ep.id IS DISTINCT FROM p_about
       AND webhooks_internal._matches(ep.event_types, p_type)
-      AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+      AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
                new_id, p_type, '1', 'urn:webhooks', tenant, NULL, p_data), ep.filter, '{}', true));
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN

@@ -78,7 +78,8 @@ CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(ten
 -- tenant without a row is sent with its id as slug.
 CREATE TABLE IF NOT EXISTS webhooks.tenants (
     id         text PRIMARY KEY,
-    slug       text NOT NULL CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    -- unique: a tenant's admin names its own tenant, never as another one
+    slug       text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
     created_at timestamptz NOT NULL DEFAULT now()
 );
 

@@ -32,7 +32,7 @@ BEGIN
         FROM webhooks.endpoints ep
         WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
           AND webhooks_internal._matches(ep.event_types, p_type)
-          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match(webhooks_internal._filter_envelope(
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
                    new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
         RETURNING dd.id, dd.endpoint_id
     )

@@ -43,7 +43,7 @@ AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|p
 -- the rows become jsonb here, with the writer's rights, and their events are published by one
 -- webhook_publish_many call, in the order the statement wrote the rows.
 CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     entity text := TG_ARGV[0];
@@ -168,13 +168,23 @@ END $$;
 CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
 LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 
+-- The condition as PostgreSQL prints it now: what lies between the definition's known
+-- beginning and end (no pattern that a table name could fool), every name outside pg_catalog
+-- qualified (so the writer's search_path cannot change what it calls).
 CREATE FUNCTION webhooks_internal._condition_of(tbl regclass) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE sql STABLE SET search_path = pg_catalog
 AS $$
-    SELECT (pg_catalog.regexp_match(pg_catalog.pg_get_triggerdef(g.oid),
-                'WHEN \((.*)\) EXECUTE FUNCTION webhooks_internal\._condition_holder\(\)$'))[1]
-    FROM pg_catalog.pg_trigger g
-    WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition'
+    SELECT CASE WHEN pg_catalog.starts_with(x.d, x.p) AND pg_catalog.right(x.d, pg_catalog.length(x.s)) = x.s
+                THEN pg_catalog.substr(x.d, pg_catalog.length(x.p) + 1,
+                                       pg_catalog.length(x.d) - pg_catalog.length(x.p) - pg_catalog.length(x.s)) END
+    FROM (SELECT pg_catalog.pg_get_triggerdef(g.oid) AS d,
+                 'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
+                     || pg_catalog.quote_ident(c.relname) || ' FOR EACH ROW WHEN (' AS p,
+                 ') EXECUTE FUNCTION webhooks_internal._condition_holder()' AS s
+          FROM pg_catalog.pg_trigger g
+          JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition') x
 $$;
 
 -- The triggers of a tracked table, 0.2.0's row trigger included.
@@ -208,13 +218,15 @@ DECLARE
     args text[];
 BEGIN
     SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    -- (the DDL below fires the event trigger that calls this function: it leaves it alone)
-    PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', 'on', true);
+    -- (the ALTER TABLE below calls this function again through the event trigger: that call
+    -- finds the condition trigger made and makes nothing more)
     IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
-        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here.
+        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
+        -- once it is known to be one expression and nothing more (this runs as the owner).
+        PERFORM webhooks_internal._check_condition(t.condition);
         EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s) '
-            'EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
+            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
+            ') EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
         EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
     ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
@@ -273,7 +285,6 @@ BEGIN
     UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args,
         condition = nullif(args[6], '')
     WHERE x.relid = tbl;
-    PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', '', true);
     RETURN coalesce(auto, '{}');
 END $$;
 
@@ -345,9 +356,10 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
     -- A new condition replaces the old one (made again from the text given).
     IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
-        PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', 'on', true);
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
-        PERFORM pg_catalog.set_config('webhooks_internal.applying_tracking', '', true);
+    END IF;
+    IF nullif(condition, '') IS NOT NULL THEN
+        PERFORM webhooks_internal._check_condition(condition);
     END IF;
     INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum, condition)
     VALUES (tbl, entity,
@@ -392,8 +404,7 @@ DECLARE
     before text[];
     auto text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
-       OR pg_catalog.current_setting('webhooks_internal.applying_tracking', true) = 'on' THEN
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
         RETURN;
     END IF;
     FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t

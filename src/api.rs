@@ -137,6 +137,28 @@ fn _check_client_cert(cert: &str, key: &str) -> bool {
     true
 }
 
+/// A tracked table's condition is one SQL expression and nothing more: it is put in a trigger
+/// definition run as the owner, so text that would close the expression (`true) EXECUTE ...;
+/// ALTER ROLE ...`) is refused before PostgreSQL ever runs it.
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
+fn _check_condition(condition: &str) -> bool {
+    let sql = format!("SELECT ({condition}\n)");
+    let Ok(c) = std::ffi::CString::new(sql) else {
+        invalid("condition must not contain NUL bytes");
+    };
+    // The raw parser only: nothing is looked up or run. A syntax error raises here.
+    let list = unsafe { pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT) };
+    let n = if list.is_null() {
+        0
+    } else {
+        unsafe { (*list).length }
+    };
+    if n != 1 {
+        invalid("condition must be one SQL expression over OLD and NEW, like NEW.email IS DISTINCT FROM OLD.email");
+    }
+    true
+}
+
 /// A new ed25519 key pair for a v1a endpoint: {whsk_ private, whpk_ public}.
 #[pg_extern(volatile, parallel_safe, schema = "webhooks_internal")]
 fn _new_key_pair() -> Vec<String> {

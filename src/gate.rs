@@ -271,8 +271,31 @@ fn webhook_send_sync_result(
     )
 }
 
-#[pg_extern(volatile)]
+/// 0.2.0's `track_table` (five arguments) as its SQL still calls it between a package upgrade
+/// and ALTER EXTENSION UPDATE: the symbol stays, with no SQL of its own in 0.3.0.
+#[pg_extern(volatile, sql = false)]
 fn track_table(
+    tbl: Option<Regclass>,
+    entity: Option<&str>,
+    exclude_columns: Option<Vec<Option<String>>>,
+    tenant_column: Option<&str>,
+    include_columns: Option<Vec<Option<String>>>,
+) -> Option<String> {
+    owner_query(
+        "SELECT webhooks_internal._track_table($1, $2, $3, $4, $5)",
+        &[RC, TX, TA, TX, TA],
+        &[
+            tbl.into(),
+            entity.into(),
+            exclude_columns.into(),
+            tenant_column.into(),
+            include_columns.into(),
+        ],
+    )
+}
+
+#[pg_extern(volatile, name = "track_table")]
+fn track_table_with_condition(
     tbl: Option<Regclass>,
     entity: Option<&str>,
     exclude_columns: default!(Option<Vec<Option<String>>>, "'{}'"),

@@ -54,6 +54,10 @@ impl Format {
         match self {
             Format::StandardWebhooks => signing::keys(secrets.iter().map(String::as_str))
                 .map_err(|e| format!("endpoint secret unusable: {e}")),
+            // (no key: refused, never sent unsigned)
+            Format::StandardWebhooksV1a if secrets.is_empty() => {
+                Err("the endpoint's v1a private key is missing".into())
+            }
             Format::StandardWebhooksV1a => secrets
                 .iter()
                 .map(|s| {

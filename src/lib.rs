@@ -80,7 +80,12 @@ extension_sql_file!("../sql/views.sql", name = "views", requires = ["endpoints"]
 extension_sql_file!(
     "../sql/tracking.sql",
     name = "tracking",
-    requires = ["publish", "catalogue", gate::webhook_publish_many]
+    requires = [
+        "publish",
+        "catalogue",
+        gate::webhook_publish_many,
+        api::_check_condition
+    ]
 );
 extension_sql_file!(
     "../sql/worker.sql",

@@ -925,6 +925,7 @@ fn endpoint_formats_and_prefixes_are_checked() {
     assert_eq!(one::<String>(&format!("SELECT header_prefix FROM webhooks.endpoints WHERE id = '{id}'")), None);
     expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'Not A Slug')", "tenants_slug_check");
     run("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'acme-corp')");
+    expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('globex', 'acme-corp')", "tenants_slug_key");
 }
 
 /// v1a: an ed25519 pair per endpoint; admins read the public key, never the private one; the
@@ -950,7 +951,13 @@ fn v1a_endpoints_keep_their_private_key_from_admins() {
     run(&format!("SELECT webhooks.endpoint_update('{id}', signature => 'v1')"));
     assert_eq!(count("SELECT count(*) FROM webhooks_internal.signing_keys"), 0);
     assert_eq!(one::<String>(&format!("SELECT public_key FROM webhooks.endpoints WHERE id = '{id}'")), None);
+    // an idempotent provisioning script's INSERT ... ON CONFLICT DO NOTHING keeps the keys
+    run(&format!("SELECT webhooks.endpoint_update('{id}', signature => 'v1a')"));
+    let key = one::<String>(&format!("SELECT private_key FROM webhooks_internal.signing_keys WHERE endpoint_id = '{id}'")).unwrap();
+    run(&format!("INSERT INTO webhooks.endpoints (id, url, signature) VALUES ('{id}', 'https://h.example.com/in', 'v1a') ON CONFLICT (id) DO NOTHING"));
+    assert_eq!(one::<String>(&format!("SELECT private_key FROM webhooks_internal.signing_keys WHERE endpoint_id = '{id}'")), Some(key));
     run(&format!("DELETE FROM webhooks.endpoints WHERE id = '{id}'"));
+    assert_eq!(count("SELECT count(*) FROM webhooks_internal.signing_keys"), 0);
 }
 
 /// Filters on content: checked when written (a bad path, a non-predicate), evaluated at
@@ -969,6 +976,8 @@ fn filters_decide_which_events_an_endpoint_gets() {
     expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.data.user.')"), "is not a SQL/JSON path");
     expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.data.user')"), "is not a predicate");
     expect_err(&format!("UPDATE webhooks.endpoints SET filter = '$.type' WHERE id = '{all}'"), "is not a predicate");
+    // a variable would raise at publish for every event that reaches it: refused
+    expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.type == \"user.deleted\" && $x == 1')"), "uses a variable");
     let got = |ep: &str| count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ep}'"));
     run("SELECT webhooks.webhook_publish('user.updated', '{\"user\": {\"email_verified\": true}}')");
     run("SELECT webhooks.webhook_publish('user.updated', '{\"user\": {\"email_verified\": false}}')");
@@ -999,6 +1008,17 @@ fn a_tracked_tables_condition_picks_the_rows_that_publish() {
     run("CREATE TABLE people (id int PRIMARY KEY, email text, plan text)");
     expect_err("SELECT webhooks.track_table('people', 'user', condition => 'NEW.nope = 1')", "nope");
     expect_err("SELECT webhooks.track_table('people', 'user', condition => 'NEW.email')", "boolean");
+    // text that closes the expression to run statements of its own as the owner
+    run("CREATE ROLE wh_cond IN ROLE webhooks_publisher");
+    for evil in [
+        "true) EXECUTE FUNCTION webhooks_internal._condition_holder(); ALTER ROLE wh_cond SUPERUSER; CREATE TRIGGER zz AFTER UPDATE ON people FOR EACH ROW WHEN (true",
+        "true); ALTER ROLE wh_cond SUPERUSER; SELECT (true",
+        "true /* an unterminated comment would swallow what follows",
+    ] {
+        assert!(err(&format!("SELECT webhooks.track_table('people', 'user', condition => $c${evil}$c$)")).is_some(), "{evil}");
+    }
+    assert_eq!(one::<bool>("SELECT rolsuper FROM pg_roles WHERE rolname = 'wh_cond'"), Some(false));
+    assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgname = 'zz'"), 0);
     run("SELECT webhooks.track_table('people', 'user', condition => 'NEW.email IS DISTINCT FROM OLD.email')");
     run("INSERT INTO people VALUES (1, 'a@x.io', 'free'), (2, NULL, 'free')");
     run("UPDATE people SET plan = 'pro'");
