@@ -316,42 +316,54 @@ BEGIN
         RETURNING e.id, e.tenant_id, e.entity_key, e.data
     ), matched AS (
         SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay, m_filter) mx(for_tenant, id, tenant_id, batch_window, filter)
-    ), pairs AS (
-        -- each event with the endpoints it goes to: its tenant's, through their filters
+    ), fpairs AS (
+        -- each event with the filtered endpoints of its tenant whose filter it passes
         SELECT ev.id AS event_id, ev.tenant_id, ev.entity_key, mx.id AS endpoint_id, mx.tenant_id AS endpoint_tenant,
-               mx.batch_window, mx.filter IS NOT NULL AS filtered
+               mx.batch_window
         FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
-        WHERE mx.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
+        WHERE mx.filter IS NOT NULL
+          AND pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
                   ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data), mx.filter, '{}', true)
     ), d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
         SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant
-        FROM pairs pr
+        FROM (SELECT ev.id AS event_id, mx.id AS endpoint_id, ev.tenant_id, ev.entity_key, mx.batch_window,
+                     mx.tenant_id AS endpoint_tenant
+              FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
+              WHERE mx.filter IS NULL
+              UNION ALL
+              SELECT fp.event_id, fp.endpoint_id, fp.tenant_id, fp.entity_key, fp.batch_window, fp.endpoint_tenant
+              FROM fpairs fp) pr
         WHERE direct
         ORDER BY pr.event_id, pr.endpoint_id
         RETURNING next_attempt_at <= pg_catalog.now() AS due
     ), f AS (
-        -- One chain of rows per tenant for the endpoints without a filter (their events are
-        -- the tenant's), one per filtered endpoint (its events are those its filter let
-        -- through); at most 1,000 events a row: the worker reads a row whole for each slice.
+        -- One chain of rows per tenant for the endpoints without a filter (the tenant's events,
+        -- with the endpoints listed once per row), one per filtered endpoint (the events its
+        -- filter let through); at most 1,000 events a row: the worker reads a row whole for
+        -- each slice it writes.
         INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
         SELECT x.event_ids, CASE WHEN entity_keys IS NOT NULL THEN x.entity_keys END, x.tenant_id,
                x.endpoints, x.endpoint_tenants, x.delays
-        FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.event_id ORDER BY c.event_id) AS event_ids,
-                     pg_catalog.array_agg(c.entity_key ORDER BY c.event_id) AS entity_keys,
-                     pg_catalog.min(c.event_id) AS first, c.endpoints, c.endpoint_tenants, c.delays
-              FROM (SELECT g.*, (pg_catalog.row_number() OVER (PARTITION BY g.tenant_id, g.endpoints ORDER BY g.event_id) - 1) / 1000 AS chunk
-                    FROM (SELECT pr.event_id, pr.tenant_id, pr.entity_key,
-                                 pg_catalog.array_agg(pr.endpoint_id ORDER BY pr.endpoint_id) AS endpoints,
-                                 pg_catalog.array_agg(pr.endpoint_tenant ORDER BY pr.endpoint_id) AS endpoint_tenants,
-                                 pg_catalog.array_agg(pr.batch_window ORDER BY pr.endpoint_id) AS delays
-                          FROM pairs pr WHERE NOT direct AND NOT pr.filtered
-                          GROUP BY pr.event_id, pr.tenant_id, pr.entity_key
-                          UNION ALL
-                          SELECT pr.event_id, pr.tenant_id, pr.entity_key, ARRAY[pr.endpoint_id],
-                                 ARRAY[pr.endpoint_tenant], ARRAY[pr.batch_window]
-                          FROM pairs pr WHERE NOT direct AND pr.filtered) g) c
-              GROUP BY c.tenant_id, c.endpoints, c.endpoint_tenants, c.delays, c.chunk) x
+        FROM (SELECT e.tenant_id, e.event_ids, e.entity_keys, e.first, m.endpoints, m.endpoint_tenants, m.delays
+              FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.id ORDER BY c.id) AS event_ids,
+                           pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first
+                    FROM (SELECT ev.id, ev.tenant_id, ev.entity_key,
+                                 (pg_catalog.row_number() OVER (PARTITION BY ev.tenant_id ORDER BY ev.id) - 1) / 1000 AS chunk
+                          FROM ev WHERE NOT direct) c
+                    GROUP BY c.tenant_id, c.chunk) e
+              JOIN (SELECT mx.for_tenant, pg_catalog.array_agg(mx.id ORDER BY mx.id) AS endpoints,
+                           pg_catalog.array_agg(mx.tenant_id ORDER BY mx.id) AS endpoint_tenants,
+                           pg_catalog.array_agg(mx.batch_window ORDER BY mx.id) AS delays
+                    FROM matched mx WHERE mx.filter IS NULL GROUP BY mx.for_tenant) m
+                ON coalesce(m.for_tenant, '') = coalesce(e.tenant_id, '')
+              UNION ALL
+              SELECT c.tenant_id, pg_catalog.array_agg(c.event_id ORDER BY c.event_id),
+                     pg_catalog.array_agg(c.entity_key ORDER BY c.event_id), pg_catalog.min(c.event_id),
+                     ARRAY[c.endpoint_id], ARRAY[c.endpoint_tenant], ARRAY[c.batch_window]
+              FROM (SELECT fp.*, (pg_catalog.row_number() OVER (PARTITION BY fp.endpoint_id ORDER BY fp.event_id) - 1) / 1000 AS chunk
+                    FROM fpairs fp WHERE NOT direct) c
+              GROUP BY c.tenant_id, c.endpoint_id, c.endpoint_tenant, c.batch_window, c.chunk) x
         ORDER BY x.first
         RETURNING true AS due
     )
