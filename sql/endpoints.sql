@@ -206,6 +206,13 @@ BEGIN
     IF NEW.filter IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.filter::text IS DISTINCT FROM OLD.filter::text) THEN
         PERFORM webhooks_internal._check_filter(NEW.filter);
     END IF;
+    -- hmac-hex names its own headers with the prefix: an endpoint header must not shadow them.
+    IF NEW.format = 'hmac-hex' AND EXISTS (
+        SELECT 1 FROM pg_catalog.jsonb_object_keys(NEW.headers) k
+        WHERE pg_catalog.starts_with(pg_catalog.lower(k), pg_catalog.lower(coalesce(NEW.header_prefix, 'X-Webhook-')))) THEN
+        RAISE EXCEPTION 'header names starting with % are the hmac-hex format''s own', coalesce(NEW.header_prefix, 'X-Webhook-')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
         IF NEW.format <> 'hmac-hex' THEN
             RAISE EXCEPTION 'header_prefix applies to the hmac-hex format only' USING ERRCODE = 'invalid_parameter_value',

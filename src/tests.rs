@@ -921,6 +921,10 @@ fn endpoint_formats_and_prefixes_are_checked() {
         "cannot be overridden",
     );
     run(&format!("SELECT webhooks.endpoint_update('{id}', format => 'hmac-hex', header_prefix => 'X-IntelliAuth-')"));
+    expect_err(
+        &format!("SELECT webhooks.endpoint_update('{id}', headers => '{{\"x-intelliauth-signature\": \"forged\"}}')"),
+        "hmac-hex format's own",
+    );
     run(&format!("SELECT webhooks.endpoint_update('{id}', header_prefix => '')"));
     assert_eq!(one::<String>(&format!("SELECT header_prefix FROM webhooks.endpoints WHERE id = '{id}'")), None);
     expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'Not A Slug')", "tenants_slug_check");
