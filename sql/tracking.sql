@@ -404,7 +404,11 @@ DECLARE
     before text[];
     auto text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
+    -- pg_restore (these two settings off, as no application session has them) brings the
+    -- triggers back itself, after the DDL that would fire this: it must not make them first.
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
+       OR (pg_catalog.current_setting('row_security') = 'off'
+           AND pg_catalog.current_setting('check_function_bodies') = 'off') THEN
         RETURN;
     END IF;
     FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t

@@ -520,6 +520,32 @@ fn pg_dump_and_pg_restore_keep_endpoints_the_catalogue_and_undelivered_work() {
         .map(|r| r.get(0))
         .collect()
     };
+    // 0.3.0's own state: a tracked table with a condition, a v1a endpoint's key pair, a slug.
+    db.batch_execute(
+        "CREATE TABLE members (id int PRIMARY KEY, email text);
+         SELECT webhooks.track_table('members', 'user', condition => 'NEW.email IS DISTINCT FROM OLD.email');
+         INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'acme-corp');",
+    )
+    .unwrap();
+    let v1a_rx = Receiver::ok();
+    let v1a: (String, String) = {
+        let r = db
+            .query_one(
+                "SELECT id, public_key FROM webhooks.endpoint_create($1, '{user.*}', signature => 'v1a')",
+                &[&v1a_rx.url],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let private_key = |db: &mut postgres::Client, id: &str| -> String {
+        db.query_one(
+            "SELECT private_key FROM webhooks_internal.signing_keys WHERE endpoint_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let key_before = private_key(&mut db, &v1a.0);
     let before = endpoints(&mut db);
 
     let dump = a.dir.join("db.dump");
@@ -544,6 +570,16 @@ fn pg_dump_and_pg_restore_keep_endpoints_the_catalogue_and_undelivered_work() {
         .unwrap()
         .get(0);
     assert_eq!(registered, 1, "the type a user registered is restored");
+    assert_eq!(
+        private_key(&mut db, &v1a.0),
+        key_before,
+        "the v1a private key comes back"
+    );
+    let slug: String = db
+        .query_one("SELECT slug FROM webhooks.tenants WHERE id = 'acme'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(slug, "acme-corp");
     let restored: Vec<String> = db
         .query(
             "SELECT d.event_id FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
@@ -591,5 +627,18 @@ fn pg_dump_and_pg_restore_keep_endpoints_the_catalogue_and_undelivered_work() {
             .collect();
         (waiting.iter().all(|w| ids.contains(w)) && ids.contains(&fresh) && ids.contains(&due))
             .then_some(())
-    });
+    }); // The tracked table publishes again, under its condition.
+    db.batch_execute(
+        "INSERT INTO members VALUES (1, 'a@x.io');
+         UPDATE members SET email = email WHERE id = 1;",
+    )
+    .unwrap();
+    let row_events: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhooks.events WHERE entity_key = 'user:1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(row_events, 1, "created; the update changed no email");
 }
