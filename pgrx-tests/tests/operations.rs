@@ -145,15 +145,19 @@ fn gone_disables_the_endpoint_keeps_its_work_and_tells_the_operator() {
         }
     });
     assert!(reason.contains("410 Gone"), "{reason}");
-    let parked: i64 = db
-        .query_one(
-            "SELECT count(*) FROM webhooks.deliveries
-             WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at = 'infinity'",
-            &[&ep],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(parked, 2, "both deliveries are kept, waiting");
+    // Both deliveries are kept, waiting: the one that got the 410 at once, the one leased with
+    // it once the worker gives it back unsent.
+    wait_for("both deliveries parked", T, || {
+        let parked: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries
+                 WHERE endpoint_id = $1 AND status = 'pending' AND next_attempt_at = 'infinity'",
+                &[&ep],
+            )
+            .unwrap()
+            .get(0);
+        (parked == 2).then_some(())
+    });
 
     let got = wait_for("the operator's alert", T, || {
         operational(&alerts)
