@@ -59,11 +59,12 @@ DECLARE
     same text;
     -- track_table's condition: rows it is not true for publish nothing
     cond text := nullif(TG_ARGV[5], '');
-    key_sql text := pg_catalog.format($k$CASE
+    -- the entity key in the dynamic statements below, %1$s standing for the row's jsonb
+    key_sql constant text := $k$CASE
         WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
         WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
             SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$, '%1$s');
+            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$;
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and the new version of each row at the same
@@ -95,15 +96,12 @@ BEGIN
                        'changed', pg_catalog.to_jsonb(p.ch),
                        'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) ORDER BY p.i),
                    pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 ORDER BY p.i),
-                   pg_catalog.array_agg(CASE
-                       WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (p.nj OPERATOR(pg_catalog.->>) $4[1])
-                       WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                           SELECT pg_catalog.string_agg(p.nj OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                           FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END ORDER BY p.i)
+                   pg_catalog.array_agg(%s ORDER BY p.i)
             FROM p WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
             coalesce(differs, 'NULL'), coalesce(same, 'NULL'),
             CASE WHEN cond IS NOT NULL THEN pg_catalog.format(
-                ', LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) ELSE '' END)
+                ', LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) ELSE '' END,
+            pg_catalog.format(key_sql, 'p.nj'))
         INTO payloads, tenants, keys
         USING entity, excluded, tenant_col, key_cols, nkeys;
     ELSIF cond IS NOT NULL THEN
