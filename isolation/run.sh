@@ -5,8 +5,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${1:-/var/tmp/webhooks-test}
-REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/isolation/pg_isolation_regress
 . "$HERE/../scripts/cluster.sh"
+REGRESS=$("$PG_BIN/pg_config" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress
 trap cluster_stop EXIT
 cluster_start "$WORK/isolation" "webhooks.database = 'postgres'" "fsync = off"
 DIR=$CLUSTER_DIR

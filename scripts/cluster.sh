@@ -1,10 +1,11 @@
-# Sourced by the demo, the isolation runner and the benchmarks: a private PostgreSQL 15
-# cluster run as the postgres user (PostgreSQL refuses root), with webhooks preloaded.
+# Sourced by the demo, the isolation runner and the benchmarks: a private PostgreSQL cluster
+# (15, or WEBHOOKS_PG_MAJOR) run as the postgres user (PostgreSQL refuses root), with webhooks
+# preloaded.
 #   cluster_start DIR [extra postgresql.conf lines...]   sets PGPORT, PGHOST, CLUSTER_DIR
 #   cluster_stop
 #   private_ca DIR     a CA (DIR/ca.pem) and a server certificate for localhost/127.0.0.1
 #                      (DIR/server.pem, DIR/server.key), as a company's private CA would issue
-PG_BIN=/usr/lib/postgresql/15/bin
+. "$(dirname "${BASH_SOURCE[0]}")/pg.sh"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -5,12 +5,33 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The PostgreSQL major the tests run against: `WEBHOOKS_PG_MAJOR` (scripts/test.sh sets it for
+/// each version it tests), 15 when unset.
+pub fn major() -> u32 {
+    std::env::var("WEBHOOKS_PG_MAJOR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15)
+}
+
+/// Where a major's programs are: Debian's package for 15, the installs scripts/setup.sh unpacks
+/// under `WEBHOOKS_PG_HOME` for the others.
+pub fn bin_of(major: u32) -> PathBuf {
+    if major == 15 {
+        return PathBuf::from("/usr/lib/postgresql/15/bin");
+    }
+    let home =
+        std::env::var("WEBHOOKS_PG_HOME").unwrap_or_else(|_| "/opt/webhooks-postgresql".into());
+    PathBuf::from(home).join(major.to_string()).join("bin")
+}
 
 /// A cluster of its own with webhooks preloaded, on a private port and socket directory.
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The bin directory of the PostgreSQL major it runs.
+    pub bin: PathBuf,
 }
 
 fn as_postgres(args: &[&str]) -> std::process::Output {
@@ -60,6 +81,12 @@ impl Cluster {
     /// A running cluster with the library preloaded but no extension created yet (upgrade and
     /// restore tests create it themselves).
     pub fn start_bare(extra: &[&str]) -> Cluster {
+        Cluster::start_bare_on(major(), extra)
+    }
+
+    /// Like `start_bare`, on a given major (the cross-version restore).
+    pub fn start_bare_on(major: u32, extra: &[&str]) -> Cluster {
+        let bin = bin_of(major);
         let base = PathBuf::from(
             std::env::var("WEBHOOKS_TEST_DIR").unwrap_or_else(|_| "/var/tmp/webhooks-test".into()),
         );
@@ -79,7 +106,7 @@ impl Cluster {
         let data = dir.join("data");
         let d = data.to_str().unwrap();
         as_postgres(&[
-            &format!("{BIN}/initdb"),
+            bin.join("initdb").to_str().unwrap(),
             "-D",
             d,
             "-A",
@@ -104,7 +131,7 @@ impl Cluster {
             conf.push('\n');
         }
         std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
-        let c = Cluster { dir, port };
+        let c = Cluster { dir, port, bin };
         c.pg_ctl(&["start", "-w", "-t", "60"]);
         c
     }
@@ -112,7 +139,13 @@ impl Cluster {
     /// Runs one of PostgreSQL's client programs (pg_dump, pg_restore, psql) against this
     /// cluster as the postgres user; returns stdout, panics with stderr when it fails.
     pub fn tool(&self, program: &str, args: &[&str]) -> String {
-        let out = Command::new(format!("{BIN}/{program}"))
+        self.tool_of(&self.bin, program, args)
+    }
+
+    /// `tool` with another major's program (a newer pg_dump reading an older server, as a
+    /// major upgrade is done).
+    pub fn tool_of(&self, bin: &std::path::Path, program: &str, args: &[&str]) -> String {
+        let out = Command::new(bin.join(program))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -137,7 +170,7 @@ impl Cluster {
         let data = self.dir.join("data");
         let log = self.dir.join("server.log");
         let mut all = vec![
-            format!("{BIN}/pg_ctl"),
+            self.bin.join("pg_ctl").display().to_string(),
             "-D".into(),
             data.display().to_string(),
             "-l".into(),
@@ -206,7 +239,7 @@ impl Drop for Cluster {
                 .args([
                     "-u",
                     "postgres",
-                    &format!("{BIN}/pg_ctl"),
+                    self.bin.join("pg_ctl").to_str().unwrap(),
                     "-D",
                     data.to_str().unwrap(),
                     "stop",

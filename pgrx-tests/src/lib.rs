@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod pki;
 pub mod proxy;
 pub mod receiver;
+pub mod restore;
 
 use std::time::{Duration, Instant};
 

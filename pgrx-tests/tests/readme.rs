@@ -118,7 +118,7 @@ fn every_sql_example_in_the_readme_runs_and_prints_what_it_says() {
     );
     let file = c.dir.join("readme.sql");
     std::fs::write(&file, &sql).unwrap();
-    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+    let out = Command::new(c.bin.join("psql"))
         .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
         .args([
             "-h",
