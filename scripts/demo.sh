@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The demo: a local cluster with webhooks, a receiver on 127.0.0.1, a tracked users table;
 # inserts, updates and deletes users and shows the signed events arriving and their records.
+# On PostgreSQL 15 (Debian's own, what `apt-get install postgresql` gives on Debian 12), or on
+# another major: WEBHOOKS_PG_MAJOR=17 bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-echo "== building and installing the extension"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config --sudo >/dev/null
-
 . scripts/cluster.sh
+bash scripts/setup.sh "$PG_MAJOR"
+echo "== building and installing the extension into PostgreSQL $PG_MAJOR"
+cargo pgrx install --release --pg-config "$PG_BIN/pg_config" --sudo >/dev/null
+
 WORK=${WEBHOOKS_DEMO_DIR:-/var/tmp/webhooks-demo}
 RX_PORT=$(free_port)
 cleanup() { kill "${RX_PID:-0}" 2>/dev/null || true; cluster_stop; }
@@ -22,7 +24,7 @@ cluster_start "$WORK" "webhooks.database = 'postgres'" \
     "webhooks.source = 'https://id.example.com'"
 python3 scripts/receiver.py "$RX_PORT" "$WORK/secret" "$TLS/server.pem" "$TLS/server.key" &
 RX_PID=$!
-psql() { command psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=terse "$@" 2>&1 | grep -v "does not exist, skipping" || true; }
+psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=terse "$@" 2>&1 | grep -v "does not exist, skipping" || true; }
 
 echo "== setting up: extension, users table, endpoint"
 psql <<SQL

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 major=${1:-15}
 case $major in 15|16|17|18) ;; *) echo "package.sh: PostgreSQL $major is not supported (15, 16, 17 or 18)" >&2; exit 2 ;; esac
-bash scripts/setup.sh
+bash scripts/setup.sh "$major"
 . scripts/pg.sh
 PG_CONFIG=$(pg_bin_of "$major")/pg_config
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)

@@ -7,12 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-bash scripts/setup.sh
 . scripts/pg.sh
-VERSIONS=${PG_VERSIONS:-$PG_MAJORS}
-for v in $VERSIONS; do
-    case " $PG_MAJORS " in *" $v "*) ;; *) echo "test.sh: PostgreSQL $v is not supported ($PG_MAJORS)" >&2; exit 2 ;; esac
+# The majors asked for, each once, in PG_MAJORS' order.
+read -r -a asked <<<"${PG_VERSIONS:-$PG_MAJORS}"
+for v in "${asked[@]}"; do pg_check_major "$v"; done
+VERSIONS=""
+for v in $PG_MAJORS; do
+    case " ${asked[*]} " in *" $v "*) VERSIONS+="${VERSIONS:+ }$v" ;; esac
 done
+bash scripts/setup.sh $VERSIONS
 
 # PostgreSQL refuses to run as root: clusters run as the postgres user in a directory it owns.
 WORK=${WEBHOOKS_TEST_DIR:-/var/tmp/webhooks-test}
@@ -56,13 +59,13 @@ for v in $VERSIONS; do
     WEBHOOKS_PG_MAJOR=$v bash isolation/run.sh "$WORK" 2>&1 | tee -a "$LOG"
 done
 
-case " $VERSIONS " in *" 15 "*" 17 "*)
-    LOG=$WORK/test-cross.log
+cross=0
+if [[ " $VERSIONS " == *" 15 "* && " $VERSIONS " == *" 17 "* ]]; then
+    cross=1
     echo "== across majors: dumped on 15, restored into 17"
     WEBHOOKS_CROSS_MAJORS="15 17" WEBHOOKS_TEST_DIR="$WORK" cargo test --manifest-path pgrx-tests/Cargo.toml \
-        --target-dir "$ROOT/target/e2e" --test majors -- --test-threads 2 2>&1 | tee "$LOG"
-    ;;
-esac
+        --target-dir "$ROOT/target/e2e" --test majors -- --test-threads 2 2>&1 | tee "$WORK/test-cross.log"
+fi
 
 # The packages last: installing one removes the source build of its major.
 for v in $VERSIONS; do
@@ -81,9 +84,18 @@ count() {
 total=0
 tally=""
 for v in $VERSIONS; do
-    n=$(count "$WORK/test-pg$v.log"); total=$((total + n)); tally+="${tally:+, }PostgreSQL $v: $n"
+    log=$WORK/test-pg$v.log
+    # Every stage of a major left its mark, or the tally would count less than was claimed.
+    if [ "$(grep -c "test result: ok\." "$log")" -lt 16 ] || ! grep -q "All [0-9]* tests passed" "$log" \
+        || ! grep -q "^package test: " "$log"; then
+        echo "test.sh: a stage of PostgreSQL $v left no result in $log" >&2
+        exit 1
+    fi
+    n=$(count "$log"); total=$((total + n)); tally+="${tally:+, }PostgreSQL $v: $n"
 done
-if [ -e "$WORK/test-cross.log" ]; then
+if [ $cross = 1 ]; then
     n=$(count "$WORK/test-cross.log"); total=$((total + n)); tally+=", 15 -> 17: $n"
+else
+    tally+=", 15 -> 17: not run (needs both in PG_VERSIONS)"
 fi
 echo "webhooks: $total passed, 0 failed ($tally)"

@@ -864,9 +864,13 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let server: String = Client::connect(&a.pg, NoTls)
+        .and_then(|mut db| db.query_one("SHOW server_version", &[]))
+        .map(|row| row.get(0))
+        .unwrap_or_else(|_| "?".into());
     r.insert(
         "machine".into(),
-        json!({"cores": cores, "cpu": model, "commit": a.commit, "date": date}),
+        json!({"cores": cores, "cpu": model, "commit": a.commit, "date": date, "postgresql": server}),
     );
     let v = Value::Object(r);
     std::fs::write(
@@ -883,10 +887,11 @@ fn report(v: &Value) -> String {
     let f = |p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
     let m = &v["machine"];
     let mut s = format!(
-        "# Benchmark results\n\n{} cores ({}), commit {}, {}. PostgreSQL 15, nginx `return 200` on 127.0.0.1 as the\n\
+        "# Benchmark results\n\n{} cores ({}), commit {}, {}. PostgreSQL {}, nginx `return 200` on 127.0.0.1 as the\n\
          receiver, all on the same machine. Produced by `bench/run`; each figure is paired with a baseline\n\
          measured in the same run.\n\n",
-        m["cores"], m["cpu"].as_str().unwrap_or("?"), m["commit"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?")
+        m["cores"], m["cpu"].as_str().unwrap_or("?"), m["commit"].as_str().unwrap_or("?"), m["date"].as_str().unwrap_or("?"),
+        m["postgresql"].as_str().unwrap_or("15")
     );
     s += "| what | webhooks | baseline (same run) | ratio |\n|---|---|---|---|\n";
     s += &format!("| publish, pgbench 4 clients, 1 event/txn | {:.0} tx/s | plain INSERT of the same JSON: {:.0} tx/s | {:.2}x the cost |\n", f("/publish/publish_tps"), f("/publish/plain_tps"), f("/publish/ratio"));

@@ -7,12 +7,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// The PostgreSQL major the tests run against: `WEBHOOKS_PG_MAJOR` (scripts/test.sh sets it for
-/// each version it tests), 15 when unset.
+/// each version it tests), 15 when unset. A value that is not a supported major stops the
+/// tests rather than testing 15 under another name.
 pub fn major() -> u32 {
-    std::env::var("WEBHOOKS_PG_MAJOR")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15)
+    match std::env::var("WEBHOOKS_PG_MAJOR") {
+        Err(_) => 15,
+        Ok(v) => match v.parse() {
+            Ok(m @ 15..=18) => m,
+            _ => panic!("WEBHOOKS_PG_MAJOR is '{v}': use 15, 16, 17 or 18"),
+        },
+    }
 }
 
 /// Where a major's programs are: Debian's package for 15, the installs scripts/setup.sh unpacks
@@ -137,7 +141,7 @@ impl Cluster {
     }
 
     /// Runs one of PostgreSQL's client programs (pg_dump, pg_restore, psql) against this
-    /// cluster as the postgres user; returns stdout, panics with stderr when it fails.
+    /// cluster, logged in as the postgres role; returns stdout, panics with stderr when it fails.
     pub fn tool(&self, program: &str, args: &[&str]) -> String {
         self.tool_of(&self.bin, program, args)
     }

@@ -11,8 +11,8 @@ const T: Duration = Duration::from_secs(30);
 /// Dumps a database that uses everything the extension keeps (endpoints, a registered type,
 /// due and waiting deliveries, delivered history, a tracked table with a condition, a v1a key
 /// pair, a tenant's slug) from a cluster of major `from`, restores it into a cluster of major
-/// `to` with that major's pg_restore, and checks it comes back and the restored cluster delivers the
-/// waiting work. `from` < `to` is a major upgrade done the way users do it.
+/// `to` with that major's pg_restore, and checks it comes back and the restored cluster
+/// delivers the waiting work. `from` < `to` is a major upgrade done the way users do it.
 pub fn dump_and_restore(from: u32, to: u32) {
     // The dumped cluster's worker serves another database: its deliveries stay due, so the
     // restore brings back due work as well as parked work.

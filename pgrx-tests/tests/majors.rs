@@ -1,5 +1,5 @@
-//! Across majors: a database dumped from a PostgreSQL 15 cluster with 17's pg_dump and
-//! restored into a PostgreSQL 17 cluster (a major upgrade the way users do it) keeps its
+//! Across majors: a database dumped from a PostgreSQL 15 cluster and restored with 17's
+//! pg_restore into a PostgreSQL 17 cluster (a major upgrade the way users do it) keeps its
 //! endpoints, keys and tracked tables and delivers the work that waited. scripts/test.sh runs
 //! it once both majors have the extension installed (WEBHOOKS_CROSS_MAJORS names them).
 
