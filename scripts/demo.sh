@@ -24,6 +24,11 @@ cluster_start "$WORK" "webhooks.database = 'postgres'" \
     "webhooks.source = 'https://id.example.com'"
 python3 scripts/receiver.py "$RX_PORT" "$WORK/secret" "$TLS/server.pem" "$TLS/server.key" &
 RX_PID=$!
+# The first delivery must not race the receiver's start (an attempt refused waits a minute).
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$RX_PORT") 2>/dev/null && break
+    sleep 0.1
+done
 psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=terse "$@" 2>&1 | grep -v "does not exist, skipping" || true; }
 
 echo "== setting up: extension, users table, endpoint"
