@@ -143,13 +143,7 @@ impl Cluster {
     /// Runs one of PostgreSQL's client programs (pg_dump, pg_restore, psql) against this
     /// cluster, logged in as the postgres role; returns stdout, panics with stderr when it fails.
     pub fn tool(&self, program: &str, args: &[&str]) -> String {
-        self.tool_of(&self.bin, program, args)
-    }
-
-    /// `tool` with another major's program (a newer pg_dump reading an older server, as a
-    /// major upgrade is done).
-    pub fn tool_of(&self, bin: &std::path::Path, program: &str, args: &[&str]) -> String {
-        let out = Command::new(bin.join(program))
+        let out = Command::new(self.bin.join(program))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -235,9 +229,12 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// Stops as a DBA would (`-m fast`: the worker must obey); immediate only if that fails.
+    /// Stops as a DBA would (`-m fast`), so every test also checks that the worker obeys a
+    /// fast stop: a cluster that does not stop within the timeout is stopped immediately (not to
+    /// leave it running) and fails the test. One a test stopped itself is left as it is.
     fn drop(&mut self) {
         let data = self.dir.join("data");
+        let running = data.join("postmaster.pid").exists();
         let stop = |mode: &str| {
             Command::new("sudo")
                 .args([
@@ -256,7 +253,8 @@ impl Drop for Cluster {
                 .map(|o| o.status.success())
                 .unwrap_or(false)
         };
-        if !stop("fast") {
+        let stuck = running && !stop("fast");
+        if stuck {
             stop("immediate");
         }
         if std::env::var("WEBHOOKS_KEEP").is_err() && !std::thread::panicking() {
@@ -264,6 +262,13 @@ impl Drop for Cluster {
         } else if std::thread::panicking() {
             eprintln!(
                 "--- server log of {} ---\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+        if stuck && !std::thread::panicking() {
+            panic!(
+                "pg_ctl stop -m fast did not stop {} within 60 s; server log:\n{}",
                 self.dir.display(),
                 self.log()
             );

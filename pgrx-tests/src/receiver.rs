@@ -1,7 +1,9 @@
 //! A recording HTTP(S) receiver on 127.0.0.1 whose answers each test scripts.
 //!
-//! Plain HTTP: [`Receiver::ok`] / [`Receiver::scripted`]. HTTPS (rustls, TLS 1.2+, `ring`) with a
-//! certificate from a [`Pki`]: [`Receiver::https`] (builder) or [`Receiver::tls`].
+//! HTTPS by default (rustls, TLS 1.2+, `ring`, a certificate from the shared test [`Pki`]):
+//! [`Receiver::ok`] / [`Receiver::scripted`]; another certificate through [`Receiver::https`]
+//! (builder) or [`Receiver::tls`]. Plain HTTP only for tests about http:// URLs:
+//! [`Receiver::plain`].
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
