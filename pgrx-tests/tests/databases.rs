@@ -12,7 +12,9 @@ const T: Duration = Duration::from_secs(40);
 
 fn workers(pg: &mut postgres::Client) -> HashMap<String, i64> {
     pg.query(
-        "SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'webhooks worker' GROUP BY 1",
+        // A worker that has started but not yet connected shows a NULL datname for a moment.
+        "SELECT datname, count(*) FROM pg_stat_activity \
+         WHERE backend_type = 'webhooks worker' AND datname IS NOT NULL GROUP BY 1",
         &[],
     )
     .unwrap()
