@@ -13,8 +13,12 @@
 -- The worker leases ahead: an endpoint may have up to least(max_in_flight, senders) * ahead
 -- rows claimed (queued in the worker or in flight); the worker itself holds each endpoint to
 -- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on this claim.
+-- Endpoints the worker names `fast` (their answers come back within a fraction of a second)
+-- lease four times further: their rounds are short, and with only `ahead` of them leased one
+-- busy receiver waited on the claim and record between rounds.
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
-                                         senders int DEFAULT 1000, ahead int DEFAULT 1)
+                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
+                                         fast text[] DEFAULT '{}')
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
@@ -41,6 +45,8 @@ DECLARE
     paused bigint[];
     rl_ids text[];
     rl_allow int[];
+    busy_ids text[];
+    busy_n int[];
 BEGIN
     -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
     -- for this claim's transaction, so a second worker reads the allowance this one leaves.
@@ -61,21 +67,24 @@ BEGIN
     --    stays at the head for long.
     --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
     --    flight.
+    -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
+    -- entry for every row claimed since the last vacuum, so each count visits thousands of
+    -- rows during a burst.
+    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}') INTO busy_ids, busy_n
+    FROM (SELECT d.endpoint_id, count(*)::int AS n FROM webhooks.deliveries d
+          WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
     -- How many rows endpoints can take now: the head looked at is sized by it, so a single
     -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least((least(ep.max_in_flight, senders) * ahead) - coalesce(b.n, 0),
-                                       CASE WHEN ep.rate_limit IS NULL THEN (least(ep.max_in_flight, senders) * ahead)
+    SELECT coalesce(sum(greatest(least(q.quota - coalesce(b.n, 0),
+                                       CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
-    LEFT JOIN (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
-               WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b ON b.endpoint_id = ep.id
+    CROSS JOIN LATERAL (SELECT (least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END) AS quota) q
+    LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
     win := least(batch * 4, greatest(room_total * 2, 32));
-    WITH busy AS (
-        SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d
-        WHERE d.status = 'in_flight' GROUP BY d.endpoint_id
-    ), head AS (
+    WITH head AS (
         SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key
         FROM webhooks.deliveries x
         WHERE x.status = 'pending' AND x.next_attempt_at <= now()
@@ -99,7 +108,8 @@ BEGIN
                                AND p.status IN ('pending', 'in_flight') AND p.id < h.id
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
-               (least(ep.max_in_flight, senders) * ahead) AS max_in_flight,
+               -- (what it may have leased)
+               (least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
@@ -107,10 +117,14 @@ BEGIN
             ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
         LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     ), ranked AS (
-        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id, c.what ORDER BY c.next_attempt_at, c.id) AS rn
+        -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
+        -- was most of the claim's time)
+        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                          ORDER BY c.next_attempt_at, c.id) AS rn
         FROM cand c
     ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n)
+                                                ON b.endpoint_id = r.endpoint_id
          WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0) AND r.rn <= r.allow
          ORDER BY r.next_attempt_at
          LIMIT batch)
@@ -138,7 +152,9 @@ BEGIN
     -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
     IF ids IS NOT NULL THEN
         SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
-        WHERE d.id = ANY (ids) AND NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id);
+        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
+        -- planner may hash-join the claim against every event, a full scan on each claim)
+        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
         IF more IS NOT NULL THEN
             orphans := coalesce(orphans, '{}') || more;
             ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
@@ -186,23 +202,22 @@ BEGIN
     -- max_in_flight): the oldest due rows of every other endpoint with room, through the
     -- per-endpoint index, so a backlog on one endpoint never starves the others.
     IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
-        WITH busy AS (
-            SELECT b.endpoint_id, count(*) AS n FROM (
-                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.status = 'in_flight'
-                UNION ALL
-                SELECT d.endpoint_id FROM webhooks.deliveries d WHERE d.id = ANY (ids)) b
-            GROUP BY b.endpoint_id
-        ), taken AS (
+        -- (what step A took counts as in flight too)
+        WITH taken AS MATERIALIZED (
             SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
             GROUP BY d.endpoint_id
         ), room AS (
-            SELECT ep.id, ep.tenant_id, least((least(ep.max_in_flight, senders) * ahead) - coalesce(b.n, 0),
-                                CASE WHEN ep.rate_limit IS NULL THEN batch
-                                     ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
-            FROM webhooks.endpoints ep LEFT JOIN busy b ON b.endpoint_id = ep.id
+            SELECT ep.id, ep.tenant_id,
+                   least(q.quota - coalesce(b.n, 0) - coalesce(t.n, 0),
+                         CASE WHEN ep.rate_limit IS NULL THEN batch
+                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
+            FROM webhooks.endpoints ep
+            CROSS JOIN LATERAL (SELECT (least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END) AS quota) q
+            LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n) ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered AND (least(ep.max_in_flight, senders) * ahead) > coalesce(b.n, 0)
+            WHERE ep.enabled AND NOT ep.ordered
+              AND q.quota > coalesce(b.n, 0) + coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN
@@ -283,10 +298,15 @@ CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses
                                  disable_after interval)
 RETURNS int8[]
 LANGUAGE plpgsql VOLATILE
+-- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
+-- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
+-- custom plan sees the arrays' lengths.
+SET plan_cache_mode = force_custom_plan
 SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     got int8[];
+    live int8[];
     busy int8[];
     done_ids int8[];
     done_eps text[];
@@ -294,8 +314,14 @@ DECLARE
     tenant text;
     since timestamptz;
 BEGIN
-    SELECT coalesce(array_agg(x.id), '{}') INTO got FROM (
-        SELECT d.id FROM webhooks.deliveries d WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
+    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
+    -- estimate of how many rows are in flight can steer the plan: statistics from before a
+    -- burst say none are, and a filter on it made the planner walk every row in flight, or
+    -- every answer for each row, on each record.)
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
+    INTO got, live FROM (
+        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
+        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
     ) x;
     WITH r AS (
         SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
@@ -310,7 +336,7 @@ BEGIN
             last_error = r.err,
             completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
         FROM r
-        WHERE d.id = r.id AND d.id = ANY (got) AND d.status = 'in_flight'
+        WHERE d.id = r.id AND d.id = ANY (live)
           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
         RETURNING d.id, d.endpoint_id
     ), ins AS (
@@ -321,12 +347,16 @@ BEGIN
     SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}')
     INTO done_ids, done_eps FROM upd;
     -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
-    -- Rows gone (endpoint deleted) or claimed again since are not kept for later.
-    SELECT coalesce(array_agg(d.id), '{}') INTO busy
-    FROM unnest(ids, leases_us) AS r(id, lease_us)
-    JOIN webhooks.deliveries d ON d.id = r.id
-    WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
-      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
+    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
+    -- for when a row was skipped: the common case reads nothing more.)
+    busy := '{}';
+    IF cardinality(got) < cardinality(ids) THEN
+        SELECT coalesce(array_agg(d.id), '{}') INTO busy
+        FROM unnest(ids, leases_us) AS r(id, lease_us)
+        JOIN webhooks.deliveries d ON d.id = r.id
+        WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
+          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
+    END IF;
     IF cardinality(done_ids) = 0 THEN
         RETURN busy;
     END IF;

@@ -249,6 +249,15 @@ impl<U> Dispatcher<U> {
                 .any(|e| e.queue.len() < 2 * self.endpoint_cap(e))
     }
 
+    /// The endpoints that answer fast now (the claim leases further ahead for them).
+    pub fn fast_endpoints(&self) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .filter(|(_, e)| e.fast())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Forgets endpoints without work for REMEMBER.
     fn tidy(&mut self) {
         if self.last_tidy.elapsed() < Duration::from_secs(1) {
@@ -295,6 +304,22 @@ mod tests {
             out.push(ep);
         }
         out
+    }
+
+    #[test]
+    fn only_endpoints_that_answered_fast_are_named_fast() {
+        let mut d = Dispatcher::new(8);
+        fill(&mut d, "quick", "t", 32, 4);
+        fill(&mut d, "silent", "t", 32, 4);
+        fill(&mut d, "new", "t", 32, 4);
+        let _ = take_all(&mut d);
+        // Nothing answered yet: nobody is fast.
+        assert!(d.fast_endpoints().is_empty());
+        d.done("quick", quick());
+        d.done("quick", quick());
+        // A slow answer, and one still under way: not fast.
+        d.done("silent", Some(Instant::now() - Duration::from_secs(5)));
+        assert_eq!(d.fast_endpoints(), vec!["quick".to_string()]);
     }
 
     #[test]

@@ -430,7 +430,7 @@ fn record_sync_failures() {
 
 /// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
 const CLAIM_SQL: &str =
-    "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3, $4::int4, $5::int4)";
+    "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3, $4::int4, $5::int4, $6::text[])";
 
 const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::int4)";
 
@@ -440,6 +440,9 @@ const EXPAND_STEP: i32 = 10_000;
 /// Requests an endpoint may have leased (queued here or in flight), in units of what it may
 /// have in flight: the claim leases this far ahead so the senders never wait on the database.
 const LEASE_AHEAD: i32 = 4;
+
+/// How often the sender side tells the claim which endpoints answer fast.
+const FAST_EVERY: Duration = Duration::from_millis(100);
 
 /// Writes a slice of the deliveries of bulk publishes (fanouts), in a transaction of its own:
 /// one that fails (logged) never stops the claim. True when more is left to write.
@@ -458,7 +461,13 @@ fn expand() -> bool {
     .unwrap_or(false)
 }
 
-fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize) -> Vec<Claimed> {
+fn claim(
+    settings: &Settings,
+    scan_leases: bool,
+    lease: Duration,
+    senders: usize,
+    fast: Vec<String>,
+) -> Vec<Claimed> {
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
         if !extension_present(client) {
@@ -470,6 +479,7 @@ fn claim(settings: &Settings, scan_leases: bool, lease: Duration, senders: usize
             scan_leases.into(),
             (senders as i32).into(),
             LEASE_AHEAD.into(),
+            fast.into(),
         ];
         let table = match client.update(CLAIM_SQL, None, &args) {
             Ok(t) => t,
@@ -713,6 +723,7 @@ fn run_senders(
     senders: usize,
     hungry: Arc<std::sync::atomic::AtomicBool>,
     outstanding: Arc<std::sync::atomic::AtomicUsize>,
+    fast: Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut queued: Dispatcher<Unit> = Dispatcher::new(senders);
@@ -720,6 +731,7 @@ fn run_senders(
     let mut next_tag = 0usize;
     let mut stopping: Option<Instant> = None;
     let mut last_sweep = Instant::now();
+    let mut last_fast = Instant::now();
     let finished = |n: usize| {
         outstanding.fetch_sub(n, Relaxed);
     };
@@ -838,6 +850,12 @@ fn run_senders(
             }
         }
         hungry.store(queued.hungry(), Relaxed);
+        if last_fast.elapsed() >= FAST_EVERY {
+            last_fast = Instant::now();
+            if let Ok(mut f) = fast.lock() {
+                *f = queued.fast_endpoints();
+            }
+        }
         if stopping.is_some_and(|t| in_flight.is_empty() || Instant::now() >= t) {
             let _ = out.send(FromSenders::Stopped);
             return;
@@ -856,6 +874,9 @@ struct Flow {
     /// flight).
     hungry: Arc<std::sync::atomic::AtomicBool>,
     outstanding: Arc<std::sync::atomic::AtomicUsize>,
+    /// Endpoints that answer fast (the sender side's view, refreshed every FAST_EVERY): the
+    /// claim leases further ahead for them.
+    fast: Arc<std::sync::Mutex<Vec<String>>>,
     answered: Record,
     answered_since: Option<Instant>,
     carry: Record,
@@ -876,13 +897,18 @@ impl Flow {
         let conn = Connections::new(&settings, &to_senders);
         let hungry = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let outstanding = Arc::new(AtomicUsize::new(0));
-        let (r, o) = (Arc::clone(&hungry), Arc::clone(&outstanding));
+        let fast = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (r, o, f) = (
+            Arc::clone(&hungry),
+            Arc::clone(&outstanding),
+            Arc::clone(&fast),
+        );
         let senders = conn.pool.size();
         // (spawned with every signal blocked: PostgreSQL's handlers run on this thread only)
         let spawned = http::with_signals_blocked(|| {
             std::thread::Builder::new()
                 .name("webhooks-dispatch".into())
-                .spawn(move || run_senders(input, out, senders, r, o))
+                .spawn(move || run_senders(input, out, senders, r, o, f))
         });
         if let Err(e) = spawned {
             error!("webhooks worker: cannot start its dispatch thread: {e}");
@@ -894,6 +920,7 @@ impl Flow {
             from_senders,
             hungry,
             outstanding,
+            fast,
             answered: Record::default(),
             answered_since: None,
             carry: Record::default(),
@@ -966,18 +993,21 @@ impl Flow {
         // LEASE_AHEAD rounds of its max_in_flight, each within the timeout), then take two
         // timeouts (a proxied target is resolved first). The lease outlasts all of that, and a
         // request not started in time is given back instead of sent: the lease scan never
-        // claims a row whose request may still be on the wire.
+        // claims a row whose request may still be on the wire. (A fast endpoint leases four
+        // times as many rounds, each a fraction of a second; if it turns slow meanwhile, what
+        // it cannot start in time goes back.)
         let t = self.settings.timeout;
         let lease = t * (LEASE_AHEAD as u32 + 2) + Duration::from_secs(30);
         let not_after = Instant::now() + lease - t * 2 - Duration::from_secs(5);
         let senders = self.senders();
         let settings = self.settings.clone();
+        let fast = self.fast.lock().map(|f| f.clone()).unwrap_or_default();
         // Deliveries of bulk publishes are written first, a slice per claim, so that what a
         // large statement published never holds back the claim for long; with more left, the
         // next claim goes on with them without waiting.
         self.claim_forced = expand();
         let claimed = in_transaction("claiming deliveries", || {
-            claim(&settings, scan_leases, lease, senders)
+            claim(&settings, scan_leases, lease, senders, fast)
         })
         .unwrap_or_default();
         if claimed.is_empty() {
