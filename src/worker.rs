@@ -1001,7 +1001,14 @@ impl Flow {
         let not_after = Instant::now() + lease - t * 2 - Duration::from_secs(5);
         let senders = self.senders();
         let settings = self.settings.clone();
-        let fast = self.fast.lock().map(|f| f.clone()).unwrap_or_default();
+        // (one worker only: each worker knows only its own answers, and a quota that differs
+        // between workers would leave the endpoint's rows to the one that saw it fast, held to
+        // its share of max_in_flight, while the others' claims find no room for it)
+        let fast = if self.settings.workers > 1 {
+            Vec::new()
+        } else {
+            self.fast.lock().map(|f| f.clone()).unwrap_or_default()
+        };
         // Deliveries of bulk publishes are written first, a slice per claim, so that what a
         // large statement published never holds back the claim for long; with more left, the
         // next claim goes on with them without waiting.
