@@ -125,9 +125,7 @@ BEGIN
     ), chosen AS (
         (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n)
                                                 ON b.endpoint_id = r.endpoint_id
-         -- (no endpoint takes more than half a claim: the rest, and step B, stay for others)
          WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0) AND r.rn <= r.allow
-           AND r.rn <= greatest(batch / 2, 1)
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
