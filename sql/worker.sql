@@ -29,6 +29,11 @@ LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
 SET plan_cache_mode = force_custom_plan
+-- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
+-- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
+-- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
+-- a few rows by key or in index order, which plain index scans do whatever the estimates.
+SET enable_bitmapscan = off
 SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 #variable_conflict use_column
