@@ -308,6 +308,23 @@ BEGIN
     -- of an entity keep their order: none is written directly while a fanout waits.
     direct := n * coalesce(pg_catalog.cardinality(m_id), 0) <= 100
               AND (entity_keys IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts));
+    -- The common burst (a tracked table's statement, a backfill): one tenant, no keys, no
+    -- filters. Every element becomes an event, so the fanouts are slices of the arrays, whose
+    -- ids are already in order: no event is read back, sorted or grouped (a 50,000-event call
+    -- took 0.44-0.52 s that way, 0.33 s this way, on 2 cores).
+    IF NOT direct AND NOT per_row AND idempotency_keys IS NULL
+       AND NOT EXISTS (SELECT 1 FROM unnest(m_filter) f WHERE f IS NOT NULL) THEN
+        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
+        SELECT u.id, t0, p_type, et.version, src, p_actor, u.d, u.k, trace
+        FROM unnest(ids, data, entity_keys) u(id, d, k);
+        -- (m_id is in endpoint order, as the general form's rows list them)
+        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
+        SELECT ids[s.i:s.i + 999], entity_keys[s.i:s.i + 999], t0, m_id, m_tenant, m_delay
+        FROM pg_catalog.generate_series(1, n, 1000) s(i)
+        ORDER BY s.i;
+        PERFORM webhooks_internal._wake_on_commit();
+        RETURN ids;
+    END IF;
     WITH ev AS (
         INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
         SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace

@@ -818,6 +818,38 @@ fn a_large_publish_leaves_its_deliveries_to_a_fanout_in_order() {
     }
 }
 
+/// A burst of one tenant without keys or filters is cut into fanouts of 1,000 events straight
+/// from the arrays: every event once, in publish order, each with its own entity key.
+#[pg_test]
+fn a_burst_is_cut_into_fanouts_of_a_thousand_in_publish_order() {
+    endpoint("https://a.example.com/h", "{user.*}", None);
+    endpoint("https://b.example.com/h", "{user.*}", None);
+    let ids: Vec<Option<String>> = one(
+        "SELECT webhooks.webhook_publish_many('user.updated', array_agg(jsonb_build_object('n', g) ORDER BY g), \
+         entity_keys => array_agg('user:' || g ORDER BY g)) FROM generate_series(1, 2500) g",
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 2500);
+    assert_eq!(
+        one::<Vec<i32>>("SELECT array_agg(cardinality(event_ids) ORDER BY id) FROM webhooks_internal.fanouts"),
+        Some(vec![1000, 1000, 500])
+    );
+    // the fanouts' events, read in order, are the call's ids, with the keys they were given
+    let listed: Vec<Option<String>> = one(
+        "SELECT array_agg(e ORDER BY f.id, o) FROM webhooks_internal.fanouts f, unnest(f.event_ids) WITH ORDINALITY u(e, o)",
+    )
+    .unwrap();
+    assert_eq!(listed, ids);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM webhooks_internal.fanouts f, unnest(f.event_ids, f.entity_keys) u(e, k) \
+             JOIN webhooks.events ev ON ev.id = u.e WHERE ev.entity_key = u.k AND ev.entity_key = 'user:' || (ev.data->>'n')"
+        ),
+        2500
+    );
+    assert_eq!(count("SELECT count(*) FROM webhooks_internal.fanouts WHERE cardinality(endpoints) = 2"), 3);
+}
+
 /// Statement-level row events: one event per row in the order the statement wrote them, an
 /// UPDATE's changed/previous per row, rows where only excluded columns changed left out.
 #[pg_test]
