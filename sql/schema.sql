@@ -123,15 +123,8 @@ CREATE TABLE IF NOT EXISTS webhooks.deliveries (
     -- Added in 0.3.0 (last, as ALTER TABLE puts it). The tenant of the endpoint when the delivery
     -- was made: the claim and housekeeping match the endpoint by id and this, so work left for a
     -- deleted endpoint never reaches another one that later takes its id in another tenant.
-    endpoint_tenant text,
-    -- One check for the whole state machine: each status has exactly the timestamps it needs.
-    CONSTRAINT deliveries_state CHECK (
-        attempts >= 0 AND CASE status
-            WHEN 'pending'   THEN next_attempt_at IS NOT NULL AND completed_at IS NULL
-            WHEN 'in_flight' THEN lease_until IS NOT NULL AND completed_at IS NULL
-            WHEN 'succeeded' THEN completed_at IS NOT NULL AND attempts >= 1
-            WHEN 'dead'      THEN completed_at IS NOT NULL
-            ELSE false END)
+    endpoint_tenant text
+    -- (the check of its states is in sql/states.sql)
 );
 -- Claiming due work walks this index from the oldest due row: O(batch) whatever waits behind.
 CREATE INDEX IF NOT EXISTS deliveries_due ON webhooks.deliveries (next_attempt_at) WHERE status = 'pending';

@@ -228,6 +228,30 @@ fn _ttl() -> pgrx::datum::Interval {
         .unwrap_or_else(|e| error!("webhooks.ttl cannot be an interval: {e:?}"))
 }
 
+/// The CHECK of webhooks.deliveries (sql/states.sql). A function call, not the CASE it
+/// replaces: PostgreSQL reads a CHECK's expression tree anew for every statement that writes
+/// the table, and the CASE's 4 kB tree cost each one-row publish 10-25 µs of a 60-90 µs call.
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
+fn _delivery_state_ok(
+    status: Option<&str>,
+    attempts: Option<i32>,
+    next_attempt_at: Option<pgrx::datum::TimestampWithTimeZone>,
+    lease_until: Option<pgrx::datum::TimestampWithTimeZone>,
+    completed_at: Option<pgrx::datum::TimestampWithTimeZone>,
+) -> bool {
+    match (status, attempts) {
+        (Some(s), Some(a)) => crate::state::consistent(
+            s,
+            a,
+            next_attempt_at.is_some(),
+            lease_until.is_some(),
+            completed_at.is_some(),
+        ),
+        // (both columns are NOT NULL, which refuses such a row with its own message)
+        _ => true,
+    }
+}
+
 #[pg_extern(immutable, parallel_safe, strict, schema = "webhooks_internal")]
 fn _matches(filters: Vec<Option<String>>, event_type: &str) -> bool {
     let f: Vec<String> = filters.into_iter().flatten().collect();

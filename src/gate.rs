@@ -44,6 +44,12 @@ fn owner() -> pg_sys::Oid {
 /// The role the current call acts for: the caller recorded by the innermost entry point while
 /// running as the owner; otherwise the current user itself.
 pub fn effective_caller() -> pg_sys::Oid {
+    caller_given_owner(owner)
+}
+
+/// effective_caller, with the owner looked up only when a caller was recorded (the lookup is
+/// an index scan of pg_extension: an entry point that needs the owner anyway passes it).
+fn caller_given_owner(owner: impl FnOnce() -> pg_sys::Oid) -> pg_sys::Oid {
     // The recorded callers live in the leader's memory: a parallel worker cannot know them.
     if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
         error!("webhooks: the calling role cannot be determined in a parallel worker");
@@ -72,8 +78,8 @@ impl Drop for Restore {
 
 /// Runs `f` as the extension owner on behalf of the current caller.
 pub fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let caller = effective_caller();
     let owner = owner();
+    let caller = caller_given_owner(|| owner);
     let mut user = pg_sys::Oid::INVALID;
     let mut context = 0i32;
     unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };

@@ -1,6 +1,7 @@
 //! `webhooks`: a transactional outbox with a signed, retrying HTTP sender inside PostgreSQL.
 //!
-//! Pure modules (no PostgreSQL): signing, ids, envelope, schedule, filter, target, headers, http.
+//! Pure modules (no PostgreSQL): signing, ids, envelope, schedule, state, filter, target, headers,
+//! http.
 //! PostgreSQL-facing: guc, wake, api, worker, sync.
 
 pub mod dispatch;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod ids;
 pub mod schedule;
 pub mod signing;
+pub mod state;
 pub mod target;
 pub mod tls;
 
@@ -33,6 +35,12 @@ extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 /// only, so that `\df webhooks.*` lists the documented API alone.
 #[pg_schema]
 mod webhooks_internal {}
+// The deliveries' state check calls a function of ours, made after the tables.
+extension_sql_file!(
+    "../sql/states.sql",
+    name = "states",
+    requires = ["schema", api::_delivery_state_ok]
+);
 extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",

@@ -818,6 +818,21 @@ fn a_large_publish_leaves_its_deliveries_to_a_fanout_in_order() {
     }
 }
 
+/// The deliveries' state check (a function call since 0.3.0) still refuses a row whose
+/// status lacks the timestamps it needs, and takes one that has them.
+#[pg_test]
+fn a_delivery_state_without_its_timestamps_is_refused() {
+    endpoint("https://a.example.com/h", "{user.*}", None);
+    run("SELECT webhooks.webhook_publish('user.created', '{}')");
+    expect_err("UPDATE webhooks.deliveries SET status = 'succeeded'", "deliveries_state");
+    expect_err("UPDATE webhooks.deliveries SET status = 'in_flight'", "deliveries_state");
+    expect_err("UPDATE webhooks.deliveries SET status = 'pending', next_attempt_at = NULL", "deliveries_state");
+    expect_err("UPDATE webhooks.deliveries SET status = 'sent', completed_at = now()", "deliveries_state");
+    expect_err("UPDATE webhooks.deliveries SET attempts = -1", "deliveries_state");
+    run("UPDATE webhooks.deliveries SET status = 'succeeded', attempts = 1, completed_at = now(), next_attempt_at = NULL");
+    assert_eq!(count("SELECT count(*) FROM webhooks.deliveries WHERE status = 'succeeded'"), 1);
+}
+
 /// A burst of one tenant without keys or filters is cut into fanouts of 1,000 events straight
 /// from the arrays: every event once, in publish order, each with its own entity key.
 #[pg_test]
