@@ -769,70 +769,23 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:234
--- webhooks::api::_delivery_state_ok
-CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
-	"status" TEXT, /* Option < & str > */
-	"attempts" INT, /* Option < i32 > */
-	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
 ) RETURNS bool /* bool */
-IMMUTABLE PARALLEL SAFE 
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:39
--- requires:
---   schema
---   api::_delivery_state_ok
-
--- One check for the whole state machine of a delivery: each status has exactly the timestamps
--- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
--- check's expression tree again for every statement that writes the table, and a one-row
--- publish is such a statement.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
-    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:224
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
+-- src/wake.rs:342
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:352
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -847,6 +800,24 @@ AS 'MODULE_PATHNAME', '_check_filters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:143
 -- webhooks::api::_check_condition
 CREATE  FUNCTION webhooks_internal."_check_condition"(
@@ -858,37 +829,15 @@ AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
+-- src/api.rs:255
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+AS 'MODULE_PATHNAME', '_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -903,24 +852,36 @@ AS 'MODULE_PATHNAME', '_check_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
+-- src/handoff.rs:93
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:255
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:352
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -937,23 +898,34 @@ AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:342
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1122,15 +1094,73 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:234
+-- webhooks::api::_delivery_state_ok
+CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
+	"status" TEXT, /* Option < & str > */
+	"attempts" INT, /* Option < i32 > */
+	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+) RETURNS bool /* bool */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:39
+-- requires:
+--   schema
+--   api::_delivery_state_ok
+
+-- One check for the whole state machine of a delivery: each status has exactly the timestamps
+-- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
+-- check's expression tree again for every statement that writes the table, and a one-row
+-- publish is such a statement.
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
+    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:224
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1609,6 +1639,261 @@ END $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
 ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:63
+-- requires:
+--   publish
+--   gate::webhook_send_sync_result
+
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
+               occurred_us bigint, data text, endpoint_id text, url text, secret text,
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+          AND webhooks_internal._matches(ep.event_types, p_type)
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
+        RETURNING dd.id, dd.endpoint_id
+    )
+    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
+    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
+    ORDER BY ep.id;
+END $$;
+
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
+
+-- Synchronous events: delivered now from the calling session. Returns the answers, or, when
+-- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token).
+CREATE FUNCTION webhooks_internal._send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text,
+    actor jsonb
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    failures text;
+BEGIN
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
+                      FROM pg_catalog.jsonb_array_elements(answers) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
+
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:77
+-- requires:
+--   publish
+
+-- The catalogue of event types.
+
+
+-- The catalogue is shared by every tenant: only a platform admin changes it, and the types
+-- shipped with the extension are never deleted.
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.builtin THEN
+            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN OLD;
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
+        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
+
+-- Who is writing is the writing role: checked as that role, before the definer trigger.
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF webhooks.tenant_scope() IS NOT NULL
+       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
+               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
+
+CREATE FUNCTION webhooks.event_type_register(
+    name text,
+    description text DEFAULT '',
+    mode text DEFAULT 'async',
+    version text DEFAULT '1'
+) RETURNS webhooks.event_types
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    et webhooks.event_types;
+BEGIN
+    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
+    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
+    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
+        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
+    RETURNING * INTO et;
+    RETURN et;
+END $$;
+COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
+    'Adds an event type to the catalogue (or updates its description, mode and version).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2112,6 +2397,52 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:87
+-- requires:
+--   endpoints
+
+-- Views for operators: dead letters and per-endpoint health.
+
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
+
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:82
 -- requires:
 --   endpoints
@@ -2314,6 +2645,73 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:103
+-- requires:
+--   operations
+--   views
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:98
 -- requires:
 --   endpoints
@@ -2456,10 +2854,14 @@ BEGIN
          LIMIT batch)
         UNION ALL
         SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
-    ), locked AS (
-        -- Another claimer may have taken a candidate since: lock what is still pending.
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.id IN (SELECT id FROM chosen) AND d.status = 'pending'
+    ), locked AS MATERIALIZED (
+        -- Another claimer may have taken a candidate since: lock by key, and keep what is
+        -- still pending. (Said in the select list, as in _record: as a condition it matches
+        -- the due index's predicate, and statistics from before a burst (no row pending) made
+        -- the planner walk that whole index against the chosen ids: 6 s per claim with
+        -- 100,000 due.)
+        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+        WHERE d.id IN (SELECT id FROM chosen)
         FOR UPDATE SKIP LOCKED
     )
     SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
@@ -2470,7 +2872,7 @@ BEGIN
            (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
            (SELECT count(*) FROM head)
     INTO ids, orphans, parked, blocked, paused, waiting, head_n
-    FROM chosen c JOIN locked l ON l.id = c.id;
+    FROM chosen c JOIN locked l ON l.id = c.id AND l.pending;
     -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
     -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
     -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
@@ -2520,9 +2922,13 @@ BEGIN
     -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
     -- unless they crowd the head: then they step back a second.
     IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
+        -- (locked by key, pending said in the select list: see the head's lock above)
+        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
+        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
+              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
         UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.id = ANY (waiting) AND x.status = 'pending' FOR UPDATE SKIP LOCKED);
+        WHERE d.id = ANY (more);
+        more := NULL;
     END IF;
     -- Step B, only when the head was full of rows that could not be taken (endpoints at their
     -- max_in_flight): the oldest due rows of every other endpoint with room, through the
@@ -2555,9 +2961,9 @@ BEGIN
             ORDER BY y.next_attempt_at
             LIMIT batch - cardinality(ids)
         )
-        SELECT array_agg(d.id) INTO more FROM (
-            SELECT d.id FROM webhooks.deliveries d
-            WHERE d.id IN (SELECT id FROM pick) AND d.status = 'pending'
+        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
+            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+            WHERE d.id IN (SELECT id FROM pick)
             FOR UPDATE SKIP LOCKED
         ) d;
         ids := ids || coalesce(more, '{}');
@@ -2677,11 +3083,13 @@ BEGIN
     -- for when a row was skipped: the common case reads nothing more.)
     busy := '{}';
     IF cardinality(got) < cardinality(ids) THEN
-        SELECT coalesce(array_agg(d.id), '{}') INTO busy
-        FROM unnest(ids, leases_us) AS r(id, lease_us)
-        JOIN webhooks.deliveries d ON d.id = r.id
-        WHERE NOT d.id = ANY (got) AND d.status = 'in_flight'
-          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us;
+        -- (in flight said in the select list, as above)
+        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
+        FROM (SELECT d.id, d.status = 'in_flight'
+                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
+              FROM unnest(ids, leases_us) AS r(id, lease_us)
+              JOIN webhooks.deliveries d ON d.id = r.id
+              WHERE NOT d.id = ANY (got)) x;
     END IF;
     IF cardinality(done_ids) = 0 THEN
         RETURN busy;
@@ -2751,8 +3159,12 @@ BEGIN
                                    'last_status', d.last_status, 'last_error', d.last_error),
                 -- (about a platform endpoint: the platform's event, not the tenant's)
                 d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    FROM webhooks.deliveries d JOIN webhooks.events e ON e.id = d.event_id
-    WHERE d.id = ANY (done_ids) AND d.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
+    -- (dead as recorded by this call's answers: a condition on the row's status would match
+    -- the dead-letter index's predicate, which holds every dead row kept)
+    FROM unnest(ids, statuses) AS r(id, status)
+    JOIN webhooks.deliveries d ON d.id = r.id
+    JOIN webhooks.events e ON e.id = d.event_id
+    WHERE r.status = 'dead' AND d.id = ANY (done_ids) AND NOT starts_with(e.type, 'webhook.');
     RETURN busy;
 END $$;
 
@@ -2809,374 +3221,6 @@ BEGIN
     END LOOP;
     RETURN made;
 END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:87
--- requires:
---   endpoints
-
--- Views for operators: dead letters and per-endpoint health.
-
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
-
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:103
--- requires:
---   operations
---   views
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:77
--- requires:
---   publish
-
--- The catalogue of event types.
-
-
--- The catalogue is shared by every tenant: only a platform admin changes it, and the types
--- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF OLD.builtin THEN
-            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        RETURN OLD;
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(NEW.name);
-    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
-        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
-        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
-
--- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF webhooks.tenant_scope() IS NOT NULL
-       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
-               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-END $$;
-
-CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
-
-CREATE FUNCTION webhooks.event_type_register(
-    name text,
-    description text DEFAULT '',
-    mode text DEFAULT 'async',
-    version text DEFAULT '1'
-) RETURNS webhooks.event_types
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-    et webhooks.event_types;
-BEGIN
-    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
-    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
-    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
-        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
-    RETURNING * INTO et;
-    RETURN et;
-END $$;
-COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
-    'Adds an event type to the catalogue (or updates its description, mode and version).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:63
--- requires:
---   publish
---   gate::webhook_send_sync_result
-
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
-
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
-BEGIN
-    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
-        RETURNING dd.id, dd.endpoint_id
-    )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token).
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    failures text;
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
-    END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
-    END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
-                      FROM pg_catalog.jsonb_array_elements(answers) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
-        RETURN;
-    END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
-END $$;
-
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
-BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
-    END IF;
-    RETURN r;
-END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3645,36 +3689,6 @@ END $$;
 
 CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
     EXECUTE FUNCTION webhooks_internal._on_drop();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:93
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
