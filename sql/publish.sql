@@ -107,6 +107,11 @@ CREATE FUNCTION webhooks_internal._publish(
     idempotency_key text
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+-- Generic plans, made once per session: with the call's values as constants the planner folds
+-- the filter's envelope into the matching statement, finds that cheaper than a generic plan,
+-- and so planned it again on every call: with 1,000 endpoints registered a publish took 160 us
+-- instead of 50 us. The statements here read by key or through the endpoints' tenant index.
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -312,7 +317,8 @@ BEGIN
     -- filters. Every element becomes an event, so the fanouts are slices of the arrays, whose
     -- ids are already in order: no event is read back, sorted or grouped (a 50,000-event call
     -- took 0.44-0.52 s that way, 0.33 s this way, on 2 cores).
-    IF NOT direct AND NOT per_row AND idempotency_keys IS NULL
+    -- (with no endpoint matched there is no fanout to write: the general form below)
+    IF NOT direct AND NOT per_row AND idempotency_keys IS NULL AND m_id IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM unnest(m_filter) f WHERE f IS NOT NULL) THEN
         INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
         SELECT u.id, t0, p_type, et.version, src, p_actor, u.d, u.k, trace

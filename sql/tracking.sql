@@ -109,15 +109,18 @@ BEGIN
             pg_catalog.format(key_sql, 'p.nj'),
             coalesce(differs, 'NULL'), coalesce(same, 'NULL'), coalesce(compared, 'true AS c0'),
             CASE WHEN cond IS NULL THEN
-                'SELECT u.i, u.nj, u.oj FROM ROWS FROM (pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) FROM old_rows x)), '
-                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) FROM new_rows x))) WITH ORDINALITY u(oj, nj, i)'
+                -- (the versions held in memory without the columns kept out, the tenant's aside:
+                -- a 1 MB document excluded from each row would otherwise fill them)
+                'SELECT u.i, u.nj, u.oj FROM ROWS FROM ('
+                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM old_rows x)), '
+                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM new_rows x))) WITH ORDINALITY u(oj, nj, i)'
             ELSE pg_catalog.format(
                 'SELECT n.i, pg_catalog.to_jsonb(n.x) AS nj, pg_catalog.to_jsonb(o.x) AS oj '
                 'FROM (SELECT x, pg_catalog.row_number() OVER () AS i FROM new_rows x) n '
                 'JOIN (SELECT x, pg_catalog.row_number() OVER () AS i FROM old_rows x) o ON o.i OPERATOR(pg_catalog.=) n.i, '
                 'LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) END)
         INTO payloads, tenants, keys
-        USING entity, excluded, tenant_col, key_cols, nkeys;
+        USING entity, excluded, tenant_col, key_cols, nkeys, pg_catalog.array_remove(excluded, tenant_col);
     ELSIF cond IS NOT NULL THEN
         -- INSERT or DELETE under a condition: the other side's columns are NULL.
         EXECUTE pg_catalog.format($q$

@@ -34,6 +34,9 @@ SET plan_cache_mode = force_custom_plan
 -- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
 -- a few rows by key or in index order, which plain index scans do whatever the estimates.
 SET enable_bitmapscan = off
+-- (and what the estimates would otherwise choose instead, for the in-flight count: a whole
+-- scan of the table each claim when statistics from mid-burst overestimate the rows in flight)
+SET enable_seqscan = off
 SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 #variable_conflict use_column
@@ -322,6 +325,7 @@ DECLARE
     live int8[];
     busy int8[];
     done_ids int8[];
+    done_statuses text[];
     done_eps text[];
     o record;
     tenant text;
@@ -337,8 +341,9 @@ BEGIN
         WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
     ) x;
     WITH r AS (
+        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
         SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-            AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body)
+            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
     ), upd AS (
         UPDATE webhooks.deliveries d
         SET status = r.status,
@@ -351,14 +356,15 @@ BEGIN
         FROM r
         WHERE d.id = r.id AND d.id = ANY (live)
           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
-        RETURNING d.id, d.endpoint_id
+        RETURNING d.id, d.endpoint_id, d.status, r.o
     ), ins AS (
+        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
         INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
         SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-        FROM r JOIN upd ON upd.id = r.id
+        FROM r JOIN upd ON upd.o = r.o
     )
-    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}')
-    INTO done_ids, done_eps FROM upd;
+    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
+    INTO done_ids, done_eps, done_statuses FROM upd;
     -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
     -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
     -- for when a row was skipped: the common case reads nothing more.)
@@ -440,12 +446,12 @@ BEGIN
                                    'last_status', d.last_status, 'last_error', d.last_error),
                 -- (about a platform endpoint: the platform's event, not the tenant's)
                 d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (dead as recorded by this call's answers: a condition on the row's status would match
-    -- the dead-letter index's predicate, which holds every dead row kept)
-    FROM unnest(ids, statuses) AS r(id, status)
+    -- (dead as this call recorded it: a condition on the row's status would match the
+    -- dead-letter index's predicate, which holds every dead row kept)
+    FROM unnest(done_ids, done_statuses) AS r(id, status)
     JOIN webhooks.deliveries d ON d.id = r.id
     JOIN webhooks.events e ON e.id = d.event_id
-    WHERE r.status = 'dead' AND d.id = ANY (done_ids) AND NOT starts_with(e.type, 'webhook.');
+    WHERE r.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
     RETURN busy;
 END $$;
 
@@ -458,8 +464,11 @@ AS $$
     UPDATE webhooks.deliveries d
     SET status = 'pending', next_attempt_at = pg_catalog.now(), lease_until = NULL
     FROM unnest(ids, leases_us) AS r(id, lease_us)
-    WHERE d.id = r.id AND d.status = 'in_flight'
-      AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
+    -- predicate, and statistics saying nothing is in flight could make the planner walk every
+    -- leased row against the ids)
+    WHERE d.id = r.id
+      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
 $$;
 
 -- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per

@@ -863,6 +863,59 @@ fn a_burst_is_cut_into_fanouts_of_a_thousand_in_publish_order() {
         2500
     );
     assert_eq!(count("SELECT count(*) FROM webhooks_internal.fanouts WHERE cardinality(endpoints) = 2"), 3);
+    // A burst of a type nobody subscribes to, with entity keys, while those fanouts wait:
+    // events only (no fanout without endpoints), and a tracked table's multi-row write too.
+    run("SELECT webhooks.event_type_register('order.created', 'orders')");
+    run("SELECT webhooks.webhook_publish_many('order.created', array_agg(jsonb_build_object('n', g)), \
+         entity_keys => array_agg('order:' || g)) FROM generate_series(1, 150) g");
+    run("CREATE TABLE quiet (id int PRIMARY KEY, name text)");
+    run("SELECT webhooks.event_type_register(t, 'quiet') FROM unnest(ARRAY['quiet.created', 'quiet.updated', 'quiet.deleted']) t");
+    run("SELECT webhooks.track_table('quiet', 'quiet')");
+    run("INSERT INTO quiet SELECT g, 'q' || g FROM generate_series(1, 3) g");
+    run("UPDATE quiet SET name = name || 'x' WHERE id <= 2");
+    assert_eq!(count("SELECT count(*) FROM webhooks.events WHERE type LIKE 'order.%' OR type LIKE 'quiet.%'"), 155);
+    assert_eq!(count("SELECT count(*) FROM webhooks_internal.fanouts"), 3);
+}
+
+/// A bulk UPDATE of a table whose tenant column is also kept out of the payload still
+/// publishes each row for its tenant, and never sends that column.
+#[pg_test]
+fn a_bulk_update_keeps_the_tenant_of_an_excluded_tenant_column() {
+    run("CREATE TABLE seats (id int PRIMARY KEY, org text, plan text)");
+    run("SELECT webhooks.track_table('seats', 'user', exclude_columns => '{org}', tenant_column => 'org')");
+    run("INSERT INTO seats VALUES (1, 'acme', 'free'), (2, 'globex', 'free'), (3, 'acme', 'free')");
+    run("UPDATE seats SET plan = 'pro'");
+    assert_eq!(
+        one::<String>("SELECT string_agg(tenant_id || ' ' || entity_key, ',' ORDER BY id) FROM webhooks.events WHERE type = 'user.updated'")
+            .as_deref(),
+        Some("acme user:1,globex user:2,acme user:3")
+    );
+    assert_eq!(count("SELECT count(*) FROM webhooks.events WHERE data::text LIKE '%org%'"), 0);
+}
+
+/// One record call that carries a stale answer of a row (an older claim's lease) beside its
+/// current one records the current answer alone: its state, one attempt, and no dead letter
+/// for the stale 'dead'.
+#[pg_test]
+fn a_stale_answer_beside_the_current_one_changes_nothing() {
+    endpoint("https://a.example.com/h", "{user.*}", None);
+    run("SELECT webhooks.webhook_publish('user.created', '{}')");
+    let (id, lease) = Spi::connect(|c| {
+        let r = c
+            .select("SELECT delivery_id, lease_us FROM webhooks_internal._claim(10, '1 minute', false)", None, &[])
+            .unwrap()
+            .first();
+        (r.get::<i64>(1).unwrap().unwrap(), r.get::<i64>(2).unwrap().unwrap())
+    });
+    run(&format!(
+        "SELECT webhooks_internal._record('{{{id},{id}}}', '{{{stale},{lease}}}', '{{dead,pending}}', '{{1,1}}', \
+         '{{500,503}}', '{{NULL,NULL}}', '{{NULL,60000000}}', '{{0,0}}', '{{1,1}}', '{{NULL,NULL}}', '{{NULL,NULL}}', '1 day')",
+        stale = lease - 1_000_000
+    ));
+    assert_eq!(one::<String>(&format!("SELECT status FROM webhooks.deliveries WHERE id = {id}")).as_deref(), Some("pending"));
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.attempts WHERE delivery_id = {id}")), 1);
+    assert_eq!(one::<i32>(&format!("SELECT status_code FROM webhooks.attempts WHERE delivery_id = {id}")), Some(503));
+    assert_eq!(count("SELECT count(*) FROM webhooks.events WHERE type = 'webhook.delivery.dead'"), 0);
 }
 
 /// Statement-level row events: one event per row in the order the statement wrote them, an
