@@ -34,9 +34,6 @@ SET plan_cache_mode = force_custom_plan
 -- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
 -- a few rows by key or in index order, which plain index scans do whatever the estimates.
 SET enable_bitmapscan = off
--- (and what the estimates would otherwise choose instead, for the in-flight count: a whole
--- scan of the table each claim when statistics from mid-burst overestimate the rows in flight)
-SET enable_seqscan = off
 SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 #variable_conflict use_column
