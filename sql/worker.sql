@@ -52,6 +52,9 @@ DECLARE
     rl_allow int[];
     busy_ids text[];
     busy_n int[];
+    chosen_ids bigint[];
+    chosen_what text[];
+    got bigint[];
 BEGIN
     -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
     -- for this claim's transaction, so a second worker reads the allowance this one leaves.
@@ -135,25 +138,30 @@ BEGIN
          LIMIT batch)
         UNION ALL
         SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
-    ), locked AS MATERIALIZED (
-        -- Another claimer may have taken a candidate since: lock by key, and keep what is
-        -- still pending. (Said in the select list, as in _record: as a condition it matches
-        -- the due index's predicate, and statistics from before a burst (no row pending) made
-        -- the planner walk that whole index against the chosen ids: 6 s per claim with
-        -- 100,000 due.)
-        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-        WHERE d.id IN (SELECT id FROM chosen)
-        FOR UPDATE SKIP LOCKED
     )
+    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
+           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
+           (SELECT count(*) FROM head)
+    INTO chosen_ids, chosen_what, waiting, head_n
+    FROM chosen c;
+    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
+    -- constants, and keep what is still pending (said in the select list: as a condition it
+    -- matches the due index's predicate). Joined to the candidates instead, statistics that
+    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
+    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
+    -- claim with 100,000 due.
+    SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
+        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+        WHERE d.id = ANY (chosen_ids)
+        FOR UPDATE SKIP LOCKED) x;
     SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
            array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
            array_agg(c.id) FILTER (WHERE c.what = 'parked'),
            array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'paused'),
-           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
-           (SELECT count(*) FROM head)
-    INTO ids, orphans, parked, blocked, paused, waiting, head_n
-    FROM chosen c JOIN locked l ON l.id = c.id AND l.pending;
+           array_agg(c.id) FILTER (WHERE c.what = 'paused')
+    INTO ids, orphans, parked, blocked, paused
+    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
+    WHERE c.id = ANY (got);
     -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
     -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
     -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
@@ -438,17 +446,19 @@ BEGIN
     -- Dead letters, announced (except those of operational events: no event about an event
     -- about an event).
     PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
-                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', e.type,
+                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
                                    'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
                                    'last_status', d.last_status, 'last_error', d.last_error),
                 -- (about a platform endpoint: the platform's event, not the tenant's)
                 d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (dead as this call recorded it: a condition on the row's status would match the
-    -- dead-letter index's predicate, which holds every dead row kept)
-    FROM unnest(done_ids, done_statuses) AS r(id, status)
-    JOIN webhooks.deliveries d ON d.id = r.id
-    JOIN webhooks.events e ON e.id = d.event_id
-    WHERE r.status = 'dead' AND NOT starts_with(e.type, 'webhook.');
+    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
+    -- its key: a condition on the row's status would match the dead-letter index's predicate,
+    -- and a join let statistics that took the table for empty walk a whole index)
+    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
+          FROM webhooks.deliveries d
+          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
+                                  WHERE r.status = 'dead'))) d
+    WHERE NOT starts_with(d.type, 'webhook.');
     RETURN busy;
 END $$;
 
