@@ -250,9 +250,11 @@ BEGIN
             ORDER BY y.next_attempt_at
             LIMIT batch - cardinality(ids)
         )
+        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
+        -- (locked by key, as step A's candidates are)
         SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
             SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-            WHERE d.id IN (SELECT id FROM pick)
+            WHERE d.id = ANY (more)
             FOR UPDATE SKIP LOCKED
         ) d;
         ids := ids || coalesce(more, '{}');
@@ -381,7 +383,9 @@ BEGIN
                            AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
               FROM unnest(ids, leases_us) AS r(id, lease_us)
               JOIN webhooks.deliveries d ON d.id = r.id
-              WHERE NOT d.id = ANY (got)) x;
+              -- (the ids as an index condition too: the join alone let statistics that took
+              -- the table for empty walk a whole index against them)
+              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
     END IF;
     IF cardinality(done_ids) = 0 THEN
         RETURN busy;
@@ -474,7 +478,7 @@ AS $$
     -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
     -- predicate, and statistics saying nothing is in flight could make the planner walk every
     -- leased row against the ids)
-    WHERE d.id = r.id
+    WHERE d.id = r.id AND d.id = ANY (ids)
       AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
 $$;
 
