@@ -10,6 +10,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod counting;
+mod retention;
+
 struct Args {
     pg: String,
     nginx: String,
@@ -17,6 +20,8 @@ struct Args {
     nginx_tls: String,
     tls_log: String,
     pgbench: String,
+    /// The cluster's data directory, for the restart the two-worker run needs.
+    pgdata: String,
     work: String,
     commit: String,
     out: String,
@@ -42,6 +47,7 @@ fn args() -> Args {
         nginx_tls: get("nginx-tls"),
         tls_log: get("tls-log"),
         pgbench: get("pgbench"),
+        pgdata: get("pgdata"),
         work: get("work"),
         commit: get("commit"),
         out: get("out"),
@@ -531,6 +537,28 @@ fn main() {
     )
     .unwrap();
 
+    // BENCH_RETENTION=30: the long run at 1,000 publishes/s alone, written to RETENTION.md
+    // (and retention.json, which the next whole run's RESULTS.md summarises).
+    if let Some(minutes) = std::env::var("BENCH_RETENTION")
+        .ok()
+        .and_then(|m| m.parse::<u32>().ok())
+    {
+        println!("== retention: 1,000 publishes/s for {minutes} minutes, retention 1 minute");
+        let v = retention::run(&a, &mut db, &ep, minutes);
+        let mut v = v.as_object().cloned().unwrap_or_default();
+        v.insert("machine".into(), machine(&a));
+        let v = Value::Object(v);
+        std::fs::write(
+            format!("{}/retention.json", a.out),
+            serde_json::to_string_pretty(&v).unwrap(),
+        )
+        .unwrap();
+        let md = retention::report(&v, &machine_line(&v["machine"]));
+        print!("{md}");
+        std::fs::write(format!("{}/RETENTION.md", a.out), md).unwrap();
+        return;
+    }
+
     // BENCH_DELIVERY_ONLY=1: throughput and fairness alone, printed, nothing written (for
     // trying a change to the worker quickly; RESULTS.md always comes from a whole run).
     let quick = std::env::var("BENCH_DELIVERY_ONLY").is_ok();
@@ -839,6 +867,34 @@ fn main() {
     db.execute("SELECT webhooks.endpoint_enable($1)", &[&ep])
         .unwrap();
 
+    println!("== webhook_send_sync, one session, warm");
+    let (sync_https, sync_http) = (
+        send_sync(&mut db, &a.nginx_tls, 500),
+        send_sync(&mut db, &a.nginx, 500),
+    );
+    let select_1 = {
+        let mut v = Vec::new();
+        for _ in 0..500 {
+            let t = Instant::now();
+            db.batch_execute("SELECT 1").unwrap();
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        v
+    };
+    let mut sync = serde_json::Map::new();
+    for (k, mut v) in [
+        ("https", sync_https),
+        ("http", sync_http),
+        ("select_1", select_1),
+    ] {
+        sync.insert(
+            k.into(),
+            json!({"p50_ms": percentile(&mut v, 0.5), "p99_ms": percentile(&mut v, 0.99), "calls": v.len()}),
+        );
+    }
+    println!("   {}", Value::Object(sync.clone()));
+    r.insert("send_sync".into(), Value::Object(sync));
+
     println!("== backlog");
     let (mem_private2, mem_peak2) = worker_memory(&mut db);
     // Claims are measured in a database the worker does not serve, on committed due rows, each
@@ -881,6 +937,148 @@ fn main() {
         "publish_slowdown": publish_empty / publish_backlog - 1.0,
         "worker_private_mb": mem_private.max(mem_private2), "worker_peak_rss_mb": mem_peak.max(mem_peak2)}));
 
+    drop(bl);
+    println!("== two workers");
+    r.insert("workers".into(), two_workers(&a, db, &ep));
+
+    r.insert("machine".into(), machine(&a));
+    // The last retention run, when there is one (it takes half an hour: a run of its own).
+    if let Some(ret) = std::fs::read_to_string(format!("{}/retention.json", a.out))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    {
+        r.insert("retention".into(), ret);
+    }
+    let v = Value::Object(r);
+    std::fs::write(
+        format!("{}/results.json", a.out),
+        serde_json::to_string_pretty(&v).unwrap(),
+    )
+    .unwrap();
+    let md = report(&v);
+    print!("{md}");
+    std::fs::write(format!("{}/RESULTS.md", a.out), md).unwrap();
+}
+
+/// `webhook_send_sync` of an SMS code to one endpoint at `url`, called from one session after
+/// 20 calls that warm its connection: milliseconds per call as the caller sees them.
+fn send_sync(db: &mut Client, url: &str, calls: usize) -> Vec<f64> {
+    let ep: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{sms.created}')",
+            &[&url],
+        )
+        .unwrap()
+        .get(0);
+    let stmt = db
+        .prepare("SELECT webhooks.webhook_send_sync('sms.created', '{\"phone\": \"+15550100\", \"code\": \"123456\"}')")
+        .unwrap();
+    let mut v = Vec::new();
+    for i in 0..20 + calls {
+        let t = Instant::now();
+        db.execute(&stmt, &[]).unwrap();
+        if i >= 20 {
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    db.execute("SELECT webhooks.endpoint_delete($1)", &[&ep])
+        .unwrap();
+    v
+}
+
+fn worker_pids(db: &mut Client) -> Vec<i32> {
+    db.query(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'webhooks worker' ORDER BY pid",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// The single-endpoint run with one worker, then again after a restart with
+/// `webhooks.workers = 2`, both to a receiver that notes which worker sent each request: each
+/// worker's rate, and whether any delivery (its webhook-id) was sent twice.
+fn two_workers(a: &Args, mut db: Client, main_ep: &str) -> Value {
+    let rx = counting::Counting::start();
+    db.execute("SELECT webhooks.endpoint_disable($1)", &[&main_ep])
+        .unwrap();
+    let eps: Vec<String> = db
+        .query(
+            "SELECT (webhooks.endpoint_create($1, '{user.*}')).id FROM generate_series(1, 10)",
+            &[&rx.url],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let pg_ctl = std::path::Path::new(&a.pgbench).with_file_name("pg_ctl");
+    let mut runs = Vec::new();
+    for workers in [1usize, 2] {
+        if workers == 2 {
+            db.batch_execute("ALTER SYSTEM SET webhooks.workers = 2")
+                .unwrap();
+            drop(db);
+            let log = format!(
+                "{}/server.log",
+                std::path::Path::new(&a.pgdata).parent().unwrap().display()
+            );
+            let ok = Command::new("sudo")
+                .args(["-u", "postgres"])
+                .arg(&pg_ctl)
+                .args(["-D", &a.pgdata, "-l", &log, "restart", "-m", "fast", "-w"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "the cluster restarts with webhooks.workers = 2");
+            db = Client::connect(&a.pg, NoTls).expect("connect after the restart");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let pids = loop {
+            let p = worker_pids(&mut db);
+            if p.len() >= workers || Instant::now() > deadline {
+                break p;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(pids.len(), workers, "{workers} workers run");
+        // One endpoint (held to its max_in_flight whatever the workers), then ten.
+        for endpoints in [1usize, 10] {
+            for e in &eps[1..] {
+                let f = if endpoints == 1 {
+                    "endpoint_disable"
+                } else {
+                    "endpoint_enable"
+                };
+                db.execute(&format!("SELECT webhooks.{f}($1)"), &[e])
+                    .unwrap();
+            }
+            rx.reset(pids.clone());
+            let (rate, n) = throughput(&mut db, &eps[..endpoints], a.n / endpoints);
+            let t = rx.tally();
+            let by: Vec<Value> = t
+                .by_sender
+                .iter()
+                .map(|(pid, k)| json!({"pid": pid, "requests": k, "per_s": *k as f64 * rate / n as f64}))
+                .collect();
+            println!(
+                "   {workers} worker(s), {endpoints} endpoint(s): {rate:.0}/s, {} requests for {n} deliveries, {} distinct ids, by worker {by:?}",
+                t.requests, t.distinct
+            );
+            runs.push(
+                json!({"workers": workers, "endpoints": endpoints, "per_s": rate, "deliveries": n,
+                             "requests": t.requests, "distinct_ids": t.distinct,
+                             "sent_twice": t.requests - t.distinct, "by_worker": by}),
+            );
+        }
+    }
+    db.batch_execute("ALTER SYSTEM RESET webhooks.workers")
+        .unwrap();
+    json!({"runs": runs})
+}
+
+fn machine(a: &Args) -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
         .lines()
@@ -902,19 +1100,18 @@ fn main() {
         .and_then(|mut db| db.query_one("SHOW server_version", &[]))
         .map(|row| row.get(0))
         .unwrap_or_else(|_| "?".into());
-    r.insert(
-        "machine".into(),
-        json!({"cores": cores, "cpu": model, "commit": a.commit, "date": date, "postgresql": server}),
-    );
-    let v = Value::Object(r);
-    std::fs::write(
-        format!("{}/results.json", a.out),
-        serde_json::to_string_pretty(&v).unwrap(),
+    json!({"cores": cores, "cpu": model, "commit": a.commit, "date": date, "postgresql": server})
+}
+
+fn machine_line(m: &Value) -> String {
+    format!(
+        "{} cores ({}), commit {}, {}, PostgreSQL {}",
+        m["cores"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["commit"].as_str().unwrap_or("?"),
+        m["date"].as_str().unwrap_or("?"),
+        m["postgresql"].as_str().unwrap_or("?")
     )
-    .unwrap();
-    let md = report(&v);
-    print!("{md}");
-    std::fs::write(format!("{}/RESULTS.md", a.out), md).unwrap();
 }
 
 fn report(v: &Value) -> String {
@@ -957,6 +1154,38 @@ fn report(v: &Value) -> String {
         f("/backlog/publish_tps_empty"),
         100.0 * f("/backlog/publish_slowdown")
     );
+    if v.get("send_sync").is_some() {
+        s += &format!("| webhook_send_sync over HTTPS, one session, warm (500 calls) | p50 {:.2} ms, p99 {:.2} ms | same over plain http: p50 {:.2} ms; `SELECT 1` round trip: p50 {:.2} ms | |\n",
+            f("/send_sync/https/p50_ms"), f("/send_sync/https/p99_ms"), f("/send_sync/http/p50_ms"), f("/send_sync/select_1/p50_ms"));
+    }
+    if let Some(runs) = v.pointer("/workers/runs").and_then(Value::as_array) {
+        let run = |w: i64, e: i64| {
+            runs.iter()
+                .find(|r| r["workers"] == w && r["endpoints"] == e)
+        };
+        for e in [1, 10] {
+            if let (Some(one), Some(two)) = (run(1, e), run(2, e)) {
+                let rate = |r: &Value| r["per_s"].as_f64().unwrap_or(f64::NAN);
+                let each: Vec<String> = two["by_worker"]
+                    .as_array()
+                    .map(|w| {
+                        w.iter()
+                            .map(|x| format!("{:.0}", x["per_s"].as_f64().unwrap_or(0.0)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                s += &format!("| 2 workers, {e} endpoint(s) ({} deliveries, a receiver that counts webhook-ids and which worker sent each) | {:.0} /s (by worker: {} /s); {} ids sent twice of {} requests | 1 worker, same receiver: {:.0} /s ({} sent twice) | {:.2}x |\n",
+                    two["deliveries"], rate(two), each.join(" + "), two["sent_twice"], two["requests"], rate(one), one["sent_twice"], rate(two) / rate(one));
+            }
+        }
+    }
+    if let Some(samples) = v.pointer("/retention/samples").and_then(Value::as_array) {
+        let at = |i: usize| samples.get(i).map(retention::total_mb).unwrap_or(f64::NAN);
+        let n = samples.len().saturating_sub(1);
+        s += &format!("| 1,000 publishes/s for {} minutes, retention 1 minute (RETENTION.md, commit {}) | outbox tables and indexes: {:.0} MB at minute {}, {:.0} MB at minute {}, {:.0} MB at the end | | |\n",
+            v.pointer("/retention/minutes").unwrap_or(&Value::Null), v.pointer("/retention/machine/commit").and_then(Value::as_str).unwrap_or("?"),
+            at(n / 3), n / 3, at(2 * n / 3), 2 * n / 3, at(n));
+    }
     s += &format!("| worker memory | {:.1} MB private, {:.1} MB peak RSS (incl. shared buffers touched) | | |\n", f("/backlog/worker_private_mb"), f("/backlog/worker_peak_rss_mb"));
     s += "\n![throughput and latency](results.png)\n";
     s
