@@ -41,8 +41,8 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- Columns added after 0.1.0 go last, where ALTER TABLE ... ADD COLUMN puts them on upgrade,
     -- so an upgraded table and a fresh one are the same table.
     --
-    -- Deliveries of this endpoint in flight at once, at most: half the default sender threads,
-    -- so a slow receiver cannot take every thread from the others.
+    -- Requests to this endpoint under way at once (a batch is one), at most: half the default
+    -- sender threads, so a slow receiver cannot take every thread from the others.
     max_in_flight              int NOT NULL DEFAULT 32 CHECK (max_in_flight BETWEEN 1 AND 1000),
     -- Presented to receivers that demand a client certificate (mTLS); hidden like the secret.
     tls_client_cert            text,
@@ -294,7 +294,7 @@ COMMENT ON COLUMN webhooks.endpoints.batch_max IS 'Events per request (JSON arra
 COMMENT ON COLUMN webhooks.endpoints.batch_window IS 'How long events wait to be batched.';
 COMMENT ON COLUMN webhooks.endpoints.tls_client_cert IS 'PEM chain presented to receivers that require a client certificate.';
 COMMENT ON COLUMN webhooks.endpoints.tls_client_key IS 'PEM private key of tls_client_cert.';
-COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Deliveries of this endpoint in flight at once, at most.';
+COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Requests to this endpoint under way at once, at most (a batch is one request).';
 COMMENT ON COLUMN webhooks.endpoints.rate_limit IS 'Deliveries per second at most, shared by every worker (NULL: no limit).';
 COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit clock: when the next send is due under rate_limit.';
 COMMENT ON COLUMN webhooks.endpoints.paused_until IS 'The receiver asked to wait (429/502/503/504 with Retry-After): nothing is sent before.';

@@ -17,7 +17,9 @@ pub fn dump_and_restore(from: u32, to: u32) {
     // The dumped cluster's worker serves another database: its deliveries stay due, so the
     // restore brings back due work as well as parked work.
     let a = Cluster::start_bare_on(from, &["webhooks.database = 'template1'"]);
-    a.client().batch_execute("CREATE EXTENSION webhooks").unwrap();
+    a.client()
+        .batch_execute("CREATE EXTENSION webhooks")
+        .unwrap();
     let rx = Receiver::ok();
     let mut db = a.client();
     db.batch_execute("SELECT webhooks.event_type_register('invoice.paid', 'An invoice was paid.')")
