@@ -10,11 +10,12 @@
 -- statistics, stale after a burst, can lead the planner into a join that grows with the table;
 -- the timeout turns any plan that still does into a logged, retried error instead of a hang.
 --
--- The worker leases ahead: an endpoint may have up to least(max_in_flight, senders) * batch_max
--- * ahead rows claimed (queued in the worker or in flight); the worker itself holds each
--- endpoint to max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on
--- this claim. (A batch is one request: counted in rows, a batched endpoint's allowance was
--- filled by one batch, which then never reached batch_max.)
+-- The worker leases ahead: an endpoint may have up to least(max_in_flight, senders) * ahead
+-- rows claimed (queued in the worker or in flight); the worker itself holds each endpoint to
+-- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on this claim.
+-- A batch is one request: a batched endpoint may have max_in_flight full batches claimed (at
+-- most 10,000 rows, whose bodies the worker holds in memory), not leased further ahead; counted
+-- like single rows, one batch filled its allowance and batches never reached batch_max.
 -- Endpoints the worker names `fast` (their answers come back within a fraction of a second)
 -- lease four times further: their rounds are short, and with only `ahead` of them leased one
 -- busy receiver waited on the claim and record between rounds.
@@ -89,7 +90,8 @@ BEGIN
                                        CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (least(ep.max_in_flight, senders) * ep.batch_max * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END) AS quota) q
+    CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 10000)
+                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
@@ -119,7 +121,8 @@ BEGIN
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
                -- (what it may have leased)
-               (least(ep.max_in_flight, senders) * ep.batch_max * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END) AS max_in_flight,
+               (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 10000)
+                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
@@ -235,7 +238,8 @@ BEGIN
                          CASE WHEN ep.rate_limit IS NULL THEN batch
                               ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (least(ep.max_in_flight, senders) * ep.batch_max * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END) AS quota) q
+            CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 10000)
+                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
             LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n) ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
