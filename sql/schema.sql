@@ -123,7 +123,10 @@ CREATE TABLE IF NOT EXISTS webhooks.deliveries (
     -- Added in 0.3.0 (last, as ALTER TABLE puts it). The tenant of the endpoint when the delivery
     -- was made: the claim and housekeeping match the endpoint by id and this, so work left for a
     -- deleted endpoint never reaches another one that later takes its id in another tenant.
-    endpoint_tenant text
+    endpoint_tenant text,
+    -- The worker process that claimed it last (its pid): with several workers, each leases an
+    -- endpoint's rows up to its own part of the allowance, counted from this.
+    claimed_by      int
     -- (the check of its states is in sql/states.sql)
 );
 -- Claiming due work walks this index from the oldest due row: O(batch) whatever waits behind.
@@ -318,5 +321,6 @@ COMMENT ON COLUMN webhooks.deliveries.next_attempt_at IS 'When a pending deliver
 COMMENT ON COLUMN webhooks.deliveries.lease_until IS 'While in flight: when the claim lapses and the delivery may be claimed again.';
 COMMENT ON COLUMN webhooks.deliveries.last_status IS 'HTTP status of the last attempt.';
 COMMENT ON COLUMN webhooks.deliveries.last_error IS 'What went wrong in the last attempt, in words.';
+COMMENT ON COLUMN webhooks.deliveries.claimed_by IS 'Process id of the worker that claimed the delivery last (several workers share the queue).';
 COMMENT ON COLUMN webhooks.deliveries.endpoint_tenant IS 'The endpoint''s tenant_id when the delivery was made; only that endpoint, in that tenant, receives it.';
 COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long, status, error, the first 4 KiB of the answer.';

@@ -13,15 +13,21 @@
 -- The worker leases ahead: an endpoint may have up to least(max_in_flight, senders) * ahead
 -- rows claimed (queued in the worker or in flight); the worker itself holds each endpoint to
 -- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on this claim.
--- A batch is one request: a batched endpoint may have max_in_flight full batches claimed (at
--- most 10,000 rows, whose bodies the worker holds in memory), not leased further ahead; counted
--- like single rows, one batch filled its allowance and batches never reached batch_max.
+-- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
+-- leased further ahead; counted like single rows, one batch filled its allowance and batches
+-- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
+-- silent endpoint keeps what it leased until its requests time out (the worker's own budget,
+-- 20,000 rows, then lasts for twenty such endpoints).
 -- Endpoints the worker names `fast` (their answers come back within a fraction of a second)
 -- lease four times further: their rounds are short, and with only `ahead` of them leased one
 -- busy receiver waited on the claim and record between rounds.
+-- With several workers, each may hold at most its part (1/workers) of an endpoint's allowance,
+-- counted from claimed_by: otherwise the first to claim leased it all, while it could send
+-- only its part of max_in_flight at a time, and the others found no room (two workers
+-- delivered slower than one).
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
-                                         fast text[] DEFAULT '{}')
+                                         fast text[] DEFAULT '{}', workers int DEFAULT 1)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
@@ -55,6 +61,7 @@ DECLARE
     rl_allow int[];
     busy_ids text[];
     busy_n int[];
+    mine_n int[];
     chosen_ids bigint[];
     chosen_what text[];
     got bigint[];
@@ -81,18 +88,21 @@ BEGIN
     -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
     -- entry for every row claimed since the last vacuum, so each count visits thousands of
     -- rows during a burst.
-    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}') INTO busy_ids, busy_n
-    FROM (SELECT d.endpoint_id, count(*)::int AS n FROM webhooks.deliveries d
+    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
+           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
+    FROM (SELECT d.endpoint_id, count(*)::int AS n,
+                 count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
+          FROM webhooks.deliveries d
           WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
     -- How many rows endpoints can take now: the head looked at is sized by it, so a single
     -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least(q.quota - coalesce(b.n, 0),
+    SELECT coalesce(sum(greatest(least(q.quota - coalesce(b.n, 0), (q.quota + workers - 1) / workers - coalesce(b.mine, 0),
                                        CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 10000)
+    CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
                  ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
-    LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n) ON b.endpoint_id = ep.id
+    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
     win := least(batch * 4, greatest(room_total * 2, 32));
@@ -121,7 +131,7 @@ BEGIN
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
                -- (what it may have leased)
-               (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 10000)
+               (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
                  ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
@@ -136,9 +146,10 @@ BEGIN
                                           ORDER BY c.next_attempt_at, c.id) AS rn
         FROM cand c
     ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n)
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
                                                 ON b.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0) AND r.rn <= r.allow
+         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0)
+           AND r.rn <= (r.max_in_flight + workers - 1) / workers - coalesce(b.mine, 0) AND r.rn <= r.allow
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
@@ -235,16 +246,18 @@ BEGIN
         ), room AS (
             SELECT ep.id, ep.tenant_id,
                    least(q.quota - coalesce(b.n, 0) - coalesce(t.n, 0),
+                         (q.quota + workers - 1) / workers - coalesce(b.mine, 0) - coalesce(t.n, 0),
                          CASE WHEN ep.rate_limit IS NULL THEN batch
                               ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 10000)
+            CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
                  ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
-            LEFT JOIN unnest(busy_ids, busy_n) AS b(endpoint_id, n) ON b.endpoint_id = ep.id
+            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
             WHERE ep.enabled AND NOT ep.ordered
               AND q.quota > coalesce(b.n, 0) + coalesce(t.n, 0)
+              AND (q.quota + workers - 1) / workers > coalesce(b.mine, 0) + coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN
@@ -289,7 +302,7 @@ BEGIN
     END IF;
     RETURN QUERY
     UPDATE webhooks.deliveries d
-    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL
+    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
     FROM webhooks.events e, webhooks.endpoints ep
     WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
       AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')

@@ -433,7 +433,7 @@ fn record_sync_failures() {
 
 /// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
 const CLAIM_SQL: &str =
-    "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3, $4::int4, $5::int4, $6::text[])";
+    "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3, $4::int4, $5::int4, $6::text[], $7::int4)";
 
 const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::int4)";
 
@@ -483,6 +483,7 @@ fn claim(
             (senders as i32).into(),
             LEASE_AHEAD.into(),
             fast.into(),
+            (settings.workers as i32).into(),
         ];
         let table = match client.update(CLAIM_SQL, None, &args) {
             Ok(t) => t,
@@ -685,8 +686,9 @@ fn endpoint_parts(c: &Claimed, conn: &Connections) -> Result<EndpointParts, Stri
 const RECORD_MAX: usize = 500;
 const RECORD_EVERY: Duration = Duration::from_millis(5);
 
-/// Claimed requests held by one worker at most (queued or in flight): bodies are kept in memory
-/// until sent, so many endpoints that never answer must not lease without bound.
+/// Claimed deliveries held by one worker at most (queued or in flight, counted in rows, a batch
+/// being as many as it holds): bodies are kept in memory until sent, so many endpoints that
+/// never answer must not lease without bound.
 const MAX_OUTSTANDING: usize = 20_000;
 
 /// How often outcomes that could not be recorded (rows someone holds) are tried again.
@@ -759,15 +761,17 @@ fn run_senders(
                 }
                 SenderInput::Main(ToSenders::GiveBackQueued) => {
                     for u in queued.take_all_queued() {
+                        let rows = u.members.len();
                         let _ = out.send(FromSenders::Unsent(u.members));
-                        finished(1);
+                        finished(rows);
                     }
                 }
                 SenderInput::Main(ToSenders::Resize(n)) => queued.resize(n),
                 SenderInput::Main(ToSenders::Stop) => {
                     for u in queued.take_all_queued() {
+                        let rows = u.members.len();
                         let _ = out.send(FromSenders::Unsent(u.members));
-                        finished(1);
+                        finished(rows);
                     }
                     for (_, u, _) in in_flight.values() {
                         u.pool.close();
@@ -782,6 +786,7 @@ fn run_senders(
                             .as_deref()
                             .and_then(|v| schedule::retry_after(v, http::now_us() / 1_000_000));
                         let pushback = pause.is_some_and(|p| !p.is_zero()) || o.status == Some(410);
+                        let rows = unit.members.len();
                         if o.error.as_deref() == Some(http::UNSENT) {
                             let _ = out.send(FromSenders::Unsent(unit.members));
                         } else {
@@ -789,13 +794,14 @@ fn run_senders(
                         }
                         // (passed back before it stops counting: the main thread takes
                         // everything once nothing is outstanding)
-                        finished(1);
+                        finished(rows);
                         // A receiver that asked for a pause (Retry-After) or is gone (410):
                         // what waits here for it goes back now, to be deferred or parked.
                         if pushback {
                             for u in queued.take_queued(&ep) {
+                                let rows = u.members.len();
                                 let _ = out.send(FromSenders::Unsent(u.members));
-                                finished(1);
+                                finished(rows);
                             }
                         }
                     }
@@ -815,9 +821,9 @@ fn run_senders(
                 .map(|(tag, _)| *tag)
                 .collect();
             for tag in stuck {
-                if let Some((ep, _, at)) = in_flight.remove(&tag) {
+                if let Some((ep, unit, at)) = in_flight.remove(&tag) {
                     queued.done(&ep, Some(at));
-                    finished(1);
+                    finished(unit.members.len());
                 }
             }
         }
@@ -838,16 +844,18 @@ fn run_senders(
                                     started_at_us: http::now_us(),
                                     ..Default::default()
                                 };
+                                let rows = unit.members.len();
                                 let _ = out.send(FromSenders::Answered(unit.members, o));
-                                finished(1);
+                                finished(rows);
                             }
                         }
                     }
                     // Not started while its lease still covers it: given back, never sent late.
                     _ => {
                         queued.done(&ep, None);
+                        let rows = unit.members.len();
                         let _ = out.send(FromSenders::Unsent(unit.members));
-                        finished(1);
+                        finished(rows);
                     }
                 }
             }
@@ -1099,8 +1107,9 @@ impl Flow {
         if units.is_empty() {
             return;
         }
+        let rows = units.iter().map(|(_, _, _, u)| u.members.len()).sum();
         self.outstanding
-            .fetch_add(units.len(), std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
         self.tell(ToSenders::Queue(units));
     }
 

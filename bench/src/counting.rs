@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct Seen {
-    /// (webhook-id, pid of the sender, 0 when it could not be told)
+    /// (path and webhook-id, pid of the sender, 0 when it could not be told). The webhook-id is
+    /// the event's: endpoints that share a receiver get one path each, or every event of ten
+    /// endpoints would look sent ten times.
     requests: Vec<(String, i32)>,
 }
 
@@ -21,7 +23,7 @@ pub struct Counting {
     senders: Arc<Mutex<Vec<i32>>>,
 }
 
-/// Sum of the requests seen: per sender pid, and how many ids came more than once.
+/// Sum of the requests seen: per sender pid (0: not told), and how many distinct (path, id).
 pub struct Tally {
     pub requests: usize,
     pub distinct: usize,
@@ -77,7 +79,7 @@ fn serve(s: std::net::TcpStream, from: i32, seen: &Mutex<Seen>) {
     let Ok(mut w) = s.try_clone() else { return };
     let mut r = BufReader::new(s);
     loop {
-        let (mut len, mut id) = (0usize, String::new());
+        let (mut len, mut id, mut path) = (0usize, String::new(), None);
         loop {
             let mut line = String::new();
             if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -85,6 +87,10 @@ fn serve(s: std::net::TcpStream, from: i32, seen: &Mutex<Seen>) {
             }
             if line == "\r\n" {
                 break;
+            }
+            if path.is_none() {
+                path = Some(line.split(' ').nth(1).unwrap_or("").to_string());
+                continue;
             }
             if let Some((k, v)) = line.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
@@ -98,7 +104,8 @@ fn serve(s: std::net::TcpStream, from: i32, seen: &Mutex<Seen>) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        seen.lock().unwrap().requests.push((id, from));
+        let key = format!("{} {id}", path.unwrap_or_default());
+        seen.lock().unwrap().requests.push((key, from));
         if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             .is_err()
         {

@@ -1,6 +1,7 @@
 //! Every database at once (`webhooks.database` empty, the default) and several workers per
 //! database: a launcher starts workers where the extension is, they leave where it is not (or
-//! no longer), DROP DATABASE is not blocked by them, and two workers deliver each event once.
+//! no longer), DROP DATABASE is not blocked by them, and two workers share a backlog, delivering
+//! each event once.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -75,6 +76,16 @@ fn every_database_with_the_extension_gets_its_workers_and_each_event_goes_once()
     assert_eq!(all.len(), 301, "every event once");
     assert_eq!(ids.len(), 301, "no webhook-id twice");
     assert!(all.iter().any(|r| r.json()["data"]["from"] == "app2"));
+    // Both of app1's workers took part: each leases only its half of the endpoint's allowance
+    // (once the first to claim leased it all and the second found no room).
+    let claimers: i64 = app1
+        .query_one(
+            "SELECT count(DISTINCT claimed_by) FROM webhooks.deliveries WHERE status = 'succeeded'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(claimers, 2, "both workers of app1 delivered");
     let status: (bool, String) = app2
         .query_one(
             "SELECT worker_running, database FROM webhooks.status()",

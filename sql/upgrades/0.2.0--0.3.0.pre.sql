@@ -112,6 +112,8 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 -- ever received its own tenant's events, so the event's tenant is the endpoint's tenant of the
 -- time; work that now matches no endpoint by id and tenant is parked, never sent across.
 ALTER TABLE webhooks.deliveries ADD COLUMN endpoint_tenant text;
+-- The worker that claimed it (several workers each lease their part of an endpoint's allowance).
+ALTER TABLE webhooks.deliveries ADD COLUMN claimed_by int;
 -- The check of the deliveries' states is a function call in 0.3.0 (sql/states.sql makes it).
 ALTER TABLE webhooks.deliveries DROP CONSTRAINT deliveries_state;
 -- The publishing session's trace context (webhooks.traceparent), sent with every attempt.
