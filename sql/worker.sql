@@ -21,10 +21,11 @@
 -- Endpoints the worker names `fast` (their answers come back within a fraction of a second)
 -- lease four times further: their rounds are short, and with only `ahead` of them leased one
 -- busy receiver waited on the claim and record between rounds.
--- With several workers, each may hold at most its part (1/workers) of an endpoint's allowance,
--- counted from claimed_by: otherwise the first to claim leased it all, while it could send
--- only its part of max_in_flight at a time, and the others found no room (two workers
--- delivered slower than one).
+-- With several workers, each may hold its part (1/workers) of an endpoint's allowance, counted
+-- from claimed_by, and no more: counted over the table, the first to claim leased it all while
+-- it could send only its part of max_in_flight at a time, and the others found no room (two
+-- workers delivered slower than one). Each worker's part follows its own view of the endpoint
+-- (fast or not).
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
                                          fast text[] DEFAULT '{}', workers int DEFAULT 1)
@@ -96,7 +97,8 @@ BEGIN
           WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
     -- How many rows endpoints can take now: the head looked at is sized by it, so a single
     -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least(q.quota - coalesce(b.n, 0), (q.quota + workers - 1) / workers - coalesce(b.mine, 0),
+    SELECT coalesce(sum(greatest(least(CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
+                                            ELSE q.quota - coalesce(b.n, 0) END,
                                        CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
@@ -148,8 +150,9 @@ BEGIN
     ), chosen AS (
         (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
                                                 ON b.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.max_in_flight - coalesce(b.n, 0)
-           AND r.rn <= (r.max_in_flight + workers - 1) / workers - coalesce(b.mine, 0) AND r.rn <= r.allow
+         WHERE r.what = 'take' AND r.rn <= r.allow
+           AND r.rn <= CASE WHEN workers > 1 THEN (r.max_in_flight + workers - 1) / workers - coalesce(b.mine, 0)
+                            ELSE r.max_in_flight - coalesce(b.n, 0) END
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
@@ -170,6 +173,12 @@ BEGIN
         SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
         WHERE d.id = ANY (chosen_ids)
         FOR UPDATE SKIP LOCKED) x;
+    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
+    -- by one commit) are skipped: the worker is told to claim again once that claim has
+    -- committed, or what it left would wait for this worker's next wake.
+    IF cardinality(got) < cardinality(chosen_ids) THEN
+        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended', 'on', true);
+    END IF;
     SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
            array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
            array_agg(c.id) FILTER (WHERE c.what = 'parked'),
@@ -245,8 +254,8 @@ BEGIN
             GROUP BY d.endpoint_id
         ), room AS (
             SELECT ep.id, ep.tenant_id,
-                   least(q.quota - coalesce(b.n, 0) - coalesce(t.n, 0),
-                         (q.quota + workers - 1) / workers - coalesce(b.mine, 0) - coalesce(t.n, 0),
+                   least(CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
+                              ELSE q.quota - coalesce(b.n, 0) END - coalesce(t.n, 0),
                          CASE WHEN ep.rate_limit IS NULL THEN batch
                               ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep
@@ -256,8 +265,8 @@ BEGIN
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
             WHERE ep.enabled AND NOT ep.ordered
-              AND q.quota > coalesce(b.n, 0) + coalesce(t.n, 0)
-              AND (q.quota + workers - 1) / workers > coalesce(b.mine, 0) + coalesce(t.n, 0)
+              AND CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
+                       ELSE q.quota - coalesce(b.n, 0) END > coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN

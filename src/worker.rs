@@ -470,11 +470,11 @@ fn claim(
     lease: Duration,
     senders: usize,
     fast: Vec<String>,
-) -> Vec<Claimed> {
+) -> (Vec<Claimed>, bool) {
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
         if !extension_present(client) {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let args = [
             settings.batch_size.into(),
@@ -489,9 +489,19 @@ fn claim(
             Ok(t) => t,
             Err(e) => {
                 warning!("webhooks worker: claim failed: {e}");
-                return Vec::new();
+                return (Vec::new(), false);
             }
         };
+        // (set by the claim when another worker's claim held some of its candidates)
+        let contended = client
+            .select(
+                "SELECT pg_catalog.current_setting('webhooks_internal.claim_contended', true)",
+                Some(1),
+                &[],
+            )
+            .ok()
+            .and_then(|t| t.first().get::<String>(1).ok().flatten())
+            .is_some_and(|v| v == "on");
         let mut out = Vec::with_capacity(table.len());
         for row in table {
             let s = |i: usize| row.get::<String>(i).ok().flatten();
@@ -548,7 +558,7 @@ fn claim(
                 format,
             });
         }
-        out
+        (out, contended)
     })
 }
 
@@ -896,6 +906,9 @@ struct Flow {
     unsent: Vec<(i64, i64)>,
     claim_wanted: bool,
     claim_forced: bool,
+    /// Claims in a row that found candidates another claim held (a second worker's, or a
+    /// session's lock, which may last: a few retries, then the next wake as usual).
+    contended: u32,
     /// An answer that pauses or disables its endpoint waits to be recorded.
     urgent: bool,
 }
@@ -939,6 +952,7 @@ impl Flow {
             unsent: Vec::new(),
             claim_wanted: true,
             claim_forced: true,
+            contended: 0,
             urgent: false,
         }
     }
@@ -1012,22 +1026,23 @@ impl Flow {
         let not_after = Instant::now() + lease - t * 2 - Duration::from_secs(5);
         let senders = self.senders();
         let settings = self.settings.clone();
-        // (one worker only: each worker knows only its own answers, and a quota that differs
-        // between workers would leave the endpoint's rows to the one that saw it fast, held to
-        // its share of max_in_flight, while the others' claims find no room for it)
-        let fast = if self.settings.workers > 1 {
-            Vec::new()
-        } else {
-            self.fast.lock().map(|f| f.clone()).unwrap_or_default()
-        };
+        // (several workers: each leases its own part of an endpoint's allowance, so one that
+        // finds the endpoint fast leases further ahead within its part only)
+        let fast = self.fast.lock().map(|f| f.clone()).unwrap_or_default();
         // Deliveries of bulk publishes are written first, a slice per claim, so that what a
         // large statement published never holds back the claim for long; with more left, the
         // next claim goes on with them without waiting.
         self.claim_forced = expand();
-        let claimed = in_transaction("claiming deliveries", || {
+        let (claimed, contended) = in_transaction("claiming deliveries", || {
             claim(&settings, scan_leases, lease, senders, fast)
         })
         .unwrap_or_default();
+        // Another worker's claim held some of what this one chose: claim again shortly, once
+        // that claim has committed (its rows are then in flight, out of the way).
+        self.contended = if contended { self.contended + 1 } else { 0 };
+        if contended && self.contended <= 3 {
+            self.claim_forced = true;
+        }
         if claimed.is_empty() {
             return;
         }

@@ -559,6 +559,13 @@ fn main() {
         return;
     }
 
+    // BENCH_WORKERS_ONLY=1: the one- and two-worker runs alone, printed (for trying a change
+    // to how workers share the queue; RESULTS.md always comes from a whole run).
+    if std::env::var("BENCH_WORKERS_ONLY").is_ok() {
+        println!("{}", two_workers(&a, db, &ep));
+        return;
+    }
+
     // BENCH_DELIVERY_ONLY=1: throughput and fairness alone, printed, nothing written (for
     // trying a change to the worker quickly; RESULTS.md always comes from a whole run).
     let quick = std::env::var("BENCH_DELIVERY_ONLY").is_ok();
