@@ -174,11 +174,11 @@ BEGIN
         WHERE d.id = ANY (chosen_ids)
         FOR UPDATE SKIP LOCKED) x;
     -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
-    -- by one commit) are skipped: the worker is told to claim again once that claim has
-    -- committed, or what it left would wait for this worker's next wake.
-    IF cardinality(got) < cardinality(chosen_ids) THEN
-        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended', 'on', true);
-    END IF;
+    -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
+    -- once that claim has committed, or what it left would wait for this worker's next wake.
+    -- (said either way: a value set in the session or its configuration means nothing)
+    PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
+                                  CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
     SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
            array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
            array_agg(c.id) FILTER (WHERE c.what = 'parked'),

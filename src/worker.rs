@@ -198,6 +198,10 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
         if last_claim.elapsed() >= flow.settings.poll {
             flow.claim_forced = true;
         }
+        if flow.retry_claim_at.is_some_and(|t| Instant::now() >= t) {
+            flow.retry_claim_at = None;
+            flow.claim_forced = true;
+        }
         if flow.wants_claim() {
             last_claim = Instant::now();
             let scan_leases = last_lease_scan.elapsed() > Duration::from_secs(5);
@@ -239,8 +243,15 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
                 wake::note_absent(unsafe { u32::from(pg_sys::MyDatabaseId) }, seen);
                 break;
             }
-            if !signals::wait(flow.settings.poll) {
+            let retry = flow
+                .retry_claim_at
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if !signals::wait(retry.map_or(flow.settings.poll, |r| r.min(flow.settings.poll))) {
                 break;
+            }
+            // (a wake of its own, not the retry's: contention starts anew)
+            if retry.is_none() {
+                flow.contended = 0;
             }
             flow.claim_forced = true;
             continue;
@@ -470,6 +481,7 @@ fn claim(
     lease: Duration,
     senders: usize,
     fast: Vec<String>,
+    workers: usize,
 ) -> (Vec<Claimed>, bool) {
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
@@ -483,7 +495,7 @@ fn claim(
             (senders as i32).into(),
             LEASE_AHEAD.into(),
             fast.into(),
-            (settings.workers as i32).into(),
+            (workers as i32).into(),
         ];
         let table = match client.update(CLAIM_SQL, None, &args) {
             Ok(t) => t,
@@ -701,6 +713,10 @@ const RECORD_EVERY: Duration = Duration::from_millis(5);
 /// never answer must not lease without bound.
 const MAX_OUTSTANDING: usize = 20_000;
 
+/// How long after a claim that found candidates another claim held it is tried again: that
+/// claim has committed by then.
+const CONTENDED_RETRY: Duration = Duration::from_millis(5);
+
 /// How often outcomes that could not be recorded (rows someone holds) are tried again.
 const CARRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -907,8 +923,13 @@ struct Flow {
     claim_wanted: bool,
     claim_forced: bool,
     /// Claims in a row that found candidates another claim held (a second worker's, or a
-    /// session's lock, which may last: a few retries, then the next wake as usual).
+    /// session's lock, which may last: a few retries, then the next wake as usual), and when to
+    /// claim again.
     contended: u32,
+    retry_claim_at: Option<Instant>,
+    /// Workers of this database running now (webhooks.workers at most): each leases and sends
+    /// its part of an endpoint's allowance, so one left alone takes the whole of it.
+    live_workers: usize,
     /// An answer that pauses or disables its endpoint waits to be recorded.
     urgent: bool,
 }
@@ -953,6 +974,8 @@ impl Flow {
             claim_wanted: true,
             claim_forced: true,
             contended: 0,
+            retry_claim_at: None,
+            live_workers: 1,
             urgent: false,
         }
     }
@@ -1033,16 +1056,24 @@ impl Flow {
         // large statement published never holds back the claim for long; with more left, the
         // next claim goes on with them without waiting.
         self.claim_forced = expand();
+        self.live_workers = wake::workers_of(unsafe { u32::from(pg_sys::MyDatabaseId) })
+            .len()
+            .clamp(1, self.settings.workers.max(1));
+        let workers = self.live_workers;
         let (claimed, contended) = in_transaction("claiming deliveries", || {
-            claim(&settings, scan_leases, lease, senders, fast)
+            claim(&settings, scan_leases, lease, senders, fast, workers)
         })
         .unwrap_or_default();
         // Another worker's claim held some of what this one chose: claim again shortly, once
-        // that claim has committed (its rows are then in flight, out of the way).
-        self.contended = if contended { self.contended + 1 } else { 0 };
-        if contended && self.contended <= 3 {
-            self.claim_forced = true;
-        }
+        // that claim has committed (its rows are then in flight, out of the way; at once, the
+        // same head would be chosen and skipped again).
+        self.contended = if contended {
+            self.contended.saturating_add(1)
+        } else {
+            0
+        };
+        self.retry_claim_at =
+            (contended && self.contended <= 3).then(|| Instant::now() + CONTENDED_RETRY);
         if claimed.is_empty() {
             return;
         }
@@ -1104,7 +1135,7 @@ impl Flow {
             let (ep, tenant, cap) = (
                 first.endpoint_id.clone(),
                 first.endpoint_tenant.clone(),
-                first.max_in_flight.div_ceil(self.settings.workers),
+                first.max_in_flight.div_ceil(self.live_workers),
             );
             units.push((
                 ep,
