@@ -775,6 +775,49 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:134
 -- webhooks::api::_check_client_cert
 CREATE  FUNCTION webhooks_internal."_check_client_cert"(
@@ -784,6 +827,28 @@ CREATE  FUNCTION webhooks_internal."_check_client_cert"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:263
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:342
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -798,32 +863,78 @@ AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:224
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
+-- src/handoff.rs:93
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
+-- src/api.rs:255
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -856,68 +967,23 @@ ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:255
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
+-- src/api.rs:224
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1083,44 +1149,6 @@ BEGIN
         RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
     END IF;
 END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:342
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1594,6 +1622,732 @@ END $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
 ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:77
+-- requires:
+--   publish
+
+-- The catalogue of event types.
+
+
+-- The catalogue is shared by every tenant: only a platform admin changes it, and the types
+-- shipped with the extension are never deleted.
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.builtin THEN
+            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN OLD;
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
+        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
+
+-- Who is writing is the writing role: checked as that role, before the definer trigger.
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF webhooks.tenant_scope() IS NOT NULL
+       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
+               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
+
+CREATE FUNCTION webhooks.event_type_register(
+    name text,
+    description text DEFAULT '',
+    mode text DEFAULT 'async',
+    version text DEFAULT '1'
+) RETURNS webhooks.event_types
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    et webhooks.event_types;
+BEGIN
+    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
+    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
+    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
+        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
+    RETURNING * INTO et;
+    RETURN et;
+END $$;
+COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
+    'Adds an event type to the catalogue (or updates its description, mode and version).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:88
+-- requires:
+--   publish
+--   catalogue
+--   gate::webhook_publish_many
+--   api::_check_condition
+
+-- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
+--
+-- The triggers run with the rights of the role writing the table (SECURITY INVOKER): they
+-- turn the rows into jsonb there (to_jsonb runs the table's own casts and types, which that role
+-- may define) and hand plain jsonb and text to webhook_publish_many, an entry point that
+-- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
+-- publish for the tenants their role acts for.
+--
+-- What is sent is decided by attribute number, not name, and recomputed by an event trigger
+-- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
+-- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
+-- exclusions follow a column through RENAME COLUMN,
+-- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
+-- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
+--
+-- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
+-- payloads with set-based statements and publishes them with one webhook_publish_many call.
+
+CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
+    relid           regclass PRIMARY KEY,
+    entity          text NOT NULL,
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    include_attnums int2[],                -- NULL: every column not excluded
+    tenant_attnum   int2,
+    auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
+    tracked_at      timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
+    condition       text
+);
+COMMENT ON TABLE webhooks.tracked_tables IS
+    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
+
+-- Names that are never sent unless listed in include_columns.
+CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
+
+-- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns (the
+-- entity key is entity:value of each primary key column, joined by ':'), the columns sent.
+-- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
+-- the rows become jsonb here, with the writer's rights, and their events are published by one
+-- webhook_publish_many call, in the order the statement wrote the rows.
+CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entity text := TG_ARGV[0];
+    excluded text[] := TG_ARGV[1]::text[];
+    tenant_col text := nullif(TG_ARGV[2], '');
+    key_cols text[] := TG_ARGV[3]::text[];
+    nkeys int := pg_catalog.cardinality(TG_ARGV[3]::text[]);
+    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
+    payloads jsonb[];
+    tenants text[];
+    keys text[];
+    compared text;
+    differs text;
+    same text;
+    -- track_table's condition: rows it is not true for publish nothing
+    cond text := nullif(TG_ARGV[5], '');
+    -- the entity key in the dynamic statements below, %1$s standing for the row's jsonb
+    key_sql constant text := $k$CASE
+        WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
+        WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+            SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        -- The transition tables hold the old and the new version of each row at the same
+        -- position. Which sent columns changed is one comparison per column, written out for
+        -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
+        -- excluded columns changed send nothing.
+        -- (a row moved to a partition whose trigger dropped it has no new version: refuse
+        -- rather than pair rows wrongly)
+        IF (SELECT pg_catalog.count(*) FROM old_rows) <> (SELECT pg_catalog.count(*) FROM new_rows) THEN
+            RAISE EXCEPTION 'row events of %: the statement changed % rows but kept %', TG_TABLE_NAME,
+                (SELECT pg_catalog.count(*) FROM old_rows), (SELECT pg_catalog.count(*) FROM new_rows)
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        -- c1, c2, ...: whether each sent column differs, compared once per row as sent (jsonb).
+        SELECT pg_catalog.string_agg(pg_catalog.format(
+                   '(p.nj OPERATOR(pg_catalog.->) %L) IS DISTINCT FROM (p.oj OPERATOR(pg_catalog.->) %L) AS c%s', c, c, o), ', '),
+               pg_catalog.string_agg(pg_catalog.format('CASE WHEN b.c%s THEN %L END', o, c), ', '),
+               pg_catalog.string_agg(pg_catalog.format('CASE WHEN NOT b.c%s THEN %L END', o, c), ', ')
+        INTO compared, differs, same
+        FROM pg_catalog.unnest(TG_ARGV[4]::text[]) WITH ORDINALITY u(c, o);
+        -- Without a condition, the two versions are zipped by position: no join and no sort.
+        -- The aggregates read the zipped rows as they come, in the statement's order (one
+        -- function scan, no join, no grouping, nothing parallel: transition tables are not
+        -- shared with workers); a join on row numbers and an ordered aggregate per array made
+        -- a 50,000-row UPDATE's trigger take twice as long. A condition names OLD and NEW by
+        -- their columns, which needs the rows themselves: joined by position, then sorted back
+        -- into the statement's order.
+        EXECUTE pg_catalog.format($q$
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
+                       $1, p.nj OPERATOR(pg_catalog.-) $2,
+                       'changed', pg_catalog.to_jsonb(p.ch),
+                       'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) %1$s),
+                   pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 %1$s),
+                   pg_catalog.array_agg(%2$s %1$s)
+            FROM (SELECT b.i, b.nj, b.oj,
+                         pg_catalog.array_remove(ARRAY[%3$s]::text[], NULL) AS ch,
+                         pg_catalog.array_remove(ARRAY[%4$s]::text[], NULL) AS unchanged
+                  FROM (SELECT p.i, p.nj, p.oj, %5$s FROM (%6$s) p OFFSET 0) b) p
+            WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
+            CASE WHEN cond IS NOT NULL THEN 'ORDER BY p.i' ELSE '' END,
+            pg_catalog.format(key_sql, 'p.nj'),
+            coalesce(differs, 'NULL'), coalesce(same, 'NULL'), coalesce(compared, 'true AS c0'),
+            CASE WHEN cond IS NULL THEN
+                -- (the versions held in memory without the columns kept out, the tenant's aside:
+                -- a 1 MB document excluded from each row would otherwise fill them)
+                'SELECT u.i, u.nj, u.oj FROM ROWS FROM ('
+                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM old_rows x)), '
+                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM new_rows x))) WITH ORDINALITY u(oj, nj, i)'
+            ELSE pg_catalog.format(
+                'SELECT n.i, pg_catalog.to_jsonb(n.x) AS nj, pg_catalog.to_jsonb(o.x) AS oj '
+                'FROM (SELECT x, pg_catalog.row_number() OVER () AS i FROM new_rows x) n '
+                'JOIN (SELECT x, pg_catalog.row_number() OVER () AS i FROM old_rows x) o ON o.i OPERATOR(pg_catalog.=) n.i, '
+                'LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) END)
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys, pg_catalog.array_remove(excluded, tenant_col);
+    ELSIF cond IS NOT NULL THEN
+        -- INSERT or DELETE under a condition: the other side's columns are NULL.
+        EXECUTE pg_catalog.format($q$
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object($1, r.j OPERATOR(pg_catalog.-) $2)),
+                   pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) $3) FILTER (WHERE $3 IS NOT NULL),
+                   pg_catalog.array_agg(%s) FILTER (WHERE $5 OPERATOR(pg_catalog.>) 0)
+            FROM (SELECT pg_catalog.to_jsonb(%s) AS j FROM %s AS %s CROSS JOIN LATERAL (SELECT (NULL::%s).*) AS %s
+                  WHERE (%s)) r $q$,
+            pg_catalog.format(key_sql, 'r.j'),
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            TG_RELID::regclass,
+            CASE TG_OP WHEN 'INSERT' THEN 'old' ELSE 'new' END,
+            cond)
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- (INSERT and DELETE are spelled out, not built as text: their plans are kept between
+        -- statements, which a one-row INSERT per transaction feels)
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
+    ELSE
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
+    END IF;
+    -- One row (most writes of an application): the single form, which does less for one event.
+    IF pg_catalog.cardinality(payloads) OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM webhooks.webhook_publish(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads[1], tenants[1], actor, keys[1]);
+    ELSIF payloads IS NOT NULL THEN
+        PERFORM webhooks.webhook_publish_many(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads,
+            CASE WHEN tenant_col IS NOT NULL THEN tenants END,
+            actor,
+            CASE WHEN nkeys OPERATOR(pg_catalog.>) 0 THEN keys END);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
+-- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
+-- statement triggers read it back from there and evaluate it with the writer's rights.
+CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
+LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+
+-- The condition as PostgreSQL prints it now: what lies between the definition's known
+-- beginning and end (no pattern that a table name could fool), every name outside pg_catalog
+-- qualified (so the writer's search_path cannot change what it calls).
+CREATE FUNCTION webhooks_internal._condition_of(tbl regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog
+AS $$
+    SELECT CASE WHEN pg_catalog.starts_with(x.d, x.p) AND pg_catalog.right(x.d, pg_catalog.length(x.s)) = x.s
+                THEN pg_catalog.substr(x.d, pg_catalog.length(x.p) + 1,
+                                       pg_catalog.length(x.d) - pg_catalog.length(x.p) - pg_catalog.length(x.s)) END
+    FROM (SELECT pg_catalog.pg_get_triggerdef(g.oid) AS d,
+                 'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
+                     || pg_catalog.quote_ident(c.relname) || ' FOR EACH ROW WHEN (' AS p,
+                 ') EXECUTE FUNCTION webhooks_internal._condition_holder()' AS s
+          FROM pg_catalog.pg_trigger g
+          JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition') x
+$$;
+
+-- The triggers of a tracked table, 0.2.0's row trigger included.
+CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass, with_condition boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    g text;
+BEGIN
+    FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
+             WHERE x.tgrelid = tbl AND NOT x.tgisinternal
+               AND (x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+                    OR (with_condition AND x.tgname = 'webhooks_row_condition'))
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
+    END LOOP;
+END $$;
+
+-- (Re)creates the row triggers of a tracked table from its attribute numbers and the table's
+-- columns as they are now. Returns the columns kept out because their names look secret.
+CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    t webhooks.tracked_tables;
+    tenant_col text;
+    key_cols text[];
+    excluded text[];
+    auto text[];
+    sent text[];
+    args text[];
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    -- (the ALTER TABLE below calls this function again through the event trigger: that call
+    -- finds the condition trigger made and makes nothing more)
+    IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
+        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
+        -- once it is known to be one expression and nothing more (this runs as the owner).
+        PERFORM webhooks_internal._check_condition(t.condition);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
+            ') EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
+    ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
+    IF t.tenant_attnum IS NOT NULL THEN
+        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
+        IF tenant_col IS NULL THEN
+            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
+        END IF;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
+    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
+                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
+           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
+               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
+                 AND webhooks_internal._looks_secret(a.attname))
+    INTO excluded, auto
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF key_cols && excluded THEN
+        key_cols := NULL;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) INTO sent
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+      AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
+    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
+                  coalesce(sent, '{}')::text, coalesce(webhooks_internal._condition_of(tbl), '')];
+    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
+    -- One statement trigger per operation: a trigger with transition tables serves one event.
+    IF t.applied IS DISTINCT FROM args OR (
+        SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+    ) <> 3 THEN
+        PERFORM webhooks_internal._drop_row_triggers(tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
+            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+    END IF;
+    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args,
+        condition = nullif(args[6], '')
+    WHERE x.relid = tbl;
+    RETURN coalesce(auto, '{}');
+END $$;
+
+CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    missing text;
+    nums int2[];
+BEGIN
+    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
+    WHERE c IS NULL OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
+    END IF;
+    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
+    RETURN nums;
+END $$;
+
+CREATE FUNCTION webhooks_internal._track_table(
+    tbl regclass,
+    entity text,
+    exclude_columns text[],
+    tenant_column text,
+    include_columns text[],
+    condition text
+) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    rel pg_catalog.pg_class;
+    op text;
+    auto text[];
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
+        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(entity);
+    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
+            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
+        END IF;
+    END LOOP;
+    -- Rows of tables dropped since they were tracked.
+    DELETE FROM webhooks.tracked_tables x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
+    -- A new condition replaces the old one (made again from the text given).
+    IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
+    IF nullif(condition, '') IS NOT NULL THEN
+        PERFORM webhooks_internal._check_condition(condition);
+    END IF;
+    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum, condition)
+    VALUES (tbl, entity,
+            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
+            CASE WHEN include_columns IS NOT NULL
+                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
+            CASE WHEN tenant_column IS NOT NULL
+                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END,
+            nullif(condition, ''))
+    ON CONFLICT (relid) DO UPDATE
+        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
+            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
+            condition = EXCLUDED.condition, tracked_at = pg_catalog.now();
+    auto := webhooks_internal._track_apply(tbl);
+    IF pg_catalog.cardinality(auto) > 0 THEN
+        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
+            USING HINT = 'List a column in include_columns to send it anyway.';
+    END IF;
+    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
+END $$;
+
+CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    PERFORM webhooks_internal._drop_row_triggers(tbl, true);
+END $$;
+
+-- After any DDL command that touches a tracked table, directly or through a parent, a view
+-- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
+-- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
+-- whose trigger is already right are left alone.
+CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+    before text[];
+    auto text[];
+BEGIN
+    -- pg_restore (these two settings off, as no application session has them) brings the
+    -- triggers back itself, after the DDL that would fire this: it must not make them first.
+    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
+       OR (pg_catalog.current_setting('row_security') = 'off'
+           AND pg_catalog.current_setting('check_function_bodies') = 'off') THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
+             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
+    LOOP
+        before := r.auto_excluded;
+        auto := webhooks_internal._track_apply(r.relid);
+        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
+            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
+                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
+    EXECUTE FUNCTION webhooks_internal._on_ddl();
+
+-- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
+CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM webhooks.tracked_tables t
+    USING pg_catalog.pg_event_trigger_dropped_objects() o
+    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
+    EXECUTE FUNCTION webhooks_internal._on_drop();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:63
+-- requires:
+--   publish
+--   gate::webhook_send_sync_result
+
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
+               occurred_us bigint, data text, endpoint_id text, url text, secret text,
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+          AND webhooks_internal._matches(ep.event_types, p_type)
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
+        RETURNING dd.id, dd.endpoint_id
+    )
+    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
+    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
+    ORDER BY ep.id;
+END $$;
+
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
+
+-- Synchronous events: delivered now from the calling session. Returns the answers, or, when
+-- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token).
+CREATE FUNCTION webhooks_internal._send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text,
+    actor jsonb
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    failures text;
+BEGIN
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
+                      FROM pg_catalog.jsonb_array_elements(answers) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
+
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2097,320 +2851,6 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:87
--- requires:
---   endpoints
-
--- Views for operators: dead letters and per-endpoint health.
-
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
-
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:77
--- requires:
---   publish
-
--- The catalogue of event types.
-
-
--- The catalogue is shared by every tenant: only a platform admin changes it, and the types
--- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF OLD.builtin THEN
-            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        RETURN OLD;
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(NEW.name);
-    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
-        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
-        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
-
--- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF webhooks.tenant_scope() IS NOT NULL
-       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
-               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-END $$;
-
-CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
-
-CREATE FUNCTION webhooks.event_type_register(
-    name text,
-    description text DEFAULT '',
-    mode text DEFAULT 'async',
-    version text DEFAULT '1'
-) RETURNS webhooks.event_types
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-    et webhooks.event_types;
-BEGIN
-    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
-    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
-    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
-        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
-    RETURNING * INTO et;
-    RETURN et;
-END $$;
-COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
-    'Adds an event type to the catalogue (or updates its description, mode and version).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:63
--- requires:
---   publish
---   gate::webhook_send_sync_result
-
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
-
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
-BEGIN
-    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
-        RETURNING dd.id, dd.endpoint_id
-    )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token).
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    failures text;
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
-    END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
-    END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
-                      FROM pg_catalog.jsonb_array_elements(answers) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
-        RETURN;
-    END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
-END $$;
-
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
-BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
-    END IF;
-    RETURN r;
-END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:263
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:82
 -- requires:
 --   endpoints
@@ -2613,6 +3053,52 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:87
+-- requires:
+--   endpoints
+
+-- Views for operators: dead letters and per-endpoint health.
+
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
+
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:103
 -- requires:
 --   operations
@@ -2697,22 +3183,41 @@ COMMENT ON VIEW webhooks.metrics IS
 -- statistics, stale after a burst, can lead the planner into a join that grows with the table;
 -- the timeout turns any plan that still does into a logged, retried error instead of a hang.
 --
--- The worker leases ahead: an endpoint may have up to least(max_in_flight, senders) * ahead
--- rows claimed (queued in the worker or in flight); the worker itself holds each endpoint to
--- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on this claim.
+-- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
+-- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
+-- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
+-- Endpoints the worker names fast (their answers come back within a fraction of a second)
+-- lease four times further: their rounds are short, and with only `ahead` of them leased one
+-- busy receiver waited on the claim and record between rounds.
 -- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
 -- leased further ahead; counted like single rows, one batch filled its allowance and batches
 -- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
 -- silent endpoint keeps what it leased until its requests time out (the worker's own budget,
 -- 20,000 rows, then lasts for twenty such endpoints).
--- Endpoints the worker names `fast` (their answers come back within a fraction of a second)
--- lease four times further: their rounds are short, and with only `ahead` of them leased one
--- busy receiver waited on the claim and record between rounds.
--- With several workers, each may hold its part (1/workers) of an endpoint's allowance, counted
--- from claimed_by, and no more: counted over the table, the first to claim leased it all while
--- it could send only its part of max_in_flight at a time, and the others found no room (two
--- workers delivered slower than one). Each worker's part follows its own view of the endpoint
--- (fast or not).
+-- (SQL, inlined into the claim's statements)
+CREATE FUNCTION webhooks_internal._lease_quota(max_in_flight int, batch_max int, senders int,
+                                               ahead int, fast boolean) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN batch_max > 1
+                THEN least(least(max_in_flight, senders) * batch_max, 1000)
+                ELSE least(max_in_flight, senders) * CASE WHEN fast THEN 4 * ahead ELSE ahead END
+           END
+$$;
+
+-- How many more rows of an endpoint with `quota` this claimer may take, given the endpoint's
+-- rows in flight (`busy`) and those this worker claimed (`mine`). With several workers, each
+-- may hold its part (1/workers) of the quota, counted from claimed_by, and no more: counted
+-- over the table, the first to claim leased it all while it could send only its part of
+-- max_in_flight at a time, and the others found no room (two workers delivered slower than
+-- one). Each worker's part follows its own view of the endpoint (fast or not).
+CREATE FUNCTION webhooks_internal._lease_room(quota int, busy int, mine int, workers int) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN workers > 1 THEN (quota + workers - 1) / workers - coalesce(mine, 0)
+                ELSE quota - coalesce(busy, 0) END
+$$;
+
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
                                          fast text[] DEFAULT '{}', workers int DEFAULT 1)
@@ -2784,13 +3289,11 @@ BEGIN
           WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
     -- How many rows endpoints can take now: the head looked at is sized by it, so a single
     -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least(CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
-                                            ELSE q.quota - coalesce(b.n, 0) END,
+    SELECT coalesce(sum(greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
                                        CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
-                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
+    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
@@ -2820,8 +3323,7 @@ BEGIN
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
                -- (what it may have leased)
-               (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
-                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS max_in_flight,
+               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
@@ -2838,8 +3340,7 @@ BEGIN
         (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
                                                 ON b.endpoint_id = r.endpoint_id
          WHERE r.what = 'take' AND r.rn <= r.allow
-           AND r.rn <= CASE WHEN workers > 1 THEN (r.max_in_flight + workers - 1) / workers - coalesce(b.mine, 0)
-                            ELSE r.max_in_flight - coalesce(b.n, 0) END
+           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
@@ -2941,19 +3442,16 @@ BEGIN
             GROUP BY d.endpoint_id
         ), room AS (
             SELECT ep.id, ep.tenant_id,
-                   least(CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
-                              ELSE q.quota - coalesce(b.n, 0) END - coalesce(t.n, 0),
+                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
                          CASE WHEN ep.rate_limit IS NULL THEN batch
                               ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
-                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
+            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS quota) q
             LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
             WHERE ep.enabled AND NOT ep.ordered
-              AND CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
-                       ELSE q.quota - coalesce(b.n, 0) END > coalesce(t.n, 0)
+              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN
@@ -3240,518 +3738,32 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:88
--- requires:
---   publish
---   catalogue
---   gate::webhook_publish_many
---   api::_check_condition
-
--- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
---
--- The triggers run with the rights of the role writing the table (SECURITY INVOKER): they
--- turn the rows into jsonb there (to_jsonb runs the table's own casts and types, which that role
--- may define) and hand plain jsonb and text to webhook_publish_many, an entry point that
--- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
--- publish for the tenants their role acts for.
---
--- What is sent is decided by attribute number, not name, and recomputed by an event trigger
--- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
--- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
--- exclusions follow a column through RENAME COLUMN,
--- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
--- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
---
--- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
--- payloads with set-based statements and publishes them with one webhook_publish_many call.
-
-CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
-    relid           regclass PRIMARY KEY,
-    entity          text NOT NULL,
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    include_attnums int2[],                -- NULL: every column not excluded
-    tenant_attnum   int2,
-    auto_excluded   text[] NOT NULL DEFAULT '{}',
-    applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now(),
-    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
-    condition       text
-);
-COMMENT ON TABLE webhooks.tracked_tables IS
-    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
-
--- Names that are never sent unless listed in include_columns.
-CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
-
--- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns (the
--- entity key is entity:value of each primary key column, joined by ':'), the columns sent.
--- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
--- the rows become jsonb here, with the writer's rights, and their events are published by one
--- webhook_publish_many call, in the order the statement wrote the rows.
-CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    entity text := TG_ARGV[0];
-    excluded text[] := TG_ARGV[1]::text[];
-    tenant_col text := nullif(TG_ARGV[2], '');
-    key_cols text[] := TG_ARGV[3]::text[];
-    nkeys int := pg_catalog.cardinality(TG_ARGV[3]::text[]);
-    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
-    payloads jsonb[];
-    tenants text[];
-    keys text[];
-    compared text;
-    differs text;
-    same text;
-    -- track_table's condition: rows it is not true for publish nothing
-    cond text := nullif(TG_ARGV[5], '');
-    -- the entity key in the dynamic statements below, %1$s standing for the row's jsonb
-    key_sql constant text := $k$CASE
-        WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
-        WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-            SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$;
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        -- The transition tables hold the old and the new version of each row at the same
-        -- position. Which sent columns changed is one comparison per column, written out for
-        -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
-        -- excluded columns changed send nothing.
-        -- (a row moved to a partition whose trigger dropped it has no new version: refuse
-        -- rather than pair rows wrongly)
-        IF (SELECT pg_catalog.count(*) FROM old_rows) <> (SELECT pg_catalog.count(*) FROM new_rows) THEN
-            RAISE EXCEPTION 'row events of %: the statement changed % rows but kept %', TG_TABLE_NAME,
-                (SELECT pg_catalog.count(*) FROM old_rows), (SELECT pg_catalog.count(*) FROM new_rows)
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
-        -- c1, c2, ...: whether each sent column differs, compared once per row as sent (jsonb).
-        SELECT pg_catalog.string_agg(pg_catalog.format(
-                   '(p.nj OPERATOR(pg_catalog.->) %L) IS DISTINCT FROM (p.oj OPERATOR(pg_catalog.->) %L) AS c%s', c, c, o), ', '),
-               pg_catalog.string_agg(pg_catalog.format('CASE WHEN b.c%s THEN %L END', o, c), ', '),
-               pg_catalog.string_agg(pg_catalog.format('CASE WHEN NOT b.c%s THEN %L END', o, c), ', ')
-        INTO compared, differs, same
-        FROM pg_catalog.unnest(TG_ARGV[4]::text[]) WITH ORDINALITY u(c, o);
-        -- Without a condition, the two versions are zipped by position: no join and no sort.
-        -- The aggregates read the zipped rows as they come, in the statement's order (one
-        -- function scan, no join, no grouping, nothing parallel: transition tables are not
-        -- shared with workers); a join on row numbers and an ordered aggregate per array made
-        -- a 50,000-row UPDATE's trigger take twice as long. A condition names OLD and NEW by
-        -- their columns, which needs the rows themselves: joined by position, then sorted back
-        -- into the statement's order.
-        EXECUTE pg_catalog.format($q$
-            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
-                       $1, p.nj OPERATOR(pg_catalog.-) $2,
-                       'changed', pg_catalog.to_jsonb(p.ch),
-                       'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) %1$s),
-                   pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 %1$s),
-                   pg_catalog.array_agg(%2$s %1$s)
-            FROM (SELECT b.i, b.nj, b.oj,
-                         pg_catalog.array_remove(ARRAY[%3$s]::text[], NULL) AS ch,
-                         pg_catalog.array_remove(ARRAY[%4$s]::text[], NULL) AS unchanged
-                  FROM (SELECT p.i, p.nj, p.oj, %5$s FROM (%6$s) p OFFSET 0) b) p
-            WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
-            CASE WHEN cond IS NOT NULL THEN 'ORDER BY p.i' ELSE '' END,
-            pg_catalog.format(key_sql, 'p.nj'),
-            coalesce(differs, 'NULL'), coalesce(same, 'NULL'), coalesce(compared, 'true AS c0'),
-            CASE WHEN cond IS NULL THEN
-                -- (the versions held in memory without the columns kept out, the tenant's aside:
-                -- a 1 MB document excluded from each row would otherwise fill them)
-                'SELECT u.i, u.nj, u.oj FROM ROWS FROM ('
-                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM old_rows x)), '
-                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM new_rows x))) WITH ORDINALITY u(oj, nj, i)'
-            ELSE pg_catalog.format(
-                'SELECT n.i, pg_catalog.to_jsonb(n.x) AS nj, pg_catalog.to_jsonb(o.x) AS oj '
-                'FROM (SELECT x, pg_catalog.row_number() OVER () AS i FROM new_rows x) n '
-                'JOIN (SELECT x, pg_catalog.row_number() OVER () AS i FROM old_rows x) o ON o.i OPERATOR(pg_catalog.=) n.i, '
-                'LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) END)
-        INTO payloads, tenants, keys
-        USING entity, excluded, tenant_col, key_cols, nkeys, pg_catalog.array_remove(excluded, tenant_col);
-    ELSIF cond IS NOT NULL THEN
-        -- INSERT or DELETE under a condition: the other side's columns are NULL.
-        EXECUTE pg_catalog.format($q$
-            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object($1, r.j OPERATOR(pg_catalog.-) $2)),
-                   pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) $3) FILTER (WHERE $3 IS NOT NULL),
-                   pg_catalog.array_agg(%s) FILTER (WHERE $5 OPERATOR(pg_catalog.>) 0)
-            FROM (SELECT pg_catalog.to_jsonb(%s) AS j FROM %s AS %s CROSS JOIN LATERAL (SELECT (NULL::%s).*) AS %s
-                  WHERE (%s)) r $q$,
-            pg_catalog.format(key_sql, 'r.j'),
-            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
-            CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END,
-            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
-            TG_RELID::regclass,
-            CASE TG_OP WHEN 'INSERT' THEN 'old' ELSE 'new' END,
-            cond)
-        INTO payloads, tenants, keys
-        USING entity, excluded, tenant_col, key_cols, nkeys;
-    ELSIF TG_OP = 'INSERT' THEN
-        -- (INSERT and DELETE are spelled out, not built as text: their plans are kept between
-        -- statements, which a one-row INSERT per transaction feels)
-        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
-               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
-                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
-                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
-        INTO payloads, tenants, keys
-        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
-    ELSE
-        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
-               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
-                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
-                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
-        INTO payloads, tenants, keys
-        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
-    END IF;
-    -- One row (most writes of an application): the single form, which does less for one event.
-    IF pg_catalog.cardinality(payloads) OPERATOR(pg_catalog.=) 1 THEN
-        PERFORM webhooks.webhook_publish(
-            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-            payloads[1], tenants[1], actor, keys[1]);
-    ELSIF payloads IS NOT NULL THEN
-        PERFORM webhooks.webhook_publish_many(
-            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-            payloads,
-            CASE WHEN tenant_col IS NOT NULL THEN tenants END,
-            actor,
-            CASE WHEN nkeys OPERATOR(pg_catalog.>) 0 THEN keys END);
-    END IF;
-    RETURN NULL;
-END $$;
-
--- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
--- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
--- statement triggers read it back from there and evaluate it with the writer's rights.
-CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
-LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
-
--- The condition as PostgreSQL prints it now: what lies between the definition's known
--- beginning and end (no pattern that a table name could fool), every name outside pg_catalog
--- qualified (so the writer's search_path cannot change what it calls).
-CREATE FUNCTION webhooks_internal._condition_of(tbl regclass) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog
-AS $$
-    SELECT CASE WHEN pg_catalog.starts_with(x.d, x.p) AND pg_catalog.right(x.d, pg_catalog.length(x.s)) = x.s
-                THEN pg_catalog.substr(x.d, pg_catalog.length(x.p) + 1,
-                                       pg_catalog.length(x.d) - pg_catalog.length(x.p) - pg_catalog.length(x.s)) END
-    FROM (SELECT pg_catalog.pg_get_triggerdef(g.oid) AS d,
-                 'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
-                     || pg_catalog.quote_ident(c.relname) || ' FOR EACH ROW WHEN (' AS p,
-                 ') EXECUTE FUNCTION webhooks_internal._condition_holder()' AS s
-          FROM pg_catalog.pg_trigger g
-          JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
-          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition') x
-$$;
-
--- The triggers of a tracked table, 0.2.0's row trigger included.
-CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass, with_condition boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    g text;
-BEGIN
-    FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
-             WHERE x.tgrelid = tbl AND NOT x.tgisinternal
-               AND (x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-                    OR (with_condition AND x.tgname = 'webhooks_row_condition'))
-    LOOP
-        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
-    END LOOP;
-END $$;
-
--- (Re)creates the row triggers of a tracked table from its attribute numbers and the table's
--- columns as they are now. Returns the columns kept out because their names look secret.
-CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    t webhooks.tracked_tables;
-    tenant_col text;
-    key_cols text[];
-    excluded text[];
-    auto text[];
-    sent text[];
-    args text[];
-BEGIN
-    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    -- (the ALTER TABLE below calls this function again through the event trigger: that call
-    -- finds the condition trigger made and makes nothing more)
-    IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
-        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
-        -- once it is known to be one expression and nothing more (this runs as the owner).
-        PERFORM webhooks_internal._check_condition(t.condition);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
-            ') EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
-        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
-    ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
-    END IF;
-    IF t.tenant_attnum IS NOT NULL THEN
-        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
-        IF tenant_col IS NULL THEN
-            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
-                USING ERRCODE = 'dependent_objects_still_exist',
-                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
-        END IF;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
-    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
-           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                 AND webhooks_internal._looks_secret(a.attname))
-    INTO excluded, auto
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
-    -- The entity key goes into events and deliveries: never from a column kept out.
-    IF key_cols && excluded THEN
-        key_cols := NULL;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) INTO sent
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
-      AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
-    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
-                  coalesce(sent, '{}')::text, coalesce(webhooks_internal._condition_of(tbl), '')];
-    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
-    -- One statement trigger per operation: a trigger with transition tables serves one event.
-    IF t.applied IS DISTINCT FROM args OR (
-        SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
-        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-    ) <> 3 THEN
-        PERFORM webhooks_internal._drop_row_triggers(tbl);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
-    END IF;
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args,
-        condition = nullif(args[6], '')
-    WHERE x.relid = tbl;
-    RETURN coalesce(auto, '{}');
-END $$;
-
-CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    missing text;
-    nums int2[];
-BEGIN
-    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
-    WHERE c IS NULL OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
-    END IF;
-    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
-    RETURN nums;
-END $$;
-
-CREATE FUNCTION webhooks_internal._track_table(
-    tbl regclass,
-    entity text,
-    exclude_columns text[],
-    tenant_column text,
-    include_columns text[],
-    condition text
-) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    rel pg_catalog.pg_class;
-    op text;
-    auto text[];
-BEGIN
-    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
-    END IF;
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF rel.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relpersistence = 't' THEN
-        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
-        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(entity);
-    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
-            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
-        END IF;
-    END LOOP;
-    -- Rows of tables dropped since they were tracked.
-    DELETE FROM webhooks.tracked_tables x
-    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
-    -- A new condition replaces the old one (made again from the text given).
-    IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
-    END IF;
-    IF nullif(condition, '') IS NOT NULL THEN
-        PERFORM webhooks_internal._check_condition(condition);
-    END IF;
-    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum, condition)
-    VALUES (tbl, entity,
-            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
-            CASE WHEN include_columns IS NOT NULL
-                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
-            CASE WHEN tenant_column IS NOT NULL
-                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END,
-            nullif(condition, ''))
-    ON CONFLICT (relid) DO UPDATE
-        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
-            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            condition = EXCLUDED.condition, tracked_at = pg_catalog.now();
-    auto := webhooks_internal._track_apply(tbl);
-    IF pg_catalog.cardinality(auto) > 0 THEN
-        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
-            USING HINT = 'List a column in include_columns to send it anyway.';
-    END IF;
-    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
-END $$;
-
-CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    PERFORM webhooks_internal._drop_row_triggers(tbl, true);
-END $$;
-
--- After any DDL command that touches a tracked table, directly or through a parent, a view
--- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
--- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
--- whose trigger is already right are left alone.
-CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    r record;
-    before text[];
-    auto text[];
-BEGIN
-    -- pg_restore (these two settings off, as no application session has them) brings the
-    -- triggers back itself, after the DDL that would fire this: it must not make them first.
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
-       OR (pg_catalog.current_setting('row_security') = 'off'
-           AND pg_catalog.current_setting('check_function_bodies') = 'off') THEN
-        RETURN;
-    END IF;
-    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
-    LOOP
-        before := r.auto_excluded;
-        auto := webhooks_internal._track_apply(r.relid);
-        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
-            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
-                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
-        END IF;
-    END LOOP;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
-    EXECUTE FUNCTION webhooks_internal._on_ddl();
-
--- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
--- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
-CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
-        RETURN;
-    END IF;
-    DELETE FROM webhooks.tracked_tables t
-    USING pg_catalog.pg_event_trigger_dropped_objects() o
-    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
-    EXECUTE FUNCTION webhooks_internal._on_drop();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:93
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/wake.rs:352
 -- webhooks::wake::_installed
 CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

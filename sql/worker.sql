@@ -10,22 +10,41 @@
 -- statistics, stale after a burst, can lead the planner into a join that grows with the table;
 -- the timeout turns any plan that still does into a logged, retried error instead of a hang.
 --
--- The worker leases ahead: an endpoint may have up to least(max_in_flight, senders) * ahead
--- rows claimed (queued in the worker or in flight); the worker itself holds each endpoint to
--- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on this claim.
+-- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
+-- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
+-- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
+-- Endpoints the worker names fast (their answers come back within a fraction of a second)
+-- lease four times further: their rounds are short, and with only `ahead` of them leased one
+-- busy receiver waited on the claim and record between rounds.
 -- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
 -- leased further ahead; counted like single rows, one batch filled its allowance and batches
 -- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
 -- silent endpoint keeps what it leased until its requests time out (the worker's own budget,
 -- 20,000 rows, then lasts for twenty such endpoints).
--- Endpoints the worker names `fast` (their answers come back within a fraction of a second)
--- lease four times further: their rounds are short, and with only `ahead` of them leased one
--- busy receiver waited on the claim and record between rounds.
--- With several workers, each may hold its part (1/workers) of an endpoint's allowance, counted
--- from claimed_by, and no more: counted over the table, the first to claim leased it all while
--- it could send only its part of max_in_flight at a time, and the others found no room (two
--- workers delivered slower than one). Each worker's part follows its own view of the endpoint
--- (fast or not).
+-- (SQL, inlined into the claim's statements)
+CREATE FUNCTION webhooks_internal._lease_quota(max_in_flight int, batch_max int, senders int,
+                                               ahead int, fast boolean) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN batch_max > 1
+                THEN least(least(max_in_flight, senders) * batch_max, 1000)
+                ELSE least(max_in_flight, senders) * CASE WHEN fast THEN 4 * ahead ELSE ahead END
+           END
+$$;
+
+-- How many more rows of an endpoint with `quota` this claimer may take, given the endpoint's
+-- rows in flight (`busy`) and those this worker claimed (`mine`). With several workers, each
+-- may hold its part (1/workers) of the quota, counted from claimed_by, and no more: counted
+-- over the table, the first to claim leased it all while it could send only its part of
+-- max_in_flight at a time, and the others found no room (two workers delivered slower than
+-- one). Each worker's part follows its own view of the endpoint (fast or not).
+CREATE FUNCTION webhooks_internal._lease_room(quota int, busy int, mine int, workers int) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN workers > 1 THEN (quota + workers - 1) / workers - coalesce(mine, 0)
+                ELSE quota - coalesce(busy, 0) END
+$$;
+
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
                                          fast text[] DEFAULT '{}', workers int DEFAULT 1)
@@ -97,13 +116,11 @@ BEGIN
           WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
     -- How many rows endpoints can take now: the head looked at is sized by it, so a single
     -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least(CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
-                                            ELSE q.quota - coalesce(b.n, 0) END,
+    SELECT coalesce(sum(greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
                                        CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
-                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
+    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
@@ -133,8 +150,7 @@ BEGIN
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
                -- (what it may have leased)
-               (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
-                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS max_in_flight,
+               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
@@ -151,8 +167,7 @@ BEGIN
         (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
                                                 ON b.endpoint_id = r.endpoint_id
          WHERE r.what = 'take' AND r.rn <= r.allow
-           AND r.rn <= CASE WHEN workers > 1 THEN (r.max_in_flight + workers - 1) / workers - coalesce(b.mine, 0)
-                            ELSE r.max_in_flight - coalesce(b.n, 0) END
+           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
@@ -254,19 +269,16 @@ BEGIN
             GROUP BY d.endpoint_id
         ), room AS (
             SELECT ep.id, ep.tenant_id,
-                   least(CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
-                              ELSE q.quota - coalesce(b.n, 0) END - coalesce(t.n, 0),
+                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
                          CASE WHEN ep.rate_limit IS NULL THEN batch
                               ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (CASE WHEN ep.batch_max > 1 THEN least(least(ep.max_in_flight, senders) * ep.batch_max, 1000)
-                 ELSE least(ep.max_in_flight, senders) * CASE WHEN ep.id = ANY (fast) THEN 4 * ahead ELSE ahead END END) AS quota) q
+            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS quota) q
             LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
             WHERE ep.enabled AND NOT ep.ordered
-              AND CASE WHEN workers > 1 THEN (q.quota + workers - 1) / workers - coalesce(b.mine, 0)
-                       ELSE q.quota - coalesce(b.n, 0) END > coalesce(t.n, 0)
+              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN

@@ -907,9 +907,10 @@ fn a_stale_answer_beside_the_current_one_changes_nothing() {
     let (id, lease) = Spi::connect(|c| {
         let r = c
             .select("SELECT delivery_id, lease_us FROM webhooks_internal._claim(10, '1 minute', false)", None, &[])
-            .unwrap()
+            .expect("a claim")
             .first();
-        (r.get::<i64>(1).unwrap().unwrap(), r.get::<i64>(2).unwrap().unwrap())
+        let col = |i: usize| r.get::<i64>(i).ok().flatten().expect("a claimed row");
+        (col(1), col(2))
     });
     run(&format!(
         "SELECT webhooks_internal._record('{{{id},{id}}}', '{{{stale},{lease}}}', '{{dead,pending}}', '{{1,1}}', \
