@@ -70,15 +70,40 @@ fn pgbench(a: &Args, name: &str, sql: &str, secs: u32) -> f64 {
     pgbench_db(a, name, sql, secs, None)
 }
 
-fn pgbench_db(a: &Args, name: &str, sql: &str, secs: u32, db: Option<&str>) -> f64 {
-    let file = format!("{}/{name}.sql", a.work);
-    std::fs::write(&file, sql).unwrap();
+/// The transactions per second pgbench reported.
+pub(crate) fn tps_of(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .find(|l| l.starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|t| t.parse().ok())
+}
+
+/// pgbench against the bench's cluster (database `db`, or the one of --pg), with `opts`.
+pub(crate) fn pgbench_command(a: &Args, opts: &[&str], db: Option<&str>) -> Command {
     let conn: HashMap<&str, &str> =
         a.pg.split_whitespace()
             .filter_map(|kv| kv.split_once('='))
             .collect();
-    let out = Command::new(&a.pgbench)
-        .args([
+    let mut c = Command::new(&a.pgbench);
+    c.args(opts).args([
+        "-h",
+        conn["host"],
+        "-p",
+        conn["port"],
+        "-U",
+        conn["user"],
+        db.unwrap_or(conn["dbname"]),
+    ]);
+    c
+}
+
+fn pgbench_db(a: &Args, name: &str, sql: &str, secs: u32, db: Option<&str>) -> f64 {
+    let file = format!("{}/{name}.sql", a.work);
+    std::fs::write(&file, sql).unwrap();
+    let out = pgbench_command(
+        a,
+        &[
             "-n",
             "-c",
             "4",
@@ -88,29 +113,18 @@ fn pgbench_db(a: &Args, name: &str, sql: &str, secs: u32, db: Option<&str>) -> f
             &secs.to_string(),
             "-f",
             &file,
-        ])
-        .args([
-            "-h",
-            conn["host"],
-            "-p",
-            conn["port"],
-            "-U",
-            conn["user"],
-            db.unwrap_or(conn["dbname"]),
-        ])
-        .output()
-        .expect("pgbench runs");
+        ],
+        db,
+    )
+    .output()
+    .expect("pgbench runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("tps ="))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "pgbench {name} failed: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+    tps_of(&text).unwrap_or_else(|| {
+        panic!(
+            "pgbench {name} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 fn wait_drained(db: &mut Client) -> f64 {

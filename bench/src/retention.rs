@@ -5,8 +5,6 @@
 use crate::Args;
 use postgres::Client;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TABLES: [&str; 3] = ["events", "deliveries", "attempts"];
@@ -79,38 +77,18 @@ pub fn run(a: &Args, db: &mut Client, ep: &str, minutes: u32) -> Value {
         "SELECT webhooks.webhook_publish('user.created', jsonb_build_object('id', random(), 'email', 'anita@example.com', 'name', 'Anita Singh'));",
     )
     .expect("pgbench script written");
-    let conn: HashMap<&str, &str> =
-        a.pg.split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .collect();
-    let secs = minutes * 60;
-    let child = Command::new(&a.pgbench)
-        .args([
-            "-n",
-            "-c",
-            "4",
-            "-j",
-            "2",
-            "-R",
-            "1000",
-            "-T",
-            &secs.to_string(),
-            "-f",
-            &file,
-        ])
-        .args([
-            "-h",
-            conn["host"],
-            "-p",
-            conn["port"],
-            "-U",
-            conn["user"],
-            conn["dbname"],
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("pgbench runs");
+    let secs = (minutes * 60).to_string();
+    let child = crate::pgbench_command(
+        a,
+        &[
+            "-n", "-c", "4", "-j", "2", "-R", "1000", "-T", &secs, "-f", &file,
+        ],
+        None,
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("pgbench runs");
     let t0 = Instant::now();
     let mut samples = vec![sample(db, 0.0)];
     for m in 1..=minutes {
@@ -128,12 +106,7 @@ pub fn run(a: &Args, db: &mut Client, ep: &str, minutes: u32) -> Value {
     }
     let out = child.wait_with_output().expect("pgbench ends");
     let text = String::from_utf8_lossy(&out.stdout);
-    let tps: f64 = text
-        .lines()
-        .find(|l| l.starts_with("tps ="))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(f64::NAN);
+    let tps = crate::tps_of(&text).unwrap_or(f64::NAN);
     for sql in [
         "ALTER SYSTEM RESET webhooks.retention",
         "SELECT pg_reload_conf()",
