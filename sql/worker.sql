@@ -191,9 +191,12 @@ BEGIN
     -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
     -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
     -- once that claim has committed, or what it left would wait for this worker's next wake.
-    -- (said either way: a value set in the session or its configuration means nothing)
-    PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
-                                  CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
+    -- (said either way: a value set in the session or its configuration means nothing; a lone
+    -- worker has nobody to wait for and does not ask)
+    IF workers > 1 THEN
+        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
+                                      CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
+    END IF;
     SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
            array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
            array_agg(c.id) FILTER (WHERE c.what = 'parked'),

@@ -504,16 +504,18 @@ fn claim(
                 return (Vec::new(), false);
             }
         };
-        // (set by the claim when another worker's claim held some of its candidates)
-        let contended = client
-            .select(
-                "SELECT pg_catalog.current_setting('webhooks_internal.claim_contended', true)",
-                Some(1),
-                &[],
-            )
-            .ok()
-            .and_then(|t| t.first().get::<String>(1).ok().flatten())
-            .is_some_and(|v| v == "on");
+        // (set by the claim when another worker's claim held some of its candidates; with one
+        // worker there is nobody to wait for)
+        let contended = workers > 1
+            && client
+                .select(
+                    "SELECT pg_catalog.current_setting('webhooks_internal.claim_contended', true)",
+                    Some(1),
+                    &[],
+                )
+                .ok()
+                .and_then(|t| t.first().get::<String>(1).ok().flatten())
+                .is_some_and(|v| v == "on");
         let mut out = Vec::with_capacity(table.len());
         for row in table {
             let s = |i: usize| row.get::<String>(i).ok().flatten();
