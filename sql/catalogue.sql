@@ -52,7 +52,7 @@ CREATE FUNCTION webhooks.event_type_register(
     mode text DEFAULT 'async',
     version text DEFAULT '1'
 ) RETURNS webhooks.event_types
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     et webhooks.event_types;

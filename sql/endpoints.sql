@@ -84,10 +84,11 @@ EXCEPTION WHEN OTHERS THEN
               HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
 END $$;
 
--- The envelope a filter sees.
+-- The envelope a filter sees. An SQL function inlined where it is called (a SET clause would
+-- stop that), so its body names everything with its schema instead (DESIGN rule 8).
 CREATE FUNCTION webhooks_internal._filter_envelope(id text, type text, version text, source text,
                                                    tenant_id text, actor jsonb, data jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
                                          'tenant_id', tenant_id, 'actor', actor, 'data', data)
@@ -354,7 +355,7 @@ CREATE FUNCTION webhooks.endpoint_create(
     signature text DEFAULT NULL,
     filter text DEFAULT NULL
 ) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     ep webhooks.endpoints;
@@ -387,7 +388,7 @@ CREATE FUNCTION webhooks.endpoint_update(
     signature text DEFAULT NULL,
     filter text DEFAULT NULL
 ) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     ep webhooks.endpoints;
@@ -425,7 +426,7 @@ COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, bo
     'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a), filter (a SQL/JSON path predicate; '''' removes it).';
 
 CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
     DELETE FROM webhooks.endpoints e WHERE e.id = endpoint_delete.id;
@@ -436,7 +437,7 @@ END $$;
 COMMENT ON FUNCTION webhooks.endpoint_delete(text) IS 'Deletes an endpoint with its deliveries and attempts.';
 
 CREATE FUNCTION webhooks.endpoint_disable(id text, reason text DEFAULT NULL) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     ep webhooks.endpoints;
@@ -453,7 +454,7 @@ COMMENT ON FUNCTION webhooks.endpoint_disable(text, text) IS
     'Stops deliveries to an endpoint; its pending deliveries wait until it is enabled again.';
 
 CREATE FUNCTION webhooks.endpoint_enable(id text) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     ep webhooks.endpoints;
@@ -469,7 +470,7 @@ COMMENT ON FUNCTION webhooks.endpoint_enable(text) IS 'Resumes deliveries to an 
 
 -- A new secret; until the grace period ends requests carry a signature for both.
 CREATE FUNCTION webhooks.endpoint_rotate_secret(id text, grace interval DEFAULT '24 hours') RETURNS text
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     fresh text;

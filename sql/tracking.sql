@@ -181,7 +181,7 @@ END $$;
 -- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
 -- statement triggers read it back from there and evaluate it with the writer's rights.
 CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
-LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$;
 
 -- The condition as PostgreSQL prints it now: what lies between the definition's known
 -- beginning and end (no pattern that a table name could fool), every name outside pg_catalog

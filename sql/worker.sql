@@ -19,35 +19,17 @@
 -- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
 -- leased further ahead; counted like single rows, one batch filled its allowance and batches
 -- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
--- silent endpoint keeps what it leased until its requests time out (the worker's own budget,
--- 20,000 rows, then lasts for twenty such endpoints).
--- (SQL, inlined into the claim's statements)
-CREATE FUNCTION webhooks_internal._lease_quota(max_in_flight int, batch_max int, senders int,
-                                               ahead int, fast boolean) RETURNS int
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE WHEN batch_max > 1
-                THEN least(least(max_in_flight, senders) * batch_max, 1000)
-                ELSE least(max_in_flight, senders) * CASE WHEN fast THEN 4 * ahead ELSE ahead END
-           END
-$$;
-
--- How many more rows of an endpoint with `quota` this claimer may take, given the endpoint's
--- rows in flight (`busy`) and those this worker claimed (`mine`). With several workers, each
--- may hold its part (1/workers) of the quota, counted from claimed_by, and no more: counted
--- over the table, the first to claim leased it all while it could send only its part of
--- max_in_flight at a time, and the others found no room (two workers delivered slower than
--- one). Each worker's part follows its own view of the endpoint (fast or not).
-CREATE FUNCTION webhooks_internal._lease_room(quota int, busy int, mine int, workers int) RETURNS int
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE WHEN workers > 1 THEN (quota + workers - 1) / workers - coalesce(mine, 0)
-                ELSE quota - coalesce(busy, 0) END
-$$;
+-- silent endpoint keeps what it leased until its requests time out.
+-- With several workers, each may hold its part of the quota, counted from claimed_by, and no
+-- more: counted over the table, the first to claim leased it all while it could send only its
+-- part of max_in_flight at a time, and the others found no room (two workers delivered slower
+-- than one). The parts add up to max_in_flight exactly (src/lease.rs, shared with the
+-- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
+-- (webhooks_internal._lease_quota and _lease_room, in Rust: src/lease.rs)
 
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
-                                         fast text[] DEFAULT '{}', workers int DEFAULT 1)
+                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
@@ -120,7 +102,7 @@ BEGIN
                                        CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                             ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
     FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS quota) q
+    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
@@ -150,7 +132,7 @@ BEGIN
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
                -- (what it may have leased)
-               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS max_in_flight,
+               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
@@ -276,7 +258,7 @@ BEGIN
                          CASE WHEN ep.rate_limit IS NULL THEN batch
                               ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast))) AS quota) q
+            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
             LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id

@@ -277,3 +277,43 @@ fn _worker_state() -> TableIterator<
     let beat = mine.iter().map(|(_, b)| *b).max().filter(|b| *b != 0);
     TableIterator::once((true, pid, beat))
 }
+
+/// This worker's quota of an endpoint's rows (src/lease.rs), for the claim.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(immutable, parallel_safe, strict, schema = "webhooks_internal")]
+fn _lease_quota(
+    max_in_flight: i32,
+    batch_max: i32,
+    senders: i32,
+    ahead: i32,
+    fast: bool,
+    workers: i32,
+    rank: i32,
+    endpoint_id: &str,
+) -> i32 {
+    let u = |v: i32| v.max(0) as u32;
+    crate::lease::quota(
+        u(max_in_flight),
+        u(batch_max),
+        u(senders),
+        u(ahead),
+        fast,
+        crate::lease::Worker {
+            workers: u(workers).max(1),
+            rank: u(rank),
+        },
+        endpoint_id,
+    ) as i32
+}
+
+/// How many more rows of an endpoint this worker may take (src/lease.rs), for the claim.
+#[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
+fn _lease_room(quota: i32, busy: Option<i32>, mine: Option<i32>, workers: i32) -> i32 {
+    crate::lease::room(
+        i64::from(quota),
+        i64::from(busy.unwrap_or(0)),
+        i64::from(mine.unwrap_or(0)),
+        workers.max(1) as u32,
+    )
+    .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}

@@ -316,6 +316,65 @@ pub fn init() {
     unsafe { pg_sys::MarkGUCPrefixReserved(c"webhooks".as_ptr()) };
 }
 
+/// What a worker's session runs with, whatever `ALTER DATABASE`, `ALTER ROLE ... IN DATABASE`,
+/// `ALTER ROLE ALL IN DATABASE` or `ALTER SYSTEM` say. A database owner may set any of these
+/// for its database, and PostgreSQL applies them when the worker connects: `search_path` decides
+/// whose operators, functions, types and casts an unqualified name reaches (a trojan `=` in a
+/// schema listed before pg_catalog ran as the superuser the worker connects as); the others
+/// change what a literal or a comparison means, or whether our triggers fire at all. Everything
+/// else a database may set (planner costs, memory) can only make its own deliveries slower.
+const WORKER_SESSION: &[(&CStr, &CStr)] = &[
+    (c"search_path", c"pg_catalog, pg_temp"),
+    (c"standard_conforming_strings", c"on"),
+    (c"transform_null_equals", c"off"),
+    (c"array_nulls", c"on"),
+    (c"backslash_quote", c"safe_encoding"),
+    (c"DateStyle", c"ISO, MDY"),
+    (c"IntervalStyle", c"postgres"),
+    (c"row_security", c"on"),
+    (c"check_function_bodies", c"on"),
+    (c"session_replication_role", c"origin"),
+    (c"exit_on_error", c"off"),
+    (c"plan_cache_mode", c"auto"),
+    // (read committed: SKIP LOCKED and the lease token rely on it)
+    (c"default_transaction_isolation", c"read committed"),
+    (c"default_transaction_read_only", c"off"),
+    (c"default_transaction_deferrable", c"off"),
+    // The worker arms its own statement timeout (src/worker.rs); lock waits are bounded here.
+    (c"statement_timeout", c"0"),
+    (c"lock_timeout", c"2s"),
+    (c"idle_in_transaction_session_timeout", c"0"),
+    // Its statements read a few rows by key: a plan whose estimate crosses jit_above_cost (a
+    // housekeeping pass over a large table) spent 110 ms compiling for a statement that runs in 1.
+    (c"jit", c"off"),
+    (c"plpgsql.extra_errors", c"none"),
+    (c"plpgsql.extra_warnings", c"none"),
+    (c"plpgsql.variable_conflict", c"error"),
+    (c"plpgsql.print_strict_params", c"off"),
+    // A session's own settings of ours mean nothing to the worker.
+    (c"webhooks.tenant_id", c""),
+    (c"webhooks.actor", c""),
+    (c"webhooks.traceparent", c""),
+    #[cfg(any(feature = "pg17", feature = "pg18"))]
+    (c"transaction_timeout", c"0"),
+];
+
+/// Pins the worker session's settings (`WORKER_SESSION`), at session level as `SET` would (so
+/// the `SET` clauses of our functions still apply inside them), before its first statement.
+/// Called inside a transaction that then commits: a session setting made in an aborted one goes.
+pub fn pin_worker_session() {
+    for (name, value) in WORKER_SESSION {
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            )
+        };
+    }
+}
+
 pub fn string_value(s: &GucSetting<Option<CString>>) -> String {
     s.get()
         .map(|c| c.to_string_lossy().into_owned())

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod headers;
 pub mod http;
 pub mod ids;
+pub mod lease;
 pub mod schedule;
 pub mod signing;
 pub mod state;
@@ -99,6 +100,11 @@ extension_sql_file!(
     "../sql/worker.sql",
     name = "worker",
     requires = ["endpoints", "operations"]
+);
+extension_sql_file!(
+    "../sql/housekeeping.sql",
+    name = "housekeeping",
+    requires = ["worker"]
 );
 extension_sql_file!(
     "../sql/metrics.sql",

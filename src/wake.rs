@@ -192,10 +192,17 @@ unsafe extern "C-unwind" fn on_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     // Workers connected to a database would make DROP DATABASE (and CREATE DATABASE ... TEMPLATE
-    // it) fail: they are asked to leave first, and the launcher starts none there while the
-    // database is gone or its extension absent.
+    // it, ALTER DATABASE ... RENAME) fail: they are asked to leave first, and the launcher starts
+    // none there while the database is gone or its extension absent. Only for a caller that
+    // PostgreSQL will let do it: a refused DROP DATABASE in a loop stopped any database's
+    // delivery and made requests in flight go again.
     if let Some(db) = database_being_dropped(pstmt) {
-        stop_workers_of(db);
+        if context == pg_sys::ProcessUtilityContext::PROCESS_UTILITY_TOPLEVEL
+            && !pg_sys::IsTransactionBlock()
+            && may_take_database(pstmt, db)
+        {
+            stop_workers_of(db);
+        }
     }
     let commit_prepared = !pstmt.is_null() && {
         let node = (*pstmt).utilityStmt;
@@ -265,6 +272,73 @@ unsafe fn database_being_dropped(pstmt: *mut pg_sys::PlannedStmt) -> Option<u32>
     }
     let oid = pg_sys::get_database_oid(name, true);
     (oid != pg_sys::Oid::INVALID).then(|| u32::from(oid))
+}
+
+/// Whether the current user passes the checks PostgreSQL makes before it drops, renames or
+/// copies the database `db` (`dropdb`, `RenameDatabase`, `createdb` in dbcommands.c): owner of it
+/// (or a member of its owner, superusers included), not connected to it, not dropping a
+/// template; CREATEDB to rename or copy, a copy only of a template or of its own database, and
+/// a new name that is free.
+/// Made before PostgreSQL's own, so that it never acts for a caller it will refuse.
+unsafe fn may_take_database(pstmt: *mut pg_sys::PlannedStmt, db: u32) -> bool {
+    let user = pg_sys::GetUserId();
+    let Some((owner, template)) = database_owner(db) else {
+        return false;
+    };
+    let owns = pg_sys::has_privs_of_role(user, owner);
+    let connected_here = u32::from(pg_sys::MyDatabaseId) == db;
+    let node = (*pstmt).utilityStmt;
+    let name_free = |name: *const std::os::raw::c_char| {
+        !name.is_null() && pg_sys::get_database_oid(name, true) == pg_sys::Oid::INVALID
+    };
+    match (*node).type_ {
+        pg_sys::NodeTag::T_DropdbStmt => owns && !connected_here && !template,
+        pg_sys::NodeTag::T_RenameStmt => {
+            owns && may_create_databases(user)
+                && !connected_here
+                && name_free((*(node as *mut pg_sys::RenameStmt)).newname)
+        }
+        pg_sys::NodeTag::T_CreatedbStmt => {
+            may_create_databases(user)
+                && (template || owns)
+                && !connected_here
+                && name_free((*(node as *mut pg_sys::CreatedbStmt)).dbname)
+        }
+        _ => false,
+    }
+}
+
+/// (datdba, datistemplate) of a database, from the system cache.
+unsafe fn database_owner(db: u32) -> Option<(pg_sys::Oid, bool)> {
+    let tup = pg_sys::SearchSysCache1(
+        pg_sys::SysCacheIdentifier::DATABASEOID as _,
+        pg_sys::Datum::from(db),
+    );
+    if tup.is_null() {
+        return None;
+    }
+    let form = pg_sys::GETSTRUCT(tup) as *mut pg_sys::FormData_pg_database;
+    let out = ((*form).datdba, (*form).datistemplate);
+    pg_sys::ReleaseSysCache(tup);
+    Some(out)
+}
+
+/// CREATEDB (or superuser), as `have_createdb_privilege` says (not exported by every major).
+unsafe fn may_create_databases(user: pg_sys::Oid) -> bool {
+    if pg_sys::superuser_arg(user) {
+        return true;
+    }
+    let tup = pg_sys::SearchSysCache1(
+        pg_sys::SysCacheIdentifier::AUTHOID as _,
+        pg_sys::Datum::from(user),
+    );
+    if tup.is_null() {
+        return false;
+    }
+    let form = pg_sys::GETSTRUCT(tup) as *mut pg_sys::FormData_pg_authid;
+    let yes = (*form).rolcreatedb;
+    pg_sys::ReleaseSysCache(tup);
+    yes
 }
 
 /// Sends SIGTERM to the workers of a database and waits (a few seconds at most) until they are

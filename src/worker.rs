@@ -36,14 +36,13 @@ pub fn register() {
     }
 }
 
+const EXTENSION_VERSION_SQL: &str = "SELECT e.extversion FROM pg_catalog.pg_extension e \
+     WHERE e.extname OPERATOR(pg_catalog.=) 'webhooks'::pg_catalog.name";
+
 /// The installed extension's version in this database, if any.
 fn installed_version() -> Option<String> {
     in_transaction("looking for the extension", || {
-        Spi::get_one::<String>(
-            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'webhooks'",
-        )
-        .ok()
-        .flatten()
+        Spi::get_one::<String>(EXTENSION_VERSION_SQL).ok().flatten()
     })
     .flatten()
 }
@@ -133,8 +132,11 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
     } else {
         BackgroundWorker::connect_worker_to_spi(Some(&guc::string_value(&guc::DATABASE)), None);
     }
+    // Before the first statement: what the database's and the roles' settings said is
+    // replaced by what the worker's SQL was written for (whose operators it calls above all).
+    in_transaction("pinning the session's settings", guc::pin_worker_session);
     let db = in_transaction("naming the database", || {
-        Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")
+        Spi::get_one::<String>("SELECT pg_catalog.current_database()::pg_catalog.text")
             .ok()
             .flatten()
     })
@@ -156,21 +158,9 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
     }
     log!("webhooks worker started on database \"{db}\"");
 
-    // Every statement of the worker is bounded: lock waits here (lock_timeout is armed at the
-    // wait itself), statements in `in_transaction` (a statement timeout it arms itself, since
-    // statement_timeout is only armed for client statements).
-    in_transaction("setting session defaults", || {
-        // Whatever postgresql.conf says: the worker's statements are read-write, read committed
-        // (SKIP LOCKED and the lease token rely on it), and never wait on a lock for long. No
-        // JIT: its statements read a few rows by key, and a plan whose estimate crosses
-        // jit_above_cost (a housekeeping pass over a large table, a disabled path's cost) spent
-        // 110 ms compiling for a statement that runs in 1.
-        Spi::run(
-            "SET lock_timeout = '2s'; SET default_transaction_isolation = 'read committed'; \
-             SET default_transaction_read_only = off; SET jit = off",
-        )
-        .ok();
-    });
+    // Every statement of the worker is bounded: lock waits by lock_timeout (armed at the wait
+    // itself, pinned above), statements by the timeout `in_transaction` arms itself (a
+    // statement_timeout setting is only armed for client statements).
 
     let mut flow = Flow::new(Settings::load());
     let mut last_housekeeping = Instant::now() - Duration::from_secs(3600);
@@ -392,11 +382,7 @@ fn in_transaction<R>(
 /// once, instead of failing every loop (or worse, half-working) against them.
 fn extension_present(client: &SpiClient<'_>) -> bool {
     let installed = client
-        .select(
-            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'webhooks'",
-            Some(1),
-            &[],
-        )
+        .select(EXTENSION_VERSION_SQL, Some(1), &[])
         .ok()
         .and_then(|t| t.first().get::<String>(1).ok().flatten());
     let Some(installed) = installed else {
@@ -431,7 +417,7 @@ fn record_sync_failures() {
             }
             for note in crate::handoff::drain() {
                 if let Err(e) = client.update(
-                    "SELECT webhooks_internal._sync_failure_record($1::jsonb)",
+                    "SELECT webhooks_internal._sync_failure_record($1::pg_catalog.jsonb)",
                     None,
                     &[note.as_str().into()],
                 ) {
@@ -444,9 +430,10 @@ fn record_sync_failures() {
 
 /// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
 const CLAIM_SQL: &str =
-    "SELECT * FROM webhooks_internal._claim($1::int4, $2::interval, $3, $4::int4, $5::int4, $6::text[], $7::int4)";
+    "SELECT * FROM webhooks_internal._claim($1::pg_catalog.int4, $2::pg_catalog.interval, $3, \
+     $4::pg_catalog.int4, $5::pg_catalog.int4, $6::pg_catalog.text[], $7::pg_catalog.int4, $8::pg_catalog.int4)";
 
-const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::int4)";
+const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::pg_catalog.int4)";
 
 /// Delivery rows written from fanouts per claim at most (about 50 ms of inserts).
 const EXPAND_STEP: i32 = 10_000;
@@ -482,6 +469,7 @@ fn claim(
     senders: usize,
     fast: Vec<String>,
     workers: usize,
+    rank: usize,
 ) -> (Vec<Claimed>, bool) {
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
@@ -496,6 +484,7 @@ fn claim(
             LEASE_AHEAD.into(),
             fast.into(),
             (workers as i32).into(),
+            (rank as i32).into(),
         ];
         let table = match client.update(CLAIM_SQL, None, &args) {
             Ok(t) => t,
@@ -932,6 +921,8 @@ struct Flow {
     /// Workers of this database running now (webhooks.workers at most): each leases and sends
     /// its part of an endpoint's allowance, so one left alone takes the whole of it.
     live_workers: usize,
+    /// This worker's rank among them (by pid): which part of each allowance is its own.
+    rank: usize,
     /// An answer that pauses or disables its endpoint waits to be recorded.
     urgent: bool,
 }
@@ -978,6 +969,7 @@ impl Flow {
             contended: 0,
             retry_claim_at: None,
             live_workers: 1,
+            rank: 0,
             urgent: false,
         }
     }
@@ -1058,12 +1050,19 @@ impl Flow {
         // large statement published never holds back the claim for long; with more left, the
         // next claim goes on with them without waiting.
         self.claim_forced = expand();
-        self.live_workers = wake::workers_of(unsafe { u32::from(pg_sys::MyDatabaseId) })
-            .len()
-            .clamp(1, self.settings.workers.max(1));
-        let workers = self.live_workers;
+        // (its rank among the workers of this database, by pid: which part of each endpoint's
+        // allowance is its own)
+        let mut pids: Vec<i32> = wake::workers_of(unsafe { u32::from(pg_sys::MyDatabaseId) })
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        pids.sort_unstable();
+        let me = unsafe { pg_sys::MyProcPid };
+        self.live_workers = pids.len().clamp(1, self.settings.workers.max(1));
+        self.rank = pids.iter().position(|p| *p == me).unwrap_or(0) % self.live_workers;
+        let (workers, rank) = (self.live_workers, self.rank);
         let (claimed, contended) = in_transaction("claiming deliveries", || {
-            claim(&settings, scan_leases, lease, senders, fast, workers)
+            claim(&settings, scan_leases, lease, senders, fast, workers, rank)
         })
         .unwrap_or_default();
         // Another worker's claim held some of what this one chose: claim again shortly, once
@@ -1137,7 +1136,15 @@ impl Flow {
             let (ep, tenant, cap) = (
                 first.endpoint_id.clone(),
                 first.endpoint_tenant.clone(),
-                first.max_in_flight.div_ceil(self.live_workers),
+                // (its part of max_in_flight, as the claim counted it; at least one, should
+                // the workers have changed since the claim)
+                (crate::lease::part(
+                    first.max_in_flight as u32,
+                    self.live_workers as u32,
+                    self.rank as u32,
+                    &first.endpoint_id,
+                ) as usize)
+                    .max(1),
             );
             units.push((
                 ep,
@@ -1412,23 +1419,24 @@ impl Record {
 }
 
 const RECORD_SQL: &str =
-    "SELECT webhooks_internal._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::interval)";
+    "SELECT webhooks_internal._record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12::pg_catalog.interval)";
 
 /// Rows one pruning statement deletes at most, and how long one housekeeping pass may run
 /// before the worker goes back to delivering (the pass goes on a second later).
-const PRUNE_STEP: i64 = 5_000;
+const PRUNE_STEP: i32 = 5_000;
 const HOUSEKEEPING_BUDGET: Duration = Duration::from_millis(250);
 
-/// Runs one statement of housekeeping in its own transaction (with its own timeout) and
-/// returns how many rows it changed; a failure is logged and the next statement runs anyway.
-fn chore(what: &str, sql: &str, args: &[&str]) -> i64 {
+/// Runs one step of housekeeping (a function of sql/housekeeping.sql) in its own transaction,
+/// with its own timeout, and returns how many rows it changed; a failure is logged and the
+/// next step runs anyway.
+fn chore(what: &str, sql: &str, args: &[pgrx::datum::DatumWithOid]) -> i64 {
     in_transaction(what, || {
         Spi::connect_mut(|client| {
             if !extension_present(client) {
                 return 0;
             }
-            let args: Vec<pgrx::datum::DatumWithOid> = args.iter().map(|a| (*a).into()).collect();
-            match client.update(sql, Some(1), &args) {
+            match client.update(sql, Some(1), args) {
                 Ok(t) => t.first().get::<i64>(1).ok().flatten().unwrap_or(0),
                 Err(e) => {
                     warning!("webhooks worker: {what} failed: {e}");
@@ -1452,43 +1460,26 @@ fn housekeeping(settings: &Settings) -> bool {
     let before = format!("evt_{}", crate::ids::ulid(cutoff_ms, [0; 10]));
     let started = Instant::now();
     let mut behind = false;
-    // SKIP LOCKED: a row someone holds is pruned next time, never waited for. Attempts go with
-    // their deliveries (the cascade trigger), events once no delivery refers to them.
     let prune: [(&str, &str, &str); 3] = [
         (
             "pruning succeeded deliveries",
-            "WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-                 SELECT id FROM webhooks.deliveries
-                 WHERE status = 'succeeded' AND completed_at < now() - $1::interval
-                 LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
-             SELECT count(*) FROM gone",
+            "SELECT webhooks_internal._prune_succeeded($1::pg_catalog.interval, $2)",
             keep.as_str(),
         ),
         (
             "pruning dead deliveries",
-            "WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-                 SELECT id FROM webhooks.deliveries
-                 WHERE status = 'dead' AND completed_at < now() - $1::interval
-                 LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
-             SELECT count(*) FROM gone",
+            "SELECT webhooks_internal._prune_dead($1::pg_catalog.interval, $2)",
             keep_dead.as_str(),
         ),
         (
             "pruning events",
-            "WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
-                 SELECT e.id FROM webhooks.events e
-                 WHERE e.id < $1
-                   -- (nor those a fanout has yet to write deliveries for)
-                   AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), $1)
-                   AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
-                 LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
-             SELECT count(*) FROM gone",
+            "SELECT webhooks_internal._prune_events($1, $2)",
             before.as_str(),
         ),
     ];
     for (what, sql, arg) in prune {
         loop {
-            if chore(what, sql, &[arg]) < PRUNE_STEP {
+            if chore(what, sql, &[arg.into(), PRUNE_STEP.into()]) < PRUNE_STEP as i64 {
                 break;
             }
             if started.elapsed() > HOUSEKEEPING_BUDGET || signals::stopping() {
@@ -1497,47 +1488,19 @@ fn housekeeping(settings: &Settings) -> bool {
             }
         }
     }
-    // A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by
-    // now (a restore that finished loading): release what waits for no reason. Through the
-    // enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
-    // scanned.
     chore(
         "releasing parked deliveries",
-        "WITH released AS (
-             UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
-             WHERE d.id IN (
-                 SELECT x.id FROM webhooks.endpoints ep
-                 JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
-                  AND x.next_attempt_at = 'infinity'
-                  AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
-                 WHERE ep.enabled
-                   AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
-                 LIMIT 5000 FOR UPDATE OF x SKIP LOCKED)
-             RETURNING 1)
-         SELECT count(*) FROM released",
-        &[],
+        "SELECT webhooks_internal._release_parked($1)",
+        &[PRUNE_STEP.into()],
     );
-    // Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
     chore(
         "deleting orphans",
-        "WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-             SELECT d.id FROM webhooks.deliveries d
-             WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
-               AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
-               AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                                AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
-                    OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
-             LIMIT 5000 FOR UPDATE SKIP LOCKED) RETURNING 1)
-         SELECT count(*) FROM gone",
-        &[],
+        "SELECT webhooks_internal._delete_orphans($1)",
+        &[PRUNE_STEP.into()],
     );
-    // Bindings of dropped roles bind nobody (they are keyed by oid); they go.
     chore(
         "removing bindings of dropped roles",
-        "WITH gone AS (DELETE FROM webhooks.tenant_roles t
-             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
-             RETURNING 1)
-         SELECT count(*) FROM gone",
+        "SELECT webhooks_internal._forget_dropped_roles()",
         &[],
     );
     behind

@@ -6,6 +6,7 @@ pub mod pki;
 pub mod proxy;
 pub mod receiver;
 pub mod restore;
+pub mod trojan;
 
 use std::time::{Duration, Instant};
 

@@ -193,3 +193,75 @@ fn a_shadowed_operator_cannot_change_who_the_api_acts_for() {
         .get(0);
     assert_eq!(n, 0, "globex's endpoint stays invisible");
 }
+
+/// DROP DATABASE (and a rename or copy of a database) must find no worker connected to it, so
+/// our hook asks them to leave first: only for a caller PostgreSQL then lets do it. Refused
+/// statements in a loop stopped any database's delivery (and made requests in flight go again).
+#[test]
+fn a_role_that_may_not_drop_a_database_cannot_stop_its_workers() {
+    let c = Cluster::start(&[]);
+    let rx = Receiver::ok();
+    let mut su = c.client();
+    su.batch_execute("CREATE ROLE nobody LOGIN; CREATE ROLE maker LOGIN CREATEDB")
+        .unwrap();
+    c.endpoint(&mut su, &rx.url, &["user.*"]);
+    let pid = wait_for("the worker", Duration::from_secs(30), || {
+        c.worker_pid(&mut su)
+    });
+    // (from another database: connected to postgres itself, the refusal would have another
+    // reason than the one tested)
+    su.batch_execute("CREATE DATABASE other").unwrap();
+    let elsewhere = |user: &str| {
+        postgres::Client::connect(
+            &format!("host=127.0.0.1 port={} user={user} dbname=other", c.port),
+            postgres::NoTls,
+        )
+        .unwrap()
+    };
+    let (mut nobody, mut maker) = (elsewhere("nobody"), elsewhere("maker"));
+    for _ in 0..3 {
+        for (maker_asks, sql, refusal) in [
+            (false, "DROP DATABASE postgres", "must be owner"),
+            (
+                false,
+                "DROP DATABASE postgres WITH (FORCE)",
+                "must be owner",
+            ),
+            (
+                false,
+                "ALTER DATABASE postgres RENAME TO elsewhere",
+                "must be owner",
+            ),
+            (
+                false,
+                "CREATE DATABASE copy TEMPLATE postgres",
+                "permission denied to create database",
+            ),
+            (
+                true,
+                "CREATE DATABASE copy TEMPLATE postgres",
+                "permission denied to copy database",
+            ),
+            (
+                true,
+                "ALTER DATABASE postgres RENAME TO elsewhere",
+                "must be owner",
+            ),
+        ] {
+            let who = if maker_asks { &mut maker } else { &mut nobody };
+            let e = error_of(who.execute(sql, &[]));
+            assert!(e.contains(refusal), "{sql}: {e}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        c.worker_pid(&mut su),
+        Some(pid),
+        "the worker was never asked to leave"
+    );
+    su.execute("SELECT webhooks.webhook_publish('user.created', '{}')", &[])
+        .unwrap();
+    wait_for("the delivery", Duration::from_secs(5), || {
+        (rx.count() == 1).then_some(())
+    });
+}

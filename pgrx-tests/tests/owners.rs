@@ -1,0 +1,247 @@
+//! What a database owner (or any role with CREATEDB) can make our processes run. It may set a
+//! search_path for its database (ALTER DATABASE, ALTER ROLE ALL IN DATABASE) that puts its own
+//! operators, functions and types before pg_catalog's; the worker connects to every database as
+//! a superuser and receives those settings, and superusers call our functions from sessions with
+//! such a path. None of that may ever run the owner's code as anyone but the owner, while
+//! deliveries go on as usual.
+
+use std::time::Duration;
+use webhooks_e2e::cluster::Cluster;
+use webhooks_e2e::receiver::{Receiver, Reply};
+use webhooks_e2e::{trojan, wait_for};
+
+const T: Duration = Duration::from_secs(40);
+
+fn connect(c: &Cluster, user: &str, db: &str) -> postgres::Client {
+    postgres::Client::connect(
+        &format!("host=127.0.0.1 port={} user={user} dbname={db}", c.port),
+        postgres::NoTls,
+    )
+    .unwrap()
+}
+
+fn commits(pg: &mut postgres::Client, db: &str) -> i64 {
+    pg.query_one(
+        "SELECT coalesce(xact_commit, 0) FROM pg_stat_database WHERE datname = $1",
+        &[&db],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn a_createdb_role_cannot_become_superuser_through_the_worker() {
+    // Every database is served (the default): the launcher's worker visits each new one.
+    let c = Cluster::start_bare(&["webhooks.database = ''"]);
+    let mut pg = c.client();
+    pg.batch_execute("CREATE ROLE mallory LOGIN CREATEDB")
+        .unwrap();
+    let mut m = c.client_as("mallory");
+    m.batch_execute("CREATE DATABASE mine").unwrap();
+    drop(m);
+    let mut mine = connect(&c, "mallory", "mine");
+    trojan::plant(&mut mine, "mallory");
+    mine.batch_execute(&format!(
+        "ALTER DATABASE mine SET search_path = {p}; ALTER ROLE ALL IN DATABASE mine SET search_path = {p}",
+        p = trojan::PATH
+    ))
+    .unwrap();
+    drop(mine);
+    std::thread::sleep(Duration::from_secs(1));
+    // The launcher's worker comes, finds no extension and leaves: its transactions show in the
+    // database's statistics when it has gone (no session of ours is connected meanwhile). A
+    // CREATE EXTENSION committed anywhere makes the launcher look at every database again, in
+    // case its first look came before the settings.
+    let before = commits(&mut pg, "mine");
+    pg.batch_execute("CREATE DATABASE other").unwrap();
+    connect(&c, "postgres", "other")
+        .batch_execute("CREATE EXTENSION webhooks")
+        .unwrap();
+    wait_for("the launcher's worker to visit the database", T, || {
+        (commits(&mut pg, "mine") > before).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let mut mine = connect(&c, "mallory", "mine");
+    assert!(
+        !trojan::is_superuser(&mut pg, "mallory"),
+        "mallory became superuser"
+    );
+    let fired = trojan::fired(&c, &mut mine);
+    assert!(fired.is_empty(), "trojans ran: {fired:?}");
+}
+
+#[test]
+fn a_database_owner_cannot_run_code_as_the_worker_or_a_superuser_while_deliveries_flow() {
+    let c = Cluster::start_bare(&[
+        "webhooks.database = ''",
+        "webhooks.retention = '2s'",
+        "webhooks.dead_retention = '2s'",
+    ]);
+    let ok = Receiver::ok();
+    let gone = Receiver::scripted(|_, _| Reply::Status(410, "gone"));
+    let failing = Receiver::scripted(|_, _| Reply::Status(500, "no"));
+    let mut pg = c.client();
+    pg.batch_execute("CREATE ROLE alice LOGIN").unwrap();
+    pg.batch_execute("CREATE DATABASE app OWNER alice").unwrap();
+    let mut su = connect(&c, "postgres", "app");
+    su.batch_execute(
+        "CREATE EXTENSION webhooks;
+         CREATE ROLE bob LOGIN IN ROLE webhooks_publisher;
+         GRANT webhooks_admin TO alice;",
+    )
+    .unwrap();
+
+    // The owner's trojans, and its database's settings that put them first: for every role,
+    // for every role in this database, and (as a superuser may) for the worker's own role.
+    let mut alice = connect(&c, "alice", "app");
+    trojan::plant(&mut alice, "alice");
+    alice
+        .batch_execute(&format!(
+            "ALTER DATABASE app SET search_path = {p}; ALTER ROLE ALL IN DATABASE app SET search_path = {p};
+             CREATE TABLE public.users (id int PRIMARY KEY, email text, password_hash text);
+             GRANT INSERT, UPDATE, DELETE, SELECT ON public.users TO bob;
+             SELECT webhooks.track_table('public.users', 'user');",
+            p = trojan::PATH
+        ))
+        .unwrap();
+    su.batch_execute(&format!(
+        "ALTER ROLE postgres IN DATABASE app SET search_path = {}",
+        trojan::PATH
+    ))
+    .unwrap();
+    drop((su, alice));
+    // The workers connect again with those settings.
+    c.pg_ctl(&["restart", "-w", "-t", "60"]);
+    // `su` is a superuser at work with that path: it only calls our functions, with literal
+    // arguments (anything else it wrote would reach the trojans itself). `chk` reads the
+    // results with a path of its own.
+    let mut su = connect(&c, "postgres", "app");
+    let path: String = su.query_one("SHOW search_path", &[]).unwrap().get(0);
+    assert!(path.starts_with("trojan"), "{path}");
+    let mut chk = connect(&c, "postgres", "app");
+    chk.batch_execute("SET search_path = pg_catalog, public")
+        .unwrap();
+    let count =
+        |chk: &mut postgres::Client, sql: &str| -> i64 { chk.query_one(sql, &[]).unwrap().get(0) };
+
+    let created = |su: &mut postgres::Client, url: &str, types: &str| -> String {
+        su.query_one(
+            &format!("SELECT id FROM webhooks.endpoint_create($1, '{types}')"),
+            &[&url],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let ok_ep = created(&mut su, &ok.url, "{user.*}");
+    let ops_ep = created(&mut su, &ok.url, "{webhook.*}");
+    created(&mut su, &gone.url, "{user.*}");
+    let failing_ep = created(&mut su, &failing.url, "{user.*}");
+    su.batch_execute(&format!(
+        "SELECT webhooks.event_type_register('user.reviewed', 'reviewed');
+         SELECT webhooks.endpoint_update('{ok_ep}', description => 'ok', headers => '{{\"x-a\": \"b\"}}',
+                                         filter => '$.type starts with \"user.\"');
+         SELECT webhooks.endpoint_update('{ops_ep}', filter => '$.data.endpoint_id starts with \"ep\"');
+         SELECT webhooks.endpoint_disable('{ok_ep}', 'a moment');
+         SELECT webhooks.endpoint_enable('{ok_ep}');
+         SELECT webhooks.endpoint_rotate_secret('{ok_ep}', '1 hour');
+         SELECT webhooks.webhook_sign('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', 'msg_1', 1, '{{}}');
+         SELECT webhooks.filter_path('$.data.x == 1');
+         SELECT webhooks.tenant_scope(), webhooks.current_tenant();
+         SELECT * FROM webhooks.status();
+         SELECT * FROM webhooks.endpoint_health;
+         SELECT * FROM webhooks.dead_letters;
+         SELECT * FROM webhooks.metrics;
+         SELECT webhooks.webhook_publish('user.reviewed', '{{\"n\": 1}}');
+         SELECT webhooks.webhook_publish_many('user.reviewed', '{{\"{{\\\"n\\\": 2}}\", \"{{\\\"n\\\": 3}}\"}}');
+         SELECT * FROM webhooks.endpoint_test('{ok_ep}');"
+    ))
+    .unwrap();
+    // A writer of the tracked table, in a session with the same path (its own statements
+    // qualify what they compare).
+    let mut bob = connect(&c, "bob", "app");
+    bob.batch_execute(
+        "INSERT INTO public.users VALUES (1, 'a@example.com', 'h'), (2, 'b@example.com', 'h');
+         INSERT INTO public.users VALUES (3, 'c@example.com', 'h');
+         UPDATE public.users SET email = 'z@example.com' WHERE id OPERATOR(pg_catalog.=) 1;
+         DELETE FROM public.users WHERE id OPERATOR(pg_catalog.=) 2;",
+    )
+    .unwrap();
+
+    // The worker delivers, retries, dead-letters, disables on 410 (an operational event to the
+    // ops endpoint, through its filter) and prunes, all in this database.
+    wait_for("every user event at the ok receiver", T, || {
+        (ok.all()
+            .iter()
+            .filter(|r| r.header("webhook-event-type").starts_with("user."))
+            .count()
+            >= 8)
+            .then_some(())
+    });
+    let first_ok: i64 = chk
+        .query_one(
+            "SELECT min(id) FROM webhooks.deliveries WHERE endpoint_id = $1",
+            &[&ok_ep],
+        )
+        .unwrap()
+        .get(0);
+    wait_for("the 410 endpoint disabled, and said so", T, || {
+        ok.all()
+            .iter()
+            .any(|r| {
+                r.header("webhook-event-type") == "webhook.endpoint.disabled"
+                    && r.body.contains("410")
+            })
+            .then_some(())
+    });
+    wait_for("a dead letter of the failing endpoint", T, || {
+        (count(
+            &mut chk,
+            &format!("SELECT count(*) FROM webhooks.deliveries WHERE status = 'dead' AND endpoint_id = '{failing_ep}'"),
+        ) > 0)
+            .then_some(())
+    });
+    let dead: i64 = chk
+        .query_one(
+            "SELECT id FROM webhooks.deliveries WHERE status = 'dead' LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let dead_event: String = chk
+        .query_one(
+            "SELECT event_id FROM webhooks.deliveries WHERE id = $1",
+            &[&dead],
+        )
+        .unwrap()
+        .get(0);
+    su.batch_execute(&format!(
+        "SELECT * FROM webhooks.delivery_retry({dead});
+         SELECT * FROM webhooks.event_replay('{dead_event}');
+         SELECT webhooks.endpoint_recover('{failing_ep}', '2000-01-01');
+         SELECT webhooks.untrack_table('public.users');
+         SELECT webhooks.endpoint_delete('{failing_ep}');"
+    ))
+    .unwrap();
+    // Pruning (retention 2 s) has run by now: the first delivery is gone.
+    wait_for("history pruned", T, || {
+        (count(
+            &mut chk,
+            &format!("SELECT count(*) FROM webhooks.deliveries WHERE id = {first_ok}"),
+        ) == 0)
+            .then_some(())
+    });
+
+    let mut alice = connect(&c, "alice", "app");
+    alice
+        .batch_execute("SET search_path = pg_catalog, public")
+        .unwrap();
+    let fired = trojan::fired(&c, &mut alice);
+    assert!(fired.is_empty(), "trojans ran: {fired:#?}");
+    assert!(!trojan::is_superuser(&mut chk, "alice"));
+    // And they are live: a statement of another role's that does reach one sets it off.
+    bob.batch_execute("SELECT 1 WHERE 'x' = 'x'").unwrap();
+    assert!(
+        !trojan::fired(&c, &mut alice).is_empty(),
+        "the trojans are live"
+    );
+}
