@@ -37,7 +37,8 @@ GRANT EXECUTE ON FUNCTION
     webhooks.track_table(regclass, text, text[], text, text[], text),
     webhooks.untrack_table(regclass),
     webhooks.current_tenant(),
-    webhooks.tenant_scope()
+    webhooks.tenant_scope(),
+    webhooks.tracked_columns(regclass)
 TO webhooks_publisher;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.event_types TO webhooks_admin;
@@ -123,6 +124,8 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) 
 COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[], text) IS
     'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns; condition (SQL over OLD and NEW) leaves out rows it is not true for.';
 COMMENT ON FUNCTION webhooks.untrack_table(regclass) IS 'Stops row events of a tracked table.';
+COMMENT ON FUNCTION webhooks.tracked_columns(regclass) IS
+    'What the row events of a tracked table carry as it is now: entity, columns kept out and sent, tenant and key columns, condition, and the problem that makes its writes fail, if any. For roles that may write the table.';
 COMMENT ON FUNCTION webhooks.tenant_scope() IS
     'Tenants the calling role may see and publish for: NULL = every tenant; the empty string = rows without a tenant.';
 COMMENT ON FUNCTION webhooks.current_tenant() IS

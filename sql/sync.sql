@@ -72,7 +72,10 @@ $$;
 -- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
 -- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
 -- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token).
+-- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
+-- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
+-- platform endpoint ('*') that also received the event (its failure still fails the call,
+-- unnamed); the attempts are recorded for those who may see them.
 CREATE FUNCTION webhooks_internal._send_sync(
     event_type text,
     data jsonb,
@@ -84,7 +87,10 @@ AS $$
 DECLARE
     targets jsonb;
     answers jsonb;
+    shown jsonb;
     failures text;
+    hidden int;
+    s text[] := webhooks.tenant_scope();
 BEGIN
     SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
     FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
@@ -96,8 +102,18 @@ BEGIN
     END IF;
     answers := webhooks_internal._sync_send(event_type, targets);
     PERFORM webhooks_internal._sync_record(answers);
+    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
+    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
+                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
+           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
+                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
+    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
     SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
+    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
+    IF hidden > 0 THEN
+        failures := pg_catalog.concat_ws('; ', failures,
+            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
+    END IF;
     IF failures IS NOT NULL THEN
         -- Rolled back with the caller, the attempts would leave no trace: the worker records
         -- them once this transaction has ended without committing (src/handoff.rs).
@@ -110,10 +126,10 @@ BEGIN
     END IF;
     RETURN pg_catalog.jsonb_build_object(
         'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                                  'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
-                      FROM pg_catalog.jsonb_array_elements(answers) a));
+                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
+                      FROM pg_catalog.jsonb_array_elements(shown) a));
 END $$;
 
 -- The worker's record of a synchronous send that failed in a transaction that then rolled

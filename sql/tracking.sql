@@ -6,12 +6,14 @@
 -- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
 -- publish for the tenants their role acts for.
 --
--- What is sent is decided by attribute number, not name, and recomputed by an event trigger
--- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
--- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
--- exclusions follow a column through RENAME COLUMN,
--- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
--- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
+-- What a row event carries is decided when the statement runs, from the catalog as it stands
+-- then (webhooks.tracked_columns, cached per backend until the table's definition changes):
+-- columns are kept out by attribute number, so exclusions follow a column through RENAME COLUMN;
+-- an allow-list (include_columns) sends nothing new; a column whose name looks secret is never
+-- sent unless it is listed in include_columns, and stays out once seen (by attribute number)
+-- whatever it is renamed to. No DDL path changes that: not pg_dump's session settings, not a
+-- restore, not event triggers that did not fire. The DDL event triggers only say, as WARNINGs
+-- and in webhooks.tracked_tables, what a command changed; they never make a command fail.
 --
 -- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
 -- payloads with set-based statements and publishes them with one webhook_publish_many call.
@@ -26,10 +28,20 @@ CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
     applied         text[],                -- the trigger arguments last applied
     tracked_at      timestamptz NOT NULL DEFAULT now(),
     -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
-    condition       text
+    condition       text,
+    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
+    -- by attribute number: a rename does not send them.
+    secret_attnums  int2[] NOT NULL DEFAULT '{}',
+    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
+    -- untracked); NULL when they can.
+    problem         text
 );
 COMMENT ON TABLE webhooks.tracked_tables IS
     'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+COMMENT ON COLUMN webhooks.tracked_tables.applied IS
+    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
+COMMENT ON COLUMN webhooks.tracked_tables.problem IS
+    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
 
 -- Names that are never sent unless listed in include_columns.
@@ -37,20 +49,21 @@ CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
 
--- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns (the
--- entity key is entity:value of each primary key column, joined by ':'), the columns sent.
 -- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
 -- the rows become jsonb here, with the writer's rights, and their events are published by one
--- webhook_publish_many call, in the order the statement wrote the rows.
+-- webhook_publish_many call, in the order the statement wrote the rows. What they carry comes
+-- from webhooks.tracked_columns, as the table is now (the triggers' arguments, which 0.3.0's
+-- triggers still carry after a restore, are not read).
 CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    entity text := TG_ARGV[0];
-    excluded text[] := TG_ARGV[1]::text[];
-    tenant_col text := nullif(TG_ARGV[2], '');
-    key_cols text[] := TG_ARGV[3]::text[];
-    nkeys int := pg_catalog.cardinality(TG_ARGV[3]::text[]);
+    shape record;
+    entity text;
+    excluded text[];
+    tenant_col text;
+    key_cols text[];
+    nkeys int;
     actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
     payloads jsonb[];
     tenants text[];
@@ -59,7 +72,7 @@ DECLARE
     differs text;
     same text;
     -- track_table's condition: rows it is not true for publish nothing
-    cond text := nullif(TG_ARGV[5], '');
+    cond text;
     -- the entity key in the dynamic statements below, %1$s standing for the row's jsonb
     key_sql constant text := $k$CASE
         WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
@@ -67,10 +80,31 @@ DECLARE
             SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
             FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$;
 BEGIN
+    SELECT * INTO shape FROM webhooks.tracked_columns(TG_RELID);
+    IF NOT FOUND THEN
+        -- (untracking drops the triggers: these are left over, and the writer must know)
+        RAISE EXCEPTION 'row events of %: the table has webhooks'' row triggers but is not tracked', TG_RELID::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or webhooks.untrack_table(%L) to drop the triggers.',
+                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
+    END IF;
+    IF shape.problem IS NOT NULL THEN
+        -- No row commits without its event: the write fails, saying why and how to go on.
+        RAISE EXCEPTION 'row events of % cannot be made: %', TG_RELID::regclass, shape.problem
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
+                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
+    END IF;
+    entity := shape.entity;
+    excluded := shape.excluded;
+    tenant_col := shape.tenant_column;
+    key_cols := shape.key_columns;
+    nkeys := pg_catalog.cardinality(key_cols);
+    cond := shape.condition;
     IF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and the new version of each row at the same
         -- position. Which sent columns changed is one comparison per column, written out for
-        -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
+        -- the columns it sends (shape.sent): no per-row subquery. Rows where only
         -- excluded columns changed send nothing.
         -- (a row moved to a partition whose trigger dropped it has no new version: refuse
         -- rather than pair rows wrongly)
@@ -85,7 +119,7 @@ BEGIN
                pg_catalog.string_agg(pg_catalog.format('CASE WHEN b.c%s THEN %L END', o, c), ', '),
                pg_catalog.string_agg(pg_catalog.format('CASE WHEN NOT b.c%s THEN %L END', o, c), ', ')
         INTO compared, differs, same
-        FROM pg_catalog.unnest(TG_ARGV[4]::text[]) WITH ORDINALITY u(c, o);
+        FROM pg_catalog.unnest(shape.sent) WITH ORDINALITY u(c, o);
         -- Without a condition, the two versions are zipped by position: no join and no sort.
         -- The aggregates read the zipped rows as they come, in the statement's order (one
         -- function scan, no join, no grouping, nothing parallel: transition tables are not
@@ -218,23 +252,124 @@ BEGIN
     END LOOP;
 END $$;
 
--- (Re)creates the row triggers of a tracked table from its attribute numbers and the table's
--- columns as they are now. Returns the columns kept out because their names look secret.
+-- What a tracked table's row events carry, from webhooks.tracked_tables and the catalog as they
+-- are now: the entity, the columns kept out (by attribute number, as the columns are named
+-- now), the tenant column, the entity key's columns, the columns sent, the condition (as
+-- PostgreSQL prints it from its holder trigger), and the problem that stops them, if any; then
+-- what an operator reads of it in webhooks.tracked_tables (auto_excluded, applied, problem),
+-- the secret-looking columns seen for the first time (remembered by attribute number, so that
+-- a later rename does not send them), and whether any of that differs from what is recorded.
+-- It only reads: webhooks.tracked_columns runs it with the latest snapshot (the table a
+-- statement writes is the table as it is now, whatever the transaction's snapshot) and caches
+-- it; _row_shape_save records what changed.
+CREATE FUNCTION webhooks_internal._row_shape(tbl regclass)
+RETURNS TABLE (entity text, excluded text[], tenant_column text, key_columns text[], sent text[],
+               condition text, problem text, auto_excluded text[], seen int2[], applied text[], changed boolean)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    t webhooks.tracked_tables;
+    v_tenant text;
+    v_keys text[];
+    v_excluded text[];
+    v_sent text[];
+    v_auto text[];
+    v_seen int2[];
+    v_cond text;
+    v_problem text;
+    v_applied text[];
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF t.tenant_attnum IS NOT NULL THEN
+        SELECT a.attname INTO v_tenant FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
+        IF v_tenant IS NULL THEN
+            v_problem := 'its tenant column was dropped';
+        END IF;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO v_keys
+    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    SELECT pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.kept_out),
+           pg_catalog.array_agg(c.attname::text ORDER BY c.attname::text) FILTER (WHERE NOT c.kept_out),
+           pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.secret),
+           pg_catalog.array_agg(c.attnum ORDER BY c.attnum) FILTER (WHERE c.secret AND NOT c.attnum = ANY (t.secret_attnums))
+    INTO v_excluded, v_sent, v_auto, v_seen
+    FROM (SELECT a.attname, a.attnum,
+                 CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
+                      ELSE a.attnum = ANY (t.exclude_attnums) OR a.attnum = ANY (t.secret_attnums)
+                           OR webhooks_internal._looks_secret(a.attname) END AS kept_out,
+                 -- (kept out for its name, now or when it was seen, not because it was listed)
+                 t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
+                     AND (a.attnum = ANY (t.secret_attnums) OR webhooks_internal._looks_secret(a.attname)) AS secret
+          FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped) c;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF v_keys && v_excluded THEN
+        v_keys := NULL;
+    END IF;
+    v_cond := webhooks_internal._condition_of(tbl);
+    IF t.condition IS NOT NULL AND v_cond IS NULL THEN
+        v_problem := pg_catalog.concat_ws('; ', v_problem,
+            pg_catalog.format('its condition (%s) is gone: an object it used was dropped', t.condition));
+    END IF;
+    v_applied := ARRAY[t.entity, coalesce(v_excluded, '{}')::text, coalesce(v_tenant, ''), coalesce(v_keys, '{}')::text,
+                       coalesce(v_sent, '{}')::text, coalesce(v_cond, '')];
+    RETURN QUERY SELECT t.entity, coalesce(v_excluded, '{}'), v_tenant, coalesce(v_keys, '{}'), coalesce(v_sent, '{}'),
+                        v_cond, v_problem, coalesce(v_auto, '{}'), coalesce(v_seen, '{}'), v_applied,
+                        v_seen IS NOT NULL OR t.auto_excluded IS DISTINCT FROM coalesce(v_auto, '{}')
+                            OR t.applied IS DISTINCT FROM v_applied OR t.problem IS DISTINCT FROM v_problem;
+END $$;
+
+-- Records what _row_shape found, where it differs. A row another transaction holds is skipped
+-- (that one is recording the same): a writer of the table never waits here.
+-- (condition: as PostgreSQL prints it now, renamed columns included, while its holder exists)
+CREATE FUNCTION webhooks_internal._row_shape_save(tbl regclass, auto text[], seen int2[], p_applied text[], p_problem text)
+RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    UPDATE webhooks.tracked_tables x
+    SET secret_attnums = coalesce((SELECT pg_catalog.array_agg(DISTINCT a ORDER BY a)
+                                   FROM pg_catalog.unnest(x.secret_attnums OPERATOR(pg_catalog.||) seen) a), '{}'),
+        auto_excluded = auto, applied = p_applied, problem = p_problem,
+        condition = coalesce(nullif(p_applied[6], ''), x.condition)
+    WHERE x.relid = tbl
+      AND x.relid IN (SELECT y.relid FROM webhooks.tracked_tables y WHERE y.relid = tbl FOR UPDATE SKIP LOCKED)
+$$;
+
+-- _row_shape and what it found saved: for the DDL triggers and track_table (webhooks.tracked_columns
+-- does the same in Rust, around its cache).
+CREATE FUNCTION webhooks_internal._row_shape_now(tbl regclass)
+RETURNS TABLE (excluded text[], problem text, auto_excluded text[])
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s record;
+BEGIN
+    SELECT * INTO s FROM webhooks_internal._row_shape(tbl);
+    IF s.changed THEN
+        PERFORM webhooks_internal._row_shape_save(tbl, s.auto_excluded, s.seen, s.applied, s.problem);
+    END IF;
+    RETURN QUERY SELECT s.excluded, s.problem, s.auto_excluded;
+END $$;
+
+-- (Re)creates the triggers of a tracked table: three statement triggers that publish its row
+-- events, and the disabled holder of its condition. Returns the columns kept out because their
+-- names look secret.
 CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     t webhooks.tracked_tables;
-    tenant_col text;
-    key_cols text[];
-    excluded text[];
-    auto text[];
-    sent text[];
-    args text[];
+    op text;
 BEGIN
     SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    -- (the ALTER TABLE below calls this function again through the event trigger: that call
-    -- finds the condition trigger made and makes nothing more)
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
     IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
         -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
         -- once it is known to be one expression and nothing more (this runs as the owner).
@@ -246,61 +381,23 @@ BEGIN
     ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
     END IF;
-    IF t.tenant_attnum IS NOT NULL THEN
-        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
-        IF tenant_col IS NULL THEN
-            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
-                USING ERRCODE = 'dependent_objects_still_exist',
-                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
-        END IF;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
-    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
-           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                 AND webhooks_internal._looks_secret(a.attname))
-    INTO excluded, auto
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
-    -- The entity key goes into events and deliveries: never from a column kept out.
-    IF key_cols && excluded THEN
-        key_cols := NULL;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) INTO sent
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
-      AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
-    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
-                  coalesce(sent, '{}')::text, coalesce(webhooks_internal._condition_of(tbl), '')];
-    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
     -- One statement trigger per operation: a trigger with transition tables serves one event.
-    IF t.applied IS DISTINCT FROM args OR (
-        SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
         WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-    ) <> 3 THEN
+          AND g.tgenabled <> 'D' AND g.tgnargs = 0) <> 3 THEN
         PERFORM webhooks_internal._drop_row_triggers(tbl);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+        FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER webhooks_row_%s AFTER %s ON %s REFERENCING %s '
+                'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events()',
+                op, pg_catalog.upper(op), tbl,
+                CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows' WHEN 'update' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                        ELSE 'OLD TABLE AS old_rows' END);
+        END LOOP;
     END IF;
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args,
-        condition = nullif(args[6], '')
-    WHERE x.relid = tbl;
-    RETURN coalesce(auto, '{}');
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
+    PERFORM webhooks_internal._row_shape_now(tbl);
+    RETURN (SELECT x.auto_excluded FROM webhooks.tracked_tables x WHERE x.relid = tbl);
 END $$;
 
 CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
@@ -369,6 +466,8 @@ BEGIN
     -- Rows of tables dropped since they were tracked.
     DELETE FROM webhooks.tracked_tables x
     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
+    -- (the triggers it drops and makes again are no news for the DDL triggers)
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
     -- A new condition replaces the old one (made again from the text given).
     IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
@@ -387,8 +486,11 @@ BEGIN
     ON CONFLICT (relid) DO UPDATE
         SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
             include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            condition = EXCLUDED.condition, tracked_at = pg_catalog.now();
+            condition = EXCLUDED.condition, tracked_at = pg_catalog.now(),
+            -- (decided anew from the columns as they are named now)
+            secret_attnums = '{}', problem = NULL;
     auto := webhooks_internal._track_apply(tbl);
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
     IF pg_catalog.cardinality(auto) > 0 THEN
         RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
             USING HINT = 'List a column in include_columns to send it anyway.';
@@ -407,35 +509,70 @@ BEGIN
     PERFORM webhooks_internal._drop_row_triggers(tbl, true);
 END $$;
 
--- After any DDL command that touches a tracked table, directly or through a parent, a view
--- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
--- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
--- whose trigger is already right are left alone.
+-- After a DDL command, for the tracked tables it touched (directly, as a parent, or through a
+-- typed table's type): what its row events carry now, said as WARNINGs where it changed (a new
+-- secret-looking column kept out, a problem that makes the table's writes fail, triggers
+-- disabled or gone) and written to webhooks.tracked_tables. Never an error: nothing a tracked
+-- table's owner did may make anyone's command fail (a condition whose function was dropped
+-- made every CREATE TABLE in the database fail in 0.3.0). What row events carry does not
+-- depend on this running (pg_restore, session_replication_role and pg_dump's session
+-- settings all keep it from firing): webhooks.tracked_columns decides at each statement.
 CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     r record;
-    before text[];
-    auto text[];
 BEGIN
-    -- pg_restore (these two settings off, as no application session has them) brings the
-    -- triggers back itself, after the DDL that would fire this: it must not make them first.
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
-       OR (pg_catalog.current_setting('row_security') = 'off'
-           AND pg_catalog.current_setting('check_function_bodies') = 'off') THEN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
         RETURN;
     END IF;
-    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
+    FOR r IN
+        WITH RECURSIVE touched(oid) AS (
+            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+            WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_type'::regclass)
+            UNION
+            SELECT x.oid FROM touched
+            CROSS JOIN LATERAL (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = touched.oid
+                                UNION ALL
+                                SELECT k.oid FROM pg_catalog.pg_class k WHERE k.reloftype = touched.oid) x(oid)
+        )
+        SELECT t.relid, t.auto_excluded, t.problem FROM webhooks.tracked_tables t
+        WHERE t.relid::oid IN (SELECT touched.oid FROM touched)
+          AND t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
+        ORDER BY t.relid::oid
     LOOP
-        before := r.auto_excluded;
-        auto := webhooks_internal._track_apply(r.relid);
-        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
-            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
-                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
-        END IF;
+        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
     END LOOP;
+END $$;
+
+-- What _on_ddl and _on_drop say about one tracked table, given what it was before.
+CREATE FUNCTION webhooks_internal._warn_about(tbl regclass, auto_before text[], problem_before text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s record;
+    fresh text[];
+BEGIN
+    SELECT * INTO s FROM webhooks_internal._row_shape_now(tbl);
+    SELECT pg_catalog.array_agg(x ORDER BY x) INTO fresh
+    FROM pg_catalog.unnest(s.auto_excluded) x WHERE NOT x = ANY (coalesce(auto_before, '{}'));
+    IF fresh IS NOT NULL THEN
+        RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', fresh, tbl
+            USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
+    END IF;
+    IF s.problem IS NOT NULL AND s.problem IS DISTINCT FROM problem_before THEN
+        RAISE WARNING 'row events of tracked table % cannot be made: %; its INSERT, UPDATE and DELETE fail until then', tbl, s.problem
+            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
+                                           tbl::text, tbl::text);
+    END IF;
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+          AND g.tgenabled <> 'D') < 3 THEN
+        RAISE WARNING 'the row triggers of tracked table % are disabled or gone: its writes publish no events', tbl
+            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...) to make them again.', tbl::text);
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'webhooks: tracked table % could not be checked after this command: %', tbl, SQLERRM;
 END $$;
 
 CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
@@ -444,10 +581,14 @@ CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
     EXECUTE FUNCTION webhooks_internal._on_ddl();
 
 -- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
--- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking. A row
+-- trigger or condition of a table still tracked that went (DROP TRIGGER, or DROP FUNCTION
+-- ... CASCADE of a function its condition calls) is said, as _on_ddl says it.
 CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+DECLARE
+    r record;
 BEGIN
     IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
         RETURN;
@@ -455,7 +596,42 @@ BEGIN
     DELETE FROM webhooks.tracked_tables t
     USING pg_catalog.pg_event_trigger_dropped_objects() o
     WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
+    FOR r IN
+        SELECT DISTINCT t.relid, t.auto_excluded, t.problem
+        FROM pg_catalog.pg_event_trigger_dropped_objects() o
+        JOIN webhooks.tracked_tables t
+          ON o.classid = 'pg_catalog.pg_trigger'::regclass AND pg_catalog.cardinality(o.address_names) = 3
+         AND o.address_names[3] IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete', 'webhooks_row_condition')
+         AND t.relid::oid = (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = o.address_names[1] AND c.relname = o.address_names[2])
+        WHERE t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
+    LOOP
+        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
+    END LOOP;
 END $$;
 
 CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
     EXECUTE FUNCTION webhooks_internal._on_drop();
+
+-- What a statement's row events carry is cached per backend (webhooks.tracked_columns) until
+-- the table's definition changes: a change of the tracking itself, however it is made
+-- (track_table, a restore, an UPDATE by hand), tells every backend once it commits.
+CREATE FUNCTION webhooks_internal._tracking_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM webhooks_internal._forget_row_shape(OLD.relid::oid);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM webhooks_internal._forget_row_shape(NEW.relid::oid);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- (what _row_shape writes back, the state an operator reads, changes nothing of what is sent;
+-- the condition sent is its holder trigger's, whose changes invalidate the table themselves,
+-- and track_table sets tracked_at)
+CREATE TRIGGER tracked_tables_changed
+    AFTER INSERT OR DELETE OR UPDATE OF relid, entity, exclude_attnums, include_attnums, tenant_attnum, tracked_at
+    ON webhooks.tracked_tables FOR EACH ROW EXECUTE FUNCTION webhooks_internal._tracking_changed();

@@ -106,6 +106,16 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 
 -- The tables, in place. New columns go last, as in sql/schema.sql.
 
+-- Tracked tables: what their row events carry is decided at each statement from the catalog
+-- (webhooks.tracked_columns). Secret-looking columns stay out by attribute number once seen:
+-- those 0.3.0 kept out by name are remembered as they are now.
+ALTER TABLE webhooks.tracked_tables ADD COLUMN secret_attnums int2[] NOT NULL DEFAULT '{}';
+ALTER TABLE webhooks.tracked_tables ADD COLUMN problem text;
+UPDATE webhooks.tracked_tables t
+SET secret_attnums = coalesce((SELECT pg_catalog.array_agg(a.attnum ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+                               WHERE a.attrelid = t.relid AND a.attnum > 0 AND NOT a.attisdropped
+                                 AND a.attname::text = ANY (t.auto_excluded)), '{}');
+
 -- ---------------------------------------------------------------------------------------------
 -- The 0.4.0 install script follows.
 -- ---------------------------------------------------------------------------------------------
@@ -118,7 +128,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:33
+-- src/lib.rs:34
 -- bootstrap
 -- Tables of the webhooks extension. Loaded first (bootstrap): nothing here calls Rust code.
 --
@@ -449,7 +459,7 @@ COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long,
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:351
+-- src/gate.rs:363
 -- webhooks::gate::current_tenant
 CREATE  FUNCTION "current_tenant"() RETURNS TEXT /* Option < String > */
 STRICT STABLE
@@ -458,7 +468,7 @@ AS 'MODULE_PATHNAME', 'current_tenant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:407
+-- src/gate.rs:419
 -- webhooks::gate::delivery_retry
 CREATE  FUNCTION "delivery_retry"(
 	"delivery_id" bigint /* Option < i64 > */
@@ -476,7 +486,7 @@ AS 'MODULE_PATHNAME', 'delivery_retry_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:448
+-- src/gate.rs:460
 -- webhooks::gate::endpoint_recover
 CREATE  FUNCTION "endpoint_recover"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -488,7 +498,7 @@ AS 'MODULE_PATHNAME', 'endpoint_recover_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:464
+-- src/gate.rs:476
 -- webhooks::gate::endpoint_test
 CREATE  FUNCTION "endpoint_test"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -508,7 +518,7 @@ AS 'MODULE_PATHNAME', 'endpoint_test_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:378
+-- src/gate.rs:390
 -- webhooks::gate::event_replay
 CREATE  FUNCTION "event_replay"(
 	"event_id" TEXT, /* Option < & str > */
@@ -523,7 +533,7 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:509
+-- src/gate.rs:521
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -544,7 +554,7 @@ AS 'MODULE_PATHNAME', 'status_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:360
+-- src/gate.rs:372
 -- webhooks::gate::tenant_grant
 CREATE  FUNCTION "tenant_grant"(
 	"role_name" TEXT, /* Option < & str > */
@@ -556,7 +566,7 @@ AS 'MODULE_PATHNAME', 'tenant_grant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:369
+-- src/gate.rs:381
 -- webhooks::gate::tenant_revoke
 CREATE  FUNCTION "tenant_revoke"(
 	"role_name" TEXT, /* Option < & str > */
@@ -568,7 +578,7 @@ AS 'MODULE_PATHNAME', 'tenant_revoke_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:335
+-- src/gate.rs:347
 -- webhooks::gate::tenant_scope
 CREATE  FUNCTION "tenant_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
 STRICT STABLE
@@ -577,13 +587,13 @@ AS 'MODULE_PATHNAME', 'tenant_scope_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:282
+-- src/gate.rs:294
 -- webhooks::gate::track_table
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:303
+-- src/gate.rs:315
 -- webhooks::gate::track_table
 CREATE  FUNCTION "track_table"(
 	"tbl" regclass, /* Option < Regclass > */
@@ -599,7 +609,26 @@ AS 'MODULE_PATHNAME', 'track_table_with_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:326
+-- src/tracking.rs:158
+-- webhooks::tracking::tracked_columns
+CREATE  FUNCTION "tracked_columns"(
+	"tbl" regclass /* Regclass */
+) RETURNS TABLE (
+	"entity" TEXT,  /* String */
+	"excluded" TEXT[],  /* Vec < String > */
+	"tenant_column" TEXT,  /* Option < String > */
+	"key_columns" TEXT[],  /* Vec < String > */
+	"sent" TEXT[],  /* Vec < String > */
+	"condition" TEXT,  /* Option < String > */
+	"problem" TEXT  /* Option < String > */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tracked_columns_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/gate.rs:338
 -- webhooks::gate::untrack_table
 CREATE  FUNCTION "untrack_table"(
 	"tbl" regclass /* Option < Regclass > */
@@ -610,7 +639,7 @@ AS 'MODULE_PATHNAME', 'untrack_table_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:210
+-- src/gate.rs:222
 -- webhooks::gate::webhook_publish
 CREATE  FUNCTION "webhook_publish"(
 	"event_type" TEXT, /* Option < & str > */
@@ -626,7 +655,7 @@ AS 'MODULE_PATHNAME', 'webhook_publish_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:236
+-- src/gate.rs:248
 -- webhooks::gate::webhook_publish_many
 CREATE  FUNCTION "webhook_publish_many"(
 	"event_type" TEXT, /* Option < & str > */
@@ -642,7 +671,7 @@ AS 'MODULE_PATHNAME', 'webhook_publish_many_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:261
+-- src/gate.rs:273
 -- webhooks::gate::webhook_send_sync_result
 CREATE  FUNCTION "webhook_send_sync_result"(
 	"event_type" TEXT, /* Option < & str > */
@@ -700,8 +729,17 @@ AS 'MODULE_PATHNAME', 'webhook_verify_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:37
+-- src/lib.rs:38
 CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:426
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -723,6 +761,19 @@ AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:263
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:120
 -- webhooks::api::_check_secret
 CREATE  FUNCTION webhooks_internal."_check_secret"(
@@ -731,6 +782,124 @@ CREATE  FUNCTION webhooks_internal."_check_secret"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:207
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:255
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:310
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:224
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/handoff.rs:93
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -745,6 +914,27 @@ AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:416
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:183
 -- webhooks::api::_check_url
 CREATE  FUNCTION webhooks_internal."_check_url"(
@@ -756,7 +946,18 @@ AS 'MODULE_PATHNAME', '_check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:205
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/gate.rs:217
 -- webhooks::gate::_caller
 CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
 STRICT STABLE PARALLEL UNSAFE 
@@ -765,7 +966,7 @@ AS 'MODULE_PATHNAME', '_caller_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:45
+-- src/lib.rs:46
 -- requires:
 --   schema
 --   gate::_caller
@@ -921,229 +1122,7 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:255
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:310
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:416
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:263
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:93
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:426
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:234
--- webhooks::api::_delivery_state_ok
-CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
-	"status" TEXT, /* Option < & str > */
-	"attempts" INT, /* Option < i32 > */
-	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-) RETURNS bool /* bool */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:40
--- requires:
---   schema
---   api::_delivery_state_ok
-
--- One check for the whole state machine of a delivery: each status has exactly the timestamps
--- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
--- check's expression tree again for every statement that writes the table, and a one-row
--- publish is such a statement.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
-    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:224
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:51
+-- src/lib.rs:52
 -- requires:
 --   tenancy
 --   api::_matches
@@ -1616,7 +1595,203 @@ ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:78
+-- src/lib.rs:65
+-- requires:
+--   publish
+--   gate::webhook_send_sync_result
+
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
+               occurred_us bigint, data text, endpoint_id text, url text, secret text,
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+          AND webhooks_internal._matches(ep.event_types, p_type)
+          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
+        RETURNING dd.id, dd.endpoint_id
+    )
+    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
+    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
+    ORDER BY ep.id;
+END $$;
+
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
+
+-- Synchronous events: delivered now from the calling session. Returns the answers, or, when
+-- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
+-- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
+-- platform endpoint ('*') that also received the event (its failure still fails the call,
+-- unnamed); the attempts are recorded for those who may see them.
+CREATE FUNCTION webhooks_internal._send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text,
+    actor jsonb
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    shown jsonb;
+    failures text;
+    hidden int;
+    s text[] := webhooks.tenant_scope();
+BEGIN
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
+    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
+    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
+                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
+           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
+                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
+    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
+    IF hidden > 0 THEN
+        failures := pg_catalog.concat_ws('; ', failures,
+            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
+    END IF;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
+                      FROM pg_catalog.jsonb_array_elements(shown) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
+
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:79
 -- requires:
 --   publish
 
@@ -1691,12 +1866,14 @@ COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:89
+-- src/lib.rs:90
 -- requires:
 --   publish
 --   catalogue
 --   gate::webhook_publish_many
 --   api::_check_condition
+--   tracking::tracked_columns
+--   tracking::_forget_row_shape
 
 -- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
 --
@@ -1706,12 +1883,14 @@ COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
 -- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
 -- publish for the tenants their role acts for.
 --
--- What is sent is decided by attribute number, not name, and recomputed by an event trigger
--- after any DDL that touches a tracked table (ALTER TABLE, but also ALTER VIEW/TYPE ... RENAME
--- COLUMN, a parent's rename reaching a child, a typed table's type gaining an attribute):
--- exclusions follow a column through RENAME COLUMN,
--- an allow-list (include_columns) sends nothing new, and a column whose name looks secret is
--- never sent unless it is listed in include_columns (ADD COLUMN reset_token included).
+-- What a row event carries is decided when the statement runs, from the catalog as it stands
+-- then (webhooks.tracked_columns, cached per backend until the table's definition changes):
+-- columns are kept out by attribute number, so exclusions follow a column through RENAME COLUMN;
+-- an allow-list (include_columns) sends nothing new; a column whose name looks secret is never
+-- sent unless it is listed in include_columns, and stays out once seen (by attribute number)
+-- whatever it is renamed to. No DDL path changes that: not pg_dump's session settings, not a
+-- restore, not event triggers that did not fire. The DDL event triggers only say, as WARNINGs
+-- and in webhooks.tracked_tables, what a command changed; they never make a command fail.
 --
 -- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
 -- payloads with set-based statements and publishes them with one webhook_publish_many call.
@@ -1726,10 +1905,20 @@ CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
     applied         text[],                -- the trigger arguments last applied
     tracked_at      timestamptz NOT NULL DEFAULT now(),
     -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
-    condition       text
+    condition       text,
+    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
+    -- by attribute number: a rename does not send them.
+    secret_attnums  int2[] NOT NULL DEFAULT '{}',
+    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
+    -- untracked); NULL when they can.
+    problem         text
 );
 COMMENT ON TABLE webhooks.tracked_tables IS
     'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+COMMENT ON COLUMN webhooks.tracked_tables.applied IS
+    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
+COMMENT ON COLUMN webhooks.tracked_tables.problem IS
+    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
 
 -- Names that are never sent unless listed in include_columns.
@@ -1737,20 +1926,21 @@ CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
 
--- Trigger arguments: entity, excluded column names, tenant column ('' for none), key columns (the
--- entity key is entity:value of each primary key column, joined by ':'), the columns sent.
 -- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
 -- the rows become jsonb here, with the writer's rights, and their events are published by one
--- webhook_publish_many call, in the order the statement wrote the rows.
+-- webhook_publish_many call, in the order the statement wrote the rows. What they carry comes
+-- from webhooks.tracked_columns, as the table is now (the triggers' arguments, which 0.3.0's
+-- triggers still carry after a restore, are not read).
 CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    entity text := TG_ARGV[0];
-    excluded text[] := TG_ARGV[1]::text[];
-    tenant_col text := nullif(TG_ARGV[2], '');
-    key_cols text[] := TG_ARGV[3]::text[];
-    nkeys int := pg_catalog.cardinality(TG_ARGV[3]::text[]);
+    shape record;
+    entity text;
+    excluded text[];
+    tenant_col text;
+    key_cols text[];
+    nkeys int;
     actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
     payloads jsonb[];
     tenants text[];
@@ -1759,7 +1949,7 @@ DECLARE
     differs text;
     same text;
     -- track_table's condition: rows it is not true for publish nothing
-    cond text := nullif(TG_ARGV[5], '');
+    cond text;
     -- the entity key in the dynamic statements below, %1$s standing for the row's jsonb
     key_sql constant text := $k$CASE
         WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
@@ -1767,10 +1957,31 @@ DECLARE
             SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
             FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$;
 BEGIN
+    SELECT * INTO shape FROM webhooks.tracked_columns(TG_RELID);
+    IF NOT FOUND THEN
+        -- (untracking drops the triggers: these are left over, and the writer must know)
+        RAISE EXCEPTION 'row events of %: the table has webhooks'' row triggers but is not tracked', TG_RELID::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or webhooks.untrack_table(%L) to drop the triggers.',
+                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
+    END IF;
+    IF shape.problem IS NOT NULL THEN
+        -- No row commits without its event: the write fails, saying why and how to go on.
+        RAISE EXCEPTION 'row events of % cannot be made: %', TG_RELID::regclass, shape.problem
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
+                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
+    END IF;
+    entity := shape.entity;
+    excluded := shape.excluded;
+    tenant_col := shape.tenant_column;
+    key_cols := shape.key_columns;
+    nkeys := pg_catalog.cardinality(key_cols);
+    cond := shape.condition;
     IF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and the new version of each row at the same
         -- position. Which sent columns changed is one comparison per column, written out for
-        -- this table's columns (the last trigger argument): no per-row subquery. Rows where only
+        -- the columns it sends (shape.sent): no per-row subquery. Rows where only
         -- excluded columns changed send nothing.
         -- (a row moved to a partition whose trigger dropped it has no new version: refuse
         -- rather than pair rows wrongly)
@@ -1785,7 +1996,7 @@ BEGIN
                pg_catalog.string_agg(pg_catalog.format('CASE WHEN b.c%s THEN %L END', o, c), ', '),
                pg_catalog.string_agg(pg_catalog.format('CASE WHEN NOT b.c%s THEN %L END', o, c), ', ')
         INTO compared, differs, same
-        FROM pg_catalog.unnest(TG_ARGV[4]::text[]) WITH ORDINALITY u(c, o);
+        FROM pg_catalog.unnest(shape.sent) WITH ORDINALITY u(c, o);
         -- Without a condition, the two versions are zipped by position: no join and no sort.
         -- The aggregates read the zipped rows as they come, in the statement's order (one
         -- function scan, no join, no grouping, nothing parallel: transition tables are not
@@ -1918,23 +2129,124 @@ BEGIN
     END LOOP;
 END $$;
 
--- (Re)creates the row triggers of a tracked table from its attribute numbers and the table's
--- columns as they are now. Returns the columns kept out because their names look secret.
+-- What a tracked table's row events carry, from webhooks.tracked_tables and the catalog as they
+-- are now: the entity, the columns kept out (by attribute number, as the columns are named
+-- now), the tenant column, the entity key's columns, the columns sent, the condition (as
+-- PostgreSQL prints it from its holder trigger), and the problem that stops them, if any; then
+-- what an operator reads of it in webhooks.tracked_tables (auto_excluded, applied, problem),
+-- the secret-looking columns seen for the first time (remembered by attribute number, so that
+-- a later rename does not send them), and whether any of that differs from what is recorded.
+-- It only reads: webhooks.tracked_columns runs it with the latest snapshot (the table a
+-- statement writes is the table as it is now, whatever the transaction's snapshot) and caches
+-- it; _row_shape_save records what changed.
+CREATE FUNCTION webhooks_internal._row_shape(tbl regclass)
+RETURNS TABLE (entity text, excluded text[], tenant_column text, key_columns text[], sent text[],
+               condition text, problem text, auto_excluded text[], seen int2[], applied text[], changed boolean)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    t webhooks.tracked_tables;
+    v_tenant text;
+    v_keys text[];
+    v_excluded text[];
+    v_sent text[];
+    v_auto text[];
+    v_seen int2[];
+    v_cond text;
+    v_problem text;
+    v_applied text[];
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF t.tenant_attnum IS NOT NULL THEN
+        SELECT a.attname INTO v_tenant FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
+        IF v_tenant IS NULL THEN
+            v_problem := 'its tenant column was dropped';
+        END IF;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO v_keys
+    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    SELECT pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.kept_out),
+           pg_catalog.array_agg(c.attname::text ORDER BY c.attname::text) FILTER (WHERE NOT c.kept_out),
+           pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.secret),
+           pg_catalog.array_agg(c.attnum ORDER BY c.attnum) FILTER (WHERE c.secret AND NOT c.attnum = ANY (t.secret_attnums))
+    INTO v_excluded, v_sent, v_auto, v_seen
+    FROM (SELECT a.attname, a.attnum,
+                 CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
+                      ELSE a.attnum = ANY (t.exclude_attnums) OR a.attnum = ANY (t.secret_attnums)
+                           OR webhooks_internal._looks_secret(a.attname) END AS kept_out,
+                 -- (kept out for its name, now or when it was seen, not because it was listed)
+                 t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
+                     AND (a.attnum = ANY (t.secret_attnums) OR webhooks_internal._looks_secret(a.attname)) AS secret
+          FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped) c;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF v_keys && v_excluded THEN
+        v_keys := NULL;
+    END IF;
+    v_cond := webhooks_internal._condition_of(tbl);
+    IF t.condition IS NOT NULL AND v_cond IS NULL THEN
+        v_problem := pg_catalog.concat_ws('; ', v_problem,
+            pg_catalog.format('its condition (%s) is gone: an object it used was dropped', t.condition));
+    END IF;
+    v_applied := ARRAY[t.entity, coalesce(v_excluded, '{}')::text, coalesce(v_tenant, ''), coalesce(v_keys, '{}')::text,
+                       coalesce(v_sent, '{}')::text, coalesce(v_cond, '')];
+    RETURN QUERY SELECT t.entity, coalesce(v_excluded, '{}'), v_tenant, coalesce(v_keys, '{}'), coalesce(v_sent, '{}'),
+                        v_cond, v_problem, coalesce(v_auto, '{}'), coalesce(v_seen, '{}'), v_applied,
+                        v_seen IS NOT NULL OR t.auto_excluded IS DISTINCT FROM coalesce(v_auto, '{}')
+                            OR t.applied IS DISTINCT FROM v_applied OR t.problem IS DISTINCT FROM v_problem;
+END $$;
+
+-- Records what _row_shape found, where it differs. A row another transaction holds is skipped
+-- (that one is recording the same): a writer of the table never waits here.
+-- (condition: as PostgreSQL prints it now, renamed columns included, while its holder exists)
+CREATE FUNCTION webhooks_internal._row_shape_save(tbl regclass, auto text[], seen int2[], p_applied text[], p_problem text)
+RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    UPDATE webhooks.tracked_tables x
+    SET secret_attnums = coalesce((SELECT pg_catalog.array_agg(DISTINCT a ORDER BY a)
+                                   FROM pg_catalog.unnest(x.secret_attnums OPERATOR(pg_catalog.||) seen) a), '{}'),
+        auto_excluded = auto, applied = p_applied, problem = p_problem,
+        condition = coalesce(nullif(p_applied[6], ''), x.condition)
+    WHERE x.relid = tbl
+      AND x.relid IN (SELECT y.relid FROM webhooks.tracked_tables y WHERE y.relid = tbl FOR UPDATE SKIP LOCKED)
+$$;
+
+-- _row_shape and what it found saved: for the DDL triggers and track_table (webhooks.tracked_columns
+-- does the same in Rust, around its cache).
+CREATE FUNCTION webhooks_internal._row_shape_now(tbl regclass)
+RETURNS TABLE (excluded text[], problem text, auto_excluded text[])
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s record;
+BEGIN
+    SELECT * INTO s FROM webhooks_internal._row_shape(tbl);
+    IF s.changed THEN
+        PERFORM webhooks_internal._row_shape_save(tbl, s.auto_excluded, s.seen, s.applied, s.problem);
+    END IF;
+    RETURN QUERY SELECT s.excluded, s.problem, s.auto_excluded;
+END $$;
+
+-- (Re)creates the triggers of a tracked table: three statement triggers that publish its row
+-- events, and the disabled holder of its condition. Returns the columns kept out because their
+-- names look secret.
 CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     t webhooks.tracked_tables;
-    tenant_col text;
-    key_cols text[];
-    excluded text[];
-    auto text[];
-    sent text[];
-    args text[];
+    op text;
 BEGIN
     SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    -- (the ALTER TABLE below calls this function again through the event trigger: that call
-    -- finds the condition trigger made and makes nothing more)
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
     IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
         -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
         -- once it is known to be one expression and nothing more (this runs as the owner).
@@ -1946,61 +2258,23 @@ BEGIN
     ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
     END IF;
-    IF t.tenant_attnum IS NOT NULL THEN
-        SELECT a.attname INTO tenant_col FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
-        IF tenant_col IS NULL THEN
-            RAISE EXCEPTION 'the tenant column of tracked table % was dropped', tbl
-                USING ERRCODE = 'dependent_objects_still_exist',
-                      HINT = pg_catalog.format('Untrack it first: SELECT webhooks.untrack_table(%L);', tbl::text);
-        END IF;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO key_cols
-    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                          ELSE a.attnum = ANY (t.exclude_attnums) OR webhooks_internal._looks_secret(a.attname) END),
-           pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (
-               WHERE t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                 AND webhooks_internal._looks_secret(a.attname))
-    INTO excluded, auto
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
-    -- The entity key goes into events and deliveries: never from a column kept out.
-    IF key_cols && excluded THEN
-        key_cols := NULL;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) INTO sent
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
-      AND NOT a.attname::text = ANY (coalesce(excluded, '{}'));
-    args := ARRAY[t.entity, coalesce(excluded, '{}')::text, coalesce(tenant_col, ''), coalesce(key_cols, '{}')::text,
-                  coalesce(sent, '{}')::text, coalesce(webhooks_internal._condition_of(tbl), '')];
-    -- Unchanged: leave the trigger alone (this runs after every DDL touching the table).
     -- One statement trigger per operation: a trigger with transition tables serves one event.
-    IF t.applied IS DISTINCT FROM args OR (
-        SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
         WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-    ) <> 3 THEN
+          AND g.tgenabled <> 'D' AND g.tgnargs = 0) <> 3 THEN
         PERFORM webhooks_internal._drop_row_triggers(tbl);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-            'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events(%L, %L, %L, %L, %L, %L)',
-            tbl, args[1], args[2], args[3], args[4], args[5], args[6]);
+        FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER webhooks_row_%s AFTER %s ON %s REFERENCING %s '
+                'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events()',
+                op, pg_catalog.upper(op), tbl,
+                CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows' WHEN 'update' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                        ELSE 'OLD TABLE AS old_rows' END);
+        END LOOP;
     END IF;
-    UPDATE webhooks.tracked_tables x SET auto_excluded = coalesce(auto, '{}'), applied = args,
-        condition = nullif(args[6], '')
-    WHERE x.relid = tbl;
-    RETURN coalesce(auto, '{}');
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
+    PERFORM webhooks_internal._row_shape_now(tbl);
+    RETURN (SELECT x.auto_excluded FROM webhooks.tracked_tables x WHERE x.relid = tbl);
 END $$;
 
 CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
@@ -2069,6 +2343,8 @@ BEGIN
     -- Rows of tables dropped since they were tracked.
     DELETE FROM webhooks.tracked_tables x
     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
+    -- (the triggers it drops and makes again are no news for the DDL triggers)
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
     -- A new condition replaces the old one (made again from the text given).
     IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
@@ -2087,8 +2363,11 @@ BEGIN
     ON CONFLICT (relid) DO UPDATE
         SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
             include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            condition = EXCLUDED.condition, tracked_at = pg_catalog.now();
+            condition = EXCLUDED.condition, tracked_at = pg_catalog.now(),
+            -- (decided anew from the columns as they are named now)
+            secret_attnums = '{}', problem = NULL;
     auto := webhooks_internal._track_apply(tbl);
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
     IF pg_catalog.cardinality(auto) > 0 THEN
         RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
             USING HINT = 'List a column in include_columns to send it anyway.';
@@ -2107,35 +2386,70 @@ BEGIN
     PERFORM webhooks_internal._drop_row_triggers(tbl, true);
 END $$;
 
--- After any DDL command that touches a tracked table, directly or through a parent, a view
--- name (ALTER VIEW ... RENAME COLUMN reaches tables too) or a typed table's type: the trigger is
--- rebuilt in the same transaction, so no row is ever written under stale column names. Tables
--- whose trigger is already right are left alone.
+-- After a DDL command, for the tracked tables it touched (directly, as a parent, or through a
+-- typed table's type): what its row events carry now, said as WARNINGs where it changed (a new
+-- secret-looking column kept out, a problem that makes the table's writes fail, triggers
+-- disabled or gone) and written to webhooks.tracked_tables. Never an error: nothing a tracked
+-- table's owner did may make anyone's command fail (a condition whose function was dropped
+-- made every CREATE TABLE in the database fail in 0.3.0). What row events carry does not
+-- depend on this running (pg_restore, session_replication_role and pg_dump's session
+-- settings all keep it from firing): webhooks.tracked_columns decides at each statement.
 CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     r record;
-    before text[];
-    auto text[];
 BEGIN
-    -- pg_restore (these two settings off, as no application session has them) brings the
-    -- triggers back itself, after the DDL that would fire this: it must not make them first.
-    IF NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables)
-       OR (pg_catalog.current_setting('row_security') = 'off'
-           AND pg_catalog.current_setting('check_function_bodies') = 'off') THEN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
         RETURN;
     END IF;
-    FOR r IN SELECT t.relid, t.auto_excluded FROM webhooks.tracked_tables t
-             WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid::oid)
+    FOR r IN
+        WITH RECURSIVE touched(oid) AS (
+            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+            WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_type'::regclass)
+            UNION
+            SELECT x.oid FROM touched
+            CROSS JOIN LATERAL (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = touched.oid
+                                UNION ALL
+                                SELECT k.oid FROM pg_catalog.pg_class k WHERE k.reloftype = touched.oid) x(oid)
+        )
+        SELECT t.relid, t.auto_excluded, t.problem FROM webhooks.tracked_tables t
+        WHERE t.relid::oid IN (SELECT touched.oid FROM touched)
+          AND t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
+        ORDER BY t.relid::oid
     LOOP
-        before := r.auto_excluded;
-        auto := webhooks_internal._track_apply(r.relid);
-        IF EXISTS (SELECT 1 FROM pg_catalog.unnest(auto) a WHERE NOT a = ANY (before)) THEN
-            RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', auto, r.relid
-                USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
-        END IF;
+        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
     END LOOP;
+END $$;
+
+-- What _on_ddl and _on_drop say about one tracked table, given what it was before.
+CREATE FUNCTION webhooks_internal._warn_about(tbl regclass, auto_before text[], problem_before text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s record;
+    fresh text[];
+BEGIN
+    SELECT * INTO s FROM webhooks_internal._row_shape_now(tbl);
+    SELECT pg_catalog.array_agg(x ORDER BY x) INTO fresh
+    FROM pg_catalog.unnest(s.auto_excluded) x WHERE NOT x = ANY (coalesce(auto_before, '{}'));
+    IF fresh IS NOT NULL THEN
+        RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', fresh, tbl
+            USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
+    END IF;
+    IF s.problem IS NOT NULL AND s.problem IS DISTINCT FROM problem_before THEN
+        RAISE WARNING 'row events of tracked table % cannot be made: %; its INSERT, UPDATE and DELETE fail until then', tbl, s.problem
+            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
+                                           tbl::text, tbl::text);
+    END IF;
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+          AND g.tgenabled <> 'D') < 3 THEN
+        RAISE WARNING 'the row triggers of tracked table % are disabled or gone: its writes publish no events', tbl
+            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...) to make them again.', tbl::text);
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'webhooks: tracked table % could not be checked after this command: %', tbl, SQLERRM;
 END $$;
 
 CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
@@ -2144,10 +2458,14 @@ CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
     EXECUTE FUNCTION webhooks_internal._on_ddl();
 
 -- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
--- DROP OWNED), so that no later table that gets the same oid inherits a tracking.
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking. A row
+-- trigger or condition of a table still tracked that went (DROP TRIGGER, or DROP FUNCTION
+-- ... CASCADE of a function its condition calls) is said, as _on_ddl says it.
 CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+DECLARE
+    r record;
 BEGIN
     IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
         RETURN;
@@ -2155,194 +2473,110 @@ BEGIN
     DELETE FROM webhooks.tracked_tables t
     USING pg_catalog.pg_event_trigger_dropped_objects() o
     WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
+    FOR r IN
+        SELECT DISTINCT t.relid, t.auto_excluded, t.problem
+        FROM pg_catalog.pg_event_trigger_dropped_objects() o
+        JOIN webhooks.tracked_tables t
+          ON o.classid = 'pg_catalog.pg_trigger'::regclass AND pg_catalog.cardinality(o.address_names) = 3
+         AND o.address_names[3] IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete', 'webhooks_row_condition')
+         AND t.relid::oid = (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = o.address_names[1] AND c.relname = o.address_names[2])
+        WHERE t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
+    LOOP
+        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
+    END LOOP;
 END $$;
 
 CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
     EXECUTE FUNCTION webhooks_internal._on_drop();
+
+-- What a statement's row events carry is cached per backend (webhooks.tracked_columns) until
+-- the table's definition changes: a change of the tracking itself, however it is made
+-- (track_table, a restore, an UPDATE by hand), tells every backend once it commits.
+CREATE FUNCTION webhooks_internal._tracking_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM webhooks_internal._forget_row_shape(OLD.relid::oid);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM webhooks_internal._forget_row_shape(NEW.relid::oid);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- (what _row_shape writes back, the state an operator reads, changes nothing of what is sent;
+-- the condition sent is its holder trigger's, whose changes invalidate the table themselves,
+-- and track_table sets tracked_at)
+CREATE TRIGGER tracked_tables_changed
+    AFTER INSERT OR DELETE OR UPDATE OF relid, entity, exclude_attnums, include_attnums, tenant_attnum, tracked_at
+    ON webhooks.tracked_tables FOR EACH ROW EXECUTE FUNCTION webhooks_internal._tracking_changed();
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:64
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:234
+-- webhooks::api::_delivery_state_ok
+CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
+	"status" TEXT, /* Option < & str > */
+	"attempts" INT, /* Option < i32 > */
+	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+) RETURNS bool /* bool */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:41
 -- requires:
---   publish
---   gate::webhook_send_sync_result
+--   schema
+--   api::_delivery_state_ok
 
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
-
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
-BEGIN
-    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
-        RETURNING dd.id, dd.endpoint_id
-    )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token).
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    failures text;
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
-    END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(answers) a WHERE a->>'error' IS NOT NULL;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
-    END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms'))
-                      FROM pg_catalog.jsonb_array_elements(answers) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
-        RETURN;
-    END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
-END $$;
-
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
-BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
-    END IF;
-    RETURN r;
-END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+-- One check for the whole state machine of a delivery: each status has exactly the timestamps
+-- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
+-- check's expression tree again for every statement that writes the table, and a one-row
+-- publish is such a statement.
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
+    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:69
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:70
 -- requires:
 --   publish
 --   api::_check_client_cert
@@ -2843,7 +3077,7 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:83
+-- src/lib.rs:84
 -- requires:
 --   endpoints
 --   api::_worker_state
@@ -3045,7 +3279,120 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:99
+-- src/lib.rs:89
+-- requires:
+--   endpoints
+
+-- Views for operators: dead letters and per-endpoint health.
+
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
+
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:112
+-- requires:
+--   operations
+--   views
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:102
 -- requires:
 --   endpoints
 --   operations
@@ -3602,7 +3949,7 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:104
+-- src/lib.rs:107
 -- requires:
 --   worker
 
@@ -3696,120 +4043,7 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:88
--- requires:
---   endpoints
-
--- Views for operators: dead letters and per-endpoint health.
-
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
-
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:109
--- requires:
---   operations
---   views
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:114
+-- src/lib.rs:117
 -- finalize
 -- Roles, grants and tenant isolation. Loaded last.
 --
@@ -3850,7 +4084,8 @@ GRANT EXECUTE ON FUNCTION
     webhooks.track_table(regclass, text, text[], text, text[], text),
     webhooks.untrack_table(regclass),
     webhooks.current_tenant(),
-    webhooks.tenant_scope()
+    webhooks.tenant_scope(),
+    webhooks.tracked_columns(regclass)
 TO webhooks_publisher;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.event_types TO webhooks_admin;
@@ -3936,6 +4171,8 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) 
 COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[], text) IS
     'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns; condition (SQL over OLD and NEW) leaves out rows it is not true for.';
 COMMENT ON FUNCTION webhooks.untrack_table(regclass) IS 'Stops row events of a tracked table.';
+COMMENT ON FUNCTION webhooks.tracked_columns(regclass) IS
+    'What the row events of a tracked table carry as it is now: entity, columns kept out and sent, tenant and key columns, condition, and the problem that makes its writes fail, if any. For roles that may write the table.';
 COMMENT ON FUNCTION webhooks.tenant_scope() IS
     'Tenants the calling role may see and publish for: NULL = every tenant; the empty string = rows without a tenant.';
 COMMENT ON FUNCTION webhooks.current_tenant() IS

@@ -196,6 +196,18 @@ macro_rules! raw_sql_type {
 // A jsonb argument passed on as is (no round trip through serde_json), and a regclass.
 raw_sql_type!(RawJsonb, "jsonb", pg_sys::JSONBOID);
 raw_sql_type!(Regclass, "regclass", pg_sys::REGCLASSOID);
+
+impl Regclass {
+    pub fn oid(&self) -> pg_sys::Oid {
+        pg_sys::Oid::from(self.0.value() as u32)
+    }
+
+    /// # Safety
+    /// `oid` must be a relation's.
+    pub unsafe fn of(oid: pg_sys::Oid) -> Regclass {
+        Regclass(pg_sys::Datum::from(oid))
+    }
+}
 // Arrays passed on as they are: a statement's events are not copied element by element.
 raw_sql_type!(RawJsonbArray, "jsonb[]", pg_sys::JSONBARRAYOID);
 raw_sql_type!(RawTextArray, "text[]", pg_sys::TEXTARRAYOID);

@@ -297,20 +297,23 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // The outbound policy is the server's (postgresql.conf, ALTER SYSTEM): no role, database or
+    // session setting changes what a tenant's endpoint may reach, since the worker and the
+    // application's sessions (synchronous sends) must apply the same one.
     GucRegistry::define_bool_guc(
         c"webhooks.allow_private_targets",
         c"Allow loopback, private and link-local delivery targets.",
-        c"",
+        c"Set in postgresql.conf or with ALTER SYSTEM only: it applies to the whole server.",
         &ALLOW_PRIVATE_TARGETS,
-        GucContext::Suset,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"webhooks.require_https",
         c"Refuse http:// endpoint URLs.",
-        c"",
+        c"Set in postgresql.conf or with ALTER SYSTEM only: it applies to the whole server.",
         &REQUIRE_HTTPS,
-        GucContext::Suset,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     unsafe { pg_sys::MarkGUCPrefixReserved(c"webhooks".as_ptr()) };

@@ -23,6 +23,7 @@ pub mod guc;
 pub mod handoff;
 pub mod launcher;
 pub mod sync;
+pub mod tracking;
 pub mod wake;
 pub mod worker;
 
@@ -93,7 +94,9 @@ extension_sql_file!(
         "publish",
         "catalogue",
         gate::webhook_publish_many,
-        api::_check_condition
+        api::_check_condition,
+        tracking::tracked_columns,
+        tracking::_forget_row_shape
     ]
 );
 extension_sql_file!(
@@ -117,6 +120,7 @@ extension_sql_file!("../sql/security.sql", name = "security", finalize);
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
     wake::init_backend();
+    tracking::init_backend();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         wake::init_shmem();
         handoff::init_shmem();

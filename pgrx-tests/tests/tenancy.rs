@@ -426,3 +426,98 @@ fn synchronous_events_keep_no_data_for_admins_to_read() {
         0
     );
 }
+
+/// A tenant's publisher sending a synchronous event learns only of its own tenant's endpoints:
+/// a platform endpoint ('*') that also received it is not named in the answers or the errors
+/// (0.3.0 returned its id, status and body), though its failure still fails the call. And what
+/// a target may be is the server's setting alone: no role, database or session changes it.
+#[test]
+fn a_tenants_synchronous_send_shows_nothing_of_the_platforms_endpoints() {
+    let c = Cluster::start(&[]);
+    let acme_rx = Receiver::scripted(|_, _| Reply::Status(200, "{\"acme\": true}"));
+    let platform_fails = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fails = std::sync::Arc::clone(&platform_fails);
+    let platform_rx = Receiver::scripted(move |_, _| {
+        if fails.load(std::sync::atomic::Ordering::Relaxed) {
+            Reply::Status(500, "PLATFORM_SECRET_BODY")
+        } else {
+            Reply::Status(200, "PLATFORM_SECRET_BODY")
+        }
+    });
+    let mut su = c.client();
+    su.batch_execute(
+        "CREATE ROLE app LOGIN IN ROLE webhooks_publisher;
+         SELECT webhooks.tenant_grant('app', 'acme');",
+    )
+    .unwrap();
+    let acme_ep: String = su
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{sms.created}', 'acme')",
+            &[&acme_rx.url],
+        )
+        .unwrap()
+        .get(0);
+    let platform_ep: String = su
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{sms.created}', '*')",
+            &[&platform_rx.url],
+        )
+        .unwrap()
+        .get(0);
+    let mut app = c.client_as("app");
+    let answer: String = app
+        .query_one(
+            "SELECT webhooks.webhook_send_sync('sms.created', '{\"code\": \"1\"}')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(platform_rx.count(), 1, "the platform endpoint got it");
+    assert!(answer.contains(&acme_ep), "{answer}");
+    assert!(
+        !answer.contains(&platform_ep) && !answer.contains("PLATFORM_SECRET_BODY"),
+        "{answer}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["responses"].as_array().map(|a| a.len()), Some(1));
+    // A failing platform endpoint fails the tenant's call, unnamed.
+    platform_fails.store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = error_of(app.query_one(
+        "SELECT webhooks.webhook_send_sync('sms.created', '{\"code\": \"2\"}')",
+        &[],
+    ));
+    assert!(e.contains("a platform endpoint failed"), "{e}");
+    assert!(
+        !e.contains(&platform_ep) && !e.contains("500") && !e.contains("PLATFORM_SECRET_BODY"),
+        "{e}"
+    );
+    let r: String = app
+        .query_one(
+            "SELECT webhooks.webhook_send_sync_result('sms.created', '{\"code\": \"3\"}')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        r.contains("a platform endpoint failed") && !r.contains(&platform_ep),
+        "{r}"
+    );
+    // The platform's own roles see it all.
+    let e = error_of(su.query_one(
+        "SELECT webhooks.webhook_send_sync('sms.created', '{\"code\": \"4\"}')",
+        &[],
+    ));
+    assert!(e.contains(&platform_ep) && e.contains("HTTP 500"), "{e}");
+
+    // The outbound policy: refused to every kind of setting but the server's.
+    for sql in [
+        "ALTER ROLE app SET webhooks.allow_private_targets = on",
+        "ALTER DATABASE postgres SET webhooks.allow_private_targets = on",
+        "ALTER ROLE ALL SET webhooks.require_https = off",
+        "SET webhooks.allow_private_targets = on",
+        "SET webhooks.require_https = off",
+    ] {
+        let e = error_of(su.batch_execute(sql));
+        assert!(e.contains("cannot be changed now"), "{sql}: {e}");
+    }
+}

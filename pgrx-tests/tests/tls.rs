@@ -115,6 +115,13 @@ fn bad_certificates_are_failed_attempts_that_say_why_and_are_never_delivered() {
         .unwrap_err();
     let msg = e.as_db_error().unwrap().message().to_string();
     assert!(msg.contains("untrusted certificate"), "{msg}");
+    // (named by endpoint id for the publisher who reads it: never by URL, host or port)
+    assert!(
+        !msg.contains("localhost")
+            && !msg.contains("/hook")
+            && !msg.contains(&rx.port().to_string()),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -104,6 +104,16 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 
 -- The tables, in place. New columns go last, as in sql/schema.sql.
 
+-- Tracked tables: what their row events carry is decided at each statement from the catalog
+-- (webhooks.tracked_columns). Secret-looking columns stay out by attribute number once seen:
+-- those 0.3.0 kept out by name are remembered as they are now.
+ALTER TABLE webhooks.tracked_tables ADD COLUMN secret_attnums int2[] NOT NULL DEFAULT '{}';
+ALTER TABLE webhooks.tracked_tables ADD COLUMN problem text;
+UPDATE webhooks.tracked_tables t
+SET secret_attnums = coalesce((SELECT pg_catalog.array_agg(a.attnum ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+                               WHERE a.attrelid = t.relid AND a.attnum > 0 AND NOT a.attisdropped
+                                 AND a.attname::text = ANY (t.auto_excluded)), '{}');
+
 -- ---------------------------------------------------------------------------------------------
 -- The 0.4.0 install script follows.
 -- ---------------------------------------------------------------------------------------------
