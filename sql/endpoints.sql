@@ -61,27 +61,31 @@ END $$;
 COMMENT ON FUNCTION webhooks.filter_path(text) IS
     'The SQL/JSON path of an endpoint filter, with an error that names a bad one ('''' and NULL: none).';
 
--- A filter must answer true or false (or unknown) for any event: tried on an envelope of the
--- shape every event has.
-CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS void
+-- A filter must be one whose cost is bounded (src/filter_path.rs: no .**, no $ inside a filter
+-- expression, no comparison of two paths, at most 16 paths, 4 nested filters, a bounded
+-- like_regex) and answer true or false (or unknown) for any event: tried on an envelope of the
+-- shape every event has. Returns its weight, the paths it evaluates.
+CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS int
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+DECLARE
+    weight int;
 BEGIN
-    -- Errors that the silent evaluation at publish would not swallow, and a bound on its cost.
-    IF f::text ~ '\$"' THEN
-        RAISE EXCEPTION 'filter "%" uses a variable: a filter has none', f USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF pg_catalog.length(f::text) > 1024 THEN
         RAISE EXCEPTION 'filter is % characters, over the limit of 1024', pg_catalog.length(f::text)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    PERFORM pg_catalog.jsonb_path_match_tz(
-        '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
-          "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
-EXCEPTION WHEN OTHERS THEN
-    RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
-        USING ERRCODE = 'invalid_parameter_value',
-              HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
+    weight := webhooks_internal._filter_weight(f::text);
+    BEGIN
+        PERFORM pg_catalog.jsonb_path_match(
+            '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
+              "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
+    END;
+    RETURN weight;
 END $$;
 
 -- The envelope a filter sees. An SQL function inlined where it is called (a SET clause would
@@ -92,6 +96,24 @@ LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
                                          'tenant_id', tenant_id, 'actor', actor, 'data', data)
+$$;
+
+-- Whether an event goes to an endpoint as far as its filter says (no filter: it does), where
+-- publish, the set form, synchronous sends and operational events all ask it. A filter whose
+-- work on this event would exceed its budget (its weight times the event's size) is not
+-- evaluated: the event goes to the endpoint as if it matched, and the log says so; a filter
+-- errs towards sending, never towards losing. Inlined (its body names everything with its
+-- schema, as _filter_envelope's).
+CREATE FUNCTION webhooks_internal._filter_passes(filter jsonpath, weight int, endpoint text,
+                                                 id text, type text, version text, source text,
+                                                 tenant_id text, actor jsonb, data jsonb) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT filter IS NULL
+        OR NOT webhooks_internal._filter_affordable(weight, data, endpoint)
+        OR coalesce(pg_catalog.jsonb_path_match(
+               webhooks_internal._filter_envelope(id, type, version, source, tenant_id, actor, data),
+               filter, '{}', true), false)
 $$;
 
 CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
@@ -142,6 +164,7 @@ BEGIN
     END IF;
     IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
         PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
+        PERFORM webhooks_internal._check_tenant_not_a_slug(NEW.tenant_id);
     END IF;
     -- Each check runs when its column is written (an insert, or an update that changes it): a
     -- row from an older version keeps working when the worker records its state.
@@ -204,8 +227,10 @@ BEGIN
         NEW.public_key := NULL;
         DELETE FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = OLD.id;
     END IF;
-    IF NEW.filter IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.filter::text IS DISTINCT FROM OLD.filter::text) THEN
-        PERFORM webhooks_internal._check_filter(NEW.filter);
+    IF TG_OP = 'INSERT' OR NEW.filter::text IS DISTINCT FROM OLD.filter::text THEN
+        NEW.filter_weight := CASE WHEN NEW.filter IS NOT NULL THEN webhooks_internal._check_filter(NEW.filter) END;
+    ELSE
+        NEW.filter_weight := OLD.filter_weight;
     END IF;
     -- hmac-hex names its own headers with the prefix: an endpoint header must not shadow them.
     IF NEW.format = 'hmac-hex' AND EXISTS (
@@ -264,8 +289,8 @@ BEGIN
     NEW.headers := coalesce(NEW.headers, '{}');
     -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
     -- rate) does not count as an update.
-    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at}'::text[])
-                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at}'::text[]) THEN
+    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[])
+                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[]) THEN
         NEW.updated_at := pg_catalog.now();
     END IF;
     RETURN NEW;

@@ -169,8 +169,8 @@ BEGIN
         WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
           AND ep.enabled
           AND webhooks_internal._matches(ep.event_types, p_type)
-          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-                   new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
+          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+                   new_id, p_type, et.version, src, p_tenant, actor, data)
         HAVING pg_catalog.count(*) > 0
         RETURNING true INTO due_now;
     ELSE
@@ -182,8 +182,8 @@ BEGIN
               AND ep.enabled
               AND webhooks_internal._matches(ep.event_types, p_type)
               -- (an endpoint's filter sees the envelope; one that errors on it matches nothing)
-              AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-                       new_id, p_type, et.version, src, p_tenant, actor, data), ep.filter, '{}', true))
+              AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+                       new_id, p_type, et.version, src, p_tenant, actor, data)
             RETURNING next_attempt_at
         )
         SELECT pg_catalog.bool_or(d.next_attempt_at <= pg_catalog.now()) INTO due_now FROM d;
@@ -233,7 +233,8 @@ DECLARE
     m_id text[];               -- which endpoint, of which tenant, after which batch window
     m_tenant text[];
     m_delay interval[];
-    m_filter jsonpath[];       -- and its filter (NULL: none)
+    m_filter jsonpath[];       -- and its filter (NULL: none), with its weight
+    m_weight int[];
     direct boolean;
     result text[];
     stale bigint[];            -- elements whose key is held by an event past webhooks.ttl
@@ -303,8 +304,8 @@ BEGIN
     -- filters of those endpoints only).
     SELECT pg_catalog.array_agg(mt.t ORDER BY ep.id), pg_catalog.array_agg(ep.id ORDER BY ep.id),
            pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id),
-           pg_catalog.array_agg(ep.filter ORDER BY ep.id)
-    INTO m_for, m_id, m_tenant, m_delay, m_filter
+           pg_catalog.array_agg(ep.filter ORDER BY ep.id), pg_catalog.array_agg(ep.filter_weight ORDER BY ep.id)
+    INTO m_for, m_id, m_tenant, m_delay, m_filter, m_weight
     FROM (SELECT DISTINCT x AS t FROM unnest(tout) x) mt
     JOIN webhooks.endpoints ep ON coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(mt.t, ''), '*'])
     WHERE ep.enabled AND webhooks_internal._matches(ep.event_types, p_type);
@@ -338,15 +339,15 @@ BEGIN
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.id, e.tenant_id, e.entity_key, e.data
     ), matched AS (
-        SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay, m_filter) mx(for_tenant, id, tenant_id, batch_window, filter)
+        SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay, m_filter, m_weight) mx(for_tenant, id, tenant_id, batch_window, filter, weight)
     ), fpairs AS (
         -- each event with the filtered endpoints of its tenant whose filter it passes
         SELECT ev.id AS event_id, ev.tenant_id, ev.entity_key, mx.id AS endpoint_id, mx.tenant_id AS endpoint_tenant,
                mx.batch_window
         FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
         WHERE mx.filter IS NOT NULL
-          AND pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-                  ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data), mx.filter, '{}', true)
+          AND webhooks_internal._filter_passes(mx.filter, mx.weight, mx.id,
+                  ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data)
     ), d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
         SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant
@@ -443,8 +444,8 @@ BEGIN
     WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
       AND ep.enabled AND ep.id IS DISTINCT FROM p_about
       AND webhooks_internal._matches(ep.event_types, p_type)
-      AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-               new_id, p_type, '1', 'urn:webhooks', tenant, NULL, p_data), ep.filter, '{}', true));
+      AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+               new_id, p_type, '1', 'urn:webhooks', tenant, NULL, p_data);
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM webhooks_internal._wake_on_commit();

@@ -69,7 +69,11 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     public_key                 text,
     -- A SQL/JSON path predicate over the event's envelope ({id, type, version, source,
     -- tenant_id, actor, data}): an event it does not match makes no delivery (NULL: all).
-    filter                     jsonpath
+    filter                     jsonpath,
+    -- Added in 0.4.0. The paths the filter evaluates, set by the endpoints' trigger: its work on
+    -- an event is bounded by this times the event's size (src/filter_path.rs). NULL with a
+    -- filter: one written before 0.4.0's checks that they refuse, never evaluated.
+    filter_weight              int
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -306,6 +310,7 @@ COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the h
 COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secret, the default) or v1a (ed25519: receivers verify with public_key).';
 COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
 COMMENT ON COLUMN webhooks.endpoints.filter IS 'SQL/JSON path predicate over the envelope ($.data.user.email_verified == true): events it does not match make no delivery.';
+COMMENT ON COLUMN webhooks.endpoints.filter_weight IS 'Paths the filter evaluates (set by the extension): it is not evaluated on an event whose size in bytes times this exceeds 4 MiB, and the event goes to the endpoint as if it matched.';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';

@@ -32,8 +32,8 @@ BEGIN
         FROM webhooks.endpoints ep
         WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
           AND webhooks_internal._matches(ep.event_types, p_type)
-          AND (ep.filter IS NULL OR pg_catalog.jsonb_path_match_tz(webhooks_internal._filter_envelope(
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data), ep.filter, '{}', true))
+          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
         RETURNING dd.id, dd.endpoint_id
     )
     SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,

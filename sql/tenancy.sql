@@ -127,6 +127,7 @@ BEGIN
     END IF;
     IF tenant_id <> '' THEN
         PERFORM webhooks_internal._check_tenant_id(tenant_id, true);
+        PERFORM webhooks_internal._check_tenant_not_a_slug(tenant_id);
     END IF;
     INSERT INTO webhooks_internal.tenancy_in_use DEFAULT VALUES ON CONFLICT DO NOTHING;
     INSERT INTO webhooks.tenant_roles AS t (role_name, tenant_id, granted_by)
@@ -144,5 +145,61 @@ BEGIN
       AND t.tenant_id = _tenant_revoke.tenant_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'role "%" is not bound to tenant "%"', role_name, tenant_id USING ERRCODE = 'no_data_found';
+    END IF;
+END $$;
+
+-- A tenant's slug names it to hmac-hex receivers (a tenant without a row is named by its id):
+-- no tenant may take a name another tenant goes by. The slug column is unique; this refuses
+-- another tenant's id as well (a tenant's admin named its tenant as another one, 0.3.0), and
+-- the binding of a tenant id that another tenant already uses as its slug.
+CREATE FUNCTION webhooks_internal._slug_owner(name text, except_tenant text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    SELECT x.t FROM (
+        SELECT t.id AS t FROM webhooks.tenants t WHERE t.id = name OR t.slug = name
+        UNION ALL
+        SELECT r.tenant_id FROM webhooks.tenant_roles r WHERE r.tenant_id = name
+        UNION ALL
+        SELECT e.tenant_id FROM webhooks.endpoints e WHERE coalesce(e.tenant_id, '') = name
+    ) x
+    WHERE x.t IS DISTINCT FROM except_tenant
+    LIMIT 1
+$$;
+
+CREATE FUNCTION webhooks_internal._tenant_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    other text;
+BEGIN
+    IF NEW.slug IS DISTINCT FROM NEW.id THEN
+        other := webhooks_internal._slug_owner(NEW.slug, NEW.id);
+        IF other IS NOT NULL THEN
+            RAISE EXCEPTION 'slug "%" is already the name of tenant "%": tenant "%" cannot take it', NEW.slug, other, NEW.id
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Choose another slug (a tenant without one is named by its id).';
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER tenants_before_write BEFORE INSERT OR UPDATE ON webhooks.tenants
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._tenant_before_write();
+
+-- (a tenant id that is another tenant's slug, for bindings and endpoints)
+CREATE FUNCTION webhooks_internal._check_tenant_not_a_slug(t text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    other text;
+BEGIN
+    IF t IS NULL OR t IN ('', '*') THEN
+        RETURN;
+    END IF;
+    SELECT x.id INTO other FROM webhooks.tenants x WHERE x.slug = t AND x.id <> t;
+    IF other IS NOT NULL THEN
+        RAISE EXCEPTION 'tenant_id "%" is the slug of tenant "%": hmac-hex receivers could not tell them apart', t, other
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Use another tenant id, or give that tenant another slug first.';
     END IF;
 END $$;

@@ -29,7 +29,8 @@
 
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
-                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0)
+                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
+                                         active text[] DEFAULT NULL)
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
@@ -97,15 +98,22 @@ BEGIN
           FROM webhooks.deliveries d
           WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
     -- How many rows endpoints can take now: the head looked at is sized by it, so a single
-    -- busy endpoint costs a claim a few dozen index entries, not thousands.
-    SELECT coalesce(sum(greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
-                                       CASE WHEN ep.rate_limit IS NULL THEN q.quota
-                                            ELSE coalesce(rl.allow, 0) END), 0)), 0)::int INTO room_total
+    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
+    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
+    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
+    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
+    -- the worker names them.
+    SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
+    INTO room_total
+    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
+                                CASE WHEN ep.rate_limit IS NULL THEN q.quota
+                                     ELSE coalesce(rl.allow, 0) END), 0) AS room,
+                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
     FROM webhooks.endpoints ep
     CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false);
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)) r;
     win := least(batch * 4, greatest(room_total * 2, 32));
     WITH head AS (
         SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key

@@ -317,3 +317,84 @@ fn _lease_room(quota: i32, busy: Option<i32>, mine: Option<i32>, workers: i32) -
     )
     .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
+
+/// The weight of an endpoint filter (the paths it evaluates), or an error naming what in it is
+/// not allowed and why (src/filter_path.rs). `printed` is the filter as PostgreSQL prints it.
+#[pg_extern(immutable, parallel_safe, strict, schema = "webhooks_internal")]
+fn _filter_weight(printed: &str) -> i32 {
+    match crate::filter_path::check(printed) {
+        Ok(w) => w as i32,
+        Err(why) => refused_filter(printed, &why),
+    }
+}
+
+fn refused_filter(printed: &str, why: &str) -> ! {
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!("filter \"{printed}\" is not allowed: {why}"),
+        "_filter_weight",
+    )
+    .set_hint(
+        "A filter compares paths of the envelope with constants ($.data.user.email_verified == true, $.type starts with \"user.\"), joined with && || !; it evaluates at most 16 paths.",
+    )
+    .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
+/// The weight of a filter, NULL for one that 0.4.0 refuses (never evaluated, see
+/// `_filter_affordable`): for filters written before those checks.
+#[pg_extern(immutable, parallel_safe, strict, schema = "webhooks_internal")]
+fn _filter_weight_or_null(printed: &str) -> Option<i32> {
+    crate::filter_path::check(printed).ok().map(|w| w as i32)
+}
+
+thread_local! {
+    /// Endpoints whose filter was last skipped for its budget, and when (a LOG line each
+    /// minute at most).
+    static SKIPPED: std::cell::RefCell<std::collections::HashMap<String, std::time::Instant>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Whether a filter of `weight` may be evaluated on `data` within the budget
+/// (src/filter_path.rs). When it may not, the event is delivered as if the filter matched, and
+/// the log says so once a minute per endpoint. A weight of NULL (a filter refused by these
+/// checks, kept from an older version) is never evaluated.
+#[pg_extern(stable, parallel_safe, schema = "webhooks_internal")]
+fn _filter_affordable(
+    weight: Option<i32>,
+    data: Option<crate::gate::RawJsonb>,
+    endpoint: Option<&str>,
+) -> bool {
+    let bytes = data
+        .map(|d| unsafe { pg_sys::toast_raw_datum_size(d.datum()) } as i64)
+        .unwrap_or(0);
+    let ok = weight.is_some_and(|w| crate::filter_path::affordable(i64::from(w), bytes));
+    if !ok {
+        let ep = endpoint.unwrap_or("").to_string();
+        let say = SKIPPED.with(|s| {
+            let mut s = s.borrow_mut();
+            let due = s
+                .get(&ep)
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+            if due {
+                if s.len() > 1024 {
+                    s.clear();
+                }
+                s.insert(ep.clone(), std::time::Instant::now());
+            }
+            due
+        });
+        if say {
+            match weight {
+                Some(w) => log!(
+                    "webhooks: the filter of endpoint {ep} (weight {w}) was not evaluated on an event of {bytes} bytes, over its budget of {} weight x bytes: the event goes to the endpoint unfiltered",
+                    crate::filter_path::BUDGET
+                ),
+                None => log!(
+                    "webhooks: the filter of endpoint {ep} is one this version refuses, so it is not evaluated: its events go to the endpoint unfiltered until it is changed"
+                ),
+            }
+        }
+    }
+    ok
+}

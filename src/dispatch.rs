@@ -258,6 +258,12 @@ impl<U> Dispatcher<U> {
             .collect()
     }
 
+    /// The endpoints with work now or within REMEMBER (the claim sizes its look at the due
+    /// rows by what these may take).
+    pub fn active_endpoints(&self) -> Vec<String> {
+        self.endpoints.keys().cloned().collect()
+    }
+
     /// Forgets endpoints without work for REMEMBER.
     fn tidy(&mut self) {
         if self.last_tidy.elapsed() < Duration::from_secs(1) {

@@ -197,6 +197,12 @@ macro_rules! raw_sql_type {
 raw_sql_type!(RawJsonb, "jsonb", pg_sys::JSONBOID);
 raw_sql_type!(Regclass, "regclass", pg_sys::REGCLASSOID);
 
+impl RawJsonb {
+    pub fn datum(&self) -> pg_sys::Datum {
+        self.0
+    }
+}
+
 impl Regclass {
     pub fn oid(&self) -> pg_sys::Oid {
         pg_sys::Oid::from(self.0.value() as u32)
@@ -345,7 +351,7 @@ fn untrack_table(tbl: Option<Regclass>) {
 }
 
 #[pg_extern(stable)]
-fn tenant_scope() -> Option<Vec<Option<String>>> {
+pub fn tenant_scope() -> Option<Vec<Option<String>>> {
     let caller = effective_caller();
     // A superuser acts for every tenant unless its session narrowed itself: no query needed.
     if unsafe { pg_sys::superuser_arg(caller) }

@@ -7,6 +7,7 @@
 pub mod dispatch;
 pub mod envelope;
 pub mod filter;
+pub mod filter_path;
 pub mod headers;
 pub mod http;
 pub mod ids;
@@ -73,7 +74,9 @@ extension_sql_file!(
     requires = [
         "publish",
         api::_check_client_cert,
-        api::_check_header_prefix
+        api::_check_header_prefix,
+        api::_filter_weight,
+        api::_filter_affordable
     ]
 );
 extension_sql_file!(

@@ -1131,7 +1131,7 @@ fn endpoint_formats_and_prefixes_are_checked() {
     assert_eq!(one::<String>(&format!("SELECT header_prefix FROM webhooks.endpoints WHERE id = '{id}'")), None);
     expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'Not A Slug')", "tenants_slug_check");
     run("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'acme-corp')");
-    expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('globex', 'acme-corp')", "tenants_slug_key");
+    expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('globex', 'acme-corp')", "is already the name of tenant \"acme\"");
 }
 
 /// v1a: an ed25519 pair per endpoint; admins read the public key, never the private one; the
@@ -1180,10 +1180,10 @@ fn filters_decide_which_events_an_endpoint_gets() {
     .unwrap();
     let all = endpoint("https://c.example.com/h", "{user.*}", None);
     expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.data.user.')"), "is not a SQL/JSON path");
-    expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.data.user')"), "is not a predicate");
-    expect_err(&format!("UPDATE webhooks.endpoints SET filter = '$.type' WHERE id = '{all}'"), "is not a predicate");
+    expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.data.user')"), "must be a condition");
+    expect_err(&format!("UPDATE webhooks.endpoints SET filter = '$.type' WHERE id = '{all}'"), "must be a condition");
     // a variable would raise at publish for every event that reaches it: refused
-    expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.type == \"user.deleted\" && $x == 1')"), "uses a variable");
+    expect_err(&format!("SELECT webhooks.endpoint_update('{all}', filter => '$.type == \"user.deleted\" && $x == 1')"), "has no variables");
     let got = |ep: &str| count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ep}'"));
     run("SELECT webhooks.webhook_publish('user.updated', '{\"user\": {\"email_verified\": true}}')");
     run("SELECT webhooks.webhook_publish('user.updated', '{\"user\": {\"email_verified\": false}}')");
@@ -1247,4 +1247,109 @@ fn a_tracked_tables_condition_picks_the_rows_that_publish() {
     run("SELECT webhooks.track_table('people', 'user')");
     run("UPDATE people SET plan = 'free'");
     assert_eq!(count("SELECT count(*) FROM webhooks.events"), 5);
+}
+
+/// A tenant's name to hmac-hex receivers is its slug, or its id when it has none: no tenant may
+/// go by another's (0.3.0 let a tenant's admin take another tenant's id as its slug).
+#[pg_test]
+fn a_tenant_cannot_take_another_tenants_name() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_acme_admin IN ROLE webhooks_admin");
+    run("SELECT webhooks.tenant_grant('wh_acme_admin', 'acme')");
+    endpoint("https://g.example.com/in", "{*}", Some("globex"));
+    run("SET ROLE wh_acme_admin");
+    expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'globex')", "already the name of tenant \"globex\"");
+    run("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'acme-inc')");
+    expect_err("UPDATE webhooks.tenants SET slug = 'globex' WHERE id = 'acme'", "already the name");
+    run("RESET ROLE");
+    // and a tenant id that another tenant uses as its slug is not handed out
+    expect_err("SELECT webhooks.tenant_grant('wh_acme_admin', 'acme-inc')", "is the slug of tenant \"acme\"");
+    expect_err("SELECT webhooks.endpoint_create('https://x.example.com/in', '{*}', 'acme-inc')", "is the slug of tenant \"acme\"");
+    // a platform admin is held to the same names
+    expect_err("INSERT INTO webhooks.tenants (id, slug) VALUES ('globex', 'acme')", "already the name of tenant \"acme\"");
+}
+
+/// The notifications of channel "webhooks" name every tenant's operational events: a tenant's
+/// roles may not listen (0.3.0 let any role).
+#[pg_test]
+fn only_platform_roles_listen_to_operational_events() {
+    err("SELECT 1");
+    run("CREATE ROLE wh_listener IN ROLE webhooks_admin; CREATE ROLE wh_platform IN ROLE webhooks_admin");
+    run("SELECT webhooks.tenant_grant('wh_listener', 'acme'), webhooks.tenant_grant('wh_platform', '*')");
+    run("SET ROLE wh_listener");
+    expect_err("LISTEN webhooks", "platform's roles");
+    run("LISTEN something_else");
+    run("RESET ROLE; SET ROLE wh_platform");
+    run("LISTEN webhooks");
+    run("RESET ROLE");
+    run("LISTEN webhooks");
+    run("UNLISTEN *");
+}
+
+/// Idle endpoints count little in the size of the claim's look at the due rows: a busy
+/// endpoint's backlog at the head is not walked a whole window deep because idle batched
+/// endpoints could take thousands of rows (0.3.0 walked batch * 4 entries each claim).
+#[pg_test]
+fn idle_endpoints_do_not_widen_the_claims_walk_of_the_head() {
+    let busy = endpoint("https://b.example.com/in", "{user.created}", None);
+    run(&format!("UPDATE webhooks.endpoints SET max_in_flight = 1 WHERE id = '{busy}'"));
+    for i in 0..20 {
+        let idle = endpoint(&format!("https://i{i}.example.com/in"), "{password.updated}", None);
+        run(&format!("SELECT webhooks.endpoint_update('{idle}', batch_max => 1000)"));
+    }
+    run("SELECT count(webhooks.webhook_publish('user.created', '{}')) FROM generate_series(1, 2000)");
+    let claim = format!("SELECT count(*) FROM webhooks_internal._claim(500, '1 minute', false, 64, 4, '{{}}', 1, 0, ARRAY['{busy}'])");
+    assert_eq!(count(&claim), 4, "the busy endpoint's four rounds of one");
+    let fetched = || count("SELECT coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables WHERE relid = 'webhooks.deliveries'::regclass");
+    let before = fetched();
+    assert_eq!(count(&claim), 0, "nothing more of it while four are leased");
+    let walked = fetched() - before;
+    assert!(walked < 600, "the claim walked {walked} entries of the head");
+}
+
+/// A tenant's admin writes a filter; every publish of its tenant's events pays for it. So what
+/// a filter may cost is bounded: constructs whose cost multiplies are refused when written (a
+/// nested `.**` made one publish take over 30 s in 0.3.0), and a filter whose weight times an
+/// event's size exceeds the budget is not evaluated on that event, which then goes to the
+/// endpoint as if it matched (nothing is lost).
+#[pg_test]
+fn a_filter_costs_at_most_its_budget() {
+    run("CREATE ROLE wh_fadm IN ROLE webhooks_admin");
+    run("SELECT webhooks.tenant_grant('wh_fadm', 'acme')");
+    run("SET ROLE wh_fadm");
+    for (filter, why) in [
+        ("exists($.** ? (exists(@.** ? (exists(@.** ? (@ == 1))))))", "any level"),
+        ("exists($.data.a[*] ? (exists($.data.a[*] ? ($.data.a[*] == 1))))", "starts from the whole event again"),
+        ("$.data.a[*] == $.data.b[*]", "compares two paths"),
+        ("$.data.x like_regex \"(a*)*\\\\1\"", "back reference"),
+        ("$.data.at.datetime() < \"2020-01-01\".datetime()", ".datetime() is not allowed"),
+    ] {
+        expect_err(
+            &format!("SELECT webhooks.endpoint_create('https://f.example.com/h', '{{user.*}}', filter => $f${filter}$f$)"),
+            why,
+        );
+    }
+    let wide = (0..17).map(|i| format!("$.data.k{i} == 1")).collect::<Vec<_>>().join(" || ");
+    expect_err(&format!("SELECT webhooks.endpoint_create('https://f.example.com/h', '{{user.*}}', filter => $f${wide}$f$)"), "more than 16 paths");
+    // the heaviest allowed: 16 paths
+    let heavy = (0..16).map(|i| format!("$.data.k{i} == 1")).collect::<Vec<_>>().join(" || ");
+    let ep = one::<String>(&format!(
+        "SELECT id FROM webhooks.endpoint_create('https://f.example.com/h', '{{user.*}}', filter => $f${heavy}$f$)"
+    ))
+    .unwrap();
+    run("RESET ROLE");
+    assert_eq!(one::<i32>(&format!("SELECT filter_weight FROM webhooks.endpoints WHERE id = '{ep}'")), Some(16));
+    let deliveries = || count(&format!("SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ep}'"));
+    // a small event the filter does not match: no delivery
+    run("SELECT webhooks.webhook_publish('user.created', '{\"k3\": 2}', 'acme')");
+    assert_eq!(deliveries(), 0);
+    run("SELECT webhooks.webhook_publish('user.created', '{\"k3\": 1}', 'acme')");
+    assert_eq!(deliveries(), 1);
+    // an event whose size times the weight exceeds the budget: not evaluated, delivered
+    run("SET webhooks.max_payload = 1048576");
+    run("SELECT webhooks.webhook_publish('user.created', jsonb_build_object('k3', 2, 'pad', repeat('x', 300000)), 'acme')");
+    assert_eq!(deliveries(), 2, "over budget: delivered as if it matched");
+    // and the set form and the operational events ask the same
+    run("SELECT webhooks.webhook_publish_many('user.created', ARRAY['{\"k1\": 1}', '{\"k1\": 0}']::jsonb[], ARRAY['acme', 'acme'])");
+    assert_eq!(deliveries(), 3);
 }

@@ -204,6 +204,16 @@ unsafe extern "C-unwind" fn on_utility(
             stop_workers_of(db);
         }
     }
+    // The notifications of channel "webhooks" name every tenant's operational events (an
+    // endpoint disabled, a delivery dead): only the platform's roles may listen to them.
+    if listens_to_webhooks(pstmt) && !may_listen() {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "LISTEN webhooks is for the platform's roles: its notifications name every tenant's operational events",
+            "A superuser, or a role bound to every tenant (webhooks.tenant_grant(role, '*')), may listen; a tenant's roles read their own operational events in webhooks.events."
+        );
+    }
     let commit_prepared = !pstmt.is_null() && {
         let node = (*pstmt).utilityStmt;
         !node.is_null()
@@ -227,6 +237,27 @@ unsafe extern "C-unwind" fn on_utility(
     if commit_prepared {
         wake_worker();
     }
+}
+
+/// Whether the statement is LISTEN "webhooks" in a database that has the extension.
+unsafe fn listens_to_webhooks(pstmt: *mut pg_sys::PlannedStmt) -> bool {
+    if pstmt.is_null() || (*pstmt).utilityStmt.is_null() {
+        return false;
+    }
+    let node = (*pstmt).utilityStmt;
+    if (*node).type_ != pg_sys::NodeTag::T_ListenStmt {
+        return false;
+    }
+    let name = (*(node as *mut pg_sys::ListenStmt)).conditionname;
+    !name.is_null()
+        && std::ffi::CStr::from_ptr(name).to_bytes() == b"webhooks"
+        && pg_sys::get_extension_oid(c"webhooks".as_ptr(), true) != pg_sys::Oid::INVALID
+}
+
+/// A role of scope every tenant (a superuser, or bound to '*'), as the API sees its caller.
+fn may_listen() -> bool {
+    let superuser = unsafe { pg_sys::superuser() };
+    superuser || crate::gate::tenant_scope().is_none()
 }
 
 /// The database a DROP DATABASE (or a CREATE DATABASE copying it) names, if it exists.

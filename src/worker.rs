@@ -431,7 +431,8 @@ fn record_sync_failures() {
 /// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
 const CLAIM_SQL: &str =
     "SELECT * FROM webhooks_internal._claim($1::pg_catalog.int4, $2::pg_catalog.interval, $3, \
-     $4::pg_catalog.int4, $5::pg_catalog.int4, $6::pg_catalog.text[], $7::pg_catalog.int4, $8::pg_catalog.int4)";
+     $4::pg_catalog.int4, $5::pg_catalog.int4, $6::pg_catalog.text[], $7::pg_catalog.int4, $8::pg_catalog.int4, \
+     $9::pg_catalog.text[])";
 
 const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::pg_catalog.int4)";
 
@@ -441,6 +442,15 @@ const EXPAND_STEP: i32 = 10_000;
 /// Requests an endpoint may have leased (queued here or in flight), in units of what it may
 /// have in flight: the claim leases this far ahead so the senders never wait on the database.
 const LEASE_AHEAD: i32 = 4;
+
+/// What the sender side tells the claim, refreshed every FAST_EVERY: which endpoints answer fast
+/// (they lease further ahead) and which have had work lately (the claim's look at the due rows
+/// is sized by what those may take).
+#[derive(Clone, Default)]
+struct SenderView {
+    fast: Vec<String>,
+    active: Vec<String>,
+}
 
 /// How often the sender side tells the claim which endpoints answer fast.
 const FAST_EVERY: Duration = Duration::from_millis(100);
@@ -467,7 +477,7 @@ fn claim(
     scan_leases: bool,
     lease: Duration,
     senders: usize,
-    fast: Vec<String>,
+    view: SenderView,
     workers: usize,
     rank: usize,
 ) -> (Vec<Claimed>, bool) {
@@ -482,9 +492,10 @@ fn claim(
             scan_leases.into(),
             (senders as i32).into(),
             LEASE_AHEAD.into(),
-            fast.into(),
+            view.fast.into(),
             (workers as i32).into(),
             (rank as i32).into(),
+            view.active.into(),
         ];
         let table = match client.update(CLAIM_SQL, None, &args) {
             Ok(t) => t,
@@ -745,7 +756,7 @@ fn run_senders(
     senders: usize,
     hungry: Arc<std::sync::atomic::AtomicBool>,
     outstanding: Arc<std::sync::atomic::AtomicUsize>,
-    fast: Arc<std::sync::Mutex<Vec<String>>>,
+    view: Arc<std::sync::Mutex<SenderView>>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut queued: Dispatcher<Unit> = Dispatcher::new(senders);
@@ -880,8 +891,11 @@ fn run_senders(
         hungry.store(queued.hungry(), Relaxed);
         if last_fast.elapsed() >= FAST_EVERY {
             last_fast = Instant::now();
-            if let Ok(mut f) = fast.lock() {
-                *f = queued.fast_endpoints();
+            if let Ok(mut v) = view.lock() {
+                *v = SenderView {
+                    fast: queued.fast_endpoints(),
+                    active: queued.active_endpoints(),
+                };
             }
         }
         if stopping.is_some_and(|t| in_flight.is_empty() || Instant::now() >= t) {
@@ -902,9 +916,8 @@ struct Flow {
     /// flight).
     hungry: Arc<std::sync::atomic::AtomicBool>,
     outstanding: Arc<std::sync::atomic::AtomicUsize>,
-    /// Endpoints that answer fast (the sender side's view, refreshed every FAST_EVERY): the
-    /// claim leases further ahead for them.
-    fast: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The sender side's view of the endpoints, for the claim (`SenderView`).
+    view: Arc<std::sync::Mutex<SenderView>>,
     answered: Record,
     answered_since: Option<Instant>,
     carry: Record,
@@ -935,11 +948,11 @@ impl Flow {
         let conn = Connections::new(&settings, &to_senders);
         let hungry = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let outstanding = Arc::new(AtomicUsize::new(0));
-        let fast = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let view = Arc::new(std::sync::Mutex::new(SenderView::default()));
         let (r, o, f) = (
             Arc::clone(&hungry),
             Arc::clone(&outstanding),
-            Arc::clone(&fast),
+            Arc::clone(&view),
         );
         let senders = conn.pool.size();
         // (spawned with every signal blocked: PostgreSQL's handlers run on this thread only)
@@ -958,7 +971,7 @@ impl Flow {
             from_senders,
             hungry,
             outstanding,
-            fast,
+            view,
             answered: Record::default(),
             answered_since: None,
             carry: Record::default(),
@@ -1045,7 +1058,7 @@ impl Flow {
         let settings = self.settings.clone();
         // (several workers: each leases its own part of an endpoint's allowance, so one that
         // finds the endpoint fast leases further ahead within its part only)
-        let fast = self.fast.lock().map(|f| f.clone()).unwrap_or_default();
+        let view = self.view.lock().map(|v| v.clone()).unwrap_or_default();
         // Deliveries of bulk publishes are written first, a slice per claim, so that what a
         // large statement published never holds back the claim for long; with more left, the
         // next claim goes on with them without waiting.
@@ -1062,7 +1075,7 @@ impl Flow {
         self.rank = pids.iter().position(|p| *p == me).unwrap_or(0) % self.live_workers;
         let (workers, rank) = (self.live_workers, self.rank);
         let (claimed, contended) = in_transaction("claiming deliveries", || {
-            claim(&settings, scan_leases, lease, senders, fast, workers, rank)
+            claim(&settings, scan_leases, lease, senders, view, workers, rank)
         })
         .unwrap_or_default();
         // Another worker's claim held some of what this one chose: claim again shortly, once

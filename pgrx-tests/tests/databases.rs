@@ -119,3 +119,73 @@ fn every_database_with_the_extension_gets_its_workers_and_each_event_goes_once()
             .then_some(())
     });
 }
+
+/// Failed synchronous sends whose transaction rolled back are recorded by their database's
+/// worker from a ring in shared memory that every database shares: another database's worker
+/// leaves them alone (0.3.0's dropped them), and a publisher that fails in a loop pushes out
+/// only its own (0.3.0's pushed out everyone's).
+#[test]
+fn failed_sync_sends_of_one_database_survive_another_databases_worker_and_floods() {
+    let c = Cluster::start_bare(&["webhooks.database = ''", "max_worker_processes = 16"]);
+    let failing = Receiver::scripted(|_, _| webhooks_e2e::receiver::Reply::Status(500, "no"));
+    let mut pg = c.client();
+    for db in ["quiet", "noisy"] {
+        pg.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    }
+    let connect = |db: &str| {
+        postgres::Client::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname={db}", c.port),
+            postgres::NoTls,
+        )
+        .unwrap()
+    };
+    let (mut quiet, mut noisy) = (connect("quiet"), connect("noisy"));
+    for db in [&mut quiet, &mut noisy] {
+        db.batch_execute("CREATE EXTENSION webhooks").unwrap();
+        db.execute(
+            "SELECT webhooks.endpoint_create($1, '{sms.created}')",
+            &[&failing.url],
+        )
+        .unwrap();
+    }
+    wait_for("a worker in each", T, || {
+        let w = workers(&mut pg);
+        (w.contains_key("quiet") && w.contains_key("noisy")).then_some(())
+    });
+    // quiet's failure waits in the ring while its transaction is open...
+    let mut tx = quiet.transaction().unwrap();
+    let answer: String = tx
+        .query_one(
+            "SELECT webhooks.webhook_send_sync_result('sms.created', '{\"code\": \"quiet\"}')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(answer.contains("WH001"), "{answer}");
+    // ...while noisy fails a hundred times, each rolled back, and its worker records them.
+    for i in 0..100 {
+        let e = noisy.batch_execute(&format!(
+            "SELECT webhooks.webhook_send_sync('sms.created', '{{\"code\": \"{i}\"}}')"
+        ));
+        assert!(e.is_err());
+    }
+    wait_for("noisy's worker to record some", T, || {
+        let n: i64 = noisy
+            .query_one("SELECT count(*) FROM webhooks.attempts", &[])
+            .unwrap()
+            .get(0);
+        (n > 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    tx.rollback().unwrap();
+    wait_for("quiet's failure recorded by its own worker", T, || {
+        let n: i64 = quiet
+            .query_one(
+                "SELECT count(*) FROM webhooks.deliveries WHERE status = 'dead' AND sync",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 1).then_some(())
+    });
+}

@@ -6,3 +6,22 @@
 -- The row triggers of tracked tables (and their conditions) went with 0.3.0's functions: made
 -- again, as tracked.
 SELECT webhooks_internal._track_apply(t.relid) FROM webhooks.tracked_tables t ORDER BY t.relid::oid;
+
+-- Filters written under 0.3.0 get their weight; one that 0.4.0 refuses (.**, a comparison of two
+-- paths, $ inside a filter expression, ...) keeps a NULL weight: it is no longer evaluated and
+-- its endpoint receives its subscribed events unfiltered until an admin changes it. Said here.
+ALTER TABLE webhooks.endpoints DISABLE TRIGGER endpoints_before_write;
+UPDATE webhooks.endpoints ep SET filter_weight = webhooks_internal._filter_weight_or_null(ep.filter::text)
+WHERE ep.filter IS NOT NULL;
+ALTER TABLE webhooks.endpoints ENABLE TRIGGER endpoints_before_write;
+DO $$
+DECLARE
+    eps text;
+BEGIN
+    SELECT pg_catalog.string_agg(ep.id, ', ' ORDER BY ep.id) INTO eps
+    FROM webhooks.endpoints ep WHERE ep.filter IS NOT NULL AND ep.filter_weight IS NULL;
+    IF eps IS NOT NULL THEN
+        RAISE WARNING 'webhooks 0.4.0: the filters of endpoints % use constructs whose cost is unbounded; they are not evaluated (those endpoints get their events unfiltered) until they are changed', eps
+            USING HINT = 'See webhooks.endpoint_update(id, filter => ...): no .**, no $ inside ?(...), compare paths with constants.';
+    END IF;
+END $$;

@@ -104,6 +104,9 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 
 -- The tables, in place. New columns go last, as in sql/schema.sql.
 
+-- Endpoint filters are held to a bounded cost; each records its weight (part 2 computes it).
+ALTER TABLE webhooks.endpoints ADD COLUMN filter_weight int;
+
 -- Tracked tables: what their row events carry is decided at each statement from the catalog
 -- (webhooks.tracked_columns). Secret-looking columns stay out by attribute number once seen:
 -- those 0.3.0 kept out by name are remembered as they are now.
