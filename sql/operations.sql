@@ -144,8 +144,9 @@ BEGIN
         END IF;
     END IF;
     RETURN QUERY
-    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant)
-    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id
+    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant, data_bytes)
+    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id,
+           coalesce(ev.data_bytes, pg_catalog.octet_length(ev.data::text))
     FROM webhooks.endpoints x
     WHERE x.enabled
       AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')

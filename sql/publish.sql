@@ -11,14 +11,12 @@
 
 -- Checks shared by _publish and _send_sync; returns the catalogue entry. Limits
 -- apply to what is sent: the JSON text of data and actor, not their stored (compressed) size.
-CREATE FUNCTION webhooks_internal._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean)
-RETURNS webhooks.event_types
+CREATE FUNCTION webhooks_internal._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean,
+                                               OUT et webhooks.event_types, OUT data_bytes int)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    et webhooks.event_types;
     max_bytes int := coalesce(nullif(pg_catalog.current_setting('webhooks.max_payload', true), '')::int, 262144);
-    data_bytes int;
     biggest text;
     biggest_bytes int;
 BEGIN
@@ -72,7 +70,7 @@ BEGIN
         RAISE EXCEPTION 'entity_key is % bytes, over the 512-byte limit', pg_catalog.octet_length(p_entity_key)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    RETURN et;
+    RETURN;
 END $$;
 
 -- The tenant an event is published for: the one named, else the session's default; refused
@@ -125,8 +123,12 @@ DECLARE
     earlier webhooks.events;
     tries int := 0;
     due_now boolean;
+    chk record;
+    nbytes int;
 BEGIN
-    et := webhooks_internal._check_event(p_type, data, actor, entity_key, false);
+    chk := webhooks_internal._check_event(p_type, data, actor, entity_key, false);
+    et := chk.et;
+    nbytes := chk.data_bytes;
     IF p_key IS NOT NULL AND (p_key = '' OR pg_catalog.octet_length(p_key) > 255) THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 bytes, got %', pg_catalog.octet_length(p_key)
             USING ERRCODE = 'invalid_parameter_value';
@@ -136,14 +138,14 @@ BEGIN
     -- it rolls back, this one publishes. Within webhooks.ttl only: after it, the key is free.
     -- Without one, a plain insert (no speculative insertion on the hot path).
     IF p_key IS NULL THEN
-        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
+        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent, data_bytes)
         VALUES (new_id, p_tenant, p_type, et.version, src,
-                actor, data, entity_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''));
+                actor, data, entity_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''), nbytes);
     END IF;
     WHILE p_key IS NOT NULL LOOP
-        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent, data_bytes)
         VALUES (new_id, p_tenant, p_type, et.version, src,
-                actor, data, entity_key, p_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+                actor, data, entity_key, p_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''), nbytes)
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.id INTO got;
         EXIT WHEN got IS NOT NULL;
@@ -162,9 +164,10 @@ BEGIN
     -- An event of an entity goes behind that entity's earlier events: while a fanout waits
     -- (a bulk publish whose deliveries the worker has yet to write), through a fanout too.
     IF _publish.entity_key IS NOT NULL AND EXISTS (SELECT 1 FROM webhooks_internal.fanouts) THEN
-        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
+        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays, data_bytes)
         SELECT ARRAY[new_id], ARRAY[_publish.entity_key], p_tenant, pg_catalog.array_agg(ep.id ORDER BY ep.id),
-               pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id)
+               pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id),
+               ARRAY[nbytes]
         FROM webhooks.endpoints ep
         WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
           AND ep.enabled
@@ -175,8 +178,8 @@ BEGIN
         RETURNING true INTO due_now;
     ELSE
         WITH d AS (
-            INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-            SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window, ep.tenant_id
+            INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+            SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window, ep.tenant_id, nbytes
             FROM webhooks.endpoints ep
             WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
               AND ep.enabled
@@ -239,6 +242,7 @@ DECLARE
     result text[];
     stale bigint[];            -- elements whose key is held by an event past webhooks.ttl
     due_now boolean;
+    sizes int[];
     m text; st text; dt text; h text;
 BEGIN
     IF data IS NULL THEN
@@ -260,15 +264,17 @@ BEGIN
             pg_catalog.cardinality(arg.val), coalesce(pg_catalog.array_lower(arg.val, 1), 1), n
             USING ERRCODE = 'invalid_parameter_value';
     END LOOP;
-    et := webhooks_internal._check_event(p_type, '{}', p_actor, NULL, false);
+    et := (webhooks_internal._check_event(p_type, '{}', p_actor, NULL, false)).et;
     IF n = 0 THEN
         RETURN '{}';
     END IF;
+    -- Each element's size as sent, measured once: checked here, recorded with its event.
+    sizes := ARRAY(SELECT pg_catalog.octet_length(u.d::text) FROM unnest(data) WITH ORDINALITY u(d, o) ORDER BY u.o);
     -- The first element that fails a check of the single form; that form then raises its error.
     SELECT u.o INTO bad
-    FROM unnest(data, entity_keys, idempotency_keys) WITH ORDINALITY u(d, k, i, o)
+    FROM unnest(data, entity_keys, idempotency_keys, sizes) WITH ORDINALITY u(d, k, i, b, o)
     WHERE u.d IS NULL OR pg_catalog.jsonb_typeof(u.d) <> 'object'
-       OR pg_catalog.octet_length(u.d::text) > max_bytes
+       OR u.b > max_bytes
        OR pg_catalog.octet_length(u.k) > 512
        OR u.i = '' OR pg_catalog.octet_length(u.i) > 255
     ORDER BY u.o LIMIT 1;
@@ -321,42 +327,44 @@ BEGIN
     -- (with no endpoint matched there is no fanout to write: the general form below)
     IF NOT direct AND NOT per_row AND idempotency_keys IS NULL AND m_id IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM unnest(m_filter) f WHERE f IS NOT NULL) THEN
-        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
-        SELECT u.id, t0, p_type, et.version, src, p_actor, u.d, u.k, trace
-        FROM unnest(ids, data, entity_keys) u(id, d, k);
+        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent, data_bytes)
+        SELECT u.id, t0, p_type, et.version, src, p_actor, u.d, u.k, trace, u.b
+        FROM unnest(ids, data, entity_keys, sizes) u(id, d, k, b);
         -- (m_id is in endpoint order, as the general form's rows list them)
-        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
-        SELECT ids[s.i:s.i + 999], entity_keys[s.i:s.i + 999], t0, m_id, m_tenant, m_delay
+        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays, data_bytes)
+        SELECT ids[s.i:s.i + 999], entity_keys[s.i:s.i + 999], t0, m_id, m_tenant, m_delay, sizes[s.i:s.i + 999]
         FROM pg_catalog.generate_series(1, n, 1000) s(i)
         ORDER BY s.i;
         PERFORM webhooks_internal._wake_on_commit();
         RETURN ids;
     END IF;
     WITH ev AS (
-        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
-        SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace
-        FROM unnest(ids, data, rt, entity_keys, idempotency_keys) u(id, d, t, k, i)
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent, data_bytes)
+        SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace, u.b
+        FROM unnest(ids, data, rt, entity_keys, idempotency_keys, sizes) u(id, d, t, k, i, b)
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING e.id, e.tenant_id, e.entity_key, e.data
+        RETURNING e.id, e.tenant_id, e.entity_key, e.data, e.data_bytes
     ), matched AS (
         SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay, m_filter, m_weight) mx(for_tenant, id, tenant_id, batch_window, filter, weight)
     ), fpairs AS (
         -- each event with the filtered endpoints of its tenant whose filter it passes
         SELECT ev.id AS event_id, ev.tenant_id, ev.entity_key, mx.id AS endpoint_id, mx.tenant_id AS endpoint_tenant,
-               mx.batch_window
+               mx.batch_window, ev.data_bytes
         FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
         WHERE mx.filter IS NOT NULL
           AND webhooks_internal._filter_passes(mx.filter, mx.weight, mx.id,
                   ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data)
     ), d AS (
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-        SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant,
+               pr.data_bytes
         FROM (SELECT ev.id AS event_id, mx.id AS endpoint_id, ev.tenant_id, ev.entity_key, mx.batch_window,
-                     mx.tenant_id AS endpoint_tenant
+                     mx.tenant_id AS endpoint_tenant, ev.data_bytes
               FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
               WHERE mx.filter IS NULL
               UNION ALL
-              SELECT fp.event_id, fp.endpoint_id, fp.tenant_id, fp.entity_key, fp.batch_window, fp.endpoint_tenant
+              SELECT fp.event_id, fp.endpoint_id, fp.tenant_id, fp.entity_key, fp.batch_window, fp.endpoint_tenant,
+                     fp.data_bytes
               FROM fpairs fp) pr
         WHERE direct
         ORDER BY pr.event_id, pr.endpoint_id
@@ -366,13 +374,14 @@ BEGIN
         -- with the endpoints listed once per row), one per filtered endpoint (the events its
         -- filter let through); at most 1,000 events a row: the worker reads a row whole for
         -- each slice it writes.
-        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
+        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays, data_bytes)
         SELECT x.event_ids, CASE WHEN entity_keys IS NOT NULL THEN x.entity_keys END, x.tenant_id,
-               x.endpoints, x.endpoint_tenants, x.delays
-        FROM (SELECT e.tenant_id, e.event_ids, e.entity_keys, e.first, m.endpoints, m.endpoint_tenants, m.delays
+               x.endpoints, x.endpoint_tenants, x.delays, x.sizes
+        FROM (SELECT e.tenant_id, e.event_ids, e.entity_keys, e.first, m.endpoints, m.endpoint_tenants, m.delays, e.sizes
               FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.id ORDER BY c.id) AS event_ids,
-                           pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first
-                    FROM (SELECT ev.id, ev.tenant_id, ev.entity_key,
+                           pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first,
+                           pg_catalog.array_agg(c.data_bytes ORDER BY c.id) AS sizes
+                    FROM (SELECT ev.id, ev.tenant_id, ev.entity_key, ev.data_bytes,
                                  (pg_catalog.row_number() OVER (PARTITION BY ev.tenant_id ORDER BY ev.id) - 1) / 1000 AS chunk
                           FROM ev WHERE NOT direct) c
                     GROUP BY c.tenant_id, c.chunk) e
@@ -384,7 +393,8 @@ BEGIN
               UNION ALL
               SELECT c.tenant_id, pg_catalog.array_agg(c.event_id ORDER BY c.event_id),
                      pg_catalog.array_agg(c.entity_key ORDER BY c.event_id), pg_catalog.min(c.event_id),
-                     ARRAY[c.endpoint_id], ARRAY[c.endpoint_tenant], ARRAY[c.batch_window]
+                     ARRAY[c.endpoint_id], ARRAY[c.endpoint_tenant], ARRAY[c.batch_window],
+                     pg_catalog.array_agg(c.data_bytes ORDER BY c.event_id)
               FROM (SELECT fp.*, (pg_catalog.row_number() OVER (PARTITION BY fp.endpoint_id ORDER BY fp.event_id) - 1) / 1000 AS chunk
                     FROM fpairs fp WHERE NOT direct) c
               GROUP BY c.tenant_id, c.endpoint_id, c.endpoint_tenant, c.batch_window, c.chunk) x
@@ -435,11 +445,12 @@ DECLARE
     tenant text := p_tenant;
     n int;
 BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data)
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, data_bytes)
     VALUES (new_id, tenant, p_type, '1',
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data);
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant)
-    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window, ep.tenant_id
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data,
+            pg_catalog.octet_length(p_data::text));
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
+    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window, ep.tenant_id, pg_catalog.octet_length(p_data::text)
     FROM webhooks.endpoints ep
     WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
       AND ep.enabled AND ep.id IS DISTINCT FROM p_about

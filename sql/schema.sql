@@ -101,7 +101,10 @@ CREATE TABLE IF NOT EXISTS webhooks.events (
     -- A publisher's retry of the same transaction gets the first event back (per tenant).
     idempotency_key text,
     -- Added in 0.3.0: the publishing session's webhooks.traceparent, sent with every attempt.
-    traceparent text
+    traceparent text,
+    -- Added in 0.4.0: the size of data as sent (its JSON text), measured when published: what a
+    -- claimed delivery of it costs the worker's memory (webhooks.worker_memory).
+    data_bytes  int
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON webhooks.events ((coalesce(tenant_id, '')), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -130,7 +133,10 @@ CREATE TABLE IF NOT EXISTS webhooks.deliveries (
     endpoint_tenant text,
     -- The worker process that claimed it last (its pid): with several workers, each leases an
     -- endpoint's rows up to its own part of the allowance, counted from this.
-    claimed_by      int
+    claimed_by      int,
+    -- Added in 0.4.0: its event's data_bytes, where the claim reads it (NULL: written before
+    -- 0.4.0, looked up then).
+    data_bytes      int
     -- (the check of its states is in sql/states.sql)
 );
 -- Claiming due work walks this index from the oldest due row: O(batch) whatever waits behind.
@@ -163,7 +169,8 @@ CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
     endpoint_tenants text[] NOT NULL,
     delays           interval[] NOT NULL,   -- each endpoint's batch_window
     published_at     timestamptz NOT NULL DEFAULT now(),
-    done             int NOT NULL DEFAULT 0 -- events whose deliveries are written
+    done             int NOT NULL DEFAULT 0, -- events whose deliveries are written
+    data_bytes       int[]                  -- added in 0.4.0: each event's data_bytes
 );
 
 -- The private keys of v1a endpoints: the owner's alone (admins read endpoints, never these).
@@ -315,6 +322,7 @@ COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt sinc
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
 COMMENT ON COLUMN webhooks.events.data IS 'The envelope''s data.';
+COMMENT ON COLUMN webhooks.events.data_bytes IS 'Size of data as sent (JSON text), counted against webhooks.worker_memory while a delivery of it is claimed.';
 COMMENT ON COLUMN webhooks.events.actor IS 'Who did it (JSON object), from the publish call or webhooks.actor.';
 COMMENT ON COLUMN webhooks.events.traceparent IS 'W3C trace context of the publishing session (webhooks.traceparent), sent as the traceparent header of every attempt.';
 COMMENT ON COLUMN webhooks.events.idempotency_key IS 'The publisher''s key: a second publish with it (same tenant, within webhooks.ttl) returns this event.';
@@ -326,6 +334,7 @@ COMMENT ON COLUMN webhooks.deliveries.next_attempt_at IS 'When a pending deliver
 COMMENT ON COLUMN webhooks.deliveries.lease_until IS 'While in flight: when the claim lapses and the delivery may be claimed again.';
 COMMENT ON COLUMN webhooks.deliveries.last_status IS 'HTTP status of the last attempt.';
 COMMENT ON COLUMN webhooks.deliveries.last_error IS 'What went wrong in the last attempt, in words.';
+COMMENT ON COLUMN webhooks.deliveries.data_bytes IS 'Its event''s data_bytes: what a claim of it counts against webhooks.worker_memory.';
 COMMENT ON COLUMN webhooks.deliveries.claimed_by IS 'Process id of the worker that claimed the delivery last (several workers share the queue).';
 COMMENT ON COLUMN webhooks.deliveries.endpoint_tenant IS 'The endpoint''s tenant_id when the delivery was made; only that endpoint, in that tenant, receives it.';
 COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long, status, error, the first 4 KiB of the answer.';

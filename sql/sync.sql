@@ -18,7 +18,7 @@ DECLARE
     new_id text := webhooks_internal._new_event_id();
     ev webhooks.events;
 BEGIN
-    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
+    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
     INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
     VALUES (new_id, tenant, p_type, et.version,
             coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,

@@ -40,6 +40,8 @@ COMMENT ON TABLE webhooks.tracked_tables IS
     'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
 COMMENT ON COLUMN webhooks.tracked_tables.applied IS
     'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
+COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
+    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
 COMMENT ON COLUMN webhooks.tracked_tables.problem IS
     'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');

@@ -106,6 +106,12 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 
 -- The tables, in place. New columns go last, as in sql/schema.sql.
 
+-- What a claimed delivery costs the worker's memory: its event's data as sent, recorded with
+-- the event, each delivery and each fanout (rows from before 0.4.0 are measured when claimed).
+ALTER TABLE webhooks.events ADD COLUMN data_bytes int;
+ALTER TABLE webhooks.deliveries ADD COLUMN data_bytes int;
+ALTER TABLE webhooks_internal.fanouts ADD COLUMN data_bytes int[];
+
 -- Endpoint filters are held to a bounded cost; each records its weight (part 2 computes it).
 ALTER TABLE webhooks.endpoints ADD COLUMN filter_weight int;
 
@@ -236,7 +242,10 @@ CREATE TABLE IF NOT EXISTS webhooks.events (
     -- A publisher's retry of the same transaction gets the first event back (per tenant).
     idempotency_key text,
     -- Added in 0.3.0: the publishing session's webhooks.traceparent, sent with every attempt.
-    traceparent text
+    traceparent text,
+    -- Added in 0.4.0: the size of data as sent (its JSON text), measured when published: what a
+    -- claimed delivery of it costs the worker's memory (webhooks.worker_memory).
+    data_bytes  int
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency ON webhooks.events ((coalesce(tenant_id, '')), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -265,7 +274,10 @@ CREATE TABLE IF NOT EXISTS webhooks.deliveries (
     endpoint_tenant text,
     -- The worker process that claimed it last (its pid): with several workers, each leases an
     -- endpoint's rows up to its own part of the allowance, counted from this.
-    claimed_by      int
+    claimed_by      int,
+    -- Added in 0.4.0: its event's data_bytes, where the claim reads it (NULL: written before
+    -- 0.4.0, looked up then).
+    data_bytes      int
     -- (the check of its states is in sql/states.sql)
 );
 -- Claiming due work walks this index from the oldest due row: O(batch) whatever waits behind.
@@ -298,7 +310,8 @@ CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
     endpoint_tenants text[] NOT NULL,
     delays           interval[] NOT NULL,   -- each endpoint's batch_window
     published_at     timestamptz NOT NULL DEFAULT now(),
-    done             int NOT NULL DEFAULT 0 -- events whose deliveries are written
+    done             int NOT NULL DEFAULT 0, -- events whose deliveries are written
+    data_bytes       int[]                  -- added in 0.4.0: each event's data_bytes
 );
 
 -- The private keys of v1a endpoints: the owner's alone (admins read endpoints, never these).
@@ -450,6 +463,7 @@ COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt sinc
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
 COMMENT ON COLUMN webhooks.events.data IS 'The envelope''s data.';
+COMMENT ON COLUMN webhooks.events.data_bytes IS 'Size of data as sent (JSON text), counted against webhooks.worker_memory while a delivery of it is claimed.';
 COMMENT ON COLUMN webhooks.events.actor IS 'Who did it (JSON object), from the publish call or webhooks.actor.';
 COMMENT ON COLUMN webhooks.events.traceparent IS 'W3C trace context of the publishing session (webhooks.traceparent), sent as the traceparent header of every attempt.';
 COMMENT ON COLUMN webhooks.events.idempotency_key IS 'The publisher''s key: a second publish with it (same tenant, within webhooks.ttl) returns this event.';
@@ -461,6 +475,7 @@ COMMENT ON COLUMN webhooks.deliveries.next_attempt_at IS 'When a pending deliver
 COMMENT ON COLUMN webhooks.deliveries.lease_until IS 'While in flight: when the claim lapses and the delivery may be claimed again.';
 COMMENT ON COLUMN webhooks.deliveries.last_status IS 'HTTP status of the last attempt.';
 COMMENT ON COLUMN webhooks.deliveries.last_error IS 'What went wrong in the last attempt, in words.';
+COMMENT ON COLUMN webhooks.deliveries.data_bytes IS 'Its event''s data_bytes: what a claim of it counts against webhooks.worker_memory.';
 COMMENT ON COLUMN webhooks.deliveries.claimed_by IS 'Process id of the worker that claimed the delivery last (several workers share the queue).';
 COMMENT ON COLUMN webhooks.deliveries.endpoint_tenant IS 'The endpoint''s tenant_id when the delivery was made; only that endpoint, in that tenant, receives it.';
 COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long, status, error, the first 4 KiB of the answer.';
@@ -742,14 +757,205 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:283
+-- webhooks::api::_lease_quota
+CREATE  FUNCTION webhooks_internal."_lease_quota"(
+	"max_in_flight" INT, /* i32 */
+	"batch_max" INT, /* i32 */
+	"senders" INT, /* i32 */
+	"ahead" INT, /* i32 */
+	"fast" bool, /* bool */
+	"workers" INT, /* i32 */
+	"rank" INT, /* i32 */
+	"endpoint_id" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:323
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:310
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:346
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:362
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:224
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:457
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -975,46 +1181,23 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
+-- src/wake.rs:447
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1047,118 +1230,12 @@ ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tracking.rs:207
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:109
 -- webhooks::api::_new_endpoint_id
 CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:283
--- webhooks::api::_lease_quota
-CREATE  FUNCTION webhooks_internal."_lease_quota"(
-	"max_in_flight" INT, /* i32 */
-	"batch_max" INT, /* i32 */
-	"senders" INT, /* i32 */
-	"ahead" INT, /* i32 */
-	"fast" bool, /* bool */
-	"workers" INT, /* i32 */
-	"rank" INT, /* i32 */
-	"endpoint_id" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:255
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:362
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1175,93 +1252,6 @@ AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:457
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:323
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:310
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:224
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:346
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/handoff.rs:125
 -- webhooks::handoff::_sync_failed
 CREATE  FUNCTION webhooks_internal."_sync_failed"(
@@ -1274,12 +1264,37 @@ AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:447
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:207
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:255
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1306,14 +1321,12 @@ AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 
 -- Checks shared by _publish and _send_sync; returns the catalogue entry. Limits
 -- apply to what is sent: the JSON text of data and actor, not their stored (compressed) size.
-CREATE FUNCTION webhooks_internal._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean)
-RETURNS webhooks.event_types
+CREATE FUNCTION webhooks_internal._check_event(p_type text, p_data jsonb, p_actor jsonb, p_entity_key text, p_sync boolean,
+                                               OUT et webhooks.event_types, OUT data_bytes int)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    et webhooks.event_types;
     max_bytes int := coalesce(nullif(pg_catalog.current_setting('webhooks.max_payload', true), '')::int, 262144);
-    data_bytes int;
     biggest text;
     biggest_bytes int;
 BEGIN
@@ -1367,7 +1380,7 @@ BEGIN
         RAISE EXCEPTION 'entity_key is % bytes, over the 512-byte limit', pg_catalog.octet_length(p_entity_key)
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    RETURN et;
+    RETURN;
 END $$;
 
 -- The tenant an event is published for: the one named, else the session's default; refused
@@ -1420,8 +1433,12 @@ DECLARE
     earlier webhooks.events;
     tries int := 0;
     due_now boolean;
+    chk record;
+    nbytes int;
 BEGIN
-    et := webhooks_internal._check_event(p_type, data, actor, entity_key, false);
+    chk := webhooks_internal._check_event(p_type, data, actor, entity_key, false);
+    et := chk.et;
+    nbytes := chk.data_bytes;
     IF p_key IS NOT NULL AND (p_key = '' OR pg_catalog.octet_length(p_key) > 255) THEN
         RAISE EXCEPTION 'idempotency_key must be 1 to 255 bytes, got %', pg_catalog.octet_length(p_key)
             USING ERRCODE = 'invalid_parameter_value';
@@ -1431,14 +1448,14 @@ BEGIN
     -- it rolls back, this one publishes. Within webhooks.ttl only: after it, the key is free.
     -- Without one, a plain insert (no speculative insertion on the hot path).
     IF p_key IS NULL THEN
-        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
+        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent, data_bytes)
         VALUES (new_id, p_tenant, p_type, et.version, src,
-                actor, data, entity_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''));
+                actor, data, entity_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''), nbytes);
     END IF;
     WHILE p_key IS NOT NULL LOOP
-        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent, data_bytes)
         VALUES (new_id, p_tenant, p_type, et.version, src,
-                actor, data, entity_key, p_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+                actor, data, entity_key, p_key, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''), nbytes)
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING e.id INTO got;
         EXIT WHEN got IS NOT NULL;
@@ -1457,9 +1474,10 @@ BEGIN
     -- An event of an entity goes behind that entity's earlier events: while a fanout waits
     -- (a bulk publish whose deliveries the worker has yet to write), through a fanout too.
     IF _publish.entity_key IS NOT NULL AND EXISTS (SELECT 1 FROM webhooks_internal.fanouts) THEN
-        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
+        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays, data_bytes)
         SELECT ARRAY[new_id], ARRAY[_publish.entity_key], p_tenant, pg_catalog.array_agg(ep.id ORDER BY ep.id),
-               pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id)
+               pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id),
+               ARRAY[nbytes]
         FROM webhooks.endpoints ep
         WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
           AND ep.enabled
@@ -1470,8 +1488,8 @@ BEGIN
         RETURNING true INTO due_now;
     ELSE
         WITH d AS (
-            INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-            SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window, ep.tenant_id
+            INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+            SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window, ep.tenant_id, nbytes
             FROM webhooks.endpoints ep
             WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
               AND ep.enabled
@@ -1534,6 +1552,7 @@ DECLARE
     result text[];
     stale bigint[];            -- elements whose key is held by an event past webhooks.ttl
     due_now boolean;
+    sizes int[];
     m text; st text; dt text; h text;
 BEGIN
     IF data IS NULL THEN
@@ -1555,15 +1574,17 @@ BEGIN
             pg_catalog.cardinality(arg.val), coalesce(pg_catalog.array_lower(arg.val, 1), 1), n
             USING ERRCODE = 'invalid_parameter_value';
     END LOOP;
-    et := webhooks_internal._check_event(p_type, '{}', p_actor, NULL, false);
+    et := (webhooks_internal._check_event(p_type, '{}', p_actor, NULL, false)).et;
     IF n = 0 THEN
         RETURN '{}';
     END IF;
+    -- Each element's size as sent, measured once: checked here, recorded with its event.
+    sizes := ARRAY(SELECT pg_catalog.octet_length(u.d::text) FROM unnest(data) WITH ORDINALITY u(d, o) ORDER BY u.o);
     -- The first element that fails a check of the single form; that form then raises its error.
     SELECT u.o INTO bad
-    FROM unnest(data, entity_keys, idempotency_keys) WITH ORDINALITY u(d, k, i, o)
+    FROM unnest(data, entity_keys, idempotency_keys, sizes) WITH ORDINALITY u(d, k, i, b, o)
     WHERE u.d IS NULL OR pg_catalog.jsonb_typeof(u.d) <> 'object'
-       OR pg_catalog.octet_length(u.d::text) > max_bytes
+       OR u.b > max_bytes
        OR pg_catalog.octet_length(u.k) > 512
        OR u.i = '' OR pg_catalog.octet_length(u.i) > 255
     ORDER BY u.o LIMIT 1;
@@ -1616,42 +1637,44 @@ BEGIN
     -- (with no endpoint matched there is no fanout to write: the general form below)
     IF NOT direct AND NOT per_row AND idempotency_keys IS NULL AND m_id IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM unnest(m_filter) f WHERE f IS NOT NULL) THEN
-        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent)
-        SELECT u.id, t0, p_type, et.version, src, p_actor, u.d, u.k, trace
-        FROM unnest(ids, data, entity_keys) u(id, d, k);
+        INSERT INTO webhooks.events (id, tenant_id, type, version, source, actor, data, entity_key, traceparent, data_bytes)
+        SELECT u.id, t0, p_type, et.version, src, p_actor, u.d, u.k, trace, u.b
+        FROM unnest(ids, data, entity_keys, sizes) u(id, d, k, b);
         -- (m_id is in endpoint order, as the general form's rows list them)
-        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
-        SELECT ids[s.i:s.i + 999], entity_keys[s.i:s.i + 999], t0, m_id, m_tenant, m_delay
+        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays, data_bytes)
+        SELECT ids[s.i:s.i + 999], entity_keys[s.i:s.i + 999], t0, m_id, m_tenant, m_delay, sizes[s.i:s.i + 999]
         FROM pg_catalog.generate_series(1, n, 1000) s(i)
         ORDER BY s.i;
         PERFORM webhooks_internal._wake_on_commit();
         RETURN ids;
     END IF;
     WITH ev AS (
-        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent)
-        SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace
-        FROM unnest(ids, data, rt, entity_keys, idempotency_keys) u(id, d, t, k, i)
+        INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, entity_key, idempotency_key, traceparent, data_bytes)
+        SELECT u.id, CASE WHEN per_row THEN u.t ELSE t0 END, p_type, et.version, src, p_actor, u.d, u.k, u.i, trace, u.b
+        FROM unnest(ids, data, rt, entity_keys, idempotency_keys, sizes) u(id, d, t, k, i, b)
         ON CONFLICT ((coalesce(tenant_id, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING e.id, e.tenant_id, e.entity_key, e.data
+        RETURNING e.id, e.tenant_id, e.entity_key, e.data, e.data_bytes
     ), matched AS (
         SELECT * FROM unnest(m_for, m_id, m_tenant, m_delay, m_filter, m_weight) mx(for_tenant, id, tenant_id, batch_window, filter, weight)
     ), fpairs AS (
         -- each event with the filtered endpoints of its tenant whose filter it passes
         SELECT ev.id AS event_id, ev.tenant_id, ev.entity_key, mx.id AS endpoint_id, mx.tenant_id AS endpoint_tenant,
-               mx.batch_window
+               mx.batch_window, ev.data_bytes
         FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
         WHERE mx.filter IS NOT NULL
           AND webhooks_internal._filter_passes(mx.filter, mx.weight, mx.id,
                   ev.id, p_type, et.version, src, ev.tenant_id, p_actor, ev.data)
     ), d AS (
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-        SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT pr.event_id, pr.endpoint_id, pr.tenant_id, pr.entity_key, pg_catalog.now() + pr.batch_window, pr.endpoint_tenant,
+               pr.data_bytes
         FROM (SELECT ev.id AS event_id, mx.id AS endpoint_id, ev.tenant_id, ev.entity_key, mx.batch_window,
-                     mx.tenant_id AS endpoint_tenant
+                     mx.tenant_id AS endpoint_tenant, ev.data_bytes
               FROM ev JOIN matched mx ON coalesce(mx.for_tenant, '') = coalesce(ev.tenant_id, '')
               WHERE mx.filter IS NULL
               UNION ALL
-              SELECT fp.event_id, fp.endpoint_id, fp.tenant_id, fp.entity_key, fp.batch_window, fp.endpoint_tenant
+              SELECT fp.event_id, fp.endpoint_id, fp.tenant_id, fp.entity_key, fp.batch_window, fp.endpoint_tenant,
+                     fp.data_bytes
               FROM fpairs fp) pr
         WHERE direct
         ORDER BY pr.event_id, pr.endpoint_id
@@ -1661,13 +1684,14 @@ BEGIN
         -- with the endpoints listed once per row), one per filtered endpoint (the events its
         -- filter let through); at most 1,000 events a row: the worker reads a row whole for
         -- each slice it writes.
-        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays)
+        INSERT INTO webhooks_internal.fanouts (event_ids, entity_keys, tenant_id, endpoints, endpoint_tenants, delays, data_bytes)
         SELECT x.event_ids, CASE WHEN entity_keys IS NOT NULL THEN x.entity_keys END, x.tenant_id,
-               x.endpoints, x.endpoint_tenants, x.delays
-        FROM (SELECT e.tenant_id, e.event_ids, e.entity_keys, e.first, m.endpoints, m.endpoint_tenants, m.delays
+               x.endpoints, x.endpoint_tenants, x.delays, x.sizes
+        FROM (SELECT e.tenant_id, e.event_ids, e.entity_keys, e.first, m.endpoints, m.endpoint_tenants, m.delays, e.sizes
               FROM (SELECT c.tenant_id, pg_catalog.array_agg(c.id ORDER BY c.id) AS event_ids,
-                           pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first
-                    FROM (SELECT ev.id, ev.tenant_id, ev.entity_key,
+                           pg_catalog.array_agg(c.entity_key ORDER BY c.id) AS entity_keys, pg_catalog.min(c.id) AS first,
+                           pg_catalog.array_agg(c.data_bytes ORDER BY c.id) AS sizes
+                    FROM (SELECT ev.id, ev.tenant_id, ev.entity_key, ev.data_bytes,
                                  (pg_catalog.row_number() OVER (PARTITION BY ev.tenant_id ORDER BY ev.id) - 1) / 1000 AS chunk
                           FROM ev WHERE NOT direct) c
                     GROUP BY c.tenant_id, c.chunk) e
@@ -1679,7 +1703,8 @@ BEGIN
               UNION ALL
               SELECT c.tenant_id, pg_catalog.array_agg(c.event_id ORDER BY c.event_id),
                      pg_catalog.array_agg(c.entity_key ORDER BY c.event_id), pg_catalog.min(c.event_id),
-                     ARRAY[c.endpoint_id], ARRAY[c.endpoint_tenant], ARRAY[c.batch_window]
+                     ARRAY[c.endpoint_id], ARRAY[c.endpoint_tenant], ARRAY[c.batch_window],
+                     pg_catalog.array_agg(c.data_bytes ORDER BY c.event_id)
               FROM (SELECT fp.*, (pg_catalog.row_number() OVER (PARTITION BY fp.endpoint_id ORDER BY fp.event_id) - 1) / 1000 AS chunk
                     FROM fpairs fp WHERE NOT direct) c
               GROUP BY c.tenant_id, c.endpoint_id, c.endpoint_tenant, c.batch_window, c.chunk) x
@@ -1730,11 +1755,12 @@ DECLARE
     tenant text := p_tenant;
     n int;
 BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data)
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, data_bytes)
     VALUES (new_id, tenant, p_type, '1',
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data);
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant)
-    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window, ep.tenant_id
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data,
+            pg_catalog.octet_length(p_data::text));
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
+    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window, ep.tenant_id, pg_catalog.octet_length(p_data::text)
     FROM webhooks.endpoints ep
     WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
       AND ep.enabled AND ep.id IS DISTINCT FROM p_about
@@ -1754,202 +1780,6 @@ END $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
 ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:66
--- requires:
---   publish
---   gate::webhook_send_sync_result
-
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
-
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
-BEGIN
-    et := webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true);
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
-        RETURNING dd.id, dd.endpoint_id
-    )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
--- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
--- platform endpoint ('*') that also received the event (its failure still fails the call,
--- unnamed); the attempts are recorded for those who may see them.
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    shown jsonb;
-    failures text;
-    hidden int;
-    s text[] := webhooks.tenant_scope();
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
-    END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
-    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
-                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
-           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
-                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
-    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
-    IF hidden > 0 THEN
-        failures := pg_catalog.concat_ws('; ', failures,
-            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
-    END IF;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
-    END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
-                      FROM pg_catalog.jsonb_array_elements(shown) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
-        RETURN;
-    END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
-END $$;
-
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
-BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
-    END IF;
-    RETURN r;
-END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2481,6 +2311,52 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:92
+-- requires:
+--   endpoints
+
+-- Views for operators: dead letters and per-endpoint health.
+
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
+
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:87
 -- requires:
 --   endpoints
@@ -2632,8 +2508,9 @@ BEGIN
         END IF;
     END IF;
     RETURN QUERY
-    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant)
-    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id
+    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant, data_bytes)
+    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id,
+           coalesce(ev.data_bytes, pg_catalog.octet_length(ev.data::text))
     FROM webhooks.endpoints x
     WHERE x.enabled
       AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
@@ -2683,6 +2560,73 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/lib.rs:115
+-- requires:
+--   operations
+--   views
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:105
 -- requires:
 --   endpoints
@@ -2720,13 +2664,15 @@ $$;
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
                                          fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
-                                         active text[] DEFAULT NULL)
+                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
+                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
+                                         mem_full text[] DEFAULT '{}')
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
                tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
                endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
-               signature text)
+               signature text, bytes bigint)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
@@ -2759,6 +2705,13 @@ DECLARE
     chosen_what text[];
     got bigint[];
 BEGIN
+    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
+    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
+    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
+    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
+    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
+    -- now: counted as having no room, so that their rows never fill a claim in place of
+    -- others'. (Not asked: every row is taken, as in 0.3.0.)
     -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
     -- for this claim's transaction, so a second worker reads the allowance this one leaves.
     -- One someone else holds is skipped (no allowance this time), never waited for. The
@@ -2803,16 +2756,18 @@ BEGIN
     CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)) r;
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
+      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))) r;
     win := least(batch * 4, greatest(room_total * 2, 32));
     WITH head AS (
-        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key
+        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
+               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
         FROM webhooks.deliveries x
         WHERE x.status = 'pending' AND x.next_attempt_at <= now()
         ORDER BY x.next_attempt_at
         LIMIT win
     ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at,
+        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes,
                CASE WHEN ep.id IS NULL THEN 'orphan'
                     WHEN NOT ep.enabled THEN 'parked'
                     -- the receiver asked for a pause (Retry-After): deferred to its end
@@ -2841,13 +2796,21 @@ BEGIN
         -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
         -- was most of the claim's time)
         SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                          ORDER BY c.next_attempt_at, c.id) AS rn
+                                          ORDER BY c.next_attempt_at, c.id) AS rn,
+               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
         FROM cand c
     ), chosen AS (
         (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
                                                 ON b.endpoint_id = r.endpoint_id
+                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
+                                                ON h.endpoint_id = r.endpoint_id
          WHERE r.what = 'take' AND r.rn <= r.allow
            AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
+           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
+           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast)))
+                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
+                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
@@ -2963,6 +2926,7 @@ BEGIN
             WHERE ep.enabled AND NOT ep.ordered
               AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
+              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN
                 LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
@@ -2981,6 +2945,30 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         ) d;
         ids := ids || coalesce(more, '{}');
+    END IF;
+    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
+    -- share, the slow ones (silent receivers among them) together within theirs, all within
+    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
+    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
+    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
+        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
+            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
+            FROM (SELECT x.id, x.rk, x.bytes, x.slow,
+                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
+                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
+                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
+                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
+                               coalesce(h.bytes, 0) AS held,
+                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
+                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
+                                     -- (its event's data as sent, and 1 KiB for the envelope and the rest
+                                     -- a claimed row carries; rows from before 0.4.0 measured here)
+                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024 AS bytes
+                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
+                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
+                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
+            WHERE NOT y.slow OR y.slow_run <= memory[2]) z
+        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
     END IF;
     -- Expired leases (a worker that died or stopped with requests unanswered) go back to
     -- pending, due now: the next claims take them through every rule above (disabled, paused,
@@ -3025,7 +3013,7 @@ BEGIN
               (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
               e.traceparent, ep.format, ep.header_prefix,
               CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
-              ep.signature;
+              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024;
 END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
@@ -3190,14 +3178,17 @@ BEGIN
 END $$;
 
 -- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
--- answered 410, their start deadline passed, or a reload changed how to connect): pending
--- again at once, no attempt counted. Only while the row still carries that claim's lease.
-CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[]) RETURNS void
+-- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
+-- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
+-- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
+-- no DNS helper free, src/http.rs)
+CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     UPDATE webhooks.deliveries d
-    SET status = 'pending', next_attempt_at = pg_catalog.now(), lease_until = NULL
-    FROM unnest(ids, leases_us) AS r(id, lease_us)
+    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
+        lease_until = NULL
+    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
     -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
     -- predicate, and statistics saying nothing is in flight could make the planner walk every
     -- leased row against the ids)
@@ -3229,9 +3220,10 @@ BEGIN
         EXIT WHEN NOT FOUND;
         k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
                    cardinality(f.event_ids) - f.done);
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant
-        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, o)
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
+        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
+                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
         CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
         ORDER BY e.o, ep.p;
         GET DIAGNOSTICS n = ROW_COUNT;
@@ -3342,116 +3334,199 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:92
+-- src/lib.rs:66
 -- requires:
---   endpoints
+--   publish
+--   gate::webhook_send_sync_result
 
--- Views for operators: dead letters and per-endpoint health.
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
 
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
+               occurred_us bigint, data text, endpoint_id text, url text, secret text,
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+          AND webhooks_internal._matches(ep.event_types, p_type)
+          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
+        RETURNING dd.id, dd.endpoint_id
+    )
+    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
+    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
+    ORDER BY ep.id;
+END $$;
 
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
-/* </end connected objects> */
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
 
-/* <begin connected objects> */
--- src/lib.rs:115
--- requires:
---   operations
---   views
---   gate::status
+-- Synchronous events: delivered now from the calling session. Returns the answers, or, when
+-- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
+-- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
+-- platform endpoint ('*') that also received the event (its failure still fails the call,
+-- unnamed); the attempts are recorded for those who may see them.
+CREATE FUNCTION webhooks_internal._send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text,
+    actor jsonb
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    shown jsonb;
+    failures text;
+    hidden int;
+    s text[] := webhooks.tenant_scope();
+BEGIN
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
+    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
+    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
+                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
+           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
+                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
+    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
+    IF hidden > 0 THEN
+        failures := pg_catalog.concat_ws('; ', failures,
+            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
+    END IF;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
+                      FROM pg_catalog.jsonb_array_elements(shown) a));
+END $$;
 
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
 
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3581,6 +3656,8 @@ COMMENT ON TABLE webhooks.tracked_tables IS
     'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
 COMMENT ON COLUMN webhooks.tracked_tables.applied IS
     'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
+COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
+    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
 COMMENT ON COLUMN webhooks.tracked_tables.problem IS
     'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
 SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');

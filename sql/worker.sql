@@ -30,13 +30,15 @@
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
                                          fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
-                                         active text[] DEFAULT NULL)
+                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
+                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
+                                         mem_full text[] DEFAULT '{}')
 RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
                occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
                secret text, previous_secret text, headers text, batch_max int,
                tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
                endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
-               signature text)
+               signature text, bytes bigint)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
@@ -69,6 +71,13 @@ DECLARE
     chosen_what text[];
     got bigint[];
 BEGIN
+    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
+    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
+    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
+    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
+    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
+    -- now: counted as having no room, so that their rows never fill a claim in place of
+    -- others'. (Not asked: every row is taken, as in 0.3.0.)
     -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
     -- for this claim's transaction, so a second worker reads the allowance this one leaves.
     -- One someone else holds is skipped (no allowance this time), never waited for. The
@@ -113,16 +122,18 @@ BEGIN
     CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)) r;
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
+      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))) r;
     win := least(batch * 4, greatest(room_total * 2, 32));
     WITH head AS (
-        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key
+        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
+               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
         FROM webhooks.deliveries x
         WHERE x.status = 'pending' AND x.next_attempt_at <= now()
         ORDER BY x.next_attempt_at
         LIMIT win
     ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at,
+        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes,
                CASE WHEN ep.id IS NULL THEN 'orphan'
                     WHEN NOT ep.enabled THEN 'parked'
                     -- the receiver asked for a pause (Retry-After): deferred to its end
@@ -151,13 +162,21 @@ BEGIN
         -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
         -- was most of the claim's time)
         SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                          ORDER BY c.next_attempt_at, c.id) AS rn
+                                          ORDER BY c.next_attempt_at, c.id) AS rn,
+               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
         FROM cand c
     ), chosen AS (
         (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
                                                 ON b.endpoint_id = r.endpoint_id
+                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
+                                                ON h.endpoint_id = r.endpoint_id
          WHERE r.what = 'take' AND r.rn <= r.allow
            AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
+           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
+           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast)))
+                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
+                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
          ORDER BY r.next_attempt_at
          LIMIT batch)
         UNION ALL
@@ -273,6 +292,7 @@ BEGIN
             WHERE ep.enabled AND NOT ep.ordered
               AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
+              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN
                 LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
@@ -291,6 +311,30 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         ) d;
         ids := ids || coalesce(more, '{}');
+    END IF;
+    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
+    -- share, the slow ones (silent receivers among them) together within theirs, all within
+    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
+    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
+    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
+        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
+            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
+            FROM (SELECT x.id, x.rk, x.bytes, x.slow,
+                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
+                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
+                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
+                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
+                               coalesce(h.bytes, 0) AS held,
+                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
+                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
+                                     -- (its event's data as sent, and 1 KiB for the envelope and the rest
+                                     -- a claimed row carries; rows from before 0.4.0 measured here)
+                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024 AS bytes
+                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
+                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
+                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
+            WHERE NOT y.slow OR y.slow_run <= memory[2]) z
+        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
     END IF;
     -- Expired leases (a worker that died or stopped with requests unanswered) go back to
     -- pending, due now: the next claims take them through every rule above (disabled, paused,
@@ -335,7 +379,7 @@ BEGIN
               (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
               e.traceparent, ep.format, ep.header_prefix,
               CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
-              ep.signature;
+              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024;
 END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
@@ -500,14 +544,17 @@ BEGIN
 END $$;
 
 -- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
--- answered 410, their start deadline passed, or a reload changed how to connect): pending
--- again at once, no attempt counted. Only while the row still carries that claim's lease.
-CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[]) RETURNS void
+-- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
+-- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
+-- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
+-- no DNS helper free, src/http.rs)
+CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     UPDATE webhooks.deliveries d
-    SET status = 'pending', next_attempt_at = pg_catalog.now(), lease_until = NULL
-    FROM unnest(ids, leases_us) AS r(id, lease_us)
+    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
+        lease_until = NULL
+    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
     -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
     -- predicate, and statistics saying nothing is in flight could make the planner walk every
     -- leased row against the ids)
@@ -539,9 +586,10 @@ BEGIN
         EXIT WHEN NOT FOUND;
         k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
                    cardinality(f.event_ids) - f.done);
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant)
-        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant
-        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, o)
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
+        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
+                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
         CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
         ORDER BY e.o, ep.p;
         GET DIAGNOSTICS n = ROW_COUNT;

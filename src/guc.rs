@@ -31,6 +31,9 @@ pub static TRACEPARENT: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 pub static TLS_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static HTTP_PROXY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
+/// Bodies of claimed deliveries a worker holds at once, in kB (the unit PostgreSQL gives
+/// memory settings): 256 MB.
+pub static WORKER_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
 pub static MAX_PAYLOAD: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 pub static ALLOW_PRIVATE_TARGETS: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -276,6 +279,16 @@ pub fn init() {
         1024,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"webhooks.worker_memory",
+        c"Bodies of claimed deliveries a worker holds at once, at most (each endpoint a sixteenth of it, slow ones three quarters together).",
+        c"",
+        &WORKER_MEMORY,
+        16 * 1024,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
         c"webhooks.batch_size",

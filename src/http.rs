@@ -178,14 +178,51 @@ fn default_port(uri: &Uri) -> u16 {
 }
 
 /// `to_socket_addrs` blocks for as long as the system resolver likes (30 s and more with a dead
-/// nameserver); run it on a helper thread and stop waiting when the budget is spent. A helper
-/// left behind ends when the resolver gives up; it never touches PostgreSQL.
-/// DNS helper threads alive at once, at most: a dead nameserver must not pile them up.
-const DNS_HELPERS_MAX: usize = 64;
-static DNS_HELPERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// nameserver): it runs on a helper thread and the callers stop waiting when their budget is
+/// spent. A helper left behind ends when the resolver gives up; it never touches PostgreSQL.
+/// One lookup per name at a time: requests that need a name being looked up wait for that
+/// lookup's answer (a burst of requests to one receiver makes one lookup, and a name whose
+/// nameserver never answers holds one helper, its own requests timing out on it). When every
+/// helper is taken anyway (that many such names), a lookup of another name is not failed but
+/// deferred (`UNSENT_BUSY`): another endpoint's dead names are never held against it.
+const DNS_HELPERS_MAX: usize = 256;
+
+/// A lookup under way and what it found (addresses without their port).
+struct Lookup {
+    answer: Mutex<Option<Result<Vec<std::net::IpAddr>, String>>>,
+    done: std::sync::Condvar,
+}
+
+static LOOKUPS: Mutex<Option<std::collections::HashMap<String, Arc<Lookup>>>> = Mutex::new(None);
+
+/// A lookup that could not start for want of a helper: the request is given back, unsent, to
+/// be tried a second later (no attempt counted).
+pub const UNSENT_BUSY: &str = "internal: not sent (every DNS helper is waiting on a nameserver)";
+
+/// The lookup of `name` to wait for: the one under way, or a new one (true: the caller starts
+/// it), or none when every helper is taken.
+fn join_lookup(
+    under_way: &mut std::collections::HashMap<String, Arc<Lookup>>,
+    name: &str,
+) -> Result<(Arc<Lookup>, bool), std::io::Error> {
+    if let Some(l) = under_way.get(name) {
+        return Ok((Arc::clone(l), false));
+    }
+    if under_way.len() >= DNS_HELPERS_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            UNSENT_BUSY,
+        ));
+    }
+    let l = Arc::new(Lookup {
+        answer: Mutex::new(None),
+        done: std::sync::Condvar::new(),
+    });
+    under_way.insert(name.to_string(), Arc::clone(&l));
+    Ok((l, true))
+}
 
 fn resolve_within(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
-    use std::sync::atomic::Ordering::SeqCst;
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -196,32 +233,45 @@ fn resolve_within(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketA
             .map(|ip| SocketAddr::new(ip, port))
             .collect());
     }
-    if DNS_HELPERS.fetch_add(1, SeqCst) >= DNS_HELPERS_MAX {
-        DNS_HELPERS.fetch_sub(1, SeqCst);
-        return Err(ureq::Error::Io(std::io::Error::other(format!(
-            "host not found: {host} (the resolver is not answering: {DNS_HELPERS_MAX} lookups already waiting)"
-        ))));
+    let name = host.to_ascii_lowercase();
+    let (lookup, start) = {
+        let mut g = LOOKUPS.lock().unwrap_or_else(|p| p.into_inner());
+        join_lookup(g.get_or_insert_with(Default::default), &name).map_err(ureq::Error::Io)?
+    };
+    if start {
+        let (helper, held) = (Arc::clone(&lookup), name.clone());
+        let spawned = with_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("webhooks-dns".into())
+                .spawn(move || {
+                    let r = (held.as_str(), 0)
+                        .to_socket_addrs()
+                        .map(|a| a.map(|a| a.ip()).collect::<Vec<_>>())
+                        .map_err(|e| e.to_string());
+                    // (gone from the table first: a later request looks the name up anew)
+                    if let Some(m) = LOOKUPS.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                        m.remove(&held);
+                    }
+                    *helper.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    helper.done.notify_all();
+                })
+        });
+        if let Err(e) = spawned {
+            if let Some(m) = LOOKUPS.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                m.remove(&name);
+            }
+            return Err(ureq::Error::Io(e));
+        }
     }
-    let (tx, rx) = channel();
-    let name = host.to_string();
-    let spawned = with_signals_blocked(|| {
-        std::thread::Builder::new()
-            .name("webhooks-dns".into())
-            .spawn(move || {
-                let r = (name.as_str(), port)
-                    .to_socket_addrs()
-                    .map(|a| a.collect::<Vec<_>>());
-                DNS_HELPERS.fetch_sub(1, SeqCst);
-                let _ = tx.send(r);
-            })
-    });
-    if let Err(e) = spawned {
-        DNS_HELPERS.fetch_sub(1, SeqCst);
-        return Err(ureq::Error::Io(e));
-    }
-    match rx.recv_timeout(budget) {
-        Ok(r) => r.map_err(ureq::Error::Io),
-        Err(_) => Err(ureq::Error::Timeout(ureq::Timeout::Resolve)),
+    let answer = lookup.answer.lock().unwrap_or_else(|p| p.into_inner());
+    let (answer, _) = lookup
+        .done
+        .wait_timeout_while(answer, budget, |a| a.is_none())
+        .unwrap_or_else(|p| p.into_inner());
+    match answer.as_ref() {
+        Some(Ok(ips)) => Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()),
+        Some(Err(e)) => Err(ureq::Error::Io(std::io::Error::other(e.clone()))),
+        None => Err(ureq::Error::Timeout(ureq::Timeout::Resolve)),
     }
 }
 
@@ -424,6 +474,11 @@ pub fn agent(s: &ClientSettings, client: Option<ClientCert>) -> Client {
         .user_agent(USER_AGENT)
         .max_idle_connections(idle * 4)
         .max_idle_connections_per_host(idle)
+        // Buffers per connection, kept by idle ones too: 64 KiB to read an answer's head (its
+        // limit), 16 KiB to write (a body goes out in chunks). ureq's 128 KiB each made a
+        // worker's 64 senders and their idle connections hold tens of megabytes.
+        .input_buffer_size(64 * 1024)
+        .output_buffer_size(16 * 1024)
         .tls_config(tls)
         // Never the environment's ALL_PROXY/HTTPS_PROXY; the setting's proxy is CheckedTunnel's.
         .proxy(None)
@@ -524,6 +579,12 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
                 buf.truncate(KEEP_BODY);
                 out.body = String::from_utf8_lossy(&buf).into_owned();
             }
+        }
+        // (no helper to look the name up: not an attempt, see UNSENT_BUSY)
+        Err(ureq::Error::Io(io))
+            if io.kind() == std::io::ErrorKind::WouldBlock && io.to_string() == UNSENT_BUSY =>
+        {
+            out.error = Some(UNSENT_BUSY.into())
         }
         Err(e) => out.error = Some(describe_error(&e, &job.url)),
     }
@@ -892,6 +953,27 @@ mod tests {
             Some(vec!["127.0.0.1".parse().unwrap()])
         );
         DNS.lock().unwrap().clear();
+    }
+
+    #[test]
+    fn one_lookup_per_name_and_a_full_table_defers_others() {
+        let mut under_way = std::collections::HashMap::new();
+        let (a, start) = join_lookup(&mut under_way, "dead.example.invalid").unwrap();
+        assert!(start);
+        // a second request for the name waits on the same lookup
+        let (b, start) = join_lookup(&mut under_way, "dead.example.invalid").unwrap();
+        assert!(!start && Arc::ptr_eq(&a, &b));
+        // every helper taken by other names: a lookup is deferred, not failed
+        for i in 1..DNS_HELPERS_MAX {
+            join_lookup(&mut under_way, &format!("dead{i}.invalid")).unwrap();
+        }
+        let e = join_lookup(&mut under_way, "alive.example.com")
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert_eq!(e.to_string(), UNSENT_BUSY);
+        // (but a name already being looked up is still joined)
+        assert!(!join_lookup(&mut under_way, "dead7.invalid").unwrap().1);
     }
 
     #[test]

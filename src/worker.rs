@@ -57,6 +57,8 @@ struct Settings {
     dead_retention: Duration,
     disable_after: Duration,
     concurrency: usize,
+    /// webhooks.worker_memory, in bytes.
+    memory: i64,
     /// Workers serving this database: each holds an endpoint to its share of max_in_flight.
     workers: usize,
     batch_size: i64,
@@ -78,6 +80,7 @@ impl Settings {
             dead_retention: guc::duration(&guc::DEAD_RETENTION, Duration::from_secs(30 * 86_400)),
             disable_after: guc::duration(&guc::DISABLE_AFTER, Duration::from_secs(5 * 86_400)),
             concurrency: guc::CONCURRENCY.get().max(1) as usize,
+            memory: i64::from(guc::WORKER_MEMORY.get().max(1)) * 1024,
             workers: guc::WORKERS.get().max(1) as usize,
             batch_size: guc::BATCH_SIZE.get().max(1) as i64,
             policy: guc::policy(),
@@ -118,6 +121,8 @@ struct Claimed {
     max_in_flight: usize,
     traceparent: Option<String>,
     format: http::Format,
+    /// What it costs the worker's memory while claimed (as the claim counted it).
+    bytes: i64,
 }
 
 #[pg_guard]
@@ -218,6 +223,7 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
         if crate::handoff::pending() {
             record_sync_failures();
         }
+        flow.trim_memory();
         if flow.idle() {
             // (answers are passed back before they stop counting as outstanding: take them)
             flow.collect(Duration::ZERO);
@@ -432,7 +438,8 @@ fn record_sync_failures() {
 const CLAIM_SQL: &str =
     "SELECT * FROM webhooks_internal._claim($1::pg_catalog.int4, $2::pg_catalog.interval, $3, \
      $4::pg_catalog.int4, $5::pg_catalog.int4, $6::pg_catalog.text[], $7::pg_catalog.int4, $8::pg_catalog.int4, \
-     $9::pg_catalog.text[])";
+     $9::pg_catalog.text[], $10::pg_catalog.int8[], $11::pg_catalog.text[], $12::pg_catalog.int8[], \
+     $13::pg_catalog.text[])";
 
 const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::pg_catalog.int4)";
 
@@ -472,15 +479,28 @@ fn expand() -> bool {
     .unwrap_or(false)
 }
 
-fn claim(
-    settings: &Settings,
+/// What one claim asks for, beyond the settings.
+struct Ask {
     scan_leases: bool,
     lease: Duration,
     senders: usize,
     view: SenderView,
+    /// The workers of this database running now, and this one's rank among them.
     workers: usize,
     rank: usize,
-) -> (Vec<Claimed>, bool) {
+    memory: Memory,
+}
+
+fn claim(settings: &Settings, ask: Ask) -> (Vec<Claimed>, bool) {
+    let Ask {
+        scan_leases,
+        lease,
+        senders,
+        view,
+        workers,
+        rank,
+        memory,
+    } = ask;
     let lease = format!("{} milliseconds", lease.as_millis());
     Spi::connect_mut(|client| {
         if !extension_present(client) {
@@ -496,6 +516,10 @@ fn claim(
             (workers as i32).into(),
             (rank as i32).into(),
             view.active.into(),
+            memory.limits.to_vec().into(),
+            memory.ids.into(),
+            memory.bytes.into(),
+            memory.full.into(),
         ];
         let table = match client.update(CLAIM_SQL, None, &args) {
             Ok(t) => t,
@@ -570,6 +594,7 @@ fn claim(
                 endpoint_tenant: s(21).unwrap_or_default(),
                 traceparent: s(22),
                 format,
+                bytes: row.get::<i64>(27).ok().flatten().unwrap_or(1024),
             });
         }
         (out, contended)
@@ -711,9 +736,76 @@ const RECORD_MAX: usize = 500;
 const RECORD_EVERY: Duration = Duration::from_millis(5);
 
 /// Claimed deliveries held by one worker at most (queued or in flight, counted in rows, a batch
-/// being as many as it holds): bodies are kept in memory until sent, so many endpoints that
-/// never answer must not lease without bound.
+/// being as many as it holds); their bodies are held to webhooks.worker_memory in bytes too
+/// (`Memory`).
 const MAX_OUTSTANDING: usize = 20_000;
+
+/// What the claim is told of the worker's memory: [bytes it may still hold, of which for
+/// endpoints that are not fast, the share of one endpoint, 1 when it holds nothing], and what
+/// each endpoint holds. So an
+/// endpoint holds at most a sixteenth of webhooks.worker_memory and slow and silent ones
+/// together three quarters: the rest is always there for fast ones.
+struct Memory {
+    limits: [i64; 4],
+    ids: Vec<String>,
+    bytes: Vec<i64>,
+    /// Endpoints that could not take one more row of the size they hold now.
+    full: Vec<String>,
+}
+
+/// The bodies a worker holds, by endpoint: (bytes, rows).
+#[derive(Default)]
+struct Held {
+    by_endpoint: HashMap<String, (i64, i64)>,
+    total: i64,
+}
+
+impl Held {
+    fn add(&mut self, members: &[Claimed], sign: i64) {
+        for c in members {
+            let e = self.by_endpoint.entry(c.endpoint_id.clone()).or_default();
+            e.0 += sign * c.bytes;
+            e.1 += sign;
+            self.total += sign * c.bytes;
+            if e.0 <= 0 || e.1 <= 0 {
+                self.by_endpoint.remove(&c.endpoint_id);
+            }
+        }
+        self.total = self.total.max(0);
+    }
+
+    fn for_claim(&self, budget: i64, fast: &[String]) -> Memory {
+        let share = budget / 16;
+        let slow: i64 = self
+            .by_endpoint
+            .iter()
+            .filter(|(e, _)| !fast.contains(e))
+            .map(|(_, b)| b.0)
+            .sum();
+        let full = self
+            .by_endpoint
+            .iter()
+            .filter(|(_, (bytes, rows))| bytes + bytes / (*rows).max(1) > share)
+            .map(|(e, _)| e.clone())
+            .collect();
+        let (ids, bytes) = self
+            .by_endpoint
+            .iter()
+            .map(|(e, b)| (e.clone(), b.0))
+            .unzip();
+        Memory {
+            limits: [
+                budget - self.total,
+                budget * 3 / 4 - slow,
+                share,
+                i64::from(self.total == 0),
+            ],
+            ids,
+            bytes,
+            full,
+        }
+    }
+}
 
 /// How long after a claim that found candidates another claim held it is tried again: that
 /// claim has committed by then.
@@ -742,7 +834,11 @@ enum SenderInput {
 /// What the sender side tells the main thread, to record.
 enum FromSenders {
     Answered(Vec<Claimed>, Outcome),
-    Unsent(Vec<Claimed>),
+    /// Never sent: pending again after the delay (none but when no DNS helper was free).
+    Unsent(Vec<Claimed>, Duration),
+    /// Given up as stuck (far past every timeout): nothing to record, its lease lapses; its
+    /// bodies are no longer held.
+    Dropped(Vec<Claimed>),
     Stopped,
 }
 
@@ -790,7 +886,7 @@ fn run_senders(
                 SenderInput::Main(ToSenders::GiveBackQueued) => {
                     for u in queued.take_all_queued() {
                         let rows = u.members.len();
-                        let _ = out.send(FromSenders::Unsent(u.members));
+                        let _ = out.send(FromSenders::Unsent(u.members, Duration::ZERO));
                         finished(rows);
                     }
                 }
@@ -798,7 +894,7 @@ fn run_senders(
                 SenderInput::Main(ToSenders::Stop) => {
                     for u in queued.take_all_queued() {
                         let rows = u.members.len();
-                        let _ = out.send(FromSenders::Unsent(u.members));
+                        let _ = out.send(FromSenders::Unsent(u.members, Duration::ZERO));
                         finished(rows);
                     }
                     for (_, u, _) in in_flight.values() {
@@ -816,7 +912,10 @@ fn run_senders(
                         let pushback = pause.is_some_and(|p| !p.is_zero()) || o.status == Some(410);
                         let rows = unit.members.len();
                         if o.error.as_deref() == Some(http::UNSENT) {
-                            let _ = out.send(FromSenders::Unsent(unit.members));
+                            let _ = out.send(FromSenders::Unsent(unit.members, Duration::ZERO));
+                        } else if o.error.as_deref() == Some(http::UNSENT_BUSY) {
+                            let _ =
+                                out.send(FromSenders::Unsent(unit.members, Duration::from_secs(1)));
                         } else {
                             let _ = out.send(FromSenders::Answered(unit.members, o));
                         }
@@ -828,7 +927,7 @@ fn run_senders(
                         if pushback {
                             for u in queued.take_queued(&ep) {
                                 let rows = u.members.len();
-                                let _ = out.send(FromSenders::Unsent(u.members));
+                                let _ = out.send(FromSenders::Unsent(u.members, Duration::ZERO));
                                 finished(rows);
                             }
                         }
@@ -851,7 +950,9 @@ fn run_senders(
             for tag in stuck {
                 if let Some((ep, unit, at)) = in_flight.remove(&tag) {
                     queued.done(&ep, Some(at));
-                    finished(unit.members.len());
+                    let rows = unit.members.len();
+                    let _ = out.send(FromSenders::Dropped(unit.members));
+                    finished(rows);
                 }
             }
         }
@@ -882,7 +983,7 @@ fn run_senders(
                     _ => {
                         queued.done(&ep, None);
                         let rows = unit.members.len();
-                        let _ = out.send(FromSenders::Unsent(unit.members));
+                        let _ = out.send(FromSenders::Unsent(unit.members, Duration::ZERO));
                         finished(rows);
                     }
                 }
@@ -922,8 +1023,9 @@ struct Flow {
     answered_since: Option<Instant>,
     carry: Record,
     last_carry: Instant,
-    /// (delivery id, lease) of claimed deliveries never sent: back to pending at once.
-    unsent: Vec<(i64, i64)>,
+    /// (delivery id, lease, after how many milliseconds) of claimed deliveries never sent: back
+    /// to pending.
+    unsent: Vec<(i64, i64, i64)>,
     claim_wanted: bool,
     claim_forced: bool,
     /// Claims in a row that found candidates another claim held (a second worker's, or a
@@ -938,6 +1040,10 @@ struct Flow {
     rank: usize,
     /// An answer that pauses or disables its endpoint waits to be recorded.
     urgent: bool,
+    /// The bodies of what it has claimed and not yet had back.
+    held: Held,
+    claimed_since_trim: i64,
+    last_trim: Instant,
 }
 
 impl Flow {
@@ -984,7 +1090,23 @@ impl Flow {
             live_workers: 1,
             rank: 0,
             urgent: false,
+            held: Held::default(),
+            claimed_since_trim: 0,
+            last_trim: Instant::now(),
         }
+    }
+
+    /// Large bodies come and go (each claim copies them a few times): the allocator keeps what
+    /// was freed unless asked to give it back, so the worker's memory stayed at its high-water
+    /// mark, well above what it holds. Once a second at most, after claims that brought large
+    /// bodies.
+    fn trim_memory(&mut self) {
+        if self.claimed_since_trim < 16 << 20 || self.last_trim.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.claimed_since_trim = 0;
+        self.last_trim = Instant::now();
+        unsafe { libc::malloc_trim(0) };
     }
 
     fn tell(&self, m: ToSenders) {
@@ -1018,16 +1140,20 @@ impl Flow {
     fn wants_claim(&self) -> bool {
         self.conn.client.is_ok()
             && self.outstanding.load(std::sync::atomic::Ordering::Relaxed) < MAX_OUTSTANDING
+            && self.held.total < self.settings.memory
             && (self.claim_forced
                 || (self.claim_wanted && self.hungry.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
-    fn give_back(&mut self, members: &[Claimed]) {
+    fn give_back(&mut self, members: &[Claimed], after: Duration) {
+        self.held.add(members, -1);
+        let ms = after.as_millis() as i64;
         self.unsent
-            .extend(members.iter().map(|c| (c.delivery_id, c.lease_us)));
+            .extend(members.iter().map(|c| (c.delivery_id, c.lease_us, ms)));
     }
 
     fn note_answer(&mut self, members: &[Claimed], o: &Outcome) {
+        self.held.add(members, -1);
         // A pause or a 410 is recorded before the next claim, which would otherwise send the
         // endpoint more.
         if o.retry_after.is_some() || o.status == Some(410) {
@@ -1074,10 +1200,21 @@ impl Flow {
         self.live_workers = pids.len().clamp(1, self.settings.workers.max(1));
         self.rank = pids.iter().position(|p| *p == me).unwrap_or(0) % self.live_workers;
         let (workers, rank) = (self.live_workers, self.rank);
-        let (claimed, contended) = in_transaction("claiming deliveries", || {
-            claim(&settings, scan_leases, lease, senders, view, workers, rank)
-        })
-        .unwrap_or_default();
+        let memory = self.held.for_claim(self.settings.memory, &view.fast);
+        let ask = Ask {
+            scan_leases,
+            lease,
+            senders,
+            view,
+            workers,
+            rank,
+            memory,
+        };
+        let (claimed, contended) =
+            in_transaction("claiming deliveries", || claim(&settings, ask)).unwrap_or_default();
+        self.held.add(&claimed, 1);
+        let claimed_bytes: i64 = claimed.iter().map(|c| c.bytes).sum();
+        self.claimed_since_trim += claimed_bytes;
         // Another worker's claim held some of what this one chose: claim again shortly, once
         // that claim has committed (its rows are then in flight, out of the way; at once, the
         // same head would be chosen and skipped again).
@@ -1198,7 +1335,8 @@ impl Flow {
         while let Some(m) = next.take() {
             match m {
                 FromSenders::Answered(members, o) => self.note_answer(&members, &o),
-                FromSenders::Unsent(members) => self.give_back(&members),
+                FromSenders::Unsent(members, after) => self.give_back(&members, after),
+                FromSenders::Dropped(members) => self.held.add(&members, -1),
                 FromSenders::Stopped => return false,
             }
             next = self.from_senders.try_recv().ok();
@@ -1222,14 +1360,16 @@ impl Flow {
         // then parks or defers them with its other pending work.
         if !self.unsent.is_empty() && (due || now || self.idle()) {
             let unsent = std::mem::take(&mut self.unsent);
-            let (ids, leases): (Vec<i64>, Vec<i64>) = unsent.iter().copied().unzip();
+            let ids: Vec<i64> = unsent.iter().map(|u| u.0).collect();
+            let leases: Vec<i64> = unsent.iter().map(|u| u.1).collect();
+            let after: Vec<i64> = unsent.iter().map(|u| u.2).collect();
             let done = in_transaction("giving back unsent deliveries", || {
                 Spi::connect_mut(|client| {
                     client
                         .update(
-                            "SELECT webhooks_internal._release($1, $2)",
+                            "SELECT webhooks_internal._release($1, $2, $3)",
                             None,
-                            &[ids.into(), leases.into()],
+                            &[ids.into(), leases.into(), after.into()],
                         )
                         .map_err(|e| {
                             warning!("webhooks worker: giving back unsent deliveries failed: {e}")

@@ -104,6 +104,12 @@ REVOKE ALL ON SCHEMA webhooks FROM PUBLIC, webhooks_admin, webhooks_publisher;
 
 -- The tables, in place. New columns go last, as in sql/schema.sql.
 
+-- What a claimed delivery costs the worker's memory: its event's data as sent, recorded with
+-- the event, each delivery and each fanout (rows from before 0.4.0 are measured when claimed).
+ALTER TABLE webhooks.events ADD COLUMN data_bytes int;
+ALTER TABLE webhooks.deliveries ADD COLUMN data_bytes int;
+ALTER TABLE webhooks_internal.fanouts ADD COLUMN data_bytes int[];
+
 -- Endpoint filters are held to a bounded cost; each records its weight (part 2 computes it).
 ALTER TABLE webhooks.endpoints ADD COLUMN filter_weight int;
 
