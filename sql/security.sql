@@ -8,11 +8,14 @@
 
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_admin') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'webhooks_admin') THEN
         CREATE ROLE webhooks_admin NOLOGIN;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_publisher') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'webhooks_publisher') THEN
         CREATE ROLE webhooks_publisher NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'webhooks_worker') THEN
+        CREATE ROLE webhooks_worker NOLOGIN;
     END IF;
 END $$;
 
@@ -78,6 +81,49 @@ GRANT EXECUTE ON FUNCTION
     webhooks.tenant_revoke(text, text)
 TO webhooks_admin;
 GRANT webhooks_publisher TO webhooks_admin;
+
+-- webhooks_worker: what the delivery worker does, for a DBA who runs it as a role of its own
+-- (webhooks.worker_role: a LOGIN role with BYPASSRLS, a member of this one) instead of the
+-- bootstrap superuser. Claim, record, give back, fan out, prune and tidy, publish the
+-- operational events, record failed synchronous sends; read the endpoints' secrets and keys to
+-- sign; nothing else (no catalogue, tenancy or tracking changes, no definer helper).
+GRANT USAGE ON SCHEMA webhooks, webhooks_internal TO webhooks_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.deliveries TO webhooks_worker;
+-- (UPDATE on events: pruning locks the rows it deletes)
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.events TO webhooks_worker;
+GRANT SELECT, INSERT, DELETE ON webhooks.attempts TO webhooks_worker;
+GRANT SELECT ON webhooks.endpoints, webhooks.event_types, webhooks.tenants TO webhooks_worker;
+GRANT UPDATE (enabled, disabled_reason, paused_until, failing_since, rate_next_at) ON webhooks.endpoints TO webhooks_worker;
+GRANT SELECT, DELETE ON webhooks.tenant_roles TO webhooks_worker;
+GRANT SELECT, UPDATE, DELETE ON webhooks_internal.fanouts TO webhooks_worker;
+GRANT SELECT, UPDATE ON webhooks_internal.fanout_writer TO webhooks_worker;
+GRANT SELECT ON webhooks_internal.signing_keys, webhooks_internal.tenancy_in_use TO webhooks_worker;
+GRANT USAGE ON SEQUENCE webhooks.deliveries_id_seq, webhooks.attempts_id_seq TO webhooks_worker;
+GRANT EXECUTE ON FUNCTION
+    webhooks_internal._claim(int, interval, boolean, int, int, text[], int, int, text[], bigint[], text[], bigint[], text[]),
+    webhooks_internal._lease_quota(int, int, int, int, boolean, int, int, text),
+    webhooks_internal._lease_room(int, int, int, int),
+    webhooks_internal._record(int8[], int8[], text[], int4[], int4[], text[], int8[], int8[], float8[], text[], int8[], interval),
+    webhooks_internal._release(int8[], int8[], int8[]),
+    webhooks_internal._expand(int),
+    webhooks_internal._prune_succeeded(interval, int),
+    webhooks_internal._prune_dead(interval, int),
+    webhooks_internal._prune_events(text, int),
+    webhooks_internal._release_parked(int),
+    webhooks_internal._delete_orphans(int),
+    webhooks_internal._forget_dropped_roles(),
+    webhooks_internal._sync_failure_record(jsonb),
+    webhooks_internal._publish_operational(text, jsonb, text, text),
+    webhooks_internal._new_event_id(),
+    webhooks_internal._matches(text[], text),
+    webhooks_internal._filter_passes(jsonpath, int, text, text, text, text, text, text, jsonb, jsonb),
+    webhooks_internal._filter_envelope(text, text, text, text, text, jsonb, jsonb),
+    webhooks_internal._filter_affordable(int, jsonb, text),
+    webhooks_internal._wake_on_commit(),
+    webhooks_internal._delivery_state_ok(text, int, timestamptz, timestamptz, timestamptz),
+    webhooks.tenant_scope(),
+    webhooks.current_tenant()
+TO webhooks_worker;
 
 -- Tenant isolation on every table a role can read: a row is visible, and may be written, only
 -- for a tenant in the session's scope (tenancy.sql). Superusers and the extension owner (the

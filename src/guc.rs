@@ -10,6 +10,9 @@ use std::time::Duration;
 /// Empty: every database of the cluster that has the extension (the launcher starts their
 /// workers); a name restricts delivery to that database.
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+/// The role the workers connect as: empty (the default), the bootstrap superuser; a name, that
+/// role (LOGIN, BYPASSRLS, a member of webhooks_worker).
+pub static WORKER_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 /// Worker processes per database.
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static RETRY_SCHEDULE: GucSetting<Option<CString>> =
@@ -166,6 +169,13 @@ pub fn init() {
         c"webhooks.database",
         c"The one database delivered from; empty (the default): every database with the extension.",
         &DATABASE,
+        GucContext::Postmaster,
+        None,
+    );
+    string(
+        c"webhooks.worker_role",
+        c"The role the workers connect as; empty (the default): the bootstrap superuser. It needs LOGIN, BYPASSRLS and membership in webhooks_worker.",
+        &WORKER_ROLE,
         GucContext::Postmaster,
         None,
     );

@@ -65,7 +65,20 @@ pub extern "C-unwind" fn webhooks_launcher_main(_arg: pg_sys::Datum) {
         }
         if woken || last_scan.elapsed() >= RESCAN {
             last_scan = Instant::now();
-            let listed = databases();
+            let (listed, role) = databases();
+            // webhooks.worker_role names a role that does not exist: no worker starts (falling
+            // back to the superuser would undo what the setting is for).
+            let wanted = crate::guc::string_value(&crate::guc::WORKER_ROLE);
+            if !wanted.trim().is_empty() && role.is_none() {
+                warning!(
+                    "webhooks launcher: webhooks.worker_role \"{}\" does not exist: no worker starts until it does",
+                    wanted.trim()
+                );
+                if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+                    break;
+                }
+                continue;
+            }
             dbs.retain(|oid, _| listed.iter().any(|(o, _)| o == oid));
             for (oid, name) in listed {
                 let d = dbs.entry(oid).or_insert_with(|| Database {
@@ -95,7 +108,7 @@ pub extern "C-unwind" fn webhooks_launcher_main(_arg: pg_sys::Datum) {
                 let stayed = d.workers.iter().any(|(_, at)| at.elapsed() >= STAYED);
                 let want = if stayed { per_db } else { 1 };
                 while d.workers.len() < want {
-                    match start_worker(oid, &d.name, d.workers.len()) {
+                    match start_worker(oid, &d.name, d.workers.len(), role) {
                         Some(w) => d.workers.push((w, Instant::now())),
                         None => {
                             warning!(
@@ -120,12 +133,19 @@ pub extern "C-unwind" fn webhooks_launcher_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
-fn start_worker(oid: u32, name: &str, n: usize) -> Option<DynamicBackgroundWorker> {
+fn start_worker(
+    oid: u32,
+    name: &str,
+    n: usize,
+    role: Option<pg_sys::Oid>,
+) -> Option<DynamicBackgroundWorker> {
     BackgroundWorkerBuilder::new(&format!("webhooks worker {n} for {name}"))
         .set_type("webhooks worker")
         .set_function("webhooks_worker_main")
         .set_library("webhooks")
         .set_argument(Some(pg_sys::Datum::from(oid)))
+        // (the role to connect as, by oid: the worker cannot look a name up before it connects)
+        .set_extra(&role.map(|r| u32::from(r).to_string()).unwrap_or_default())
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
@@ -134,11 +154,14 @@ fn start_worker(oid: u32, name: &str, n: usize) -> Option<DynamicBackgroundWorke
 }
 
 /// The databases that accept connections (templates excluded), read from the shared catalog
-/// the way the autovacuum launcher does: no database connection needed.
-fn databases() -> Vec<(u32, String)> {
+/// the way the autovacuum launcher does: no database connection needed; and the oid of the
+/// role the workers connect as (None: webhooks.worker_role names a role that does not exist).
+fn databases() -> (Vec<(u32, String)>, Option<pg_sys::Oid>) {
     let mut out = Vec::new();
+    let role;
     unsafe {
         pg_sys::StartTransactionCommand();
+        role = worker_role_oid();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
         let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as _);
         let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
@@ -172,5 +195,18 @@ fn databases() -> Vec<(u32, String)> {
         pg_sys::PopActiveSnapshot();
         pg_sys::CommitTransactionCommand();
     }
-    out
+    (out, role)
+}
+
+/// webhooks.worker_role's oid (from the shared catalog pg_authid); for an empty setting, the
+/// bootstrap superuser's (the workers' default).
+unsafe fn worker_role_oid() -> Option<pg_sys::Oid> {
+    let wanted = crate::guc::string_value(&crate::guc::WORKER_ROLE);
+    let wanted = wanted.trim();
+    if wanted.is_empty() {
+        return Some(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+    }
+    let name = std::ffi::CString::new(wanted).ok()?;
+    let oid = pg_sys::get_role_oid(name.as_ptr(), true);
+    (oid != pg_sys::Oid::INVALID).then_some(oid)
 }

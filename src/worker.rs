@@ -132,10 +132,17 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
     // Started by the launcher for a database (its oid), or one of webhooks.database's own.
     let started_for = arg.value() as u32;
     let launched = started_for != 0;
+    // As webhooks.worker_role (by the oid the launcher found for it), or the bootstrap superuser.
     if launched {
-        BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(started_for)), None);
+        let role = BackgroundWorker::get_extra()
+            .parse::<u32>()
+            .ok()
+            .map(pg_sys::Oid::from);
+        BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(started_for)), role);
     } else {
-        BackgroundWorker::connect_worker_to_spi(Some(&guc::string_value(&guc::DATABASE)), None);
+        let role = guc::string_value(&guc::WORKER_ROLE);
+        let role = Some(role.trim()).filter(|r| !r.is_empty());
+        BackgroundWorker::connect_worker_to_spi(Some(&guc::string_value(&guc::DATABASE)), role);
     }
     // Before the first statement: what the database's and the roles' settings said is
     // replaced by what the worker's SQL was written for (whose operators it calls above all).
@@ -161,7 +168,19 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
         );
         unsafe { pg_sys::proc_exit(0) };
     }
-    log!("webhooks worker started on database \"{db}\"");
+    // A role of its own must see every tenant's work: row-level security would hide it.
+    let (sees_all, me) = in_transaction("looking at its role", || (sees_every_row(), role_name()))
+        .unwrap_or((false, String::new()));
+    if !sees_all {
+        warning!(
+            "webhooks worker: webhooks.worker_role \"{}\" has no BYPASSRLS: row-level security would hide every tenant's work from it, so nothing is delivered (ALTER ROLE {} BYPASSRLS)",
+            guc::string_value(&guc::WORKER_ROLE).trim(),
+            guc::string_value(&guc::WORKER_ROLE).trim()
+        );
+        wake::unregister_worker();
+        unsafe { pg_sys::proc_exit(if launched { 0 } else { 1 }) };
+    }
+    log!("webhooks worker started on database \"{db}\" as role \"{me}\"");
 
     // Every statement of the worker is bounded: lock waits by lock_timeout (armed at the wait
     // itself, pinned above), statements by the timeout `in_transaction` arms itself (a
@@ -272,6 +291,33 @@ pub extern "C-unwind" fn webhooks_worker_main(arg: pg_sys::Datum) {
     // with 1 the postmaster starts it again after the restart time, except during shutdown.
     // A launched worker is the launcher's to start again.
     unsafe { pg_sys::proc_exit(if launched { 0 } else { 1 }) };
+}
+
+/// Whether the role the worker runs as bypasses row-level security (a superuser does).
+fn sees_every_row() -> bool {
+    unsafe {
+        let tup = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::AUTHOID as _,
+            pg_sys::Datum::from(pg_sys::GetUserId()),
+        );
+        if tup.is_null() {
+            return false;
+        }
+        let form = pg_sys::GETSTRUCT(tup) as *mut pg_sys::FormData_pg_authid;
+        let yes = (*form).rolsuper || (*form).rolbypassrls;
+        pg_sys::ReleaseSysCache(tup);
+        yes
+    }
+}
+
+fn role_name() -> String {
+    unsafe {
+        let n = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true);
+        if n.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
+    }
 }
 
 /// Endpoints whose client-certificate agents are kept, at most.

@@ -245,3 +245,164 @@ fn a_database_owner_cannot_run_code_as_the_worker_or_a_superuser_while_deliverie
         "the trojans are live"
     );
 }
+
+/// A DBA may run the workers as a role of its own (webhooks.worker_role) instead of the bootstrap
+/// superuser: a LOGIN role with BYPASSRLS that is a member of webhooks_worker. It does all the
+/// worker does, no more: if anything the worker runs were ever reached by someone else's code,
+/// that code would have this role's rights, not a superuser's.
+#[test]
+fn the_worker_runs_as_a_role_of_its_own_and_does_all_it_does_with_its_grants() {
+    let c = Cluster::start(&[
+        "webhooks.worker_role = 'hooks'",
+        "webhooks.retention = '2s'",
+    ]);
+    let ok = Receiver::ok();
+    let gone = Receiver::scripted(|_, _| Reply::Status(410, "gone"));
+    let failing = Receiver::scripted(|_, _| Reply::Status(500, "no"));
+    let mut su = c.client();
+    let worker_role = |su: &mut postgres::Client| -> Option<String> {
+        su.query_opt(
+            "SELECT usename::text FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+    };
+    // Without BYPASSRLS the worker says why it delivers nothing, and stops.
+    su.batch_execute("CREATE ROLE hooks LOGIN IN ROLE webhooks_worker")
+        .unwrap();
+    wait_for("the worker to refuse a role without BYPASSRLS", T, || {
+        c.log().contains("has no BYPASSRLS").then_some(())
+    });
+    su.batch_execute("ALTER ROLE hooks BYPASSRLS").unwrap();
+    wait_for("the worker connected as hooks", T, || {
+        (worker_role(&mut su).as_deref() == Some("hooks")).then_some(())
+    });
+    let superuser: bool = su
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'hooks'", &[])
+        .unwrap()
+        .get(0);
+    assert!(!superuser);
+
+    let created = |su: &mut postgres::Client, url: &str, types: &str| -> String {
+        su.query_one(
+            &format!("SELECT id FROM webhooks.endpoint_create($1, '{types}')"),
+            &[&url],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let ok_ep = created(&mut su, &ok.url, "{user.*}");
+    let ops_ep = created(&mut su, &ok.url, "{webhook.*}");
+    created(&mut su, &gone.url, "{user.*}");
+    created(&mut su, &failing.url, "{user.*,sms.created}");
+    su.execute(
+        "SELECT webhooks.endpoint_update($1, filter => '$.type starts with \"webhook.\"')",
+        &[&ops_ep],
+    )
+    .unwrap();
+    su.batch_execute(
+        "CREATE ROLE bound; SELECT webhooks.tenant_grant('bound', '');
+         DROP ROLE bound;
+         SELECT webhooks.webhook_publish('user.created', '{\"n\": 1}');
+         SELECT webhooks.webhook_publish_many('user.created',
+             ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(2, 151) g));",
+    )
+    .unwrap();
+    // a failed synchronous send whose transaction rolls back: recorded by the worker
+    assert!(su
+        .batch_execute("SELECT webhooks.webhook_send_sync('sms.created', '{\"code\": \"1\"}')")
+        .is_err());
+    wait_for("every event at the ok receiver", T, || {
+        (ok.all()
+            .iter()
+            .filter(|r| r.header("webhook-event-type") == "user.created")
+            .count()
+            >= 151)
+            .then_some(())
+    });
+    wait_for("the 410 endpoint disabled and said so", T, || {
+        ok.all()
+            .iter()
+            .any(|r| r.header("webhook-event-type") == "webhook.endpoint.disabled")
+            .then_some(())
+    });
+    wait_for("dead letters, said so too", T, || {
+        ok.all()
+            .iter()
+            .any(|r| r.header("webhook-event-type") == "webhook.delivery.dead")
+            .then_some(())
+    });
+    let count =
+        |su: &mut postgres::Client, sql: &str| -> i64 { su.query_one(sql, &[]).unwrap().get(0) };
+    wait_for("the failed synchronous send on record", T, || {
+        (count(
+            &mut su,
+            "SELECT count(*) FROM webhooks.deliveries WHERE sync AND status = 'dead'",
+        ) == 1)
+            .then_some(())
+    });
+    wait_for(
+        "history pruned and the dropped role's binding gone",
+        T,
+        || {
+            (count(
+            &mut su,
+            &format!(
+                "SELECT count(*) FROM webhooks.deliveries WHERE endpoint_id = '{ok_ep}' AND status = 'succeeded'"
+            ),
+        ) < 151
+            && count(&mut su, "SELECT count(*) FROM webhooks.tenant_roles") == 0)
+            .then_some(())
+        },
+    );
+    assert_eq!(worker_role(&mut su).as_deref(), Some("hooks"));
+    let denied: Vec<String> = c
+        .log()
+        .lines()
+        .filter(|l| {
+            l.contains("permission denied")
+                || l.contains("webhooks worker:") && l.contains("failed")
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(denied.is_empty(), "{denied:#?}");
+}
+
+/// The same, in every-database mode: the launcher finds the role and starts the workers as it;
+/// a role that does not exist starts none (never the superuser in its place).
+#[test]
+fn in_every_database_the_launcher_starts_workers_as_the_worker_role_or_none() {
+    let c = Cluster::start_bare(&["webhooks.database = ''", "webhooks.worker_role = 'hooks'"]);
+    let ok = Receiver::ok();
+    let mut pg = c.client();
+    pg.batch_execute("CREATE DATABASE app").unwrap();
+    let mut app = connect(&c, "postgres", "app");
+    app.batch_execute("CREATE EXTENSION webhooks").unwrap();
+    app.execute(
+        "SELECT webhooks.endpoint_create($1, '{user.*}')",
+        &[&ok.url],
+    )
+    .unwrap();
+    app.batch_execute("SELECT webhooks.webhook_publish('user.created', '{}')")
+        .unwrap();
+    wait_for("the launcher to say the role is missing", T, || {
+        c.log().contains("\"hooks\" does not exist").then_some(())
+    });
+    assert_eq!(ok.count(), 0, "no worker delivered without its role");
+    pg.batch_execute("CREATE ROLE hooks LOGIN BYPASSRLS IN ROLE webhooks_worker")
+        .unwrap();
+    wait_for("the delivery, by a worker of app as hooks", T, || {
+        (ok.count() == 1).then_some(())
+    });
+    let who: Vec<(String, String)> = pg
+        .query(
+            "SELECT datname::text, usename::text FROM pg_stat_activity WHERE backend_type = 'webhooks worker'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(who, [("app".to_string(), "hooks".to_string())]);
+}
