@@ -483,3 +483,130 @@ fn pg_dump_and_pg_restore_keep_endpoints_the_catalogue_and_undelivered_work() {
     let major = webhooks_e2e::cluster::major();
     webhooks_e2e::restore::dump_and_restore(major, major);
 }
+
+#[test]
+fn alter_extension_update_from_0_3_0_keeps_the_work_and_hardens_what_it_had() {
+    let c = Cluster::start_bare(&[]);
+    let rx = Receiver::ok();
+    let loose_rx = Receiver::ok();
+    let mut db = c.client();
+    db.batch_execute("CREATE EXTENSION webhooks VERSION '0.3.0'")
+        .unwrap();
+    // A populated 0.3.0: an endpoint with a filter 0.4.0 accepts, one with a filter it refuses
+    // (nested .**), a tracked table with a condition and a column kept out for its name, and
+    // work waiting (the 0.4.0 library's worker sends nothing to a 0.3.0 schema): single
+    // deliveries and a bulk publish's fanout.
+    db.batch_execute(
+        "CREATE TABLE users (id int PRIMARY KEY, email text, api_token text, plan text);
+         SELECT webhooks.track_table('users', 'user', condition => 'NEW.plan IS DISTINCT FROM ''test''');",
+    )
+    .unwrap();
+    let ep: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.*}', filter => '$.data.n > 0 || exists($.data.user)')",
+            &[&rx.url],
+        )
+        .unwrap()
+        .get(0);
+    let loose: String = db
+        .query_one(
+            "SELECT id FROM webhooks.endpoint_create($1, '{user.*}', filter => 'exists($.** ? (exists(@.** ? (@ == \"never\"))))')",
+            &[&loose_rx.url],
+        )
+        .unwrap()
+        .get(0);
+    db.batch_execute(
+        "INSERT INTO users VALUES (1, 'a@example.com', 'tok-1', 'free'), (2, 'b@example.com', 'tok-2', 'test');
+         SELECT webhooks.webhook_publish('user.signed_in', '{\"n\": 1}');
+         SELECT webhooks.webhook_publish('user.signed_in', '{\"n\": 0}');
+         SELECT webhooks.webhook_publish_many('user.created',
+             ARRAY(SELECT jsonb_build_object('n', g) FROM generate_series(1, 120) g));",
+    )
+    .unwrap();
+    let fanouts: i64 = db
+        .query_one("SELECT count(*) FROM webhooks_internal.fanouts", &[])
+        .unwrap()
+        .get(0);
+    assert!(fanouts > 0, "the bulk publish waits as a fanout");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        rx.count() + loose_rx.count(),
+        0,
+        "nothing sent to a 0.3.0 schema"
+    );
+
+    db.batch_execute("ALTER EXTENSION webhooks UPDATE").unwrap();
+    let v: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'webhooks'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(v, current_version());
+    assert!(
+        c.log().contains(&loose) && c.log().contains("not evaluated"),
+        "the upgrade names the endpoint whose filter it no longer evaluates"
+    );
+    let weights: Vec<(String, Option<i32>)> = db
+        .query(
+            "SELECT id, filter_weight FROM webhooks.endpoints ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut want = vec![(ep.clone(), Some(2)), (loose.clone(), None)];
+    want.sort();
+    assert_eq!(weights, want);
+    // Everything that waited goes out (0.3.0 filtered it when it was published: the row event of
+    // user 1, n = 1 and the bulk publish's 120 passed one filter, nothing the other); a new event
+    // now reaches the endpoint whose filter is no longer evaluated, unfiltered.
+    wait_for("what waited", T, || (rx.count() == 122).then_some(()));
+    db.batch_execute("SELECT webhooks.webhook_publish('user.signed_in', '{\"n\": 5}')")
+        .unwrap();
+    wait_for("the new event at both", T, || {
+        (rx.count() == 123 && loose_rx.count() == 1).then_some(())
+    });
+    // The column 0.3.0 kept out for its name stays out under another name.
+    db.batch_execute(
+        "ALTER TABLE users RENAME COLUMN api_token TO tk;
+         INSERT INTO users VALUES (3, 'c@example.com', 'tok-3', 'free');",
+    )
+    .unwrap();
+    let row = wait_for("the new row event", T, || {
+        rx.all()
+            .into_iter()
+            .find(|r| r.json()["data"]["user"]["id"] == 3)
+    });
+    let user = &row.json()["data"]["user"];
+    assert_eq!(user["email"], "c@example.com");
+    assert!(
+        user.get("tk").is_none() && user.get("api_token").is_none(),
+        "{user}"
+    );
+    // The condition still holds.
+    db.batch_execute("INSERT INTO users VALUES (4, 'd@example.com', 'tok-4', 'test')")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!rx.all().iter().any(|r| r.json()["data"]["user"]["id"] == 4));
+
+    // The same schema as a fresh install.
+    db.batch_execute("CREATE DATABASE fresh").unwrap();
+    let mut fresh = postgres::Client::connect(
+        &format!("host=127.0.0.1 port={} user=postgres dbname=fresh", c.port),
+        postgres::NoTls,
+    )
+    .unwrap();
+    fresh.batch_execute("CREATE EXTENSION webhooks").unwrap();
+    let (upgraded, new) = (
+        extension_schema(&c, "postgres"),
+        extension_schema(&c, "fresh"),
+    );
+    assert!(
+        upgraded == new,
+        "upgraded and fresh schemas differ at {}",
+        first_difference(&upgraded, &new)
+    );
+}
