@@ -27,6 +27,9 @@ rm -f "$WORK"/test-*.log
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 checked=0
 
+echo "== the pure logic (webhooks-core): unit tests, no PostgreSQL"
+cargo test -p webhooks-core 2>&1 | tee "$WORK/test-core.log"
+
 for v in $VERSIONS; do
     LOG=$WORK/test-pg$v.log
     : > "$LOG"
@@ -81,8 +84,8 @@ count() {
     pkg=$(grep -c "^package test: " "$log" || true)
     echo $((passed + iso + pkg))
 }
-total=0
-tally=""
+total=$(count "$WORK/test-core.log")
+tally="core: $total"
 for v in $VERSIONS; do
     log=$WORK/test-pg$v.log
     # Every stage of a major left its mark, or the tally would count less than was claimed.
@@ -91,7 +94,7 @@ for v in $VERSIONS; do
         echo "test.sh: a stage of PostgreSQL $v left no result in $log" >&2
         exit 1
     fi
-    n=$(count "$log"); total=$((total + n)); tally+="${tally:+, }PostgreSQL $v: $n"
+    n=$(count "$log"); total=$((total + n)); tally+=", PostgreSQL $v: $n"
 done
 if [ $cross = 1 ]; then
     n=$(count "$WORK/test-cross.log"); total=$((total + n)); tally+=", 15 -> 17: $n"

@@ -137,7 +137,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:35
+-- src/lib.rs:29
 -- bootstrap
 -- Tables of the webhooks extension. Loaded first (bootstrap): nothing here calls Rust code.
 --
@@ -752,17 +752,8 @@ AS 'MODULE_PATHNAME', 'webhook_verify_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:39
+-- src/lib.rs:33
 CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -778,179 +769,6 @@ AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:323
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:224
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:234
--- webhooks::api::_delivery_state_ok
-CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
-	"status" TEXT, /* Option < & str > */
-	"attempts" INT, /* Option < i32 > */
-	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-) RETURNS bool /* bool */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:42
--- requires:
---   schema
---   api::_delivery_state_ok
-
--- One check for the whole state machine of a delivery: each status has exactly the timestamps
--- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
--- check's expression tree again for every statement that writes the table, and a one-row
--- publish is such a statement.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
-    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:310
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:362
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:283
--- webhooks::api::_lease_quota
-CREATE  FUNCTION webhooks_internal."_lease_quota"(
-	"max_in_flight" INT, /* i32 */
-	"batch_max" INT, /* i32 */
-	"senders" INT, /* i32 */
-	"ahead" INT, /* i32 */
-	"fast" bool, /* bool */
-	"workers" INT, /* i32 */
-	"rank" INT, /* i32 */
-	"endpoint_id" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:255
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/tracking.rs:207
 -- webhooks::tracking::_forget_row_shape
 CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
@@ -962,14 +780,14 @@ AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -982,7 +800,7 @@ AS 'MODULE_PATHNAME', '_caller_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:47
+-- src/lib.rs:41
 -- requires:
 --   schema
 --   gate::_caller
@@ -1195,23 +1013,39 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:346
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:310
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1224,7 +1058,194 @@ AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:53
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:457
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:234
+-- webhooks::api::_delivery_state_ok
+CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
+	"status" TEXT, /* Option < & str > */
+	"attempts" INT, /* Option < i32 > */
+	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+) RETURNS bool /* bool */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:36
+-- requires:
+--   schema
+--   api::_delivery_state_ok
+
+-- One check for the whole state machine of a delivery: each status has exactly the timestamps
+-- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
+-- check's expression tree again for every statement that writes the table, and a one-row
+-- publish is such a statement.
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
+    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:283
+-- webhooks::api::_lease_quota
+CREATE  FUNCTION webhooks_internal."_lease_quota"(
+	"max_in_flight" INT, /* i32 */
+	"batch_max" INT, /* i32 */
+	"senders" INT, /* i32 */
+	"ahead" INT, /* i32 */
+	"fast" bool, /* bool */
+	"workers" INT, /* i32 */
+	"rank" INT, /* i32 */
+	"endpoint_id" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:263
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:224
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:323
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:255
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:362
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:47
 -- requires:
 --   tenancy
 --   api::_matches
@@ -1709,7 +1730,1754 @@ ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:82
+-- src/lib.rs:60
+-- requires:
+--   publish
+--   gate::webhook_send_sync_result
+
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
+               occurred_us bigint, data text, endpoint_id text, url text, secret text,
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+          AND webhooks_internal._matches(ep.event_types, p_type)
+          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
+        RETURNING dd.id, dd.endpoint_id
+    )
+    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
+    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
+    ORDER BY ep.id;
+END $$;
+
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
+
+-- Synchronous events: delivered now from the calling session. Returns the answers, or, when
+-- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
+-- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
+-- platform endpoint ('*') that also received the event (its failure still fails the call,
+-- unnamed); the attempts are recorded for those who may see them.
+CREATE FUNCTION webhooks_internal._send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text,
+    actor jsonb
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    shown jsonb;
+    failures text;
+    hidden int;
+    s text[] := webhooks.tenant_scope();
+BEGIN
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
+    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
+    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
+                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
+           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
+                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
+    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
+    IF hidden > 0 THEN
+        failures := pg_catalog.concat_ws('; ', failures,
+            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
+    END IF;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
+                      FROM pg_catalog.jsonb_array_elements(shown) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
+
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:65
+-- requires:
+--   publish
+--   api::_check_client_cert
+--   api::_check_header_prefix
+--   api::_filter_weight
+--   api::_filter_affordable
+
+-- Endpoints: validation of every write, cascades, parking and releasing on disable/enable,
+-- and the functions that manage them.
+
+
+-- Deleting endpoints, events or deliveries removes what hangs off them, once per statement.
+-- They run as the owner: an admin deleting an endpoint needs no DELETE right on deliveries.
+CREATE FUNCTION webhooks_internal._cascade_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'endpoints' THEN
+        DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.endpoint_id = o.id;
+        DELETE FROM webhooks_internal.signing_keys k USING old_rows o WHERE k.endpoint_id = o.id;
+    ELSIF TG_TABLE_NAME = 'events' THEN
+        DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.event_id = o.id;
+    ELSE
+        DELETE FROM webhooks.attempts a USING old_rows o WHERE a.delivery_id = o.id;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER endpoints_cascade AFTER DELETE ON webhooks.endpoints
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
+CREATE TRIGGER events_cascade AFTER DELETE ON webhooks.events
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
+CREATE TRIGGER deliveries_cascade AFTER DELETE ON webhooks.deliveries
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
+
+-- Any UPDATE of deliveries (a retry, an admin's fix) may have made work due: wake the worker
+-- when it commits. Once per statement; the worker's own statements do not wake itself.
+CREATE FUNCTION webhooks_internal._wake_after_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM webhooks_internal._wake_on_commit();
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
+    FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._wake_after_update();
+
+
+-- Fills ids and secrets and validates every write, whether it comes through the functions
+-- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
+-- A filter as endpoint_create/endpoint_update take it: a SQL/JSON path, '' for none. Its errors
+-- name the filter and say what one looks like. (Public: admins' calls of those functions run
+-- it; it evaluates nothing.)
+CREATE FUNCTION webhooks.filter_path(filter text) RETURNS jsonpath
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF filter IS NULL OR filter = '' THEN
+        RETURN NULL;
+    END IF;
+    RETURN filter::jsonpath;
+EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'filter "%" is not a SQL/JSON path: %', filter, SQLERRM
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'A filter is a predicate over the envelope, like $.data.user.email_verified == true or $.tenant_id == "acme".';
+END $$;
+COMMENT ON FUNCTION webhooks.filter_path(text) IS
+    'The SQL/JSON path of an endpoint filter, with an error that names a bad one ('''' and NULL: none).';
+
+-- A filter must be one whose cost is bounded (src/filter_path.rs: no .**, no $ inside a filter
+-- expression, no comparison of two paths, at most 16 paths, 4 nested filters, a bounded
+-- like_regex) and answer true or false (or unknown) for any event: tried on an envelope of the
+-- shape every event has. Returns its weight, the paths it evaluates.
+CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS int
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    weight int;
+BEGIN
+    IF pg_catalog.length(f::text) > 1024 THEN
+        RAISE EXCEPTION 'filter is % characters, over the limit of 1024', pg_catalog.length(f::text)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    weight := webhooks_internal._filter_weight(f::text);
+    BEGIN
+        PERFORM pg_catalog.jsonb_path_match(
+            '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
+              "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
+    END;
+    RETURN weight;
+END $$;
+
+-- The envelope a filter sees. An SQL function inlined where it is called (a SET clause would
+-- stop that), so its body names everything with its schema instead (DESIGN rule 8).
+CREATE FUNCTION webhooks_internal._filter_envelope(id text, type text, version text, source text,
+                                                   tenant_id text, actor jsonb, data jsonb) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
+                                         'tenant_id', tenant_id, 'actor', actor, 'data', data)
+$$;
+
+-- Whether an event goes to an endpoint as far as its filter says (no filter: it does), where
+-- publish, the set form, synchronous sends and operational events all ask it. A filter whose
+-- work on this event would exceed its budget (its weight times the event's size) is not
+-- evaluated: the event goes to the endpoint as if it matched, and the log says so; a filter
+-- errs towards sending, never towards losing. Inlined (its body names everything with its
+-- schema, as _filter_envelope's).
+CREATE FUNCTION webhooks_internal._filter_passes(filter jsonpath, weight int, endpoint text,
+                                                 id text, type text, version text, source text,
+                                                 tenant_id text, actor jsonb, data jsonb) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT filter IS NULL
+        OR NOT webhooks_internal._filter_affordable(weight, data, endpoint)
+        OR coalesce(pg_catalog.jsonb_path_match(
+               webhooks_internal._filter_envelope(id, type, version, source, tenant_id, actor, data),
+               filter, '{}', true), false)
+$$;
+
+CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    unknown text;
+    waiting bigint;
+    -- pg_restore (and a plain pg_dump script) loads endpoints with these two settings off,
+    -- which no application session has: then the rows come back as they were dumped (ids,
+    -- timestamps, URLs checked under the dumping cluster's settings), whatever order the
+    -- catalogue comes back in. Turning row_security off is refused to roles that RLS binds,
+    -- so this is an owner's or superuser's path only.
+    restoring boolean := TG_OP = 'INSERT'
+        AND pg_catalog.current_setting('row_security') = 'off'
+        AND pg_catalog.current_setting('check_function_bodies') = 'off';
+    -- endpoint_rotate_secret sets secret to NULL
+    rotating boolean := TG_OP = 'UPDATE' AND NEW.secret IS NULL;
+    pair text[];
+BEGIN
+    IF restoring THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        NEW.id := coalesce(NEW.id, webhooks_internal._new_endpoint_id());
+        NEW.created_at := pg_catalog.now();
+        -- The worker's bookkeeping starts empty.
+        NEW.rate_next_at := NULL;
+        NEW.paused_until := NULL;
+        NEW.failing_since := NULL;
+    END IF;
+    NEW.secret := coalesce(NEW.secret, webhooks_internal._new_secret());
+    -- Work waiting for an endpoint belongs to its tenant: moving the endpoint to another tenant
+    -- (or another id) would hand that tenant the old one's events. Refused while any waits;
+    -- work committed after the change (a publish that raced it) matches no endpoint and is
+    -- parked as an orphan, never sent across.
+    IF TG_OP = 'UPDATE' AND (NEW.tenant_id IS DISTINCT FROM OLD.tenant_id OR NEW.id IS DISTINCT FROM OLD.id) THEN
+        SELECT pg_catalog.count(*) INTO waiting FROM webhooks.deliveries d
+        WHERE d.endpoint_id = OLD.id AND d.status IN ('pending', 'in_flight')
+          AND coalesce(d.endpoint_tenant, '') = coalesce(OLD.tenant_id, '');
+        IF waiting > 0 THEN
+            RAISE EXCEPTION 'endpoint "%" has % deliveries waiting for tenant %: its % cannot change while they wait',
+                OLD.id, waiting, coalesce('"' || OLD.tenant_id || '"', 'NULL (no tenant)'),
+                CASE WHEN NEW.id IS DISTINCT FROM OLD.id THEN 'id' ELSE 'tenant_id' END
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Let them finish, or delete the endpoint (with its deliveries) and create one for the new tenant.';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
+        PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
+        PERFORM webhooks_internal._check_tenant_not_a_slug(NEW.tenant_id);
+    END IF;
+    -- Each check runs when its column is written (an insert, or an update that changes it): a
+    -- row from an older version keeps working when the worker records its state.
+    IF (TG_OP = 'INSERT' OR NEW.id IS DISTINCT FROM OLD.id) AND NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+        RAISE EXCEPTION 'endpoint id "%" is not valid: 1-64 letters, digits, _ or -', NEW.id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.url IS NULL THEN
+        RAISE EXCEPTION 'url must not be NULL' USING ERRCODE = 'not_null_violation';
+    ELSIF (TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url) AND pg_catalog.octet_length(NEW.url) > 2048 THEN
+        RAISE EXCEPTION 'url is % bytes, over the 2048-byte limit', pg_catalog.octet_length(NEW.url)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF (TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types) AND pg_catalog.cardinality(NEW.event_types) > 100 THEN
+        RAISE EXCEPTION 'event_types lists % filters, over the limit of 100', pg_catalog.cardinality(NEW.event_types)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF (TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key)
+       AND (pg_catalog.octet_length(NEW.tls_client_cert) > 65536 OR pg_catalog.octet_length(NEW.tls_client_key) > 65536) THEN
+        RAISE EXCEPTION 'tls_client_cert and tls_client_key are limited to 64 KiB each'
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF (TG_OP = 'INSERT' OR NEW.previous_secret_expires_at IS DISTINCT FROM OLD.previous_secret_expires_at)
+       AND NEW.previous_secret_expires_at > pg_catalog.now() + interval '30 days' THEN
+        RAISE EXCEPTION 'previous_secret_expires_at is more than 30 days away'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A rotation grace period is at most 30 days.';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
+        PERFORM webhooks_internal._check_url(NEW.url);
+    END IF;
+    IF NEW.signature IS NULL OR NEW.signature NOT IN ('v1', 'v1a') THEN
+        RAISE EXCEPTION 'signature "%" is not known: v1 (HMAC) or v1a (ed25519)', NEW.signature
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.format IS NULL OR NEW.format NOT IN ('standard-webhooks', 'hmac-hex') THEN
+        RAISE EXCEPTION 'format "%" is not known: standard-webhooks or hmac-hex', NEW.format
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- v1a: a key pair made here, the private half kept where only the owner reads it. A new
+    -- pair on every rotation (secret set to NULL), the old one signing until the grace ends.
+    IF NEW.signature = 'v1a' THEN
+        IF NEW.format <> 'standard-webhooks' THEN
+            RAISE EXCEPTION 'signature v1a applies to the standard-webhooks format only' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
+            UPDATE webhooks_internal.signing_keys k SET endpoint_id = NEW.id WHERE k.endpoint_id = OLD.id;
+        END IF;
+        -- (an INSERT of an id that exists will fail or do nothing, ON CONFLICT: its keys stay)
+        IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM webhooks.endpoints x WHERE x.id = NEW.id) THEN
+            NULL;
+        ELSIF TG_OP = 'INSERT' OR OLD.signature <> 'v1a' OR rotating
+           OR NOT EXISTS (SELECT 1 FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = NEW.id) THEN
+            pair := webhooks_internal._new_key_pair();
+            NEW.public_key := pair[2];
+            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key) VALUES (NEW.id, pair[1])
+            ON CONFLICT (endpoint_id) DO UPDATE
+                SET previous_private_key = CASE WHEN rotating THEN k.private_key END, private_key = EXCLUDED.private_key;
+        END IF;
+    ELSIF TG_OP = 'UPDATE' AND OLD.signature = 'v1a' THEN
+        NEW.public_key := NULL;
+        DELETE FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = OLD.id;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.filter::text IS DISTINCT FROM OLD.filter::text THEN
+        NEW.filter_weight := CASE WHEN NEW.filter IS NOT NULL THEN webhooks_internal._check_filter(NEW.filter) END;
+    ELSE
+        NEW.filter_weight := OLD.filter_weight;
+    END IF;
+    -- hmac-hex names its own headers with the prefix: an endpoint header must not shadow them.
+    IF NEW.format = 'hmac-hex' AND EXISTS (
+        SELECT 1 FROM pg_catalog.jsonb_object_keys(NEW.headers) k
+        WHERE pg_catalog.starts_with(pg_catalog.lower(k), pg_catalog.lower(coalesce(NEW.header_prefix, 'X-Webhook-')))) THEN
+        RAISE EXCEPTION 'header names starting with % are the hmac-hex format''s own', coalesce(NEW.header_prefix, 'X-Webhook-')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
+        IF NEW.format <> 'hmac-hex' THEN
+            RAISE EXCEPTION 'header_prefix applies to the hmac-hex format only' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Set format => ''hmac-hex'' with it; standard-webhooks headers are named by the spec.';
+        END IF;
+        PERFORM webhooks_internal._check_header_prefix(NEW.header_prefix);
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types THEN
+        PERFORM webhooks_internal._check_filters(NEW.event_types);
+        -- A name must be in the catalogue, and a category.* must match at least one type in it.
+        SELECT f INTO unknown FROM pg_catalog.unnest(NEW.event_types) f
+        WHERE f <> '*' AND NOT EXISTS (
+            SELECT 1 FROM webhooks.event_types t
+            WHERE CASE WHEN f LIKE '%.*' THEN pg_catalog.starts_with(t.name, pg_catalog.left(f, -1))
+                       ELSE t.name = f END)
+        LIMIT 1;
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'event_types names unknown event %', CASE WHEN unknown LIKE '%.*'
+                THEN pg_catalog.format('category "%s" (no event type starts with "%s")', unknown, pg_catalog.left(unknown, -1))
+                ELSE pg_catalog.format('type "%s"', unknown) END
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'See webhooks.event_types, or register it with webhooks.event_type_register().';
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.headers IS DISTINCT FROM OLD.headers THEN
+        PERFORM webhooks_internal._check_headers(coalesce(NEW.headers, '{}'));
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret THEN
+        PERFORM webhooks_internal._check_secret(NEW.secret);
+    END IF;
+    IF NEW.previous_secret IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret) THEN
+        PERFORM webhooks_internal._check_secret(NEW.previous_secret);
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert
+       OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key THEN
+        IF (NEW.tls_client_cert IS NULL) <> (NEW.tls_client_key IS NULL) THEN
+            RAISE EXCEPTION 'tls_client_cert and tls_client_key must be set together (or both NULL)'
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NEW.tls_client_cert IS NOT NULL THEN
+            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
+        END IF;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
+        -- A fresh start: disable_after counts again from the next failure, no pause holds.
+        NEW.failing_since := NULL;
+        NEW.paused_until := NULL;
+    END IF;
+    NEW.headers := coalesce(NEW.headers, '{}');
+    -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
+    -- rate) does not count as an update.
+    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[])
+                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[]) THEN
+        NEW.updated_at := pg_catalog.now();
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER endpoints_before_write BEFORE INSERT OR UPDATE ON webhooks.endpoints
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_before_write();
+
+-- The tenant of a write is the writing role's business, so this part runs as that role (a
+-- definer trigger would see the owner): the default tenant, and a refusal that names the
+-- role's tenants before row-level security refuses with less to say. Fires first (by name).
+CREATE FUNCTION webhooks_internal._endpoint_tenant() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.tenant_id := coalesce(NEW.tenant_id, webhooks.current_tenant());
+    END IF;
+    IF (TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id)
+       AND s IS NOT NULL AND NOT coalesce(NEW.tenant_id, '') = ANY (s) THEN
+        RAISE EXCEPTION 'endpoint tenant_id % is outside the tenants of role % (%)',
+            coalesce('"' || NEW.tenant_id || '"', 'NULL (no tenant)'), current_user,
+            coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'no tenant')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER endpoints_0_tenant BEFORE INSERT OR UPDATE ON webhooks.endpoints
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_tenant();
+
+-- While an endpoint is disabled its pending deliveries wait (due at infinity), off the due
+-- index's head; enabling makes them due now. A trigger, so a plain UPDATE of enabled behaves
+-- exactly like endpoint_disable/endpoint_enable.
+CREATE FUNCTION webhooks_internal._endpoint_after_enable() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    waiting bigint;
+BEGIN
+    -- Rows someone holds are skipped, never waited for (the worker disables endpoints too, and
+    -- must not stall on an admin's lock): the claim parks or releases them later.
+    IF NEW.enabled THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now(), lease_until = NULL
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending' AND x.next_attempt_at = 'infinity'
+                         AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
+                         AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
+                       FOR UPDATE SKIP LOCKED);
+    ELSE
+        -- Parked in a bounded step: a disable in the worker's record transaction (410,
+        -- disable_after) must not rewrite a million-row backlog there. What is left is parked
+        -- by the claim as it meets it, a few hundred rows at a time.
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending'
+                         AND x.next_attempt_at <> 'infinity'
+                         AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
+                       LIMIT 10000
+                       FOR UPDATE SKIP LOCKED);
+        -- (leased ones count: a worker gives back what it had not sent to a disabled endpoint)
+        SELECT pg_catalog.count(*) INTO waiting FROM (
+            SELECT 1 FROM webhooks.deliveries x
+            WHERE x.endpoint_id = NEW.id AND x.status IN ('pending', 'in_flight') LIMIT 100000) x;
+        PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
+            pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
+                                          'failing_since', NEW.failing_since, 'pending_deliveries', waiting),
+            NEW.id, NEW.tenant_id);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER endpoints_after_enable AFTER UPDATE OF enabled ON webhooks.endpoints
+    FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled)
+    EXECUTE FUNCTION webhooks_internal._endpoint_after_enable();
+
+CREATE FUNCTION webhooks.endpoint_create(
+    url text,
+    event_types text[] DEFAULT '{*}',
+    tenant_id text DEFAULT NULL,
+    description text DEFAULT NULL,
+    format text DEFAULT NULL,
+    header_prefix text DEFAULT NULL,
+    signature text DEFAULT NULL,
+    filter text DEFAULT NULL
+) RETURNS webhooks.endpoints
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    ep webhooks.endpoints;
+BEGIN
+    INSERT INTO webhooks.endpoints AS e (url, event_types, tenant_id, description, format, header_prefix, signature, filter)
+    VALUES (endpoint_create.url, endpoint_create.event_types, endpoint_create.tenant_id, endpoint_create.description,
+            coalesce(endpoint_create.format, 'standard-webhooks'), endpoint_create.header_prefix,
+            coalesce(endpoint_create.signature, 'v1'), webhooks.filter_path(endpoint_create.filter))
+    RETURNING * INTO ep;
+    RETURN ep;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text, text) IS
+    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver), filter (a SQL/JSON path predicate over the envelope). A signing secret is generated.';
+
+CREATE FUNCTION webhooks.endpoint_update(
+    id text,
+    url text DEFAULT NULL,
+    event_types text[] DEFAULT NULL,
+    description text DEFAULT NULL,
+    headers jsonb DEFAULT NULL,
+    ordered boolean DEFAULT NULL,
+    batch_max int DEFAULT NULL,
+    batch_window interval DEFAULT NULL,
+    tls_client_cert text DEFAULT NULL,
+    tls_client_key text DEFAULT NULL,
+    max_in_flight int DEFAULT NULL,
+    rate_limit int DEFAULT NULL,
+    format text DEFAULT NULL,
+    header_prefix text DEFAULT NULL,
+    signature text DEFAULT NULL,
+    filter text DEFAULT NULL
+) RETURNS webhooks.endpoints
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    ep webhooks.endpoints;
+BEGIN
+    UPDATE webhooks.endpoints e
+    SET url = coalesce(endpoint_update.url, e.url),
+        event_types = coalesce(endpoint_update.event_types, e.event_types),
+        description = coalesce(endpoint_update.description, e.description),
+        headers = coalesce(endpoint_update.headers, e.headers),
+        ordered = coalesce(endpoint_update.ordered, e.ordered),
+        batch_max = coalesce(endpoint_update.batch_max, e.batch_max),
+        batch_window = coalesce(endpoint_update.batch_window, e.batch_window),
+        tls_client_cert = coalesce(endpoint_update.tls_client_cert, e.tls_client_cert),
+        tls_client_key = coalesce(endpoint_update.tls_client_key, e.tls_client_key),
+        max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight),
+        -- 0 lifts the limit (NULL, as for every field here, keeps it)
+        rate_limit = CASE WHEN endpoint_update.rate_limit = 0 THEN NULL
+                          ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END,
+        format = coalesce(endpoint_update.format, e.format),
+        signature = coalesce(endpoint_update.signature, e.signature),
+        -- '' removes the filter
+        filter = CASE WHEN endpoint_update.filter IS NULL THEN e.filter
+                      ELSE webhooks.filter_path(endpoint_update.filter) END,
+        -- '' goes back to the format's default prefix
+        header_prefix = CASE WHEN endpoint_update.header_prefix = '' THEN NULL
+                             ELSE coalesce(endpoint_update.header_prefix, e.header_prefix) END
+    WHERE e.id = endpoint_update.id
+    RETURNING * INTO ep;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN ep;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text, text) IS
+    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a), filter (a SQL/JSON path predicate; '''' removes it).';
+
+CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    DELETE FROM webhooks.endpoints e WHERE e.id = endpoint_delete.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_delete(text) IS 'Deletes an endpoint with its deliveries and attempts.';
+
+CREATE FUNCTION webhooks.endpoint_disable(id text, reason text DEFAULT NULL) RETURNS webhooks.endpoints
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    ep webhooks.endpoints;
+BEGIN
+    UPDATE webhooks.endpoints e
+    SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
+    WHERE e.id = endpoint_disable.id RETURNING * INTO ep;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN ep;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_disable(text, text) IS
+    'Stops deliveries to an endpoint; its pending deliveries wait until it is enabled again.';
+
+CREATE FUNCTION webhooks.endpoint_enable(id text) RETURNS webhooks.endpoints
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    ep webhooks.endpoints;
+BEGIN
+    UPDATE webhooks.endpoints e SET enabled = true, disabled_reason = NULL
+    WHERE e.id = endpoint_enable.id RETURNING * INTO ep;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN ep;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_enable(text) IS 'Resumes deliveries to an endpoint; what waited is due now.';
+
+-- A new secret; until the grace period ends requests carry a signature for both.
+CREATE FUNCTION webhooks.endpoint_rotate_secret(id text, grace interval DEFAULT '24 hours') RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    fresh text;
+BEGIN
+    IF grace < interval '0' THEN
+        RAISE EXCEPTION 'grace must not be negative, got %', grace USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- secret = NULL: the endpoint trigger generates the new one.
+    UPDATE webhooks.endpoints e
+    SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = NULL
+    WHERE e.id = endpoint_rotate_secret.id
+    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key ELSE e.secret END INTO fresh;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN fresh;
+END $$;
+COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
+    'Replaces the signing secret (v1a: the key pair) and returns it (v1a: the new public key); the old one also signs until the grace period ends.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:86
+-- requires:
+--   endpoints
+
+-- Views for operators: dead letters and per-endpoint health.
+
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
+
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:81
+-- requires:
+--   endpoints
+--   api::_worker_state
+
+-- Operating from psql: retry, recover, test, replay, status.
+
+
+-- delivery_retry and endpoint_recover (src/gate.rs) run these as the owner for an admin, who
+-- has no write right on deliveries: what the caller may not see is "not found".
+CREATE FUNCTION webhooks_internal._delivery_retry(delivery_id bigint) RETURNS webhooks.deliveries
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    d webhooks.deliveries;
+BEGIN
+    SELECT * INTO d FROM webhooks.deliveries x WHERE x.id = delivery_id FOR UPDATE;
+    IF FOUND AND s IS NOT NULL AND NOT (
+        coalesce(d.tenant_id, '') = ANY (s)
+        AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
+                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+                      AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
+        d := NULL;
+    END IF;
+    IF d.id IS NULL THEN
+        RAISE EXCEPTION 'delivery % not found', delivery_id USING ERRCODE = 'no_data_found';
+    ELSIF d.status = 'succeeded' THEN
+        RAISE EXCEPTION 'delivery % already succeeded', delivery_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use webhooks.event_replay(event_id) to send it again.';
+    ELSIF d.status = 'in_flight' THEN
+        RAISE EXCEPTION 'delivery % is being sent right now', delivery_id USING ERRCODE = 'object_in_use';
+    ELSIF d.sync THEN
+        RAISE EXCEPTION 'delivery % belongs to a synchronous event and cannot be retried', delivery_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE webhooks.deliveries x SET status = 'pending', next_attempt_at = now(), completed_at = NULL
+    WHERE x.id = d.id RETURNING * INTO d;
+    RETURN d;
+END $$;
+
+-- The day a receiver comes back after an outage: everything that died meanwhile goes again.
+CREATE FUNCTION webhooks_internal._endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ep webhooks.endpoints;
+    n bigint;
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must be a time: the dead deliveries completed from then on are sent again'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = _endpoint_recover.endpoint_id;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
+    END IF;
+    -- (a disabled endpoint's deliveries wait, parked, until it is enabled)
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', completed_at = NULL,
+        next_attempt_at = CASE WHEN ep.enabled THEN pg_catalog.now() ELSE 'infinity' END
+    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync
+      AND coalesce(d.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
+      AND (s IS NULL OR coalesce(d.tenant_id, '') = ANY (s));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
+-- caller may see. Nothing is recorded: it is a probe, answered now.
+CREATE FUNCTION webhooks_internal._endpoint_test(p_endpoint text, p_type text)
+RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
+               error text, response jsonb)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ep webhooks.endpoints;
+    k webhooks_internal.signing_keys;
+    new_id text := webhooks_internal._new_event_id();
+    answer jsonb;
+BEGIN
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'endpoint "%" not found', p_endpoint USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = p_type) THEN
+        RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
+    END IF;
+    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id;
+    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+        'event_id', new_id, 'version', '1',
+        'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        'tenant_id', nullif(ep.tenant_id, '*'),
+        'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
+        'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
+        'endpoint_id', ep.id, 'url', ep.url,
+        'secret', CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+            CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+        'signature', ep.signature,
+        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
+        'format', ep.format, 'header_prefix', ep.header_prefix,
+        'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))
+        OPERATOR(pg_catalog.->) 0;
+    RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
+        answer OPERATOR(pg_catalog.->>) 'error' IS NULL,
+        (answer OPERATOR(pg_catalog.->>) 'duration_ms')::float8,
+        answer OPERATOR(pg_catalog.->>) 'error',
+        answer OPERATOR(pg_catalog.->) 'body';
+END $$;
+
+-- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
+-- a publish makes is made here too, for the calling role.
+CREATE FUNCTION webhooks_internal._event_replay(event_id text, endpoint_id text)
+RETURNS TABLE (new_delivery_id bigint, to_endpoint_id text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ev webhooks.events;
+    ep webhooks.endpoints;
+    mode text;
+BEGIN
+    SELECT * INTO ev FROM webhooks.events e WHERE e.id = _event_replay.event_id;
+    -- (a type no longer in the catalogue is treated like a synchronous one: never replayed)
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ev.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'event "%" not found', event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT t.mode INTO mode FROM webhooks.event_types t WHERE t.name = ev.type;
+    IF mode IS NULL OR mode = 'sync' THEN
+        RAISE EXCEPTION 'event "%" is of synchronous type "%" and cannot be replayed', event_id, ev.type
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Synchronous events are sent once, by webhook_send_sync.';
+    END IF;
+    IF _event_replay.endpoint_id IS NOT NULL THEN
+        SELECT * INTO ep FROM webhooks.endpoints x WHERE x.id = _event_replay.endpoint_id;
+        IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+            RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
+        ELSIF NOT ep.enabled THEN
+            RAISE EXCEPTION 'endpoint "%" is disabled', endpoint_id USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NOT (ep.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR ep.tenant_id = '*') THEN
+            RAISE EXCEPTION 'endpoint "%" does not receive events of tenant %', endpoint_id,
+                coalesce('"' || ev.tenant_id || '"', 'NULL') USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NOT webhooks_internal._matches(ep.event_types, ev.type) THEN
+            RAISE EXCEPTION 'endpoint "%" does not subscribe to "%"', endpoint_id, ev.type
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    RETURN QUERY
+    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant, data_bytes)
+    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id,
+           coalesce(ev.data_bytes, pg_catalog.octet_length(ev.data::text))
+    FROM webhooks.endpoints x
+    WHERE x.enabled
+      AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
+      AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
+      AND webhooks_internal._matches(x.event_types, ev.type)
+      AND (_event_replay.endpoint_id IS NULL OR x.id = _event_replay.endpoint_id)
+    RETURNING d.id, d.endpoint_id;
+    IF FOUND THEN
+        PERFORM webhooks_internal._wake_on_commit();
+    END IF;
+END $$;
+
+-- Definer so that it can see the worker in pg_stat_activity (hidden from non-superusers); the
+-- counts cover the caller's tenants only.
+CREATE FUNCTION webhooks_internal._status()
+RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
+               database text, serves_this_database boolean, pending bigint, due bigint,
+               in_flight bigint, dead bigint, oldest_due timestamptz)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH s AS (SELECT webhooks.tenant_scope() AS s),
+    d AS (
+        SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
+        WHERE s.s IS NULL OR (coalesce(d.tenant_id, '') = ANY (s.s)
+                              AND coalesce(d.endpoint_tenant, '') = ANY (s.s))
+    ),
+    -- deliveries of bulk publishes the worker has yet to write (counted as pending and due)
+    f AS (
+        SELECT coalesce(sum((pg_catalog.cardinality(f.event_ids) - f.done) * pg_catalog.cardinality(f.endpoints)), 0)::bigint AS n
+        FROM webhooks_internal.fanouts f, s
+        WHERE s.s IS NULL OR coalesce(f.tenant_id, '') = ANY (s.s)
+    )
+    SELECT w.preloaded, w.pid,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                   WHERE a.pid = w.pid AND a.backend_type = 'webhooks worker'),
+           pg_catalog.to_timestamp(w.last_loop_us / 1000000.0),
+           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database()),
+           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database())
+               = pg_catalog.current_database(),
+           (SELECT count(*) FROM d WHERE d.status = 'pending') + (SELECT f.n FROM f),
+           (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()) + (SELECT f.n FROM f),
+           (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
+           (SELECT count(*) FROM d WHERE d.status = 'dead'),
+           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
+    FROM webhooks_internal._worker_state() w
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:109
+-- requires:
+--   operations
+--   views
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:99
+-- requires:
+--   endpoints
+--   operations
+
+-- The worker's statements. Loaded after the API.
+
+-- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
+-- plans for the session where an SQL function would be parsed and planned on each call.
+--
+-- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
+-- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
+-- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
+-- ordered, limited walk of the due index, then an update by primary key) so that no
+-- statistics, stale after a burst, can lead the planner into a join that grows with the table;
+-- the timeout turns any plan that still does into a logged, retried error instead of a hang.
+--
+-- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
+-- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
+-- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
+-- Endpoints the worker names fast (their answers come back within a fraction of a second)
+-- lease four times further: their rounds are short, and with only `ahead` of them leased one
+-- busy receiver waited on the claim and record between rounds.
+-- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
+-- leased further ahead; counted like single rows, one batch filled its allowance and batches
+-- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
+-- silent endpoint keeps what it leased until its requests time out.
+-- With several workers, each may hold its part of the quota, counted from claimed_by, and no
+-- more: counted over the table, the first to claim leased it all while it could send only its
+-- part of max_in_flight at a time, and the others found no room (two workers delivered slower
+-- than one). The parts add up to max_in_flight exactly (src/lease.rs, shared with the
+-- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
+-- (webhooks_internal._lease_quota and _lease_room, in Rust: src/lease.rs)
+
+CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
+                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
+                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
+                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
+                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
+                                         mem_full text[] DEFAULT '{}')
+RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
+               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
+               secret text, previous_secret text, headers text, batch_max int,
+               tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
+               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
+               signature text, bytes bigint)
+LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch).
+SET plan_cache_mode = force_custom_plan
+-- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
+-- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
+-- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
+-- a few rows by key or in index order, which plain index scans do whatever the estimates.
+SET enable_bitmapscan = off
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+    orphans bigint[];
+    parked bigint[];
+    blocked bigint[];
+    waiting bigint[];
+    more bigint[];
+    head_n int;
+    room_total int;
+    win int;
+    paused bigint[];
+    rl_ids text[];
+    rl_allow int[];
+    busy_ids text[];
+    busy_n int[];
+    mine_n int[];
+    chosen_ids bigint[];
+    chosen_what text[];
+    got bigint[];
+BEGIN
+    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
+    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
+    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
+    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
+    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
+    -- now: counted as having no room, so that their rows never fill a claim in place of
+    -- others'. (Not asked: every row is taken, as in 0.3.0.)
+    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
+    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
+    -- One someone else holds is skipped (no allowance this time), never waited for. The
+    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
+    FROM (SELECT ep.id,
+                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
+                                * ep.rate_limit), 0)::int AS allow
+          FROM webhooks.endpoints ep
+          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
+          FOR NO KEY UPDATE SKIP LOCKED) x;
+    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
+    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
+    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
+    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
+    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
+    --    stays at the head for long.
+    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
+    --    flight.
+    -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
+    -- entry for every row claimed since the last vacuum, so each count visits thousands of
+    -- rows during a burst.
+    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
+           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
+    FROM (SELECT d.endpoint_id, count(*)::int AS n,
+                 count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
+          FROM webhooks.deliveries d
+          WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
+    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
+    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
+    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
+    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
+    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
+    -- the worker names them.
+    SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
+    INTO room_total
+    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
+                                CASE WHEN ep.rate_limit IS NULL THEN q.quota
+                                     ELSE coalesce(rl.allow, 0) END), 0) AS room,
+                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
+    FROM webhooks.endpoints ep
+    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
+      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))) r;
+    win := least(batch * 4, greatest(room_total * 2, 32));
+    WITH head AS (
+        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
+               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
+        FROM webhooks.deliveries x
+        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
+        ORDER BY x.next_attempt_at
+        LIMIT win
+    ), cand AS (
+        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes,
+               CASE WHEN ep.id IS NULL THEN 'orphan'
+                    WHEN NOT ep.enabled THEN 'parked'
+                    -- the receiver asked for a pause (Retry-After): deferred to its end
+                    WHEN ep.paused_until > now() THEN 'paused'
+                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
+                         -- behind an earlier unfinished row of its entity: 'waiting' while that
+                         -- row is due or in flight, 'blocked' while it waits for a retry
+                         -- (decided by the first unfinished row of the entity)
+                         SELECT coalesce((
+                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
+                                         THEN 'waiting' ELSE 'blocked' END
+                             FROM webhooks.deliveries p
+                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
+                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
+                             ORDER BY p.id LIMIT 1), 'take'))
+                    ELSE 'take' END AS what,
+               -- (what it may have leased)
+               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
+               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
+        -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
+        -- (or moved tenant) leaves the row an orphan.
+        FROM head h LEFT JOIN webhooks.endpoints ep
+            ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
+        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    ), ranked AS (
+        -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
+        -- was most of the claim's time)
+        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                          ORDER BY c.next_attempt_at, c.id) AS rn,
+               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
+        FROM cand c
+    ), chosen AS (
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
+                                                ON b.endpoint_id = r.endpoint_id
+                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
+                                                ON h.endpoint_id = r.endpoint_id
+         WHERE r.what = 'take' AND r.rn <= r.allow
+           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
+           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
+           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast)))
+                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
+                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
+         ORDER BY r.next_attempt_at
+         LIMIT batch)
+        UNION ALL
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
+    )
+    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
+           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
+           (SELECT count(*) FROM head)
+    INTO chosen_ids, chosen_what, waiting, head_n
+    FROM chosen c;
+    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
+    -- constants, and keep what is still pending (said in the select list: as a condition it
+    -- matches the due index's predicate). Joined to the candidates instead, statistics that
+    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
+    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
+    -- claim with 100,000 due.
+    SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
+        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+        WHERE d.id = ANY (chosen_ids)
+        FOR UPDATE SKIP LOCKED) x;
+    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
+    -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
+    -- once that claim has committed, or what it left would wait for this worker's next wake.
+    -- (said either way: a value set in the session or its configuration means nothing; a lone
+    -- worker has nobody to wait for and does not ask)
+    IF workers > 1 THEN
+        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
+                                      CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
+    END IF;
+    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
+           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
+           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'paused')
+    INTO ids, orphans, parked, blocked, paused
+    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
+    WHERE c.id = ANY (got);
+    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
+    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
+    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
+    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
+    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
+    IF ids IS NOT NULL THEN
+        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
+        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
+        -- planner may hash-join the claim against every event, a full scan on each claim)
+        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
+        IF more IS NOT NULL THEN
+            orphans := coalesce(orphans, '{}') || more;
+            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
+            more := NULL;
+        END IF;
+    END IF;
+    IF orphans IS NOT NULL THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
+        WHERE d.id = ANY (orphans);
+    END IF;
+    IF parked IS NOT NULL THEN
+        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
+        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.id = ANY (parked)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
+                            AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''));
+    END IF;
+    IF blocked IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        -- (just after it: rows that tie with it in the due index never sort before it)
+        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
+                SELECT p.next_attempt_at FROM webhooks.deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
+                ORDER BY p.id LIMIT 1))
+        WHERE d.id = ANY (blocked);
+    END IF;
+    IF paused IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        SET next_attempt_at = greatest(d.next_attempt_at, (
+                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                  AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
+        WHERE d.id = ANY (paused);
+    END IF;
+    ids := coalesce(ids, '{}');
+    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
+    -- unless they crowd the head: then they step back a second.
+    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
+        -- (locked by key, pending said in the select list: see the head's lock above)
+        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
+        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
+              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
+        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
+        WHERE d.id = ANY (more);
+        more := NULL;
+    END IF;
+    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
+    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
+    -- per-endpoint index, so a backlog on one endpoint never starves the others.
+    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
+        -- (what step A took counts as in flight too)
+        WITH taken AS MATERIALIZED (
+            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+            GROUP BY d.endpoint_id
+        ), room AS (
+            SELECT ep.id, ep.tenant_id,
+                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
+                         CASE WHEN ep.rate_limit IS NULL THEN batch
+                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
+            FROM webhooks.endpoints ep
+            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+            LEFT JOIN taken t ON t.endpoint_id = ep.id
+            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+            WHERE ep.enabled AND NOT ep.ordered
+              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
+              AND NOT coalesce(ep.paused_until > now(), false)
+              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))
+        ), pick AS (
+            SELECT y.id FROM room CROSS JOIN
+                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
+                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
+                         ORDER BY x.next_attempt_at
+                         LIMIT least(greatest(room.n, 0), batch)) y
+            ORDER BY y.next_attempt_at
+            LIMIT batch - cardinality(ids)
+        )
+        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
+        -- (locked by key, as step A's candidates are)
+        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
+            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+            WHERE d.id = ANY (more)
+            FOR UPDATE SKIP LOCKED
+        ) d;
+        ids := ids || coalesce(more, '{}');
+    END IF;
+    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
+    -- share, the slow ones (silent receivers among them) together within theirs, all within
+    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
+    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
+    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
+        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
+            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
+            FROM (SELECT x.id, x.rk, x.bytes, x.slow,
+                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
+                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
+                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
+                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
+                               coalesce(h.bytes, 0) AS held,
+                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
+                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
+                                     -- (its event's data as sent, and 1 KiB for the envelope and the rest
+                                     -- a claimed row carries; rows from before 0.4.0 measured here)
+                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024 AS bytes
+                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
+                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
+                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
+            WHERE NOT y.slow OR y.slow_run <= memory[2]) z
+        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
+    END IF;
+    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
+    -- pending, due now: the next claims take them through every rule above (disabled, paused,
+    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
+    -- is unknown: it is sent again under the same attempt number (at least once).
+    IF scan_leases THEN
+        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
+                       ORDER BY x.lease_until
+                       LIMIT batch
+                       FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(rl_ids) > 0 THEN
+        UPDATE webhooks.endpoints ep
+        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
+        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+              GROUP BY d.endpoint_id) t
+        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
+    END IF;
+    RETURN QUERY
+    UPDATE webhooks.deliveries d
+    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
+    FROM webhooks.events e, webhooks.endpoints ep
+    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
+      AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
+              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
+              e.actor::text, e.data::text, ep.id, ep.url,
+              -- (v1a: the private keys instead of the secrets)
+              CASE WHEN ep.signature = 'v1a'
+                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                   ELSE ep.secret END,
+              CASE WHEN ep.previous_secret_expires_at > now() THEN
+                   CASE WHEN ep.signature = 'v1a'
+                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                        ELSE ep.previous_secret END END,
+              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
+              (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
+              e.traceparent, ep.format, ep.header_prefix,
+              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
+              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024;
+END $$;
+
+-- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
+-- each. An outcome is recorded only by the claim that holds the row (its lease, to the
+-- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
+-- someone else holds locked are skipped, never waited for, and returned to be recorded later.
+-- Then what the answers say about their endpoints:
+--  * a throttling answer with Retry-After pauses the endpoint (paused_until);
+--  * 410 Gone disables it (its pending deliveries are kept, parked);
+--  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
+--    one that lasted disable_after disables the endpoint;
+--  * a delivery that died is published as webhook.delivery.dead.
+CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[], pauses_us int8[],
+                                 disable_after interval)
+RETURNS int8[]
+LANGUAGE plpgsql VOLATILE
+-- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
+-- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
+-- custom plan sees the arrays' lengths.
+SET plan_cache_mode = force_custom_plan
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    got int8[];
+    live int8[];
+    busy int8[];
+    done_ids int8[];
+    done_statuses text[];
+    done_eps text[];
+    o record;
+    tenant text;
+    since timestamptz;
+BEGIN
+    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
+    -- estimate of how many rows are in flight can steer the plan: statistics from before a
+    -- burst say none are, and a filter on it made the planner walk every row in flight, or
+    -- every answer for each row, on each record.)
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
+    INTO got, live FROM (
+        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
+        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
+    ) x;
+    WITH r AS (
+        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
+        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
+            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = r.status,
+            attempts = r.attempt,
+            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+            lease_until = NULL,
+            last_status = r.code,
+            last_error = r.err,
+            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+        FROM r
+        WHERE d.id = r.id AND d.id = ANY (live)
+          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+        RETURNING d.id, d.endpoint_id, d.status, r.o
+    ), ins AS (
+        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
+        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+        FROM r JOIN upd ON upd.o = r.o
+    )
+    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
+    INTO done_ids, done_eps, done_statuses FROM upd;
+    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
+    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
+    -- for when a row was skipped: the common case reads nothing more.)
+    busy := '{}';
+    IF cardinality(got) < cardinality(ids) THEN
+        -- (in flight said in the select list, as above)
+        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
+        FROM (SELECT d.id, d.status = 'in_flight'
+                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
+              FROM unnest(ids, leases_us) AS r(id, lease_us)
+              JOIN webhooks.deliveries d ON d.id = r.id
+              -- (the ids as an index condition too: the join alone let statistics that took
+              -- the table for empty walk a whole index against them)
+              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
+    END IF;
+    IF cardinality(done_ids) = 0 THEN
+        RETURN busy;
+    END IF;
+
+    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
+    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
+    -- state for its next answers.)
+    FOR o IN
+        WITH answers AS (
+            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
+            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
+            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
+              ON a.id = x.id
+        )
+        SELECT w.endpoint_id,
+               bool_or(w.status = 'succeeded') AS ok,
+               bool_or(w.code = 410) AS gone,
+               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
+               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
+        FROM answers w GROUP BY w.endpoint_id
+    LOOP
+        -- The common case, successes of an endpoint that was not failing, changes nothing: no
+        -- lock, no write on the hot path.
+        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
+            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
+        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        IF o.pause_until IS NOT NULL THEN
+            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
+            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
+        END IF;
+        IF o.gone THEN
+            UPDATE webhooks.endpoints ep
+            SET enabled = false,
+                disabled_reason = format('the receiver answered 410 Gone at %s', now())
+            WHERE ep.id = o.endpoint_id AND ep.enabled;
+        ELSIF o.ok THEN
+            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
+            UPDATE webhooks.endpoints ep SET failing_since = NULL
+            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
+            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
+            IF FOUND THEN
+                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
+                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
+                                       'recovered_at', now()),
+                    o.endpoint_id, tenant);
+            END IF;
+        ELSE
+            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
+            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
+            IF disable_after > interval '0' THEN
+                UPDATE webhooks.endpoints ep
+                SET enabled = false,
+                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
+                                             ep.failing_since, disable_after)
+                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- Dead letters, announced (except those of operational events: no event about an event
+    -- about an event).
+    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
+                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
+                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
+                                   'last_status', d.last_status, 'last_error', d.last_error),
+                -- (about a platform endpoint: the platform's event, not the tenant's)
+                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
+    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
+    -- its key: a condition on the row's status would match the dead-letter index's predicate,
+    -- and a join let statistics that took the table for empty walk a whole index)
+    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
+          FROM webhooks.deliveries d
+          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
+                                  WHERE r.status = 'dead'))) d
+    WHERE NOT starts_with(d.type, 'webhook.');
+    RETURN busy;
+END $$;
+
+-- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
+-- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
+-- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
+-- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
+-- no DNS helper free, src/http.rs)
+CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
+        lease_until = NULL
+    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
+    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
+    -- predicate, and statistics saying nothing is in flight could make the planner walk every
+    -- leased row against the ids)
+    WHERE d.id = r.id AND d.id = ANY (ids)
+      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
+$$;
+
+-- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
+-- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
+-- One writer at a time (other workers skip it: fanout_writer's row), so deliveries of an entity are written in the
+-- order their events were published. Rows are written as a publish would have written them;
+-- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
+-- restored), is the claim's to handle, as for a publish that raced them.
+CREATE FUNCTION webhooks_internal._expand(max_rows int) RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    f webhooks_internal.fanouts;
+    k int;
+    made int := 0;
+    n int;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
+       OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanout_writer w FOR UPDATE SKIP LOCKED) THEN
+        RETURN 0;
+    END IF;
+    LOOP
+        SELECT * INTO f FROM webhooks_internal.fanouts x ORDER BY x.id LIMIT 1 FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
+                   cardinality(f.event_ids) - f.done);
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
+        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
+                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
+        CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
+        ORDER BY e.o, ep.p;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        made := made + n;
+        IF f.done + k >= cardinality(f.event_ids) THEN
+            DELETE FROM webhooks_internal.fanouts x WHERE x.id = f.id;
+        ELSE
+            UPDATE webhooks_internal.fanouts x SET done = f.done + k WHERE x.id = f.id;
+        END IF;
+        EXIT WHEN made >= max_rows;
+    END LOOP;
+    RETURN made;
+END $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:104
+-- requires:
+--   worker
+
+-- The worker's housekeeping (src/worker.rs calls these in turn, each step in a transaction of
+-- its own). Every step is bounded by `step` rows, and a row someone holds is left for the next
+-- pass (SKIP LOCKED), never waited for. Attempts go with their deliveries (the cascade
+-- trigger), events once no delivery refers to them.
+
+-- History past the retention.
+CREATE FUNCTION webhooks_internal._prune_succeeded(keep interval, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'succeeded' AND d.completed_at < now() - keep
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+CREATE FUNCTION webhooks_internal._prune_dead(keep interval, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'dead' AND d.completed_at < now() - keep
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- Events published before `before` (an event id: ids are ULIDs, so every event published
+-- before the cutoff has a smaller one, and the primary key finds them without an index on
+-- occurred_at on the publish path) that no delivery refers to, nor a fanout has yet to write
+-- deliveries for.
+CREATE FUNCTION webhooks_internal._prune_events(before text, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
+        SELECT e.id FROM webhooks.events e
+        WHERE e.id < before
+          AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), before)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by now
+-- (a restore that finished loading): what waits for no reason is released. Through the
+-- enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
+-- scanned.
+CREATE FUNCTION webhooks_internal._release_parked(step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH released AS (
+        UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
+        WHERE d.id IN (
+            SELECT x.id FROM webhooks.endpoints ep
+            JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
+             AND x.next_attempt_at = 'infinity'
+             AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
+            WHERE ep.enabled
+              AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
+            LIMIT step FOR UPDATE OF x SKIP LOCKED)
+        RETURNING 1)
+    SELECT count(*) FROM released
+$$;
+
+-- Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
+CREATE FUNCTION webhooks_internal._delete_orphans(step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
+          AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
+          AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                           AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
+               OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- Bindings of dropped roles bind nobody (they are keyed by oid); they go.
+CREATE FUNCTION webhooks_internal._forget_dropped_roles() RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.tenant_roles t
+        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:76
 -- requires:
 --   publish
 
@@ -1784,7 +3552,7 @@ COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:93
+-- src/lib.rs:87
 -- requires:
 --   publish
 --   catalogue
@@ -2435,1828 +4203,60 @@ CREATE TRIGGER tracked_tables_changed
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:66
--- requires:
---   publish
---   gate::webhook_send_sync_result
-
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
-
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
-BEGIN
-    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
-        RETURNING dd.id, dd.endpoint_id
-    )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
--- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
--- platform endpoint ('*') that also received the event (its failure still fails the call,
--- unnamed); the attempts are recorded for those who may see them.
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    shown jsonb;
-    failures text;
-    hidden int;
-    s text[] := webhooks.tenant_scope();
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
-    END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
-    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
-                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
-           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
-                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
-    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
-    IF hidden > 0 THEN
-        failures := pg_catalog.concat_ws('; ', failures,
-            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
-    END IF;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
-    END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
-                      FROM pg_catalog.jsonb_array_elements(shown) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
-        RETURN;
-    END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
-END $$;
-
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
-BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
-    END IF;
-    RETURN r;
-END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:263
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
 ) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:71
--- requires:
---   publish
---   api::_check_client_cert
---   api::_check_header_prefix
---   api::_filter_weight
---   api::_filter_affordable
-
--- Endpoints: validation of every write, cascades, parking and releasing on disable/enable,
--- and the functions that manage them.
-
-
--- Deleting endpoints, events or deliveries removes what hangs off them, once per statement.
--- They run as the owner: an admin deleting an endpoint needs no DELETE right on deliveries.
-CREATE FUNCTION webhooks_internal._cascade_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_TABLE_NAME = 'endpoints' THEN
-        DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.endpoint_id = o.id;
-        DELETE FROM webhooks_internal.signing_keys k USING old_rows o WHERE k.endpoint_id = o.id;
-    ELSIF TG_TABLE_NAME = 'events' THEN
-        DELETE FROM webhooks.deliveries d USING old_rows o WHERE d.event_id = o.id;
-    ELSE
-        DELETE FROM webhooks.attempts a USING old_rows o WHERE a.delivery_id = o.id;
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER endpoints_cascade AFTER DELETE ON webhooks.endpoints
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
-CREATE TRIGGER events_cascade AFTER DELETE ON webhooks.events
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
-CREATE TRIGGER deliveries_cascade AFTER DELETE ON webhooks.deliveries
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._cascade_delete();
-
--- Any UPDATE of deliveries (a retry, an admin's fix) may have made work due: wake the worker
--- when it commits. Once per statement; the worker's own statements do not wake itself.
-CREATE FUNCTION webhooks_internal._wake_after_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    PERFORM webhooks_internal._wake_on_commit();
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
-    FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._wake_after_update();
-
-
--- Fills ids and secrets and validates every write, whether it comes through the functions
--- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
--- A filter as endpoint_create/endpoint_update take it: a SQL/JSON path, '' for none. Its errors
--- name the filter and say what one looks like. (Public: admins' calls of those functions run
--- it; it evaluates nothing.)
-CREATE FUNCTION webhooks.filter_path(filter text) RETURNS jsonpath
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF filter IS NULL OR filter = '' THEN
-        RETURN NULL;
-    END IF;
-    RETURN filter::jsonpath;
-EXCEPTION WHEN OTHERS THEN
-    RAISE EXCEPTION 'filter "%" is not a SQL/JSON path: %', filter, SQLERRM
-        USING ERRCODE = 'invalid_parameter_value',
-              HINT = 'A filter is a predicate over the envelope, like $.data.user.email_verified == true or $.tenant_id == "acme".';
-END $$;
-COMMENT ON FUNCTION webhooks.filter_path(text) IS
-    'The SQL/JSON path of an endpoint filter, with an error that names a bad one ('''' and NULL: none).';
-
--- A filter must be one whose cost is bounded (src/filter_path.rs: no .**, no $ inside a filter
--- expression, no comparison of two paths, at most 16 paths, 4 nested filters, a bounded
--- like_regex) and answer true or false (or unknown) for any event: tried on an envelope of the
--- shape every event has. Returns its weight, the paths it evaluates.
-CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS int
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    weight int;
-BEGIN
-    IF pg_catalog.length(f::text) > 1024 THEN
-        RAISE EXCEPTION 'filter is % characters, over the limit of 1024', pg_catalog.length(f::text)
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    weight := webhooks_internal._filter_weight(f::text);
-    BEGIN
-        PERFORM pg_catalog.jsonb_path_match(
-            '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
-              "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
-    EXCEPTION WHEN OTHERS THEN
-        RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
-    END;
-    RETURN weight;
-END $$;
-
--- The envelope a filter sees. An SQL function inlined where it is called (a SET clause would
--- stop that), so its body names everything with its schema instead (DESIGN rule 8).
-CREATE FUNCTION webhooks_internal._filter_envelope(id text, type text, version text, source text,
-                                                   tenant_id text, actor jsonb, data jsonb) RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-    SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
-                                         'tenant_id', tenant_id, 'actor', actor, 'data', data)
-$$;
-
--- Whether an event goes to an endpoint as far as its filter says (no filter: it does), where
--- publish, the set form, synchronous sends and operational events all ask it. A filter whose
--- work on this event would exceed its budget (its weight times the event's size) is not
--- evaluated: the event goes to the endpoint as if it matched, and the log says so; a filter
--- errs towards sending, never towards losing. Inlined (its body names everything with its
--- schema, as _filter_envelope's).
-CREATE FUNCTION webhooks_internal._filter_passes(filter jsonpath, weight int, endpoint text,
-                                                 id text, type text, version text, source text,
-                                                 tenant_id text, actor jsonb, data jsonb) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-    SELECT filter IS NULL
-        OR NOT webhooks_internal._filter_affordable(weight, data, endpoint)
-        OR coalesce(pg_catalog.jsonb_path_match(
-               webhooks_internal._filter_envelope(id, type, version, source, tenant_id, actor, data),
-               filter, '{}', true), false)
-$$;
-
-CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    unknown text;
-    waiting bigint;
-    -- pg_restore (and a plain pg_dump script) loads endpoints with these two settings off,
-    -- which no application session has: then the rows come back as they were dumped (ids,
-    -- timestamps, URLs checked under the dumping cluster's settings), whatever order the
-    -- catalogue comes back in. Turning row_security off is refused to roles that RLS binds,
-    -- so this is an owner's or superuser's path only.
-    restoring boolean := TG_OP = 'INSERT'
-        AND pg_catalog.current_setting('row_security') = 'off'
-        AND pg_catalog.current_setting('check_function_bodies') = 'off';
-    -- endpoint_rotate_secret sets secret to NULL
-    rotating boolean := TG_OP = 'UPDATE' AND NEW.secret IS NULL;
-    pair text[];
-BEGIN
-    IF restoring THEN
-        RETURN NEW;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        NEW.id := coalesce(NEW.id, webhooks_internal._new_endpoint_id());
-        NEW.created_at := pg_catalog.now();
-        -- The worker's bookkeeping starts empty.
-        NEW.rate_next_at := NULL;
-        NEW.paused_until := NULL;
-        NEW.failing_since := NULL;
-    END IF;
-    NEW.secret := coalesce(NEW.secret, webhooks_internal._new_secret());
-    -- Work waiting for an endpoint belongs to its tenant: moving the endpoint to another tenant
-    -- (or another id) would hand that tenant the old one's events. Refused while any waits;
-    -- work committed after the change (a publish that raced it) matches no endpoint and is
-    -- parked as an orphan, never sent across.
-    IF TG_OP = 'UPDATE' AND (NEW.tenant_id IS DISTINCT FROM OLD.tenant_id OR NEW.id IS DISTINCT FROM OLD.id) THEN
-        SELECT pg_catalog.count(*) INTO waiting FROM webhooks.deliveries d
-        WHERE d.endpoint_id = OLD.id AND d.status IN ('pending', 'in_flight')
-          AND coalesce(d.endpoint_tenant, '') = coalesce(OLD.tenant_id, '');
-        IF waiting > 0 THEN
-            RAISE EXCEPTION 'endpoint "%" has % deliveries waiting for tenant %: its % cannot change while they wait',
-                OLD.id, waiting, coalesce('"' || OLD.tenant_id || '"', 'NULL (no tenant)'),
-                CASE WHEN NEW.id IS DISTINCT FROM OLD.id THEN 'id' ELSE 'tenant_id' END
-                USING ERRCODE = 'object_in_use',
-                      HINT = 'Let them finish, or delete the endpoint (with its deliveries) and create one for the new tenant.';
-        END IF;
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
-        PERFORM webhooks_internal._check_tenant_id(NEW.tenant_id, true);
-        PERFORM webhooks_internal._check_tenant_not_a_slug(NEW.tenant_id);
-    END IF;
-    -- Each check runs when its column is written (an insert, or an update that changes it): a
-    -- row from an older version keeps working when the worker records its state.
-    IF (TG_OP = 'INSERT' OR NEW.id IS DISTINCT FROM OLD.id) AND NEW.id !~ '^[A-Za-z0-9_-]{1,64}$' THEN
-        RAISE EXCEPTION 'endpoint id "%" is not valid: 1-64 letters, digits, _ or -', NEW.id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.url IS NULL THEN
-        RAISE EXCEPTION 'url must not be NULL' USING ERRCODE = 'not_null_violation';
-    ELSIF (TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url) AND pg_catalog.octet_length(NEW.url) > 2048 THEN
-        RAISE EXCEPTION 'url is % bytes, over the 2048-byte limit', pg_catalog.octet_length(NEW.url)
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    IF (TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types) AND pg_catalog.cardinality(NEW.event_types) > 100 THEN
-        RAISE EXCEPTION 'event_types lists % filters, over the limit of 100', pg_catalog.cardinality(NEW.event_types)
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    IF (TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key)
-       AND (pg_catalog.octet_length(NEW.tls_client_cert) > 65536 OR pg_catalog.octet_length(NEW.tls_client_key) > 65536) THEN
-        RAISE EXCEPTION 'tls_client_cert and tls_client_key are limited to 64 KiB each'
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    IF (TG_OP = 'INSERT' OR NEW.previous_secret_expires_at IS DISTINCT FROM OLD.previous_secret_expires_at)
-       AND NEW.previous_secret_expires_at > pg_catalog.now() + interval '30 days' THEN
-        RAISE EXCEPTION 'previous_secret_expires_at is more than 30 days away'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'A rotation grace period is at most 30 days.';
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
-        PERFORM webhooks_internal._check_url(NEW.url);
-    END IF;
-    IF NEW.signature IS NULL OR NEW.signature NOT IN ('v1', 'v1a') THEN
-        RAISE EXCEPTION 'signature "%" is not known: v1 (HMAC) or v1a (ed25519)', NEW.signature
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.format IS NULL OR NEW.format NOT IN ('standard-webhooks', 'hmac-hex') THEN
-        RAISE EXCEPTION 'format "%" is not known: standard-webhooks or hmac-hex', NEW.format
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- v1a: a key pair made here, the private half kept where only the owner reads it. A new
-    -- pair on every rotation (secret set to NULL), the old one signing until the grace ends.
-    IF NEW.signature = 'v1a' THEN
-        IF NEW.format <> 'standard-webhooks' THEN
-            RAISE EXCEPTION 'signature v1a applies to the standard-webhooks format only' USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
-            UPDATE webhooks_internal.signing_keys k SET endpoint_id = NEW.id WHERE k.endpoint_id = OLD.id;
-        END IF;
-        -- (an INSERT of an id that exists will fail or do nothing, ON CONFLICT: its keys stay)
-        IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM webhooks.endpoints x WHERE x.id = NEW.id) THEN
-            NULL;
-        ELSIF TG_OP = 'INSERT' OR OLD.signature <> 'v1a' OR rotating
-           OR NOT EXISTS (SELECT 1 FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = NEW.id) THEN
-            pair := webhooks_internal._new_key_pair();
-            NEW.public_key := pair[2];
-            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key) VALUES (NEW.id, pair[1])
-            ON CONFLICT (endpoint_id) DO UPDATE
-                SET previous_private_key = CASE WHEN rotating THEN k.private_key END, private_key = EXCLUDED.private_key;
-        END IF;
-    ELSIF TG_OP = 'UPDATE' AND OLD.signature = 'v1a' THEN
-        NEW.public_key := NULL;
-        DELETE FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = OLD.id;
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.filter::text IS DISTINCT FROM OLD.filter::text THEN
-        NEW.filter_weight := CASE WHEN NEW.filter IS NOT NULL THEN webhooks_internal._check_filter(NEW.filter) END;
-    ELSE
-        NEW.filter_weight := OLD.filter_weight;
-    END IF;
-    -- hmac-hex names its own headers with the prefix: an endpoint header must not shadow them.
-    IF NEW.format = 'hmac-hex' AND EXISTS (
-        SELECT 1 FROM pg_catalog.jsonb_object_keys(NEW.headers) k
-        WHERE pg_catalog.starts_with(pg_catalog.lower(k), pg_catalog.lower(coalesce(NEW.header_prefix, 'X-Webhook-')))) THEN
-        RAISE EXCEPTION 'header names starting with % are the hmac-hex format''s own', coalesce(NEW.header_prefix, 'X-Webhook-')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.header_prefix IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.header_prefix IS DISTINCT FROM OLD.header_prefix) THEN
-        IF NEW.format <> 'hmac-hex' THEN
-            RAISE EXCEPTION 'header_prefix applies to the hmac-hex format only' USING ERRCODE = 'invalid_parameter_value',
-                HINT = 'Set format => ''hmac-hex'' with it; standard-webhooks headers are named by the spec.';
-        END IF;
-        PERFORM webhooks_internal._check_header_prefix(NEW.header_prefix);
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.event_types IS DISTINCT FROM OLD.event_types THEN
-        PERFORM webhooks_internal._check_filters(NEW.event_types);
-        -- A name must be in the catalogue, and a category.* must match at least one type in it.
-        SELECT f INTO unknown FROM pg_catalog.unnest(NEW.event_types) f
-        WHERE f <> '*' AND NOT EXISTS (
-            SELECT 1 FROM webhooks.event_types t
-            WHERE CASE WHEN f LIKE '%.*' THEN pg_catalog.starts_with(t.name, pg_catalog.left(f, -1))
-                       ELSE t.name = f END)
-        LIMIT 1;
-        IF unknown IS NOT NULL THEN
-            RAISE EXCEPTION 'event_types names unknown event %', CASE WHEN unknown LIKE '%.*'
-                THEN pg_catalog.format('category "%s" (no event type starts with "%s")', unknown, pg_catalog.left(unknown, -1))
-                ELSE pg_catalog.format('type "%s"', unknown) END
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'See webhooks.event_types, or register it with webhooks.event_type_register().';
-        END IF;
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.headers IS DISTINCT FROM OLD.headers THEN
-        PERFORM webhooks_internal._check_headers(coalesce(NEW.headers, '{}'));
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret THEN
-        PERFORM webhooks_internal._check_secret(NEW.secret);
-    END IF;
-    IF NEW.previous_secret IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret) THEN
-        PERFORM webhooks_internal._check_secret(NEW.previous_secret);
-    END IF;
-    IF TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert
-       OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key THEN
-        IF (NEW.tls_client_cert IS NULL) <> (NEW.tls_client_key IS NULL) THEN
-            RAISE EXCEPTION 'tls_client_cert and tls_client_key must be set together (or both NULL)'
-                USING ERRCODE = 'invalid_parameter_value';
-        ELSIF NEW.tls_client_cert IS NOT NULL THEN
-            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
-        END IF;
-    END IF;
-    IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
-        -- A fresh start: disable_after counts again from the next failure, no pause holds.
-        NEW.failing_since := NULL;
-        NEW.paused_until := NULL;
-    END IF;
-    NEW.headers := coalesce(NEW.headers, '{}');
-    -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
-    -- rate) does not count as an update.
-    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[])
-                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[]) THEN
-        NEW.updated_at := pg_catalog.now();
-    END IF;
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER endpoints_before_write BEFORE INSERT OR UPDATE ON webhooks.endpoints
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_before_write();
-
--- The tenant of a write is the writing role's business, so this part runs as that role (a
--- definer trigger would see the owner): the default tenant, and a refusal that names the
--- role's tenants before row-level security refuses with less to say. Fires first (by name).
-CREATE FUNCTION webhooks_internal._endpoint_tenant() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.tenant_id := coalesce(NEW.tenant_id, webhooks.current_tenant());
-    END IF;
-    IF (TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id)
-       AND s IS NOT NULL AND NOT coalesce(NEW.tenant_id, '') = ANY (s) THEN
-        RAISE EXCEPTION 'endpoint tenant_id % is outside the tenants of role % (%)',
-            coalesce('"' || NEW.tenant_id || '"', 'NULL (no tenant)'), current_user,
-            coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'no tenant')
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
-    END IF;
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER endpoints_0_tenant BEFORE INSERT OR UPDATE ON webhooks.endpoints
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._endpoint_tenant();
-
--- While an endpoint is disabled its pending deliveries wait (due at infinity), off the due
--- index's head; enabling makes them due now. A trigger, so a plain UPDATE of enabled behaves
--- exactly like endpoint_disable/endpoint_enable.
-CREATE FUNCTION webhooks_internal._endpoint_after_enable() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    waiting bigint;
-BEGIN
-    -- Rows someone holds are skipped, never waited for (the worker disables endpoints too, and
-    -- must not stall on an admin's lock): the claim parks or releases them later.
-    IF NEW.enabled THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = pg_catalog.now(), lease_until = NULL
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending' AND x.next_attempt_at = 'infinity'
-                         AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
-                         AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
-                       FOR UPDATE SKIP LOCKED);
-    ELSE
-        -- Parked in a bounded step: a disable in the worker's record transaction (410,
-        -- disable_after) must not rewrite a million-row backlog there. What is left is parked
-        -- by the claim as it meets it, a few hundred rows at a time.
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.endpoint_id = NEW.id AND x.status = 'pending'
-                         AND x.next_attempt_at <> 'infinity'
-                         AND coalesce(x.endpoint_tenant, '') = coalesce(NEW.tenant_id, '')
-                       LIMIT 10000
-                       FOR UPDATE SKIP LOCKED);
-        -- (leased ones count: a worker gives back what it had not sent to a disabled endpoint)
-        SELECT pg_catalog.count(*) INTO waiting FROM (
-            SELECT 1 FROM webhooks.deliveries x
-            WHERE x.endpoint_id = NEW.id AND x.status IN ('pending', 'in_flight') LIMIT 100000) x;
-        PERFORM webhooks_internal._publish_operational('webhook.endpoint.disabled',
-            pg_catalog.jsonb_build_object('endpoint_id', NEW.id, 'reason', NEW.disabled_reason,
-                                          'failing_since', NEW.failing_since, 'pending_deliveries', waiting),
-            NEW.id, NEW.tenant_id);
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER endpoints_after_enable AFTER UPDATE OF enabled ON webhooks.endpoints
-    FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled)
-    EXECUTE FUNCTION webhooks_internal._endpoint_after_enable();
-
-CREATE FUNCTION webhooks.endpoint_create(
-    url text,
-    event_types text[] DEFAULT '{*}',
-    tenant_id text DEFAULT NULL,
-    description text DEFAULT NULL,
-    format text DEFAULT NULL,
-    header_prefix text DEFAULT NULL,
-    signature text DEFAULT NULL,
-    filter text DEFAULT NULL
-) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    ep webhooks.endpoints;
-BEGIN
-    INSERT INTO webhooks.endpoints AS e (url, event_types, tenant_id, description, format, header_prefix, signature, filter)
-    VALUES (endpoint_create.url, endpoint_create.event_types, endpoint_create.tenant_id, endpoint_create.description,
-            coalesce(endpoint_create.format, 'standard-webhooks'), endpoint_create.header_prefix,
-            coalesce(endpoint_create.signature, 'v1'), webhooks.filter_path(endpoint_create.filter))
-    RETURNING * INTO ep;
-    RETURN ep;
-END $$;
-COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text, text) IS
-    'Registers a receiver: url, event type filters (name, category.* or *), tenant (''*'' = every tenant), format (standard-webhooks or hmac-hex, with its header_prefix), signature (v1, or v1a: ed25519, public_key for the receiver), filter (a SQL/JSON path predicate over the envelope). A signing secret is generated.';
-
-CREATE FUNCTION webhooks.endpoint_update(
-    id text,
-    url text DEFAULT NULL,
-    event_types text[] DEFAULT NULL,
-    description text DEFAULT NULL,
-    headers jsonb DEFAULT NULL,
-    ordered boolean DEFAULT NULL,
-    batch_max int DEFAULT NULL,
-    batch_window interval DEFAULT NULL,
-    tls_client_cert text DEFAULT NULL,
-    tls_client_key text DEFAULT NULL,
-    max_in_flight int DEFAULT NULL,
-    rate_limit int DEFAULT NULL,
-    format text DEFAULT NULL,
-    header_prefix text DEFAULT NULL,
-    signature text DEFAULT NULL,
-    filter text DEFAULT NULL
-) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    ep webhooks.endpoints;
-BEGIN
-    UPDATE webhooks.endpoints e
-    SET url = coalesce(endpoint_update.url, e.url),
-        event_types = coalesce(endpoint_update.event_types, e.event_types),
-        description = coalesce(endpoint_update.description, e.description),
-        headers = coalesce(endpoint_update.headers, e.headers),
-        ordered = coalesce(endpoint_update.ordered, e.ordered),
-        batch_max = coalesce(endpoint_update.batch_max, e.batch_max),
-        batch_window = coalesce(endpoint_update.batch_window, e.batch_window),
-        tls_client_cert = coalesce(endpoint_update.tls_client_cert, e.tls_client_cert),
-        tls_client_key = coalesce(endpoint_update.tls_client_key, e.tls_client_key),
-        max_in_flight = coalesce(endpoint_update.max_in_flight, e.max_in_flight),
-        -- 0 lifts the limit (NULL, as for every field here, keeps it)
-        rate_limit = CASE WHEN endpoint_update.rate_limit = 0 THEN NULL
-                          ELSE coalesce(endpoint_update.rate_limit, e.rate_limit) END,
-        format = coalesce(endpoint_update.format, e.format),
-        signature = coalesce(endpoint_update.signature, e.signature),
-        -- '' removes the filter
-        filter = CASE WHEN endpoint_update.filter IS NULL THEN e.filter
-                      ELSE webhooks.filter_path(endpoint_update.filter) END,
-        -- '' goes back to the format's default prefix
-        header_prefix = CASE WHEN endpoint_update.header_prefix = '' THEN NULL
-                             ELSE coalesce(endpoint_update.header_prefix, e.header_prefix) END
-    WHERE e.id = endpoint_update.id
-    RETURNING * INTO ep;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN ep;
-END $$;
-COMMENT ON FUNCTION webhooks.endpoint_update(text, text, text[], text, jsonb, boolean, int, interval, text, text, int, int, text, text, text, text) IS
-    'Changes the given fields of an endpoint (NULL keeps a field): url, filters, headers, ordering, batching, client certificate, deliveries in flight at once, deliveries per second (rate_limit; 0 lifts it), format and header_prefix ('''' for the default), signature (v1 or v1a), filter (a SQL/JSON path predicate; '''' removes it).';
-
-CREATE FUNCTION webhooks.endpoint_delete(id text) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    DELETE FROM webhooks.endpoints e WHERE e.id = endpoint_delete.id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
-    END IF;
-END $$;
-COMMENT ON FUNCTION webhooks.endpoint_delete(text) IS 'Deletes an endpoint with its deliveries and attempts.';
-
-CREATE FUNCTION webhooks.endpoint_disable(id text, reason text DEFAULT NULL) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    ep webhooks.endpoints;
-BEGIN
-    UPDATE webhooks.endpoints e
-    SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
-    WHERE e.id = endpoint_disable.id RETURNING * INTO ep;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN ep;
-END $$;
-COMMENT ON FUNCTION webhooks.endpoint_disable(text, text) IS
-    'Stops deliveries to an endpoint; its pending deliveries wait until it is enabled again.';
-
-CREATE FUNCTION webhooks.endpoint_enable(id text) RETURNS webhooks.endpoints
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    ep webhooks.endpoints;
-BEGIN
-    UPDATE webhooks.endpoints e SET enabled = true, disabled_reason = NULL
-    WHERE e.id = endpoint_enable.id RETURNING * INTO ep;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN ep;
-END $$;
-COMMENT ON FUNCTION webhooks.endpoint_enable(text) IS 'Resumes deliveries to an endpoint; what waited is due now.';
-
--- A new secret; until the grace period ends requests carry a signature for both.
-CREATE FUNCTION webhooks.endpoint_rotate_secret(id text, grace interval DEFAULT '24 hours') RETURNS text
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    fresh text;
-BEGIN
-    IF grace < interval '0' THEN
-        RAISE EXCEPTION 'grace must not be negative, got %', grace USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- secret = NULL: the endpoint trigger generates the new one.
-    UPDATE webhooks.endpoints e
-    SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = NULL
-    WHERE e.id = endpoint_rotate_secret.id
-    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key ELSE e.secret END INTO fresh;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN fresh;
-END $$;
-COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
-    'Replaces the signing secret (v1a: the key pair) and returns it (v1a: the new public key); the old one also signs until the grace period ends.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:87
--- requires:
---   endpoints
---   api::_worker_state
-
--- Operating from psql: retry, recover, test, replay, status.
-
-
--- delivery_retry and endpoint_recover (src/gate.rs) run these as the owner for an admin, who
--- has no write right on deliveries: what the caller may not see is "not found".
-CREATE FUNCTION webhooks_internal._delivery_retry(delivery_id bigint) RETURNS webhooks.deliveries
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    d webhooks.deliveries;
-BEGIN
-    SELECT * INTO d FROM webhooks.deliveries x WHERE x.id = delivery_id FOR UPDATE;
-    IF FOUND AND s IS NOT NULL AND NOT (
-        coalesce(d.tenant_id, '') = ANY (s)
-        AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
-                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
-                      AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
-        d := NULL;
-    END IF;
-    IF d.id IS NULL THEN
-        RAISE EXCEPTION 'delivery % not found', delivery_id USING ERRCODE = 'no_data_found';
-    ELSIF d.status = 'succeeded' THEN
-        RAISE EXCEPTION 'delivery % already succeeded', delivery_id
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use webhooks.event_replay(event_id) to send it again.';
-    ELSIF d.status = 'in_flight' THEN
-        RAISE EXCEPTION 'delivery % is being sent right now', delivery_id USING ERRCODE = 'object_in_use';
-    ELSIF d.sync THEN
-        RAISE EXCEPTION 'delivery % belongs to a synchronous event and cannot be retried', delivery_id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE webhooks.deliveries x SET status = 'pending', next_attempt_at = now(), completed_at = NULL
-    WHERE x.id = d.id RETURNING * INTO d;
-    RETURN d;
-END $$;
-
--- The day a receiver comes back after an outage: everything that died meanwhile goes again.
-CREATE FUNCTION webhooks_internal._endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    ep webhooks.endpoints;
-    n bigint;
-BEGIN
-    IF since IS NULL THEN
-        RAISE EXCEPTION 'since must be a time: the dead deliveries completed from then on are sent again'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = _endpoint_recover.endpoint_id;
-    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
-        RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
-    END IF;
-    -- (a disabled endpoint's deliveries wait, parked, until it is enabled)
-    UPDATE webhooks.deliveries d
-    SET status = 'pending', completed_at = NULL,
-        next_attempt_at = CASE WHEN ep.enabled THEN pg_catalog.now() ELSE 'infinity' END
-    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync
-      AND coalesce(d.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
-      AND (s IS NULL OR coalesce(d.tenant_id, '') = ANY (s));
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END $$;
-
--- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
--- caller may see. Nothing is recorded: it is a probe, answered now.
-CREATE FUNCTION webhooks_internal._endpoint_test(p_endpoint text, p_type text)
-RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
-               error text, response jsonb)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    ep webhooks.endpoints;
-    k webhooks_internal.signing_keys;
-    new_id text := webhooks_internal._new_event_id();
-    answer jsonb;
-BEGIN
-    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
-    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
-        RAISE EXCEPTION 'endpoint "%" not found', p_endpoint USING ERRCODE = 'no_data_found';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = p_type) THEN
-        RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
-    END IF;
-    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id;
-    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-        'event_id', new_id, 'version', '1',
-        'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
-        'tenant_id', nullif(ep.tenant_id, '*'),
-        'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
-        'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
-        'endpoint_id', ep.id, 'url', ep.url,
-        'secret', CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-            CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-        'signature', ep.signature,
-        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
-        'format', ep.format, 'header_prefix', ep.header_prefix,
-        'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))
-        OPERATOR(pg_catalog.->) 0;
-    RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
-        answer OPERATOR(pg_catalog.->>) 'error' IS NULL,
-        (answer OPERATOR(pg_catalog.->>) 'duration_ms')::float8,
-        answer OPERATOR(pg_catalog.->>) 'error',
-        answer OPERATOR(pg_catalog.->) 'body';
-END $$;
-
--- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
--- a publish makes is made here too, for the calling role.
-CREATE FUNCTION webhooks_internal._event_replay(event_id text, endpoint_id text)
-RETURNS TABLE (new_delivery_id bigint, to_endpoint_id text)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    ev webhooks.events;
-    ep webhooks.endpoints;
-    mode text;
-BEGIN
-    SELECT * INTO ev FROM webhooks.events e WHERE e.id = _event_replay.event_id;
-    -- (a type no longer in the catalogue is treated like a synchronous one: never replayed)
-    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ev.tenant_id, '') = ANY (s)) THEN
-        RAISE EXCEPTION 'event "%" not found', event_id USING ERRCODE = 'no_data_found';
-    END IF;
-    SELECT t.mode INTO mode FROM webhooks.event_types t WHERE t.name = ev.type;
-    IF mode IS NULL OR mode = 'sync' THEN
-        RAISE EXCEPTION 'event "%" is of synchronous type "%" and cannot be replayed', event_id, ev.type
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Synchronous events are sent once, by webhook_send_sync.';
-    END IF;
-    IF _event_replay.endpoint_id IS NOT NULL THEN
-        SELECT * INTO ep FROM webhooks.endpoints x WHERE x.id = _event_replay.endpoint_id;
-        IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
-            RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
-        ELSIF NOT ep.enabled THEN
-            RAISE EXCEPTION 'endpoint "%" is disabled', endpoint_id USING ERRCODE = 'invalid_parameter_value';
-        ELSIF NOT (ep.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR ep.tenant_id = '*') THEN
-            RAISE EXCEPTION 'endpoint "%" does not receive events of tenant %', endpoint_id,
-                coalesce('"' || ev.tenant_id || '"', 'NULL') USING ERRCODE = 'invalid_parameter_value';
-        ELSIF NOT webhooks_internal._matches(ep.event_types, ev.type) THEN
-            RAISE EXCEPTION 'endpoint "%" does not subscribe to "%"', endpoint_id, ev.type
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
-    RETURN QUERY
-    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant, data_bytes)
-    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id,
-           coalesce(ev.data_bytes, pg_catalog.octet_length(ev.data::text))
-    FROM webhooks.endpoints x
-    WHERE x.enabled
-      AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
-      AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
-      AND webhooks_internal._matches(x.event_types, ev.type)
-      AND (_event_replay.endpoint_id IS NULL OR x.id = _event_replay.endpoint_id)
-    RETURNING d.id, d.endpoint_id;
-    IF FOUND THEN
-        PERFORM webhooks_internal._wake_on_commit();
-    END IF;
-END $$;
-
--- Definer so that it can see the worker in pg_stat_activity (hidden from non-superusers); the
--- counts cover the caller's tenants only.
-CREATE FUNCTION webhooks_internal._status()
-RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
-               database text, serves_this_database boolean, pending bigint, due bigint,
-               in_flight bigint, dead bigint, oldest_due timestamptz)
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH s AS (SELECT webhooks.tenant_scope() AS s),
-    d AS (
-        SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
-        WHERE s.s IS NULL OR (coalesce(d.tenant_id, '') = ANY (s.s)
-                              AND coalesce(d.endpoint_tenant, '') = ANY (s.s))
-    ),
-    -- deliveries of bulk publishes the worker has yet to write (counted as pending and due)
-    f AS (
-        SELECT coalesce(sum((pg_catalog.cardinality(f.event_ids) - f.done) * pg_catalog.cardinality(f.endpoints)), 0)::bigint AS n
-        FROM webhooks_internal.fanouts f, s
-        WHERE s.s IS NULL OR coalesce(f.tenant_id, '') = ANY (s.s)
-    )
-    SELECT w.preloaded, w.pid,
-           EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
-                   WHERE a.pid = w.pid AND a.backend_type = 'webhooks worker'),
-           pg_catalog.to_timestamp(w.last_loop_us / 1000000.0),
-           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database()),
-           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database())
-               = pg_catalog.current_database(),
-           (SELECT count(*) FROM d WHERE d.status = 'pending') + (SELECT f.n FROM f),
-           (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()) + (SELECT f.n FROM f),
-           (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
-           (SELECT count(*) FROM d WHERE d.status = 'dead'),
-           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
-    FROM webhooks_internal._worker_state() w
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:105
--- requires:
---   endpoints
---   operations
-
--- The worker's statements. Loaded after the API.
-
--- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
--- plans for the session where an SQL function would be parsed and planned on each call.
---
--- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
--- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
--- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
--- ordered, limited walk of the due index, then an update by primary key) so that no
--- statistics, stale after a burst, can lead the planner into a join that grows with the table;
--- the timeout turns any plan that still does into a logged, retried error instead of a hang.
---
--- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
--- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
--- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
--- Endpoints the worker names fast (their answers come back within a fraction of a second)
--- lease four times further: their rounds are short, and with only `ahead` of them leased one
--- busy receiver waited on the claim and record between rounds.
--- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
--- leased further ahead; counted like single rows, one batch filled its allowance and batches
--- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
--- silent endpoint keeps what it leased until its requests time out.
--- With several workers, each may hold its part of the quota, counted from claimed_by, and no
--- more: counted over the table, the first to claim leased it all while it could send only its
--- part of max_in_flight at a time, and the others found no room (two workers delivered slower
--- than one). The parts add up to max_in_flight exactly (src/lease.rs, shared with the
--- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
--- (webhooks_internal._lease_quota and _lease_room, in Rust: src/lease.rs)
-
-CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
-                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
-                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
-                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
-                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
-                                         mem_full text[] DEFAULT '{}')
-RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
-               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
-               secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
-               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
-               signature text, bytes bigint)
-LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch).
-SET plan_cache_mode = force_custom_plan
--- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
--- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
--- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
--- a few rows by key or in index order, which plain index scans do whatever the estimates.
-SET enable_bitmapscan = off
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    ids bigint[];
-    orphans bigint[];
-    parked bigint[];
-    blocked bigint[];
-    waiting bigint[];
-    more bigint[];
-    head_n int;
-    room_total int;
-    win int;
-    paused bigint[];
-    rl_ids text[];
-    rl_allow int[];
-    busy_ids text[];
-    busy_n int[];
-    mine_n int[];
-    chosen_ids bigint[];
-    chosen_what text[];
-    got bigint[];
-BEGIN
-    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
-    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
-    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
-    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
-    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
-    -- now: counted as having no room, so that their rows never fill a claim in place of
-    -- others'. (Not asked: every row is taken, as in 0.3.0.)
-    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
-    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
-    -- One someone else holds is skipped (no allowance this time), never waited for. The
-    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
-    FROM (SELECT ep.id,
-                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
-                                * ep.rate_limit), 0)::int AS allow
-          FROM webhooks.endpoints ep
-          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
-          FOR NO KEY UPDATE SKIP LOCKED) x;
-    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
-    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
-    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
-    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
-    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
-    --    stays at the head for long.
-    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
-    --    flight.
-    -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
-    -- entry for every row claimed since the last vacuum, so each count visits thousands of
-    -- rows during a burst.
-    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
-           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
-    FROM (SELECT d.endpoint_id, count(*)::int AS n,
-                 count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
-          FROM webhooks.deliveries d
-          WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
-    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
-    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
-    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
-    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
-    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
-    -- the worker names them.
-    SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
-    INTO room_total
-    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
-                                CASE WHEN ep.rate_limit IS NULL THEN q.quota
-                                     ELSE coalesce(rl.allow, 0) END), 0) AS room,
-                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
-    FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
-      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))) r;
-    win := least(batch * 4, greatest(room_total * 2, 32));
-    WITH head AS (
-        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
-               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
-        FROM webhooks.deliveries x
-        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
-        ORDER BY x.next_attempt_at
-        LIMIT win
-    ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes,
-               CASE WHEN ep.id IS NULL THEN 'orphan'
-                    WHEN NOT ep.enabled THEN 'parked'
-                    -- the receiver asked for a pause (Retry-After): deferred to its end
-                    WHEN ep.paused_until > now() THEN 'paused'
-                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
-                         -- behind an earlier unfinished row of its entity: 'waiting' while that
-                         -- row is due or in flight, 'blocked' while it waits for a retry
-                         -- (decided by the first unfinished row of the entity)
-                         SELECT coalesce((
-                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
-                                         THEN 'waiting' ELSE 'blocked' END
-                             FROM webhooks.deliveries p
-                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
-                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
-                             ORDER BY p.id LIMIT 1), 'take'))
-                    ELSE 'take' END AS what,
-               -- (what it may have leased)
-               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
-               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
-        -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
-        -- (or moved tenant) leaves the row an orphan.
-        FROM head h LEFT JOIN webhooks.endpoints ep
-            ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
-        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    ), ranked AS (
-        -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
-        -- was most of the claim's time)
-        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                          ORDER BY c.next_attempt_at, c.id) AS rn,
-               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
-        FROM cand c
-    ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
-                                                ON b.endpoint_id = r.endpoint_id
-                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
-                                                ON h.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.allow
-           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
-           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
-           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast)))
-                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
-                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
-         ORDER BY r.next_attempt_at
-         LIMIT batch)
-        UNION ALL
-        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
-    )
-    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
-           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
-           (SELECT count(*) FROM head)
-    INTO chosen_ids, chosen_what, waiting, head_n
-    FROM chosen c;
-    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
-    -- constants, and keep what is still pending (said in the select list: as a condition it
-    -- matches the due index's predicate). Joined to the candidates instead, statistics that
-    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
-    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
-    -- claim with 100,000 due.
-    SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
-        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-        WHERE d.id = ANY (chosen_ids)
-        FOR UPDATE SKIP LOCKED) x;
-    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
-    -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
-    -- once that claim has committed, or what it left would wait for this worker's next wake.
-    -- (said either way: a value set in the session or its configuration means nothing; a lone
-    -- worker has nobody to wait for and does not ask)
-    IF workers > 1 THEN
-        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
-                                      CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
-    END IF;
-    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
-           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
-           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'paused')
-    INTO ids, orphans, parked, blocked, paused
-    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
-    WHERE c.id = ANY (got);
-    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
-    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
-    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
-    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
-    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
-    IF ids IS NOT NULL THEN
-        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
-        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
-        -- planner may hash-join the claim against every event, a full scan on each claim)
-        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
-        IF more IS NOT NULL THEN
-            orphans := coalesce(orphans, '{}') || more;
-            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
-            more := NULL;
-        END IF;
-    END IF;
-    IF orphans IS NOT NULL THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
-        WHERE d.id = ANY (orphans);
-    END IF;
-    IF parked IS NOT NULL THEN
-        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
-        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.id = ANY (parked)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
-                            AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''));
-    END IF;
-    IF blocked IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        -- (just after it: rows that tie with it in the due index never sort before it)
-        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
-                SELECT p.next_attempt_at FROM webhooks.deliveries p
-                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
-                ORDER BY p.id LIMIT 1))
-        WHERE d.id = ANY (blocked);
-    END IF;
-    IF paused IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        SET next_attempt_at = greatest(d.next_attempt_at, (
-                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                  AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
-        WHERE d.id = ANY (paused);
-    END IF;
-    ids := coalesce(ids, '{}');
-    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
-    -- unless they crowd the head: then they step back a second.
-    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
-        -- (locked by key, pending said in the select list: see the head's lock above)
-        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
-        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
-              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
-        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id = ANY (more);
-        more := NULL;
-    END IF;
-    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
-    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
-    -- per-endpoint index, so a backlog on one endpoint never starves the others.
-    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
-        -- (what step A took counts as in flight too)
-        WITH taken AS MATERIALIZED (
-            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-            GROUP BY d.endpoint_id
-        ), room AS (
-            SELECT ep.id, ep.tenant_id,
-                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
-                         CASE WHEN ep.rate_limit IS NULL THEN batch
-                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
-            FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-            LEFT JOIN taken t ON t.endpoint_id = ep.id
-            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered
-              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
-              AND NOT coalesce(ep.paused_until > now(), false)
-              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))
-        ), pick AS (
-            SELECT y.id FROM room CROSS JOIN
-                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
-                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
-                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
-                         ORDER BY x.next_attempt_at
-                         LIMIT least(greatest(room.n, 0), batch)) y
-            ORDER BY y.next_attempt_at
-            LIMIT batch - cardinality(ids)
-        )
-        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
-        -- (locked by key, as step A's candidates are)
-        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
-            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-            WHERE d.id = ANY (more)
-            FOR UPDATE SKIP LOCKED
-        ) d;
-        ids := ids || coalesce(more, '{}');
-    END IF;
-    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
-    -- share, the slow ones (silent receivers among them) together within theirs, all within
-    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
-    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
-    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
-        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
-            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
-            FROM (SELECT x.id, x.rk, x.bytes, x.slow,
-                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
-                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
-                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
-                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
-                               coalesce(h.bytes, 0) AS held,
-                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
-                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
-                                     -- (its event's data as sent, and 1 KiB for the envelope and the rest
-                                     -- a claimed row carries; rows from before 0.4.0 measured here)
-                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024 AS bytes
-                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
-                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
-                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
-            WHERE NOT y.slow OR y.slow_run <= memory[2]) z
-        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
-    END IF;
-    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
-    -- pending, due now: the next claims take them through every rule above (disabled, paused,
-    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
-    -- is unknown: it is sent again under the same attempt number (at least once).
-    IF scan_leases THEN
-        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
-                       ORDER BY x.lease_until
-                       LIMIT batch
-                       FOR UPDATE SKIP LOCKED);
-    END IF;
-    IF cardinality(ids) = 0 THEN
-        RETURN;
-    END IF;
-    IF cardinality(rl_ids) > 0 THEN
-        UPDATE webhooks.endpoints ep
-        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
-        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-              GROUP BY d.endpoint_id) t
-        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
-    END IF;
-    RETURN QUERY
-    UPDATE webhooks.deliveries d
-    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
-    FROM webhooks.events e, webhooks.endpoints ep
-    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
-      AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
-    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url,
-              -- (v1a: the private keys instead of the secrets)
-              CASE WHEN ep.signature = 'v1a'
-                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                   ELSE ep.secret END,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN
-                   CASE WHEN ep.signature = 'v1a'
-                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                        ELSE ep.previous_secret END END,
-              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
-              (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
-              e.traceparent, ep.format, ep.header_prefix,
-              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
-              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024;
-END $$;
-
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
--- Then what the answers say about their endpoints:
---  * a throttling answer with Retry-After pauses the endpoint (paused_until);
---  * 410 Gone disables it (its pending deliveries are kept, parked);
---  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint;
---  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[], pauses_us int8[],
-                                 disable_after interval)
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
--- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
--- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
--- custom plan sees the arrays' lengths.
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    got int8[];
-    live int8[];
-    busy int8[];
-    done_ids int8[];
-    done_statuses text[];
-    done_eps text[];
-    o record;
-    tenant text;
-    since timestamptz;
-BEGIN
-    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
-    -- estimate of how many rows are in flight can steer the plan: statistics from before a
-    -- burst say none are, and a filter on it made the planner walk every row in flight, or
-    -- every answer for each row, on each record.)
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
-    INTO got, live FROM (
-        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
-        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
-    ) x;
-    WITH r AS (
-        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
-        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = r.status,
-            attempts = r.attempt,
-            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-            lease_until = NULL,
-            last_status = r.code,
-            last_error = r.err,
-            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-        FROM r
-        WHERE d.id = r.id AND d.id = ANY (live)
-          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
-        RETURNING d.id, d.endpoint_id, d.status, r.o
-    ), ins AS (
-        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
-        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-        FROM r JOIN upd ON upd.o = r.o
-    )
-    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
-    INTO done_ids, done_eps, done_statuses FROM upd;
-    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
-    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
-    -- for when a row was skipped: the common case reads nothing more.)
-    busy := '{}';
-    IF cardinality(got) < cardinality(ids) THEN
-        -- (in flight said in the select list, as above)
-        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
-        FROM (SELECT d.id, d.status = 'in_flight'
-                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
-              FROM unnest(ids, leases_us) AS r(id, lease_us)
-              JOIN webhooks.deliveries d ON d.id = r.id
-              -- (the ids as an index condition too: the join alone let statistics that took
-              -- the table for empty walk a whole index against them)
-              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
-    END IF;
-    IF cardinality(done_ids) = 0 THEN
-        RETURN busy;
-    END IF;
-
-    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
-    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
-    -- state for its next answers.)
-    FOR o IN
-        WITH answers AS (
-            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
-            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
-            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
-              ON a.id = x.id
-        )
-        SELECT w.endpoint_id,
-               bool_or(w.status = 'succeeded') AS ok,
-               bool_or(w.code = 410) AS gone,
-               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
-               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
-        FROM answers w GROUP BY w.endpoint_id
-    LOOP
-        -- The common case, successes of an endpoint that was not failing, changes nothing: no
-        -- lock, no write on the hot path.
-        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
-            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
-        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        IF o.pause_until IS NOT NULL THEN
-            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
-            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
-        END IF;
-        IF o.gone THEN
-            UPDATE webhooks.endpoints ep
-            SET enabled = false,
-                disabled_reason = format('the receiver answered 410 Gone at %s', now())
-            WHERE ep.id = o.endpoint_id AND ep.enabled;
-        ELSIF o.ok THEN
-            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
-            UPDATE webhooks.endpoints ep SET failing_since = NULL
-            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
-            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
-            IF FOUND THEN
-                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
-                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
-                                       'recovered_at', now()),
-                    o.endpoint_id, tenant);
-            END IF;
-        ELSE
-            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
-            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
-            IF disable_after > interval '0' THEN
-                UPDATE webhooks.endpoints ep
-                SET enabled = false,
-                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
-                                             ep.failing_since, disable_after)
-                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
-            END IF;
-        END IF;
-    END LOOP;
-
-    -- Dead letters, announced (except those of operational events: no event about an event
-    -- about an event).
-    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
-                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
-                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
-                                   'last_status', d.last_status, 'last_error', d.last_error),
-                -- (about a platform endpoint: the platform's event, not the tenant's)
-                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
-    -- its key: a condition on the row's status would match the dead-letter index's predicate,
-    -- and a join let statistics that took the table for empty walk a whole index)
-    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
-          FROM webhooks.deliveries d
-          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
-                                  WHERE r.status = 'dead'))) d
-    WHERE NOT starts_with(d.type, 'webhook.');
-    RETURN busy;
-END $$;
-
--- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
--- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
--- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
--- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
--- no DNS helper free, src/http.rs)
-CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    UPDATE webhooks.deliveries d
-    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
-        lease_until = NULL
-    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
-    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
-    -- predicate, and statistics saying nothing is in flight could make the planner walk every
-    -- leased row against the ids)
-    WHERE d.id = r.id AND d.id = ANY (ids)
-      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
-$$;
-
--- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
--- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
--- One writer at a time (other workers skip it: fanout_writer's row), so deliveries of an entity are written in the
--- order their events were published. Rows are written as a publish would have written them;
--- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
--- restored), is the claim's to handle, as for a publish that raced them.
-CREATE FUNCTION webhooks_internal._expand(max_rows int) RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    f webhooks_internal.fanouts;
-    k int;
-    made int := 0;
-    n int;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
-       OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanout_writer w FOR UPDATE SKIP LOCKED) THEN
-        RETURN 0;
-    END IF;
-    LOOP
-        SELECT * INTO f FROM webhooks_internal.fanouts x ORDER BY x.id LIMIT 1 FOR UPDATE;
-        EXIT WHEN NOT FOUND;
-        k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
-                   cardinality(f.event_ids) - f.done);
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
-        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
-        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
-                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
-        CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
-        ORDER BY e.o, ep.p;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        made := made + n;
-        IF f.done + k >= cardinality(f.event_ids) THEN
-            DELETE FROM webhooks_internal.fanouts x WHERE x.id = f.id;
-        ELSE
-            UPDATE webhooks_internal.fanouts x SET done = f.done + k WHERE x.id = f.id;
-        END IF;
-        EXIT WHEN made >= max_rows;
-    END LOOP;
-    RETURN made;
-END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:110
--- requires:
---   worker
-
--- The worker's housekeeping (src/worker.rs calls these in turn, each step in a transaction of
--- its own). Every step is bounded by `step` rows, and a row someone holds is left for the next
--- pass (SKIP LOCKED), never waited for. Attempts go with their deliveries (the cascade
--- trigger), events once no delivery refers to them.
-
--- History past the retention.
-CREATE FUNCTION webhooks_internal._prune_succeeded(keep interval, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'succeeded' AND d.completed_at < now() - keep
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
-CREATE FUNCTION webhooks_internal._prune_dead(keep interval, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'dead' AND d.completed_at < now() - keep
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- Events published before `before` (an event id: ids are ULIDs, so every event published
--- before the cutoff has a smaller one, and the primary key finds them without an index on
--- occurred_at on the publish path) that no delivery refers to, nor a fanout has yet to write
--- deliveries for.
-CREATE FUNCTION webhooks_internal._prune_events(before text, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
-        SELECT e.id FROM webhooks.events e
-        WHERE e.id < before
-          AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), before)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by now
--- (a restore that finished loading): what waits for no reason is released. Through the
--- enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
--- scanned.
-CREATE FUNCTION webhooks_internal._release_parked(step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH released AS (
-        UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
-        WHERE d.id IN (
-            SELECT x.id FROM webhooks.endpoints ep
-            JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
-             AND x.next_attempt_at = 'infinity'
-             AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
-            WHERE ep.enabled
-              AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
-            LIMIT step FOR UPDATE OF x SKIP LOCKED)
-        RETURNING 1)
-    SELECT count(*) FROM released
-$$;
-
--- Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
-CREATE FUNCTION webhooks_internal._delete_orphans(step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
-          AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
-          AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                           AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
-               OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- Bindings of dropped roles bind nobody (they are keyed by oid); they go.
-CREATE FUNCTION webhooks_internal._forget_dropped_roles() RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.tenant_roles t
-        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
-        RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:92
--- requires:
---   endpoints
-
--- Views for operators: dead letters and per-endpoint health.
-
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
-
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:115
--- requires:
---   operations
---   views
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
+-- src/api.rs:346
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:457
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:120
+-- src/lib.rs:114
 -- finalize
 -- Roles, grants and tenant isolation. Loaded last.
 --

@@ -1,22 +1,16 @@
 //! `webhooks`: a transactional outbox with a signed, retrying HTTP sender inside PostgreSQL.
 //!
-//! Pure modules (no PostgreSQL): signing, ids, envelope, schedule, state, filter, target, headers,
-//! http.
-//! PostgreSQL-facing: guc, wake, api, worker, sync.
+//! The pure logic lives in the `webhooks-core` crate (core/), re-exported here under its own
+//! names. PostgreSQL-facing: guc (settings), wake (waking workers, the utility hook), api (SQL
+//! helpers), gate (entry points that act as the owner), tracking (row events' columns), sync,
+//! handoff, launcher, worker; http (the sender threads' client and pool).
 
-pub mod dispatch;
-pub mod envelope;
-pub mod filter;
-pub mod filter_path;
-pub mod headers;
+pub use webhooks_core::{
+    dispatch, envelope, filter, filter_path, headers, ids, lease, schedule, signing, state, target,
+    tls,
+};
+
 pub mod http;
-pub mod ids;
-pub mod lease;
-pub mod schedule;
-pub mod signing;
-pub mod state;
-pub mod target;
-pub mod tls;
 
 pub mod api;
 pub mod gate;
@@ -146,9 +140,12 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
+        // The worker serves another database than the tests': every test's transaction rolls
+        // back, and a failed synchronous send's note would have the worker record it (commit
+        // it) in the tests' database, where the next test counts rows.
         vec![
             "shared_preload_libraries = 'webhooks'",
-            "webhooks.database = 'pgrx_tests'",
+            "webhooks.database = 'postgres'",
         ]
     }
 }
