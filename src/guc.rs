@@ -37,6 +37,8 @@ pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
 /// Bodies of claimed deliveries a worker holds at once, in kB (the unit PostgreSQL gives
 /// memory settings): 256 MB.
 pub static WORKER_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
+/// How far each retry spreads around the schedule, as a fraction of its delay either way.
+pub static RETRY_JITTER: GucSetting<f64> = GucSetting::<f64>::new(0.1);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
 pub static MAX_PAYLOAD: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 pub static ALLOW_PRIVATE_TARGETS: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -299,6 +301,16 @@ pub fn init() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_float_guc(
+        c"webhooks.retry_jitter",
+        c"How far each retry spreads around webhooks.retry_schedule, as a fraction of its delay either way (0.1: a 1m retry comes 54-66 s later).",
+        c"",
+        &RETRY_JITTER,
+        0.0,
+        0.5,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"webhooks.batch_size",

@@ -6,7 +6,7 @@
 use crate::dispatch::Dispatcher;
 use crate::envelope::{self, Event};
 use crate::http::{self, Job, Outcome, Pool};
-use crate::schedule::{self, AfterFailure};
+use crate::schedule::{self, AfterFailure, Jitter};
 use crate::{guc, target, wake};
 use pgrx::bgworkers::*;
 use pgrx::prelude::*;
@@ -52,6 +52,8 @@ struct Settings {
     schedule: Vec<Duration>,
     ttl: Duration,
     timeout: Duration,
+    /// webhooks.retry_jitter.
+    jitter: f64,
     poll: Duration,
     retention: Duration,
     dead_retention: Duration,
@@ -72,6 +74,7 @@ impl Settings {
         Settings {
             schedule: schedule::parse_schedule(&guc::string_value(&guc::RETRY_SCHEDULE))
                 .unwrap_or_default(),
+            jitter: guc::RETRY_JITTER.get(),
             ttl: guc::duration(&guc::TTL, Duration::from_secs(86_400)),
             timeout: guc::duration(&guc::TIMEOUT, Duration::from_secs(10)),
             poll: guc::duration(&guc::POLL_INTERVAL, Duration::from_secs(1))
@@ -1520,9 +1523,10 @@ impl Record {
         let (status, retry) = if o.ok() {
             ("succeeded", None)
         } else {
+            let jitter = Jitter::of(s.jitter, c.delivery_id, attempt);
             let next = match pause {
-                Some(p) => schedule::after_pushback(attempt, &s.schedule, age, s.ttl, p),
-                None => schedule::after_failure(attempt, &s.schedule, age, s.ttl),
+                Some(p) => schedule::after_pushback(attempt, &s.schedule, age, s.ttl, p, jitter),
+                None => schedule::after_failure(attempt, &s.schedule, age, s.ttl, jitter),
             };
             match next {
                 AfterFailure::RetryIn(us) => ("pending", Some(us)),

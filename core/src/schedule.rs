@@ -64,17 +64,63 @@ pub enum AfterFailure {
     Dead(&'static str),
 }
 
-/// `attempts_made` includes the one that just failed. The event's age decides the TTL.
+/// How far retries spread around the schedule: `fraction` of each delay either way
+/// (webhooks.retry_jitter), placed by `seed` (the delivery and its attempt), so that the
+/// deliveries an outage failed together do not come back in the same second, and one
+/// delivery's retry lands at the same moment however often it is computed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Jitter {
+    pub fraction: f64,
+    pub seed: u64,
+}
+
+impl Jitter {
+    pub const NONE: Jitter = Jitter {
+        fraction: 0.0,
+        seed: 0,
+    };
+
+    /// The seed for one delivery's attempt.
+    pub fn of(fraction: f64, delivery_id: i64, attempt: i32) -> Jitter {
+        Jitter {
+            fraction,
+            seed: (delivery_id as u64).rotate_left(20) ^ attempt as u64,
+        }
+    }
+
+    /// `delay` moved by up to ±fraction of itself, uniformly.
+    pub fn spread(self, delay: Duration) -> Duration {
+        let f = if self.fraction.is_finite() {
+            self.fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        if f == 0.0 {
+            return delay;
+        }
+        // splitmix64: one well-mixed 64-bit value per seed, mapped to [-1, 1).
+        let mut z = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        delay.mul_f64(1.0 + f * unit)
+    }
+}
+
+/// `attempts_made` includes the one that just failed. The event's age decides the TTL, against
+/// the retry's spread moment.
 pub fn after_failure(
     attempts_made: i32,
     schedule: &[Duration],
     event_age: Duration,
     ttl: Duration,
+    jitter: Jitter,
 ) -> AfterFailure {
     let idx = attempts_made.max(1) as usize - 1;
-    match schedule.get(idx) {
+    match schedule.get(idx).map(|d| jitter.spread(*d)) {
         None => AfterFailure::Dead("retry schedule exhausted"),
-        Some(delay) if event_age + *delay > ttl => {
+        Some(delay) if event_age + delay > ttl => {
             AfterFailure::Dead("event older than webhooks.ttl")
         }
         Some(delay) => AfterFailure::RetryIn(delay.as_micros() as i64),
@@ -90,8 +136,9 @@ pub fn after_pushback(
     event_age: Duration,
     ttl: Duration,
     pause: Duration,
+    jitter: Jitter,
 ) -> AfterFailure {
-    match after_failure(attempts_made, schedule, event_age, ttl) {
+    match after_failure(attempts_made, schedule, event_age, ttl, jitter) {
         AfterFailure::RetryIn(us) => {
             let left = ttl.saturating_sub(event_age).as_micros() as i64;
             AfterFailure::RetryIn(us.max(pause.as_micros() as i64).min(left.max(us)))
@@ -178,21 +225,35 @@ mod tests {
         let ttl = Duration::from_secs(3600);
         let young = Duration::from_secs(10);
         assert_eq!(
-            after_pushback(1, &sched, young, ttl, Duration::from_secs(600)),
+            after_pushback(
+                1,
+                &sched,
+                young,
+                ttl,
+                Duration::from_secs(600),
+                Jitter::NONE
+            ),
             AfterFailure::RetryIn(600_000_000)
         );
         assert_eq!(
-            after_pushback(1, &sched, young, ttl, Duration::from_secs(5)),
+            after_pushback(1, &sched, young, ttl, Duration::from_secs(5), Jitter::NONE),
             AfterFailure::RetryIn(60_000_000),
             "a shorter pause than the schedule's changes nothing"
         );
         assert_eq!(
-            after_pushback(1, &sched, young, ttl, Duration::from_secs(86_400)),
+            after_pushback(
+                1,
+                &sched,
+                young,
+                ttl,
+                Duration::from_secs(86_400),
+                Jitter::NONE
+            ),
             AfterFailure::RetryIn(3_590_000_000),
             "capped where the TTL ends"
         );
         assert!(matches!(
-            after_pushback(3, &sched, young, ttl, Duration::from_secs(1)),
+            after_pushback(3, &sched, young, ttl, Duration::from_secs(1), Jitter::NONE),
             AfterFailure::Dead(_)
         ));
     }
@@ -238,24 +299,77 @@ mod tests {
         let day = Duration::from_secs(86_400);
         let young = Duration::from_secs(0);
         assert_eq!(
-            after_failure(1, &s, young, day),
+            after_failure(1, &s, young, day, Jitter::NONE),
             AfterFailure::RetryIn(60_000_000)
         );
         assert_eq!(
-            after_failure(5, &s, young, day),
+            after_failure(5, &s, young, day, Jitter::NONE),
             AfterFailure::RetryIn(43_200_000_000)
         );
         assert_eq!(
-            after_failure(6, &s, young, day),
+            after_failure(6, &s, young, day, Jitter::NONE),
             AfterFailure::Dead("retry schedule exhausted")
         );
         // the 12h retry would land after the 24h TTL for an event that is already 13h old
         let old = Duration::from_secs(13 * 3600);
         assert!(matches!(
-            after_failure(5, &s, old, day),
+            after_failure(5, &s, old, day, Jitter::NONE),
             AfterFailure::Dead(_)
         ));
         assert!(parse_schedule("").unwrap().is_empty());
         assert!(parse_schedule("1m,,5m").is_err());
+    }
+
+    #[test]
+    fn retries_spread_around_the_schedule_and_stay_put() {
+        let s = parse_schedule("1m,5m,30m,2h,12h").unwrap();
+        let day = Duration::from_secs(86_400);
+        let young = Duration::ZERO;
+        let at = |id: i64, attempt: i32| match after_failure(
+            attempt,
+            &s,
+            young,
+            day,
+            Jitter::of(0.1, id, attempt),
+        ) {
+            AfterFailure::RetryIn(us) => us,
+            dead => panic!("{dead:?}"),
+        };
+        // 10,000 deliveries failed by one outage: their first retries fill 54-66 s evenly
+        // instead of all landing at 60 s.
+        let mut per_second = [0u32; 13];
+        for id in 1..=10_000 {
+            let us = at(id, 1);
+            assert!((54_000_000..=66_000_000).contains(&us), "{us}");
+            per_second[((us - 54_000_000) / 1_000_000) as usize] += 1;
+        }
+        assert!(
+            per_second[..12].iter().all(|n| (650..1000).contains(n)),
+            "{per_second:?}"
+        );
+        assert_eq!(
+            at(42, 3),
+            at(42, 3),
+            "the same delivery's retry is the same moment"
+        );
+        let offset = |us: i64, centre: i64| (us - centre) as f64 / centre as f64;
+        assert_ne!(
+            offset(at(42, 1), 60_000_000),
+            offset(at(42, 2), 300_000_000),
+            "each attempt draws anew"
+        );
+        let twelve = at(7, 5);
+        assert!(
+            (38_880_000_000..=47_520_000_000).contains(&twelve),
+            "{twelve}"
+        );
+        assert_eq!(
+            Jitter::of(0.0, 7, 5).spread(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            Jitter::of(f64::NAN, 7, 5).spread(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
     }
 }
