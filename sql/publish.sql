@@ -443,21 +443,35 @@ AS $$
 DECLARE
     new_id text := webhooks_internal._new_event_id();
     tenant text := p_tenant;
+    size int := pg_catalog.octet_length(p_data::text);
     n int;
 BEGIN
     INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, data_bytes)
     VALUES (new_id, tenant, p_type, '1',
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data,
-            pg_catalog.octet_length(p_data::text));
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
-    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window, ep.tenant_id, pg_catalog.octet_length(p_data::text)
-    FROM webhooks.endpoints ep
-    WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
-      AND ep.enabled AND ep.id IS DISTINCT FROM p_about
-      AND webhooks_internal._matches(ep.event_types, p_type)
-      AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
-               new_id, p_type, '1', 'urn:webhooks', tenant, NULL, p_data);
-    GET DIAGNOSTICS n = ROW_COUNT;
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data, size);
+    -- Endpoints without a filter get their deliveries now; those with one, through a fanout
+    -- whose filters the worker's expansion evaluates: this runs in the statement that records
+    -- every tenant's outcomes, where no tenant's filter may be evaluated.
+    WITH matched AS (
+        SELECT ep.id, ep.tenant_id, ep.batch_window, ep.filter IS NOT NULL AS filtered
+        FROM webhooks.endpoints ep
+        WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
+          AND ep.enabled AND ep.id IS DISTINCT FROM p_about
+          AND webhooks_internal._matches(ep.event_types, p_type)
+    ), d AS (
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT new_id, m.id, tenant, pg_catalog.now() + m.batch_window, m.tenant_id, size
+        FROM matched m WHERE NOT m.filtered
+        RETURNING 1
+    ), f AS (
+        INSERT INTO webhooks_internal.fanouts (event_ids, tenant_id, endpoints, endpoint_tenants, delays, data_bytes, filtered)
+        SELECT ARRAY[new_id], tenant, pg_catalog.array_agg(m.id ORDER BY m.id), pg_catalog.array_agg(m.tenant_id ORDER BY m.id),
+               pg_catalog.array_agg(m.batch_window ORDER BY m.id), ARRAY[size], true
+        FROM matched m WHERE m.filtered
+        HAVING pg_catalog.count(*) > 0
+        RETURNING 1
+    )
+    SELECT (SELECT pg_catalog.count(*) FROM d) + (SELECT pg_catalog.count(*) FROM f) INTO n;
     IF n > 0 THEN
         PERFORM webhooks_internal._wake_on_commit();
     END IF;

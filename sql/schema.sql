@@ -170,7 +170,11 @@ CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
     delays           interval[] NOT NULL,   -- each endpoint's batch_window
     published_at     timestamptz NOT NULL DEFAULT now(),
     done             int NOT NULL DEFAULT 0, -- events whose deliveries are written
-    data_bytes       int[]                  -- added in 0.4.0: each event's data_bytes
+    data_bytes       int[],                 -- added in 0.4.0: each event's data_bytes
+    -- added in 0.4.0: each endpoint's filter is evaluated as the deliveries are written (an
+    -- operational event's filtered endpoints, so that the statement recording outcomes never
+    -- evaluates what a tenant's admin wrote)
+    filtered         boolean NOT NULL DEFAULT false
 );
 
 -- The private keys of v1a endpoints: the owner's alone (admins read endpoints, never these).

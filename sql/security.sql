@@ -95,7 +95,7 @@ GRANT SELECT, INSERT, DELETE ON webhooks.attempts TO webhooks_worker;
 GRANT SELECT ON webhooks.endpoints, webhooks.event_types, webhooks.tenants TO webhooks_worker;
 GRANT UPDATE (enabled, disabled_reason, paused_until, failing_since, rate_next_at) ON webhooks.endpoints TO webhooks_worker;
 GRANT SELECT, DELETE ON webhooks.tenant_roles TO webhooks_worker;
-GRANT SELECT, UPDATE, DELETE ON webhooks_internal.fanouts TO webhooks_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks_internal.fanouts TO webhooks_worker;
 GRANT SELECT, UPDATE ON webhooks_internal.fanout_writer TO webhooks_worker;
 GRANT SELECT ON webhooks_internal.signing_keys, webhooks_internal.tenancy_in_use TO webhooks_worker;
 GRANT USAGE ON SEQUENCE webhooks.deliveries_id_seq, webhooks.attempts_id_seq TO webhooks_worker;

@@ -174,6 +174,14 @@ DECLARE
 BEGIN
     IF NEW.slug IS DISTINCT FROM NEW.id THEN
         other := webhooks_internal._slug_owner(NEW.slug, NEW.id);
+        -- A tenant may exist only through its events (the platform published for it before
+        -- onboarding it): a tenant's admin may not take its name either. (A scan of the events,
+        -- paid by the admin's rare rename; the platform's own writes are trusted.)
+        IF other IS NULL AND (TG_OP = 'INSERT' OR OLD.slug IS DISTINCT FROM NEW.slug)
+           AND webhooks_internal._outer_scope() IS NOT NULL THEN
+            SELECT e.tenant_id INTO other FROM webhooks.events e
+            WHERE e.tenant_id = NEW.slug AND e.tenant_id IS DISTINCT FROM NEW.id LIMIT 1;
+        END IF;
         IF other IS NOT NULL THEN
             RAISE EXCEPTION 'slug "%" is already the name of tenant "%": tenant "%" cannot take it', NEW.slug, other, NEW.id
                 USING ERRCODE = 'unique_violation',

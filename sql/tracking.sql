@@ -215,7 +215,12 @@ END $$;
 
 -- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
 -- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
--- statement triggers read it back from there and evaluate it with the writer's rights.
+-- statement triggers read it back from there and evaluate it with the writer's rights. The
+-- table's owner makes it (_as_owner_of), so its function must be one every role may name:
+-- suppress_redundant_updates_trigger, which, were the holder ever enabled (ALTER TABLE ...
+-- ENABLE TRIGGER ALL, as a data-only pg_restore --disable-triggers runs), only skips updates
+-- that change nothing; _on_ddl says so and track_table disables it again. 0.3.0's holders, made with
+-- _condition_holder (which does nothing), are read as well.
 CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$;
 
@@ -229,12 +234,15 @@ AS $$
                 THEN pg_catalog.substr(x.d, pg_catalog.length(x.p) + 1,
                                        pg_catalog.length(x.d) - pg_catalog.length(x.p) - pg_catalog.length(x.s)) END
     FROM (SELECT pg_catalog.pg_get_triggerdef(g.oid) AS d,
-                 'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
+                 'CREATE TRIGGER webhooks_row_condition ' || w.timing || ' UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
                      || pg_catalog.quote_ident(c.relname) || ' FOR EACH ROW WHEN (' AS p,
-                 ') EXECUTE FUNCTION webhooks_internal._condition_holder()' AS s
+                 ') EXECUTE FUNCTION ' || w.fn || '()' AS s
           FROM pg_catalog.pg_trigger g
           JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN (VALUES ('pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure, 'BEFORE', 'suppress_redundant_updates_trigger'),
+                       ('webhooks_internal._condition_holder()'::pg_catalog.regprocedure, 'AFTER', 'webhooks_internal._condition_holder'))
+               AS w (f, timing, fn) ON w.f = g.tgfoid
           WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition') x
 $$;
 
@@ -374,14 +382,17 @@ BEGIN
     PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
     IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
         -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
-        -- once it is known to be one expression and nothing more (this runs as the owner).
+        -- once it is known to be one expression and nothing more, as the table's owner.
         PERFORM webhooks_internal._check_condition(t.condition);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
-            ') EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
-        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
+        PERFORM webhooks_internal._as_owner_of(tbl, pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_condition BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
+            ') EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()', tbl, t.condition));
     ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D') THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
     END IF;
     -- One statement trigger per operation: a trigger with transition tables serves one event.
     IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
@@ -572,6 +583,12 @@ BEGIN
           AND g.tgenabled <> 'D') < 3 THEN
         RAISE WARNING 'the row triggers of tracked table % are disabled or gone: its writes publish no events', tbl
             USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...) to make them again.', tbl::text);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D'
+                 AND g.tgfoid = 'pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure) THEN
+        RAISE WARNING 'webhooks_row_condition, the holder of tracked table %''s condition, is enabled: updates of % that change nothing are skipped', tbl, tbl
+            USING HINT = pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition, or track it again.', tbl::text);
     END IF;
 EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'webhooks: tracked table % could not be checked after this command: %', tbl, SQLERRM;

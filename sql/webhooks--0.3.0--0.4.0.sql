@@ -112,6 +112,10 @@ ALTER TABLE webhooks.events ADD COLUMN data_bytes int;
 ALTER TABLE webhooks.deliveries ADD COLUMN data_bytes int;
 ALTER TABLE webhooks_internal.fanouts ADD COLUMN data_bytes int[];
 
+-- An operational event's filtered endpoints are matched by the worker's expansion, not by the
+-- statement that records outcomes (a tenant's filter must not hold up everyone's recording).
+ALTER TABLE webhooks_internal.fanouts ADD COLUMN filtered boolean NOT NULL DEFAULT false;
+
 -- Endpoint filters are held to a bounded cost; each records its weight (part 2 computes it).
 ALTER TABLE webhooks.endpoints ADD COLUMN filter_weight int;
 
@@ -311,7 +315,11 @@ CREATE TABLE IF NOT EXISTS webhooks_internal.fanouts (
     delays           interval[] NOT NULL,   -- each endpoint's batch_window
     published_at     timestamptz NOT NULL DEFAULT now(),
     done             int NOT NULL DEFAULT 0, -- events whose deliveries are written
-    data_bytes       int[]                  -- added in 0.4.0: each event's data_bytes
+    data_bytes       int[],                 -- added in 0.4.0: each event's data_bytes
+    -- added in 0.4.0: each endpoint's filter is evaluated as the deliveries are written (an
+    -- operational event's filtered endpoints, so that the statement recording outcomes never
+    -- evaluates what a tenant's admin wrote)
+    filtered         boolean NOT NULL DEFAULT false
 );
 
 -- The private keys of v1a endpoints: the owner's alone (admins read endpoints, never these).
@@ -482,7 +490,7 @@ COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long,
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:369
+-- src/gate.rs:386
 -- webhooks::gate::current_tenant
 CREATE  FUNCTION "current_tenant"() RETURNS TEXT /* Option < String > */
 STRICT STABLE
@@ -491,7 +499,7 @@ AS 'MODULE_PATHNAME', 'current_tenant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:425
+-- src/gate.rs:442
 -- webhooks::gate::delivery_retry
 CREATE  FUNCTION "delivery_retry"(
 	"delivery_id" bigint /* Option < i64 > */
@@ -509,7 +517,7 @@ AS 'MODULE_PATHNAME', 'delivery_retry_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:466
+-- src/gate.rs:483
 -- webhooks::gate::endpoint_recover
 CREATE  FUNCTION "endpoint_recover"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -521,7 +529,7 @@ AS 'MODULE_PATHNAME', 'endpoint_recover_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:482
+-- src/gate.rs:499
 -- webhooks::gate::endpoint_test
 CREATE  FUNCTION "endpoint_test"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -541,7 +549,7 @@ AS 'MODULE_PATHNAME', 'endpoint_test_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:396
+-- src/gate.rs:413
 -- webhooks::gate::event_replay
 CREATE  FUNCTION "event_replay"(
 	"event_id" TEXT, /* Option < & str > */
@@ -556,7 +564,7 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:527
+-- src/gate.rs:544
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -577,7 +585,7 @@ AS 'MODULE_PATHNAME', 'status_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:378
+-- src/gate.rs:395
 -- webhooks::gate::tenant_grant
 CREATE  FUNCTION "tenant_grant"(
 	"role_name" TEXT, /* Option < & str > */
@@ -589,7 +597,7 @@ AS 'MODULE_PATHNAME', 'tenant_grant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:387
+-- src/gate.rs:404
 -- webhooks::gate::tenant_revoke
 CREATE  FUNCTION "tenant_revoke"(
 	"role_name" TEXT, /* Option < & str > */
@@ -757,14 +765,55 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:520
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:224
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:255
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:263
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -782,14 +831,175 @@ AS 'MODULE_PATHNAME', '_lease_room_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tracking.rs:207
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
+-- src/api.rs:323
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:234
+-- webhooks::api::_delivery_state_ok
+CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
+	"status" TEXT, /* Option < & str > */
+	"attempts" INT, /* Option < i32 > */
+	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+) RETURNS bool /* bool */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:36
+-- requires:
+--   schema
+--   api::_delivery_state_ok
+
+-- One check for the whole state machine of a delivery: each status has exactly the timestamps
+-- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
+-- check's expression tree again for every statement that writes the table, and a one-row
+-- publish is such a statement.
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
+    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:346
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/handoff.rs:125
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
 ) RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:362
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:231
+-- webhooks::tracking::_as_owner_of
+CREATE  FUNCTION webhooks_internal."_as_owner_of"(
+	"tbl" regclass, /* Regclass */
+	"sql" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -983,6 +1193,14 @@ DECLARE
 BEGIN
     IF NEW.slug IS DISTINCT FROM NEW.id THEN
         other := webhooks_internal._slug_owner(NEW.slug, NEW.id);
+        -- A tenant may exist only through its events (the platform published for it before
+        -- onboarding it): a tenant's admin may not take its name either. (A scan of the events,
+        -- paid by the admin's rare rename; the platform's own writes are trusted.)
+        IF other IS NULL AND (TG_OP = 'INSERT' OR OLD.slug IS DISTINCT FROM NEW.slug)
+           AND webhooks_internal._outer_scope() IS NOT NULL THEN
+            SELECT e.tenant_id INTO other FROM webhooks.events e
+            WHERE e.tenant_id = NEW.slug AND e.tenant_id IS DISTINCT FROM NEW.id LIMIT 1;
+        END IF;
         IF other IS NOT NULL THEN
             RAISE EXCEPTION 'slug "%" is already the name of tenant "%": tenant "%" cannot take it', NEW.slug, other, NEW.id
                 USING ERRCODE = 'unique_violation',
@@ -1012,289 +1230,6 @@ BEGIN
                   HINT = 'Use another tenant id, or give that tenant another slug first.';
     END IF;
 END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:283
--- webhooks::api::_lease_quota
-CREATE  FUNCTION webhooks_internal."_lease_quota"(
-	"max_in_flight" INT, /* i32 */
-	"batch_max" INT, /* i32 */
-	"senders" INT, /* i32 */
-	"ahead" INT, /* i32 */
-	"fast" bool, /* bool */
-	"workers" INT, /* i32 */
-	"rank" INT, /* i32 */
-	"endpoint_id" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:362
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:234
--- webhooks::api::_delivery_state_ok
-CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
-	"status" TEXT, /* Option < & str > */
-	"attempts" INT, /* Option < i32 > */
-	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-) RETURNS bool /* bool */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:36
--- requires:
---   schema
---   api::_delivery_state_ok
-
--- One check for the whole state machine of a delivery: each status has exactly the timestamps
--- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
--- check's expression tree again for every statement that writes the table, and a one-row
--- publish is such a statement.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
-    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:224
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:323
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:125
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:255
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:346
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:263
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:457
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:447
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1753,21 +1688,35 @@ AS $$
 DECLARE
     new_id text := webhooks_internal._new_event_id();
     tenant text := p_tenant;
+    size int := pg_catalog.octet_length(p_data::text);
     n int;
 BEGIN
     INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, data_bytes)
     VALUES (new_id, tenant, p_type, '1',
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data,
-            pg_catalog.octet_length(p_data::text));
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
-    SELECT new_id, ep.id, tenant, pg_catalog.now() + ep.batch_window, ep.tenant_id, pg_catalog.octet_length(p_data::text)
-    FROM webhooks.endpoints ep
-    WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
-      AND ep.enabled AND ep.id IS DISTINCT FROM p_about
-      AND webhooks_internal._matches(ep.event_types, p_type)
-      AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
-               new_id, p_type, '1', 'urn:webhooks', tenant, NULL, p_data);
-    GET DIAGNOSTICS n = ROW_COUNT;
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data, size);
+    -- Endpoints without a filter get their deliveries now; those with one, through a fanout
+    -- whose filters the worker's expansion evaluates: this runs in the statement that records
+    -- every tenant's outcomes, where no tenant's filter may be evaluated.
+    WITH matched AS (
+        SELECT ep.id, ep.tenant_id, ep.batch_window, ep.filter IS NOT NULL AS filtered
+        FROM webhooks.endpoints ep
+        WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
+          AND ep.enabled AND ep.id IS DISTINCT FROM p_about
+          AND webhooks_internal._matches(ep.event_types, p_type)
+    ), d AS (
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT new_id, m.id, tenant, pg_catalog.now() + m.batch_window, m.tenant_id, size
+        FROM matched m WHERE NOT m.filtered
+        RETURNING 1
+    ), f AS (
+        INSERT INTO webhooks_internal.fanouts (event_ids, tenant_id, endpoints, endpoint_tenants, delays, data_bytes, filtered)
+        SELECT ARRAY[new_id], tenant, pg_catalog.array_agg(m.id ORDER BY m.id), pg_catalog.array_agg(m.tenant_id ORDER BY m.id),
+               pg_catalog.array_agg(m.batch_window ORDER BY m.id), ARRAY[size], true
+        FROM matched m WHERE m.filtered
+        HAVING pg_catalog.count(*) > 0
+        RETURNING 1
+    )
+    SELECT (SELECT pg_catalog.count(*) FROM d) + (SELECT pg_catalog.count(*) FROM f) INTO n;
     IF n > 0 THEN
         PERFORM webhooks_internal._wake_on_commit();
     END IF;
@@ -1976,6 +1925,123 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
     'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:76
+-- requires:
+--   publish
+
+-- The catalogue of event types.
+
+
+-- The catalogue is shared by every tenant: only a platform admin changes it, and the types
+-- shipped with the extension are never deleted.
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.builtin THEN
+            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN OLD;
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
+        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
+
+-- Who is writing is the writing role: checked as that role, before the definer trigger.
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF webhooks.tenant_scope() IS NOT NULL
+       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
+               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
+
+CREATE FUNCTION webhooks.event_type_register(
+    name text,
+    description text DEFAULT '',
+    mode text DEFAULT 'async',
+    version text DEFAULT '1'
+) RETURNS webhooks.event_types
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    et webhooks.event_types;
+BEGIN
+    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
+    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
+    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
+        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
+    RETURNING * INTO et;
+    RETURN et;
+END $$;
+COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
+    'Adds an event type to the catalogue (or updates its description, mode and version).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:530
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/gate.rs:371
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:98
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2710,119 +2776,6 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:86
--- requires:
---   endpoints
-
--- Views for operators: dead letters and per-endpoint health.
-
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
-
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:109
--- requires:
---   operations
---   views
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:99
 -- requires:
 --   endpoints
@@ -3421,6 +3374,11 @@ BEGIN
         FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
                     f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
         CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
+        WHERE NOT f.filtered
+           OR EXISTS (SELECT 1 FROM webhooks.endpoints x JOIN webhooks.events v ON v.id = e.id
+                      WHERE x.id = ep.id
+                        AND webhooks_internal._filter_passes(x.filter, x.filter_weight, x.id, v.id, v.type,
+                                v.version, v.source, v.tenant_id, v.actor, v.data))
         ORDER BY e.o, ep.p;
         GET DIAGNOSTICS n = ROW_COUNT;
         made := made + n;
@@ -3530,78 +3488,158 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:76
+-- src/lib.rs:86
 -- requires:
---   publish
+--   endpoints
 
--- The catalogue of event types.
+-- Views for operators: dead letters and per-endpoint health.
 
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
 
--- The catalogue is shared by every tenant: only a platform admin changes it, and the types
--- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF OLD.builtin THEN
-            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        RETURN OLD;
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(NEW.name);
-    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
-        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
-        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
-    RETURN NEW;
-END $$;
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+/* </end connected objects> */
 
-CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
+/* <begin connected objects> */
+-- src/lib.rs:109
+-- requires:
+--   operations
+--   views
+--   gate::status
 
--- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF webhooks.tenant_scope() IS NOT NULL
-       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
-               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-END $$;
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
 
-CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
 
-CREATE FUNCTION webhooks.event_type_register(
-    name text,
-    description text DEFAULT '',
-    mode text DEFAULT 'async',
-    version text DEFAULT '1'
-) RETURNS webhooks.event_types
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    et webhooks.event_types;
-BEGIN
-    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
-    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
-    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
-        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
-    RETURNING * INTO et;
-    RETURN et;
-END $$;
-COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
-    'Adds an event type to the catalogue (or updates its description, mode and version).';
+/* <begin connected objects> */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:207
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3831,7 +3869,12 @@ END $$;
 
 -- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
 -- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
--- statement triggers read it back from there and evaluate it with the writer's rights.
+-- statement triggers read it back from there and evaluate it with the writer's rights. The
+-- table's owner makes it (_as_owner_of), so its function must be one every role may name:
+-- suppress_redundant_updates_trigger, which, were the holder ever enabled (ALTER TABLE ...
+-- ENABLE TRIGGER ALL, as a data-only pg_restore --disable-triggers runs), only skips updates
+-- that change nothing; _on_ddl says so and track_table disables it again. 0.3.0's holders, made with
+-- _condition_holder (which does nothing), are read as well.
 CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$;
 
@@ -3845,12 +3888,15 @@ AS $$
                 THEN pg_catalog.substr(x.d, pg_catalog.length(x.p) + 1,
                                        pg_catalog.length(x.d) - pg_catalog.length(x.p) - pg_catalog.length(x.s)) END
     FROM (SELECT pg_catalog.pg_get_triggerdef(g.oid) AS d,
-                 'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
+                 'CREATE TRIGGER webhooks_row_condition ' || w.timing || ' UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
                      || pg_catalog.quote_ident(c.relname) || ' FOR EACH ROW WHEN (' AS p,
-                 ') EXECUTE FUNCTION webhooks_internal._condition_holder()' AS s
+                 ') EXECUTE FUNCTION ' || w.fn || '()' AS s
           FROM pg_catalog.pg_trigger g
           JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN (VALUES ('pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure, 'BEFORE', 'suppress_redundant_updates_trigger'),
+                       ('webhooks_internal._condition_holder()'::pg_catalog.regprocedure, 'AFTER', 'webhooks_internal._condition_holder'))
+               AS w (f, timing, fn) ON w.f = g.tgfoid
           WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition') x
 $$;
 
@@ -3990,14 +4036,17 @@ BEGIN
     PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
     IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
         -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
-        -- once it is known to be one expression and nothing more (this runs as the owner).
+        -- once it is known to be one expression and nothing more, as the table's owner.
         PERFORM webhooks_internal._check_condition(t.condition);
-        EXECUTE pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_condition AFTER UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
-            ') EXECUTE FUNCTION webhooks_internal._condition_holder()', tbl, t.condition);
-        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
+        PERFORM webhooks_internal._as_owner_of(tbl, pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_condition BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
+            ') EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()', tbl, t.condition));
     ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
         EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D') THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
     END IF;
     -- One statement trigger per operation: a trigger with transition tables serves one event.
     IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
@@ -4189,6 +4238,12 @@ BEGIN
         RAISE WARNING 'the row triggers of tracked table % are disabled or gone: its writes publish no events', tbl
             USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...) to make them again.', tbl::text);
     END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D'
+                 AND g.tgfoid = 'pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure) THEN
+        RAISE WARNING 'webhooks_row_condition, the holder of tracked table %''s condition, is enabled: updates of % that change nothing are skipped', tbl, tbl
+            USING HINT = pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition, or track it again.', tbl::text);
+    END IF;
 EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'webhooks: tracked table % could not be checked after this command: %', tbl, SQLERRM;
 END $$;
@@ -4253,6 +4308,24 @@ END $$;
 CREATE TRIGGER tracked_tables_changed
     AFTER INSERT OR DELETE OR UPDATE OF relid, entity, exclude_attnums, include_attnums, tenant_attnum, tracked_at
     ON webhooks.tracked_tables FOR EACH ROW EXECUTE FUNCTION webhooks_internal._tracking_changed();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:283
+-- webhooks::api::_lease_quota
+CREATE  FUNCTION webhooks_internal."_lease_quota"(
+	"max_in_flight" INT, /* i32 */
+	"batch_max" INT, /* i32 */
+	"senders" INT, /* i32 */
+	"ahead" INT, /* i32 */
+	"fast" bool, /* bool */
+	"workers" INT, /* i32 */
+	"rank" INT, /* i32 */
+	"endpoint_id" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -4355,7 +4428,7 @@ GRANT SELECT, INSERT, DELETE ON webhooks.attempts TO webhooks_worker;
 GRANT SELECT ON webhooks.endpoints, webhooks.event_types, webhooks.tenants TO webhooks_worker;
 GRANT UPDATE (enabled, disabled_reason, paused_until, failing_since, rate_next_at) ON webhooks.endpoints TO webhooks_worker;
 GRANT SELECT, DELETE ON webhooks.tenant_roles TO webhooks_worker;
-GRANT SELECT, UPDATE, DELETE ON webhooks_internal.fanouts TO webhooks_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks_internal.fanouts TO webhooks_worker;
 GRANT SELECT, UPDATE ON webhooks_internal.fanout_writer TO webhooks_worker;
 GRANT SELECT ON webhooks_internal.signing_keys, webhooks_internal.tenancy_in_use TO webhooks_worker;
 GRANT USAGE ON SEQUENCE webhooks.deliveries_id_seq, webhooks.attempts_id_seq TO webhooks_worker;

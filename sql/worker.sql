@@ -591,6 +591,11 @@ BEGIN
         FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
                     f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
         CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
+        WHERE NOT f.filtered
+           OR EXISTS (SELECT 1 FROM webhooks.endpoints x JOIN webhooks.events v ON v.id = e.id
+                      WHERE x.id = ep.id
+                        AND webhooks_internal._filter_passes(x.filter, x.filter_weight, x.id, v.id, v.type,
+                                v.version, v.source, v.tenant_id, v.actor, v.data))
         ORDER BY e.o, ep.p;
         GET DIAGNOSTICS n = ROW_COUNT;
         made := made + n;

@@ -366,6 +366,23 @@ pub fn tenant_scope() -> Option<Vec<Option<String>>> {
     )
 }
 
+/// The tenants of the role the session acts as outside any SECURITY DEFINER function (SET ROLE
+/// included): who wrote a row, seen from a trigger that runs as the owner.
+#[pg_extern(stable, schema = "webhooks_internal")]
+fn _outer_scope() -> Option<Vec<Option<String>>> {
+    let outer = unsafe { pg_sys::GetOuterUserId() };
+    if unsafe { pg_sys::superuser_arg(outer) }
+        && crate::guc::string_value(&crate::guc::TENANT_ID).is_empty()
+    {
+        return None;
+    }
+    owner_query(
+        "SELECT webhooks_internal._scope_of($1)",
+        &[OI],
+        &[outer.into()],
+    )
+}
+
 #[pg_extern(stable)]
 fn current_tenant() -> Option<String> {
     let scope = tenant_scope()?;

@@ -363,6 +363,8 @@ pub fn init() {
 /// else a database may set (planner costs, memory) can only make its own deliveries slower.
 const WORKER_SESSION: &[(&CStr, &CStr)] = &[
     (c"search_path", c"pg_catalog, pg_temp"),
+    // (ALTER DATABASE ... SET role would make the worker act as another role there)
+    (c"role", c"none"),
     (c"standard_conforming_strings", c"on"),
     (c"transform_null_equals", c"off"),
     (c"array_nulls", c"on"),

@@ -214,6 +214,19 @@ unsafe extern "C-unwind" fn on_utility(
             "A superuser, or a role bound to every tenant (webhooks.tenant_grant(role, '*')), may listen; a tenant's roles read their own operational events in webhooks.events."
         );
     }
+    // Every role with UPDATE or DELETE on a table may LOCK it in any mode, and row-level
+    // security does not apply to locks: a tenant's admin holding ACCESS EXCLUSIVE on
+    // webhooks.endpoints stopped every tenant's publishes and the worker. Beyond what DML
+    // takes itself (ROW EXCLUSIVE), only the owner of the extension's tables may lock them,
+    // through a view too (a view locks what it reads).
+    if let Some(what) = locks_shared_tables(pstmt) {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("LOCK TABLE of {what} in this mode is refused: the extension's tables are shared by every tenant"),
+            "Only their owner may lock them beyond ROW EXCLUSIVE MODE; reads and writes take the locks they need themselves."
+        );
+    }
     let commit_prepared = !pstmt.is_null() && {
         let node = (*pstmt).utilityStmt;
         !node.is_null()
@@ -252,6 +265,66 @@ unsafe fn listens_to_webhooks(pstmt: *mut pg_sys::PlannedStmt) -> bool {
     !name.is_null()
         && std::ffi::CStr::from_ptr(name).to_bytes() == b"webhooks"
         && pg_sys::get_extension_oid(c"webhooks".as_ptr(), true) != pg_sys::Oid::INVALID
+}
+
+/// For a LOCK stronger than ROW EXCLUSIVE by a role that does not own what it would lock: the
+/// first table of the extension's (webhooks, webhooks_internal) among the relations named and
+/// those their views read, recursively.
+unsafe fn locks_shared_tables(pstmt: *mut pg_sys::PlannedStmt) -> Option<String> {
+    if pstmt.is_null() || (*pstmt).utilityStmt.is_null() {
+        return None;
+    }
+    let node = (*pstmt).utilityStmt;
+    if (*node).type_ != pg_sys::NodeTag::T_LockStmt {
+        return None;
+    }
+    let lock = node as *mut pg_sys::LockStmt;
+    if (*lock).mode < pg_sys::ShareUpdateExclusiveLock as i32
+        || (*lock).relations.is_null()
+        || pg_sys::get_extension_oid(c"webhooks".as_ptr(), true) == pg_sys::Oid::INVALID
+    {
+        return None;
+    }
+    let list = (*lock).relations;
+    let mut oids = Vec::new();
+    for i in 0..(*list).length as usize {
+        let rv = (*(*list).elements.add(i)).ptr_value as *const pg_sys::RangeVar;
+        let oid = pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as i32,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        if oid != pg_sys::Oid::INVALID {
+            oids.push(oid);
+        }
+    }
+    if oids.is_empty() {
+        return None;
+    }
+    // Runs in the caller's session under the caller's search_path: every operator is
+    // pg_catalog's by name.
+    Spi::get_one_with_args::<String>(
+        "WITH RECURSIVE r(oid) AS ( \
+             SELECT x FROM pg_catalog.unnest($1::pg_catalog.oid[]) x \
+             UNION \
+             SELECT d.refobjid FROM r \
+             JOIN pg_catalog.pg_rewrite w ON w.ev_class OPERATOR(pg_catalog.=) r.oid \
+             JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+                  AND d.objid OPERATOR(pg_catalog.=) w.oid \
+                  AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
+                  AND d.refobjid OPERATOR(pg_catalog.<>) r.oid) \
+         SELECT c.oid::pg_catalog.regclass::pg_catalog.text FROM r \
+         JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.oid \
+         JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE n.nspname OPERATOR(pg_catalog.=) ANY ('{webhooks,webhooks_internal}'::pg_catalog.name[]) \
+           AND NOT pg_catalog.pg_has_role(c.relowner, 'USAGE') \
+         ORDER BY 1 LIMIT 1",
+        &[oids.into()],
+    )
+    .ok()
+    .flatten()
 }
 
 /// A role of scope every tenant (a superuser, or bound to '*'), as the API sees its caller.

@@ -686,3 +686,44 @@ fn a_failed_synchronous_send_still_raises_wh001_and_leaves_its_attempt_for_the_o
         .get(0);
     assert_eq!(n, 3, "no failure recorded twice");
 }
+
+#[test]
+fn operational_events_reach_filtered_endpoints_through_the_worker_s_expansion() {
+    // The statement that records outcomes evaluates no tenant's filter: an operational event's
+    // filtered endpoints get it through a fanout, matched by the worker's expansion.
+    let c = Cluster::start(&["webhooks.retry_schedule = ''"]);
+    let down = Receiver::scripted(|_, _| Reply::Status(500, "down"));
+    let (all, matching, other) = (Receiver::ok(), Receiver::ok(), Receiver::ok());
+    let mut db = c.client();
+    let (bad, _) = c.endpoint(&mut db, &down.url, &["user.created"]);
+    let create = |db: &mut postgres::Client, url: &str, filter: Option<String>| {
+        db.execute(
+            "SELECT webhooks.endpoint_create($1, '{webhook.delivery.dead}', filter => $2)",
+            &[&url, &filter],
+        )
+        .unwrap();
+    };
+    create(&mut db, &all.url, None);
+    create(&mut db, &matching.url, Some(format!("$.data.endpoint_id == \"{bad}\"")));
+    create(&mut db, &other.url, Some("$.data.endpoint_id == \"ep_nobody\"".into()));
+    for _ in 0..3 {
+        publish(&mut db, "user.created");
+    }
+    wait_for("three dead letters at the unfiltered endpoint", T, || {
+        (all.count() == 3).then_some(())
+    });
+    wait_for("and at the one whose filter they pass", T, || {
+        (matching.count() == 3).then_some(())
+    });
+    for r in matching.all() {
+        assert_eq!(r.json()["type"], "webhook.delivery.dead");
+        assert_eq!(r.json()["data"]["endpoint_id"], bad.as_str());
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(other.count(), 0, "a filter they do not pass keeps them out");
+    let left: i64 = db
+        .query_one("SELECT count(*) FROM webhooks_internal.fanouts", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the fanouts are written and gone");
+}

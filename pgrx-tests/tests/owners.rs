@@ -406,3 +406,134 @@ fn in_every_database_the_launcher_starts_workers_as_the_worker_role_or_none() {
         .collect();
     assert_eq!(who, [("app".to_string(), "hooks".to_string())]);
 }
+
+#[test]
+fn a_table_owner_s_condition_runs_nothing_as_anyone_but_the_owner() {
+    // A condition's literals are read by their types' input functions when its holder trigger
+    // is made; a domain's CHECK may call any function of the table owner's. 0.3.0 made the
+    // holder as the extension's owner, so a publisher became superuser in one track_table.
+    let c = Cluster::start(&[]);
+    let rx = Receiver::scripted(|_, _| Reply::Status(204, ""));
+    let mut su = c.client();
+    su.batch_execute(
+        "CREATE ROLE mallory LOGIN IN ROLE webhooks_publisher;
+         CREATE SCHEMA m AUTHORIZATION mallory;
+         SELECT webhooks.event_type_register('thing.created'),
+                webhooks.event_type_register('thing.updated'),
+                webhooks.event_type_register('thing.deleted');",
+    )
+    .unwrap();
+    c.endpoint(&mut su, &rx.url, &["thing.*"]);
+    let mut m = c.client_as("mallory");
+    m.batch_execute(
+        "CREATE TABLE m.seen (by_role name, at timestamptz DEFAULT now());
+         CREATE FUNCTION m.pwn(text) RETURNS boolean LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO m.seen (by_role) VALUES (current_user);
+           IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+             EXECUTE 'ALTER ROLE mallory SUPERUSER';
+           END IF;
+           RETURN true;
+         END $$;
+         CREATE DOMAIN m.d AS text CHECK (m.pwn(VALUE));
+         CREATE TABLE m.t (id int PRIMARY KEY, v text);",
+    )
+    .unwrap();
+    m.batch_execute(
+        "SELECT webhooks.track_table('m.t', 'thing',
+             condition => $c$NEW.v IS NOT NULL AND '{x}'::m.d[] IS NOT NULL$c$)",
+    )
+    .unwrap();
+    assert!(!trojan::is_superuser(&mut su, "mallory"), "mallory became superuser");
+    let ran_as: Vec<String> = su
+        .query("SELECT DISTINCT by_role::text FROM m.seen", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ran_as, ["mallory"], "the domain's check ran as its owner only");
+    // The condition holds as before: a row it is false for publishes nothing.
+    m.batch_execute(
+        "INSERT INTO m.t VALUES (1, NULL), (2, 'x');
+         UPDATE m.t SET v = 'y' WHERE id = 1;",
+    )
+    .unwrap();
+    let types: Vec<String> = su
+        .query(
+            "SELECT e.type || ':' || (e.data->'thing'->>'id') FROM webhooks.events e ORDER BY e.occurred_at, e.id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, ["thing.created:2", "thing.updated:1"]);
+    wait_for("both delivered", T, || (rx.count() == 2).then_some(()));
+    // A superuser's later writes evaluate the condition with the writer's rights, as any
+    // trigger's: that is PostgreSQL's rule for the owner's triggers, not ours to change.
+    assert!(!trojan::is_superuser(&mut su, "mallory"));
+    // Enabled by hand (as a data-only pg_restore --disable-triggers leaves it), the holder is
+    // named in a WARNING and track_table disables it again.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let heard = said.clone();
+    let mut m2 = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(c.port)
+        .user("mallory")
+        .dbname("postgres")
+        .notice_callback(move |n| heard.lock().unwrap().push(n.message().to_string()))
+        .connect(postgres::NoTls)
+        .unwrap();
+    m2.batch_execute("ALTER TABLE m.t ENABLE TRIGGER ALL").unwrap();
+    assert!(
+        said.lock().unwrap().iter().any(|w| w.contains("webhooks_row_condition") && w.contains("is enabled")),
+        "{:?}",
+        said.lock().unwrap()
+    );
+    m2.batch_execute(
+        "SELECT webhooks.track_table('m.t', 'thing',
+             condition => $c$NEW.v IS NOT NULL AND '{x}'::m.d[] IS NOT NULL$c$)",
+    )
+    .unwrap();
+    let enabled: String = su
+        .query_one(
+            "SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = 'm.t'::regclass AND tgname = 'webhooks_row_condition'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(enabled, "D");
+    assert!(!trojan::is_superuser(&mut su, "mallory"));
+}
+
+#[test]
+fn a_database_s_default_role_does_not_become_the_worker_s() {
+    // ALTER DATABASE ... SET role applies at every connection, the worker's included: it would
+    // act as that role there. The worker pins role = none before its first statement.
+    let c = Cluster::start(&[]);
+    let ok = Receiver::ok();
+    let mut pg = c.client();
+    pg.batch_execute(
+        "CREATE ROLE nobody NOLOGIN;
+         ALTER DATABASE postgres SET role = 'nobody';",
+    )
+    .unwrap();
+    c.endpoint(&mut pg, &ok.url, &["user.*"]);
+    drop(pg);
+    c.pg_ctl(&["restart", "-w", "-t", "60"]);
+    let mut pg = c.client();
+    let role: String = pg.query_one("SHOW role", &[]).unwrap().get(0);
+    assert_eq!(role, "nobody", "the setting applies to sessions");
+    pg.batch_execute("SET ROLE NONE").unwrap();
+    pg.execute(
+        "SELECT webhooks.webhook_publish('user.created', '{}')",
+        &[],
+    )
+    .unwrap();
+    wait_for("the delivery", T, || (ok.count() == 1).then_some(()));
+    assert!(
+        !c.log().contains("permission denied"),
+        "the worker acted as nobody:\n{}",
+        c.log()
+    );
+}

@@ -521,3 +521,86 @@ fn a_tenants_synchronous_send_shows_nothing_of_the_platforms_endpoints() {
         assert!(e.contains("cannot be changed now"), "{sql}: {e}");
     }
 }
+
+#[test]
+fn a_tenant_admin_neither_locks_the_shared_tables_nor_takes_a_tenant_s_name() {
+    // LOCK TABLE needs only UPDATE or DELETE, which admins have on the shared tables, and
+    // row-level security does not apply to locks: in 0.3.0 an admin's ACCESS EXCLUSIVE on
+    // webhooks.endpoints held every tenant's publishes.
+    let c = Cluster::start(&[]);
+    let globex_rx = Receiver::ok();
+    let mut su = c.client();
+    su.batch_execute(
+        "CREATE ROLE adm LOGIN IN ROLE webhooks_admin;
+         CREATE ROLE app LOGIN IN ROLE webhooks_publisher;
+         SELECT webhooks.tenant_grant('adm', 'acme');
+         SELECT webhooks.tenant_grant('app', '*');
+         SELECT webhooks.event_type_register('thing.created');
+         CREATE SCHEMA adm AUTHORIZATION adm;",
+    )
+    .unwrap();
+    su.execute(
+        "SELECT webhooks.endpoint_create($1, '{thing.*}', 'globex')",
+        &[&globex_rx.url],
+    )
+    .unwrap();
+    let mut adm = c.client_as("adm");
+    adm.batch_execute("CREATE VIEW adm.mine AS SELECT id FROM webhooks.endpoints")
+        .unwrap();
+    for (table, mode) in [
+        ("webhooks.endpoints", "ACCESS EXCLUSIVE"),
+        ("webhooks.event_types", "EXCLUSIVE"),
+        ("webhooks.tenants", "SHARE"),
+        ("webhooks.endpoints", "SHARE UPDATE EXCLUSIVE"),
+        ("adm.mine", "ACCESS EXCLUSIVE"),
+    ] {
+        let e = error_of(adm.batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN {mode} MODE"
+        )));
+        assert!(e.contains("LOCK TABLE of webhooks."), "{table} {mode}: {e}");
+        adm.batch_execute("ROLLBACK").unwrap();
+    }
+    // What reads and writes take themselves stays allowed (pg_dump locks ACCESS SHARE).
+    adm.batch_execute(
+        "BEGIN; LOCK TABLE webhooks.endpoints IN ACCESS SHARE MODE;
+                LOCK TABLE webhooks.endpoints IN ROW EXCLUSIVE MODE; ROLLBACK",
+    )
+    .unwrap();
+    let mut app = c.client_as("app");
+    app.execute(
+        "SELECT webhooks.webhook_publish('thing.created', '{}', 'globex')",
+        &[],
+    )
+    .unwrap();
+    wait_for("globex's delivery", T, || (globex_rx.count() == 1).then_some(()));
+    // The table's owner may.
+    su.batch_execute("BEGIN; LOCK TABLE webhooks.endpoints IN ACCESS EXCLUSIVE MODE; ROLLBACK")
+        .unwrap();
+
+    // A tenant known only through its events (published for, not yet onboarded): acme's admin
+    // may not make it acme's slug, which the platform's receivers would take for it.
+    app.execute(
+        "SELECT webhooks.webhook_publish('thing.created', '{}', 'initech')",
+        &[],
+    )
+    .unwrap();
+    adm.batch_execute("INSERT INTO webhooks.tenants (id, slug) VALUES ('acme', 'acme')")
+        .unwrap();
+    let e = error_of(adm.execute(
+        "UPDATE webhooks.tenants SET slug = 'initech' WHERE id = 'acme'",
+        &[],
+    ));
+    assert!(e.contains("initech"), "{e}");
+    adm.execute(
+        "UPDATE webhooks.tenants SET slug = 'acme-corp' WHERE id = 'acme'",
+        &[],
+    )
+    .unwrap();
+    // The platform onboards initech as usual.
+    su.batch_execute(
+        "INSERT INTO webhooks.tenants (id, slug) VALUES ('initech', 'initech-inc');
+         CREATE ROLE iadm IN ROLE webhooks_admin;
+         SELECT webhooks.tenant_grant('iadm', 'initech');",
+    )
+    .unwrap();
+}

@@ -110,6 +110,10 @@ ALTER TABLE webhooks.events ADD COLUMN data_bytes int;
 ALTER TABLE webhooks.deliveries ADD COLUMN data_bytes int;
 ALTER TABLE webhooks_internal.fanouts ADD COLUMN data_bytes int[];
 
+-- An operational event's filtered endpoints are matched by the worker's expansion, not by the
+-- statement that records outcomes (a tenant's filter must not hold up everyone's recording).
+ALTER TABLE webhooks_internal.fanouts ADD COLUMN filtered boolean NOT NULL DEFAULT false;
+
 -- Endpoint filters are held to a bounded cost; each records its weight (part 2 computes it).
 ALTER TABLE webhooks.endpoints ADD COLUMN filter_weight int;
 
