@@ -73,7 +73,14 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- Added in 0.4.0. The paths the filter evaluates, set by the endpoints' trigger: its work on
     -- an event is bounded by this times the event's size (src/filter_path.rs). NULL with a
     -- filter: one written before 0.4.0's checks that they refuse, never evaluated.
-    filter_weight              int
+    filter_weight              int,
+    -- Added in 0.4.0. What each claimed request of this endpoint carries besides its event (URL,
+    -- headers, secrets, client certificate and key): counted in webhooks.worker_memory with
+    -- every row the worker holds, as the row carries them.
+    request_bytes              int GENERATED ALWAYS AS (
+        pg_catalog.octet_length(url) + pg_catalog.octet_length(headers::text) + pg_catalog.octet_length(secret)
+        + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
+        + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));

@@ -119,6 +119,12 @@ ALTER TABLE webhooks_internal.fanouts ADD COLUMN filtered boolean NOT NULL DEFAU
 -- Endpoint filters are held to a bounded cost; each records its weight (part 2 computes it).
 ALTER TABLE webhooks.endpoints ADD COLUMN filter_weight int;
 
+-- What a claimed request carries of its endpoint is counted in the worker's memory.
+ALTER TABLE webhooks.endpoints ADD COLUMN request_bytes int GENERATED ALWAYS AS (
+    pg_catalog.octet_length(url) + pg_catalog.octet_length(headers::text) + pg_catalog.octet_length(secret)
+    + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
+    + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED;
+
 -- Tracked tables: what their row events carry is decided at each statement from the catalog
 -- (webhooks.tracked_columns). Secret-looking columns stay out by attribute number once seen:
 -- those 0.3.0 kept out by name are remembered as they are now.
@@ -218,7 +224,14 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- Added in 0.4.0. The paths the filter evaluates, set by the endpoints' trigger: its work on
     -- an event is bounded by this times the event's size (src/filter_path.rs). NULL with a
     -- filter: one written before 0.4.0's checks that they refuse, never evaluated.
-    filter_weight              int
+    filter_weight              int,
+    -- Added in 0.4.0. What each claimed request of this endpoint carries besides its event (URL,
+    -- headers, secrets, client certificate and key): counted in webhooks.worker_memory with
+    -- every row the worker holds, as the row carries them.
+    request_bytes              int GENERATED ALWAYS AS (
+        pg_catalog.octet_length(url) + pg_catalog.octet_length(headers::text) + pg_catalog.octet_length(secret)
+        + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
+        + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -765,25 +778,7 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:520
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:224
+-- src/api.rs:226
 -- webhooks::api::_ttl
 CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
 STRICT STABLE PARALLEL SAFE 
@@ -792,82 +787,55 @@ AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:255
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:263
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
+-- src/wake.rs:530
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+AS 'MODULE_PATHNAME', '_installed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:310
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:323
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:234
--- webhooks::api::_delivery_state_ok
-CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
-	"status" TEXT, /* Option < & str > */
-	"attempts" INT, /* Option < i32 > */
-	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
 ) RETURNS bool /* bool */
-IMMUTABLE PARALLEL SAFE 
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:36
--- requires:
---   schema
---   api::_delivery_state_ok
-
--- One check for the whole state machine of a delivery: each status has exactly the timestamps
--- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
--- check's expression tree again for every statement that writes the table, and a one-row
--- publish is such a statement.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
-    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -882,45 +850,74 @@ AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:346
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
+-- src/api.rs:285
+-- webhooks::api::_lease_quota
+CREATE  FUNCTION webhooks_internal."_lease_quota"(
+	"max_in_flight" INT, /* i32 */
+	"batch_max" INT, /* i32 */
+	"senders" INT, /* i32 */
+	"ahead" INT, /* i32 */
+	"fast" bool, /* bool */
+	"workers" INT, /* i32 */
+	"rank" INT, /* i32 */
+	"endpoint_id" TEXT /* & str */
+) RETURNS INT /* i32 */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- src/sync.rs:100
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:257
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -936,29 +933,16 @@ AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- src/wake.rs:520
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:362
+-- src/api.rs:364
 -- webhooks::api::_filter_affordable
 CREATE  FUNCTION webhooks_internal."_filter_affordable"(
 	"weight" INT, /* Option < i32 > */
@@ -968,38 +952,6 @@ CREATE  FUNCTION webhooks_internal."_filter_affordable"(
 STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tracking.rs:231
--- webhooks::tracking::_as_owner_of
-CREATE  FUNCTION webhooks_internal."_as_owner_of"(
-	"tbl" regclass, /* Regclass */
-	"sql" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2003,12 +1955,48 @@ COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:530
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:325
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:231
+-- webhooks::tracking::_as_owner_of
+CREATE  FUNCTION webhooks_internal."_as_owner_of"(
+	"tbl" regclass, /* Regclass */
+	"sql" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:207
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2021,27 +2009,65 @@ AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sync.rs:98
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
+-- src/api.rs:348
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
+-- src/api.rs:236
+-- webhooks::api::_delivery_state_ok
+CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
+	"status" TEXT, /* Option < & str > */
+	"attempts" INT, /* Option < i32 > */
+	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+) RETURNS bool /* bool */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:36
+-- requires:
+--   schema
+--   api::_delivery_state_ok
+
+-- One check for the whole state machine of a delivery: each status has exactly the timestamps
+-- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
+-- check's expression tree again for every statement that writes the table, and a one-row
+-- publish is such a statement.
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
+    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2573,921 +2599,6 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:81
--- requires:
---   endpoints
---   api::_worker_state
-
--- Operating from psql: retry, recover, test, replay, status.
-
-
--- delivery_retry and endpoint_recover (src/gate.rs) run these as the owner for an admin, who
--- has no write right on deliveries: what the caller may not see is "not found".
-CREATE FUNCTION webhooks_internal._delivery_retry(delivery_id bigint) RETURNS webhooks.deliveries
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    d webhooks.deliveries;
-BEGIN
-    SELECT * INTO d FROM webhooks.deliveries x WHERE x.id = delivery_id FOR UPDATE;
-    IF FOUND AND s IS NOT NULL AND NOT (
-        coalesce(d.tenant_id, '') = ANY (s)
-        AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
-                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
-                      AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
-        d := NULL;
-    END IF;
-    IF d.id IS NULL THEN
-        RAISE EXCEPTION 'delivery % not found', delivery_id USING ERRCODE = 'no_data_found';
-    ELSIF d.status = 'succeeded' THEN
-        RAISE EXCEPTION 'delivery % already succeeded', delivery_id
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use webhooks.event_replay(event_id) to send it again.';
-    ELSIF d.status = 'in_flight' THEN
-        RAISE EXCEPTION 'delivery % is being sent right now', delivery_id USING ERRCODE = 'object_in_use';
-    ELSIF d.sync THEN
-        RAISE EXCEPTION 'delivery % belongs to a synchronous event and cannot be retried', delivery_id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE webhooks.deliveries x SET status = 'pending', next_attempt_at = now(), completed_at = NULL
-    WHERE x.id = d.id RETURNING * INTO d;
-    RETURN d;
-END $$;
-
--- The day a receiver comes back after an outage: everything that died meanwhile goes again.
-CREATE FUNCTION webhooks_internal._endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    ep webhooks.endpoints;
-    n bigint;
-BEGIN
-    IF since IS NULL THEN
-        RAISE EXCEPTION 'since must be a time: the dead deliveries completed from then on are sent again'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = _endpoint_recover.endpoint_id;
-    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
-        RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
-    END IF;
-    -- (a disabled endpoint's deliveries wait, parked, until it is enabled)
-    UPDATE webhooks.deliveries d
-    SET status = 'pending', completed_at = NULL,
-        next_attempt_at = CASE WHEN ep.enabled THEN pg_catalog.now() ELSE 'infinity' END
-    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync
-      AND coalesce(d.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
-      AND (s IS NULL OR coalesce(d.tenant_id, '') = ANY (s));
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END $$;
-
--- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
--- caller may see. Nothing is recorded: it is a probe, answered now.
-CREATE FUNCTION webhooks_internal._endpoint_test(p_endpoint text, p_type text)
-RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
-               error text, response jsonb)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    ep webhooks.endpoints;
-    k webhooks_internal.signing_keys;
-    new_id text := webhooks_internal._new_event_id();
-    answer jsonb;
-BEGIN
-    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
-    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
-        RAISE EXCEPTION 'endpoint "%" not found', p_endpoint USING ERRCODE = 'no_data_found';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = p_type) THEN
-        RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
-    END IF;
-    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id;
-    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-        'event_id', new_id, 'version', '1',
-        'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
-        'tenant_id', nullif(ep.tenant_id, '*'),
-        'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
-        'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
-        'endpoint_id', ep.id, 'url', ep.url,
-        'secret', CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-            CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-        'signature', ep.signature,
-        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
-        'format', ep.format, 'header_prefix', ep.header_prefix,
-        'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))
-        OPERATOR(pg_catalog.->) 0;
-    RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
-        answer OPERATOR(pg_catalog.->>) 'error' IS NULL,
-        (answer OPERATOR(pg_catalog.->>) 'duration_ms')::float8,
-        answer OPERATOR(pg_catalog.->>) 'error',
-        answer OPERATOR(pg_catalog.->) 'body';
-END $$;
-
--- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
--- a publish makes is made here too, for the calling role.
-CREATE FUNCTION webhooks_internal._event_replay(event_id text, endpoint_id text)
-RETURNS TABLE (new_delivery_id bigint, to_endpoint_id text)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s text[] := webhooks.tenant_scope();
-    ev webhooks.events;
-    ep webhooks.endpoints;
-    mode text;
-BEGIN
-    SELECT * INTO ev FROM webhooks.events e WHERE e.id = _event_replay.event_id;
-    -- (a type no longer in the catalogue is treated like a synchronous one: never replayed)
-    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ev.tenant_id, '') = ANY (s)) THEN
-        RAISE EXCEPTION 'event "%" not found', event_id USING ERRCODE = 'no_data_found';
-    END IF;
-    SELECT t.mode INTO mode FROM webhooks.event_types t WHERE t.name = ev.type;
-    IF mode IS NULL OR mode = 'sync' THEN
-        RAISE EXCEPTION 'event "%" is of synchronous type "%" and cannot be replayed', event_id, ev.type
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Synchronous events are sent once, by webhook_send_sync.';
-    END IF;
-    IF _event_replay.endpoint_id IS NOT NULL THEN
-        SELECT * INTO ep FROM webhooks.endpoints x WHERE x.id = _event_replay.endpoint_id;
-        IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
-            RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
-        ELSIF NOT ep.enabled THEN
-            RAISE EXCEPTION 'endpoint "%" is disabled', endpoint_id USING ERRCODE = 'invalid_parameter_value';
-        ELSIF NOT (ep.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR ep.tenant_id = '*') THEN
-            RAISE EXCEPTION 'endpoint "%" does not receive events of tenant %', endpoint_id,
-                coalesce('"' || ev.tenant_id || '"', 'NULL') USING ERRCODE = 'invalid_parameter_value';
-        ELSIF NOT webhooks_internal._matches(ep.event_types, ev.type) THEN
-            RAISE EXCEPTION 'endpoint "%" does not subscribe to "%"', endpoint_id, ev.type
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
-    RETURN QUERY
-    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant, data_bytes)
-    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id,
-           coalesce(ev.data_bytes, pg_catalog.octet_length(ev.data::text))
-    FROM webhooks.endpoints x
-    WHERE x.enabled
-      AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
-      AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
-      AND webhooks_internal._matches(x.event_types, ev.type)
-      AND (_event_replay.endpoint_id IS NULL OR x.id = _event_replay.endpoint_id)
-    RETURNING d.id, d.endpoint_id;
-    IF FOUND THEN
-        PERFORM webhooks_internal._wake_on_commit();
-    END IF;
-END $$;
-
--- Definer so that it can see the worker in pg_stat_activity (hidden from non-superusers); the
--- counts cover the caller's tenants only.
-CREATE FUNCTION webhooks_internal._status()
-RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
-               database text, serves_this_database boolean, pending bigint, due bigint,
-               in_flight bigint, dead bigint, oldest_due timestamptz)
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH s AS (SELECT webhooks.tenant_scope() AS s),
-    d AS (
-        SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
-        WHERE s.s IS NULL OR (coalesce(d.tenant_id, '') = ANY (s.s)
-                              AND coalesce(d.endpoint_tenant, '') = ANY (s.s))
-    ),
-    -- deliveries of bulk publishes the worker has yet to write (counted as pending and due)
-    f AS (
-        SELECT coalesce(sum((pg_catalog.cardinality(f.event_ids) - f.done) * pg_catalog.cardinality(f.endpoints)), 0)::bigint AS n
-        FROM webhooks_internal.fanouts f, s
-        WHERE s.s IS NULL OR coalesce(f.tenant_id, '') = ANY (s.s)
-    )
-    SELECT w.preloaded, w.pid,
-           EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
-                   WHERE a.pid = w.pid AND a.backend_type = 'webhooks worker'),
-           pg_catalog.to_timestamp(w.last_loop_us / 1000000.0),
-           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database()),
-           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database())
-               = pg_catalog.current_database(),
-           (SELECT count(*) FROM d WHERE d.status = 'pending') + (SELECT f.n FROM f),
-           (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()) + (SELECT f.n FROM f),
-           (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
-           (SELECT count(*) FROM d WHERE d.status = 'dead'),
-           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
-    FROM webhooks_internal._worker_state() w
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:99
--- requires:
---   endpoints
---   operations
-
--- The worker's statements. Loaded after the API.
-
--- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
--- plans for the session where an SQL function would be parsed and planned on each call.
---
--- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
--- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
--- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
--- ordered, limited walk of the due index, then an update by primary key) so that no
--- statistics, stale after a burst, can lead the planner into a join that grows with the table;
--- the timeout turns any plan that still does into a logged, retried error instead of a hang.
---
--- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
--- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
--- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
--- Endpoints the worker names fast (their answers come back within a fraction of a second)
--- lease four times further: their rounds are short, and with only `ahead` of them leased one
--- busy receiver waited on the claim and record between rounds.
--- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
--- leased further ahead; counted like single rows, one batch filled its allowance and batches
--- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
--- silent endpoint keeps what it leased until its requests time out.
--- With several workers, each may hold its part of the quota, counted from claimed_by, and no
--- more: counted over the table, the first to claim leased it all while it could send only its
--- part of max_in_flight at a time, and the others found no room (two workers delivered slower
--- than one). The parts add up to max_in_flight exactly (src/lease.rs, shared with the
--- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
--- (webhooks_internal._lease_quota and _lease_room, in Rust: src/lease.rs)
-
-CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
-                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
-                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
-                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
-                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
-                                         mem_full text[] DEFAULT '{}')
-RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
-               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
-               secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
-               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
-               signature text, bytes bigint)
-LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch).
-SET plan_cache_mode = force_custom_plan
--- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
--- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
--- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
--- a few rows by key or in index order, which plain index scans do whatever the estimates.
-SET enable_bitmapscan = off
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    ids bigint[];
-    orphans bigint[];
-    parked bigint[];
-    blocked bigint[];
-    waiting bigint[];
-    more bigint[];
-    head_n int;
-    room_total int;
-    win int;
-    paused bigint[];
-    rl_ids text[];
-    rl_allow int[];
-    busy_ids text[];
-    busy_n int[];
-    mine_n int[];
-    chosen_ids bigint[];
-    chosen_what text[];
-    got bigint[];
-BEGIN
-    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
-    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
-    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
-    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
-    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
-    -- now: counted as having no room, so that their rows never fill a claim in place of
-    -- others'. (Not asked: every row is taken, as in 0.3.0.)
-    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
-    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
-    -- One someone else holds is skipped (no allowance this time), never waited for. The
-    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
-    FROM (SELECT ep.id,
-                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
-                                * ep.rate_limit), 0)::int AS allow
-          FROM webhooks.endpoints ep
-          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
-          FOR NO KEY UPDATE SKIP LOCKED) x;
-    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
-    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
-    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
-    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
-    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
-    --    stays at the head for long.
-    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
-    --    flight.
-    -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
-    -- entry for every row claimed since the last vacuum, so each count visits thousands of
-    -- rows during a burst.
-    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
-           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
-    FROM (SELECT d.endpoint_id, count(*)::int AS n,
-                 count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
-          FROM webhooks.deliveries d
-          WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
-    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
-    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
-    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
-    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
-    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
-    -- the worker names them.
-    SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
-    INTO room_total
-    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
-                                CASE WHEN ep.rate_limit IS NULL THEN q.quota
-                                     ELSE coalesce(rl.allow, 0) END), 0) AS room,
-                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
-    FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
-      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))) r;
-    win := least(batch * 4, greatest(room_total * 2, 32));
-    WITH head AS (
-        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
-               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
-        FROM webhooks.deliveries x
-        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
-        ORDER BY x.next_attempt_at
-        LIMIT win
-    ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes,
-               CASE WHEN ep.id IS NULL THEN 'orphan'
-                    WHEN NOT ep.enabled THEN 'parked'
-                    -- the receiver asked for a pause (Retry-After): deferred to its end
-                    WHEN ep.paused_until > now() THEN 'paused'
-                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
-                         -- behind an earlier unfinished row of its entity: 'waiting' while that
-                         -- row is due or in flight, 'blocked' while it waits for a retry
-                         -- (decided by the first unfinished row of the entity)
-                         SELECT coalesce((
-                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
-                                         THEN 'waiting' ELSE 'blocked' END
-                             FROM webhooks.deliveries p
-                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
-                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
-                             ORDER BY p.id LIMIT 1), 'take'))
-                    ELSE 'take' END AS what,
-               -- (what it may have leased)
-               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
-               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
-        -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
-        -- (or moved tenant) leaves the row an orphan.
-        FROM head h LEFT JOIN webhooks.endpoints ep
-            ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
-        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    ), ranked AS (
-        -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
-        -- was most of the claim's time)
-        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                          ORDER BY c.next_attempt_at, c.id) AS rn,
-               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
-        FROM cand c
-    ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
-                                                ON b.endpoint_id = r.endpoint_id
-                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
-                                                ON h.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.allow
-           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
-           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
-           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast)))
-                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
-                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
-         ORDER BY r.next_attempt_at
-         LIMIT batch)
-        UNION ALL
-        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
-    )
-    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
-           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
-           (SELECT count(*) FROM head)
-    INTO chosen_ids, chosen_what, waiting, head_n
-    FROM chosen c;
-    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
-    -- constants, and keep what is still pending (said in the select list: as a condition it
-    -- matches the due index's predicate). Joined to the candidates instead, statistics that
-    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
-    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
-    -- claim with 100,000 due.
-    SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
-        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-        WHERE d.id = ANY (chosen_ids)
-        FOR UPDATE SKIP LOCKED) x;
-    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
-    -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
-    -- once that claim has committed, or what it left would wait for this worker's next wake.
-    -- (said either way: a value set in the session or its configuration means nothing; a lone
-    -- worker has nobody to wait for and does not ask)
-    IF workers > 1 THEN
-        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
-                                      CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
-    END IF;
-    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
-           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
-           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'paused')
-    INTO ids, orphans, parked, blocked, paused
-    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
-    WHERE c.id = ANY (got);
-    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
-    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
-    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
-    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
-    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
-    IF ids IS NOT NULL THEN
-        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
-        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
-        -- planner may hash-join the claim against every event, a full scan on each claim)
-        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
-        IF more IS NOT NULL THEN
-            orphans := coalesce(orphans, '{}') || more;
-            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
-            more := NULL;
-        END IF;
-    END IF;
-    IF orphans IS NOT NULL THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
-        WHERE d.id = ANY (orphans);
-    END IF;
-    IF parked IS NOT NULL THEN
-        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
-        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.id = ANY (parked)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
-                            AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''));
-    END IF;
-    IF blocked IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        -- (just after it: rows that tie with it in the due index never sort before it)
-        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
-                SELECT p.next_attempt_at FROM webhooks.deliveries p
-                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
-                ORDER BY p.id LIMIT 1))
-        WHERE d.id = ANY (blocked);
-    END IF;
-    IF paused IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        SET next_attempt_at = greatest(d.next_attempt_at, (
-                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                  AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
-        WHERE d.id = ANY (paused);
-    END IF;
-    ids := coalesce(ids, '{}');
-    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
-    -- unless they crowd the head: then they step back a second.
-    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
-        -- (locked by key, pending said in the select list: see the head's lock above)
-        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
-        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
-              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
-        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id = ANY (more);
-        more := NULL;
-    END IF;
-    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
-    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
-    -- per-endpoint index, so a backlog on one endpoint never starves the others.
-    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
-        -- (what step A took counts as in flight too)
-        WITH taken AS MATERIALIZED (
-            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-            GROUP BY d.endpoint_id
-        ), room AS (
-            SELECT ep.id, ep.tenant_id,
-                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
-                         CASE WHEN ep.rate_limit IS NULL THEN batch
-                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
-            FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-            LEFT JOIN taken t ON t.endpoint_id = ep.id
-            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered
-              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
-              AND NOT coalesce(ep.paused_until > now(), false)
-              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))
-        ), pick AS (
-            SELECT y.id FROM room CROSS JOIN
-                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
-                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
-                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
-                         ORDER BY x.next_attempt_at
-                         LIMIT least(greatest(room.n, 0), batch)) y
-            ORDER BY y.next_attempt_at
-            LIMIT batch - cardinality(ids)
-        )
-        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
-        -- (locked by key, as step A's candidates are)
-        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
-            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-            WHERE d.id = ANY (more)
-            FOR UPDATE SKIP LOCKED
-        ) d;
-        ids := ids || coalesce(more, '{}');
-    END IF;
-    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
-    -- share, the slow ones (silent receivers among them) together within theirs, all within
-    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
-    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
-    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
-        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
-            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
-            FROM (SELECT x.id, x.rk, x.bytes, x.slow,
-                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
-                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
-                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
-                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
-                               coalesce(h.bytes, 0) AS held,
-                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
-                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
-                                     -- (its event's data as sent, and 1 KiB for the envelope and the rest
-                                     -- a claimed row carries; rows from before 0.4.0 measured here)
-                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024 AS bytes
-                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
-                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
-                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
-            WHERE NOT y.slow OR y.slow_run <= memory[2]) z
-        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
-    END IF;
-    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
-    -- pending, due now: the next claims take them through every rule above (disabled, paused,
-    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
-    -- is unknown: it is sent again under the same attempt number (at least once).
-    IF scan_leases THEN
-        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
-                       ORDER BY x.lease_until
-                       LIMIT batch
-                       FOR UPDATE SKIP LOCKED);
-    END IF;
-    IF cardinality(ids) = 0 THEN
-        RETURN;
-    END IF;
-    IF cardinality(rl_ids) > 0 THEN
-        UPDATE webhooks.endpoints ep
-        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
-        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-              GROUP BY d.endpoint_id) t
-        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
-    END IF;
-    RETURN QUERY
-    UPDATE webhooks.deliveries d
-    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
-    FROM webhooks.events e, webhooks.endpoints ep
-    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
-      AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
-    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url,
-              -- (v1a: the private keys instead of the secrets)
-              CASE WHEN ep.signature = 'v1a'
-                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                   ELSE ep.secret END,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN
-                   CASE WHEN ep.signature = 'v1a'
-                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                        ELSE ep.previous_secret END END,
-              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
-              (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
-              e.traceparent, ep.format, ep.header_prefix,
-              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
-              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024;
-END $$;
-
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
--- Then what the answers say about their endpoints:
---  * a throttling answer with Retry-After pauses the endpoint (paused_until);
---  * 410 Gone disables it (its pending deliveries are kept, parked);
---  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint;
---  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[], pauses_us int8[],
-                                 disable_after interval)
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
--- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
--- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
--- custom plan sees the arrays' lengths.
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    got int8[];
-    live int8[];
-    busy int8[];
-    done_ids int8[];
-    done_statuses text[];
-    done_eps text[];
-    o record;
-    tenant text;
-    since timestamptz;
-BEGIN
-    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
-    -- estimate of how many rows are in flight can steer the plan: statistics from before a
-    -- burst say none are, and a filter on it made the planner walk every row in flight, or
-    -- every answer for each row, on each record.)
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
-    INTO got, live FROM (
-        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
-        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
-    ) x;
-    WITH r AS (
-        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
-        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = r.status,
-            attempts = r.attempt,
-            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-            lease_until = NULL,
-            last_status = r.code,
-            last_error = r.err,
-            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-        FROM r
-        WHERE d.id = r.id AND d.id = ANY (live)
-          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
-        RETURNING d.id, d.endpoint_id, d.status, r.o
-    ), ins AS (
-        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
-        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-        FROM r JOIN upd ON upd.o = r.o
-    )
-    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
-    INTO done_ids, done_eps, done_statuses FROM upd;
-    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
-    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
-    -- for when a row was skipped: the common case reads nothing more.)
-    busy := '{}';
-    IF cardinality(got) < cardinality(ids) THEN
-        -- (in flight said in the select list, as above)
-        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
-        FROM (SELECT d.id, d.status = 'in_flight'
-                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
-              FROM unnest(ids, leases_us) AS r(id, lease_us)
-              JOIN webhooks.deliveries d ON d.id = r.id
-              -- (the ids as an index condition too: the join alone let statistics that took
-              -- the table for empty walk a whole index against them)
-              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
-    END IF;
-    IF cardinality(done_ids) = 0 THEN
-        RETURN busy;
-    END IF;
-
-    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
-    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
-    -- state for its next answers.)
-    FOR o IN
-        WITH answers AS (
-            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
-            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
-            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
-              ON a.id = x.id
-        )
-        SELECT w.endpoint_id,
-               bool_or(w.status = 'succeeded') AS ok,
-               bool_or(w.code = 410) AS gone,
-               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
-               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
-        FROM answers w GROUP BY w.endpoint_id
-    LOOP
-        -- The common case, successes of an endpoint that was not failing, changes nothing: no
-        -- lock, no write on the hot path.
-        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
-            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
-        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        IF o.pause_until IS NOT NULL THEN
-            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
-            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
-        END IF;
-        IF o.gone THEN
-            UPDATE webhooks.endpoints ep
-            SET enabled = false,
-                disabled_reason = format('the receiver answered 410 Gone at %s', now())
-            WHERE ep.id = o.endpoint_id AND ep.enabled;
-        ELSIF o.ok THEN
-            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
-            UPDATE webhooks.endpoints ep SET failing_since = NULL
-            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
-            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
-            IF FOUND THEN
-                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
-                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
-                                       'recovered_at', now()),
-                    o.endpoint_id, tenant);
-            END IF;
-        ELSE
-            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
-            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
-            IF disable_after > interval '0' THEN
-                UPDATE webhooks.endpoints ep
-                SET enabled = false,
-                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
-                                             ep.failing_since, disable_after)
-                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
-            END IF;
-        END IF;
-    END LOOP;
-
-    -- Dead letters, announced (except those of operational events: no event about an event
-    -- about an event).
-    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
-                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
-                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
-                                   'last_status', d.last_status, 'last_error', d.last_error),
-                -- (about a platform endpoint: the platform's event, not the tenant's)
-                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
-    -- its key: a condition on the row's status would match the dead-letter index's predicate,
-    -- and a join let statistics that took the table for empty walk a whole index)
-    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
-          FROM webhooks.deliveries d
-          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
-                                  WHERE r.status = 'dead'))) d
-    WHERE NOT starts_with(d.type, 'webhook.');
-    RETURN busy;
-END $$;
-
--- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
--- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
--- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
--- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
--- no DNS helper free, src/http.rs)
-CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    UPDATE webhooks.deliveries d
-    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
-        lease_until = NULL
-    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
-    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
-    -- predicate, and statistics saying nothing is in flight could make the planner walk every
-    -- leased row against the ids)
-    WHERE d.id = r.id AND d.id = ANY (ids)
-      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
-$$;
-
--- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
--- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
--- One writer at a time (other workers skip it: fanout_writer's row), so deliveries of an entity are written in the
--- order their events were published. Rows are written as a publish would have written them;
--- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
--- restored), is the claim's to handle, as for a publish that raced them.
-CREATE FUNCTION webhooks_internal._expand(max_rows int) RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    f webhooks_internal.fanouts;
-    k int;
-    made int := 0;
-    n int;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
-       OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanout_writer w FOR UPDATE SKIP LOCKED) THEN
-        RETURN 0;
-    END IF;
-    LOOP
-        SELECT * INTO f FROM webhooks_internal.fanouts x ORDER BY x.id LIMIT 1 FOR UPDATE;
-        EXIT WHEN NOT FOUND;
-        k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
-                   cardinality(f.event_ids) - f.done);
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
-        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
-        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
-                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
-        CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
-        WHERE NOT f.filtered
-           OR EXISTS (SELECT 1 FROM webhooks.endpoints x JOIN webhooks.events v ON v.id = e.id
-                      WHERE x.id = ep.id
-                        AND webhooks_internal._filter_passes(x.filter, x.filter_weight, x.id, v.id, v.type,
-                                v.version, v.source, v.tenant_id, v.actor, v.data))
-        ORDER BY e.o, ep.p;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        made := made + n;
-        IF f.done + k >= cardinality(f.event_ids) THEN
-            DELETE FROM webhooks_internal.fanouts x WHERE x.id = f.id;
-        ELSE
-            UPDATE webhooks_internal.fanouts x SET done = f.done + k WHERE x.id = f.id;
-        END IF;
-        EXIT WHEN made >= max_rows;
-    END LOOP;
-    RETURN made;
-END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:104
--- requires:
---   worker
-
--- The worker's housekeeping (src/worker.rs calls these in turn, each step in a transaction of
--- its own). Every step is bounded by `step` rows, and a row someone holds is left for the next
--- pass (SKIP LOCKED), never waited for. Attempts go with their deliveries (the cascade
--- trigger), events once no delivery refers to them.
-
--- History past the retention.
-CREATE FUNCTION webhooks_internal._prune_succeeded(keep interval, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'succeeded' AND d.completed_at < now() - keep
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
-CREATE FUNCTION webhooks_internal._prune_dead(keep interval, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'dead' AND d.completed_at < now() - keep
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- Events published before `before` (an event id: ids are ULIDs, so every event published
--- before the cutoff has a smaller one, and the primary key finds them without an index on
--- occurred_at on the publish path) that no delivery refers to, nor a fanout has yet to write
--- deliveries for.
-CREATE FUNCTION webhooks_internal._prune_events(before text, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
-        SELECT e.id FROM webhooks.events e
-        WHERE e.id < before
-          AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), before)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by now
--- (a restore that finished loading): what waits for no reason is released. Through the
--- enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
--- scanned.
-CREATE FUNCTION webhooks_internal._release_parked(step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH released AS (
-        UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
-        WHERE d.id IN (
-            SELECT x.id FROM webhooks.endpoints ep
-            JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
-             AND x.next_attempt_at = 'infinity'
-             AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
-            WHERE ep.enabled
-              AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
-            LIMIT step FOR UPDATE OF x SKIP LOCKED)
-        RETURNING 1)
-    SELECT count(*) FROM released
-$$;
-
--- Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
-CREATE FUNCTION webhooks_internal._delete_orphans(step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
-          AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
-          AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                           AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
-               OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- Bindings of dropped roles bind nobody (they are keyed by oid); they go.
-CREATE FUNCTION webhooks_internal._forget_dropped_roles() RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.tenant_roles t
-        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
-        RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:86
 -- requires:
 --   endpoints
@@ -3534,112 +2645,14 @@ COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status,
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:109
--- requires:
---   operations
---   views
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tracking.rs:207
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -4311,21 +3324,1029 @@ CREATE TRIGGER tracked_tables_changed
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:283
--- webhooks::api::_lease_quota
-CREATE  FUNCTION webhooks_internal."_lease_quota"(
-	"max_in_flight" INT, /* i32 */
-	"batch_max" INT, /* i32 */
-	"senders" INT, /* i32 */
-	"ahead" INT, /* i32 */
-	"fast" bool, /* bool */
-	"workers" INT, /* i32 */
-	"rank" INT, /* i32 */
-	"endpoint_id" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:312
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:265
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:81
+-- requires:
+--   endpoints
+--   api::_worker_state
+
+-- Operating from psql: retry, recover, test, replay, status.
+
+
+-- delivery_retry and endpoint_recover (src/gate.rs) run these as the owner for an admin, who
+-- has no write right on deliveries: what the caller may not see is "not found".
+CREATE FUNCTION webhooks_internal._delivery_retry(delivery_id bigint) RETURNS webhooks.deliveries
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    d webhooks.deliveries;
+BEGIN
+    SELECT * INTO d FROM webhooks.deliveries x WHERE x.id = delivery_id FOR UPDATE;
+    IF FOUND AND s IS NOT NULL AND NOT (
+        coalesce(d.tenant_id, '') = ANY (s)
+        AND EXISTS (SELECT 1 FROM webhooks.endpoints ep
+                    WHERE ep.id = d.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+                      AND coalesce(ep.tenant_id, '') = ANY (s))) THEN
+        d := NULL;
+    END IF;
+    IF d.id IS NULL THEN
+        RAISE EXCEPTION 'delivery % not found', delivery_id USING ERRCODE = 'no_data_found';
+    ELSIF d.status = 'succeeded' THEN
+        RAISE EXCEPTION 'delivery % already succeeded', delivery_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use webhooks.event_replay(event_id) to send it again.';
+    ELSIF d.status = 'in_flight' THEN
+        RAISE EXCEPTION 'delivery % is being sent right now', delivery_id USING ERRCODE = 'object_in_use';
+    ELSIF d.sync THEN
+        RAISE EXCEPTION 'delivery % belongs to a synchronous event and cannot be retried', delivery_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE webhooks.deliveries x SET status = 'pending', next_attempt_at = now(), completed_at = NULL
+    WHERE x.id = d.id RETURNING * INTO d;
+    RETURN d;
+END $$;
+
+-- The day a receiver comes back after an outage: everything that died meanwhile goes again.
+CREATE FUNCTION webhooks_internal._endpoint_recover(endpoint_id text, since timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ep webhooks.endpoints;
+    n bigint;
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must be a time: the dead deliveries completed from then on are sent again'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = _endpoint_recover.endpoint_id;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
+    END IF;
+    -- (a disabled endpoint's deliveries wait, parked, until it is enabled)
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', completed_at = NULL,
+        next_attempt_at = CASE WHEN ep.enabled THEN pg_catalog.now() ELSE 'infinity' END
+    WHERE d.endpoint_id = ep.id AND d.status = 'dead' AND d.completed_at >= since AND NOT d.sync
+      AND coalesce(d.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
+      AND (s IS NULL OR coalesce(d.tenant_id, '') = ANY (s));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- endpoint_test (src/gate.rs) runs this as the owner for an admin: the endpoint must be one the
+-- caller may see. Nothing is recorded: it is a probe, answered now.
+CREATE FUNCTION webhooks_internal._endpoint_test(p_endpoint text, p_type text)
+RETURNS TABLE (endpoint_id text, event_id text, status int, ok boolean, duration_ms float8,
+               error text, response jsonb)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ep webhooks.endpoints;
+    k webhooks_internal.signing_keys;
+    new_id text := webhooks_internal._new_event_id();
+    answer jsonb;
+BEGIN
+    SELECT * INTO ep FROM webhooks.endpoints e WHERE e.id = p_endpoint;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'endpoint "%" not found', p_endpoint USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = p_type) THEN
+        RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
+    END IF;
+    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id;
+    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+        'event_id', new_id, 'version', '1',
+        'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
+        'tenant_id', nullif(ep.tenant_id, '*'),
+        'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
+        'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
+        'endpoint_id', ep.id, 'url', ep.url,
+        'secret', CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+            CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+        'signature', ep.signature,
+        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
+        'format', ep.format, 'header_prefix', ep.header_prefix,
+        'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))
+        OPERATOR(pg_catalog.->) 0;
+    RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
+        answer OPERATOR(pg_catalog.->>) 'error' IS NULL,
+        (answer OPERATOR(pg_catalog.->>) 'duration_ms')::float8,
+        answer OPERATOR(pg_catalog.->>) 'error',
+        answer OPERATOR(pg_catalog.->) 'body';
+END $$;
+
+-- Definer: it inserts deliveries, which admins may not do directly; every check the fan-out of
+-- a publish makes is made here too, for the calling role.
+CREATE FUNCTION webhooks_internal._event_replay(event_id text, endpoint_id text)
+RETURNS TABLE (new_delivery_id bigint, to_endpoint_id text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ev webhooks.events;
+    ep webhooks.endpoints;
+    mode text;
+BEGIN
+    SELECT * INTO ev FROM webhooks.events e WHERE e.id = _event_replay.event_id;
+    -- (a type no longer in the catalogue is treated like a synchronous one: never replayed)
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ev.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'event "%" not found', event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT t.mode INTO mode FROM webhooks.event_types t WHERE t.name = ev.type;
+    IF mode IS NULL OR mode = 'sync' THEN
+        RAISE EXCEPTION 'event "%" is of synchronous type "%" and cannot be replayed', event_id, ev.type
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Synchronous events are sent once, by webhook_send_sync.';
+    END IF;
+    IF _event_replay.endpoint_id IS NOT NULL THEN
+        SELECT * INTO ep FROM webhooks.endpoints x WHERE x.id = _event_replay.endpoint_id;
+        IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+            RAISE EXCEPTION 'endpoint "%" not found', endpoint_id USING ERRCODE = 'no_data_found';
+        ELSIF NOT ep.enabled THEN
+            RAISE EXCEPTION 'endpoint "%" is disabled', endpoint_id USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NOT (ep.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR ep.tenant_id = '*') THEN
+            RAISE EXCEPTION 'endpoint "%" does not receive events of tenant %', endpoint_id,
+                coalesce('"' || ev.tenant_id || '"', 'NULL') USING ERRCODE = 'invalid_parameter_value';
+        ELSIF NOT webhooks_internal._matches(ep.event_types, ev.type) THEN
+            RAISE EXCEPTION 'endpoint "%" does not subscribe to "%"', endpoint_id, ev.type
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    RETURN QUERY
+    INSERT INTO webhooks.deliveries AS d (event_id, endpoint_id, tenant_id, entity_key, endpoint_tenant, data_bytes)
+    SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id,
+           coalesce(ev.data_bytes, pg_catalog.octet_length(ev.data::text))
+    FROM webhooks.endpoints x
+    WHERE x.enabled
+      AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
+      AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
+      AND webhooks_internal._matches(x.event_types, ev.type)
+      AND (_event_replay.endpoint_id IS NULL OR x.id = _event_replay.endpoint_id)
+    RETURNING d.id, d.endpoint_id;
+    IF FOUND THEN
+        PERFORM webhooks_internal._wake_on_commit();
+    END IF;
+END $$;
+
+-- Definer so that it can see the worker in pg_stat_activity (hidden from non-superusers); the
+-- counts cover the caller's tenants only.
+CREATE FUNCTION webhooks_internal._status()
+RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
+               database text, serves_this_database boolean, pending bigint, due bigint,
+               in_flight bigint, dead bigint, oldest_due timestamptz)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH s AS (SELECT webhooks.tenant_scope() AS s),
+    d AS (
+        SELECT d.status, d.next_attempt_at FROM webhooks.deliveries d, s
+        WHERE s.s IS NULL OR (coalesce(d.tenant_id, '') = ANY (s.s)
+                              AND coalesce(d.endpoint_tenant, '') = ANY (s.s))
+    ),
+    -- deliveries of bulk publishes the worker has yet to write (counted as pending and due)
+    f AS (
+        SELECT coalesce(sum((pg_catalog.cardinality(f.event_ids) - f.done) * pg_catalog.cardinality(f.endpoints)), 0)::bigint AS n
+        FROM webhooks_internal.fanouts f, s
+        WHERE s.s IS NULL OR coalesce(f.tenant_id, '') = ANY (s.s)
+    )
+    SELECT w.preloaded, w.pid,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                   WHERE a.pid = w.pid AND a.backend_type = 'webhooks worker'),
+           pg_catalog.to_timestamp(w.last_loop_us / 1000000.0),
+           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database()),
+           coalesce(nullif(pg_catalog.current_setting('webhooks.database', true), ''), pg_catalog.current_database())
+               = pg_catalog.current_database(),
+           (SELECT count(*) FROM d WHERE d.status = 'pending') + (SELECT f.n FROM f),
+           (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()) + (SELECT f.n FROM f),
+           (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
+           (SELECT count(*) FROM d WHERE d.status = 'dead'),
+           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
+    FROM webhooks_internal._worker_state() w
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:99
+-- requires:
+--   endpoints
+--   operations
+
+-- The worker's statements. Loaded after the API.
+
+-- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
+-- plans for the session where an SQL function would be parsed and planned on each call.
+--
+-- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
+-- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
+-- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
+-- ordered, limited walk of the due index, then an update by primary key) so that no
+-- statistics, stale after a burst, can lead the planner into a join that grows with the table;
+-- the timeout turns any plan that still does into a logged, retried error instead of a hang.
+--
+-- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
+-- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
+-- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
+-- Endpoints the worker names fast (their answers come back within a fraction of a second)
+-- lease four times further: their rounds are short, and with only `ahead` of them leased one
+-- busy receiver waited on the claim and record between rounds.
+-- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
+-- leased further ahead; counted like single rows, one batch filled its allowance and batches
+-- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
+-- silent endpoint keeps what it leased until its requests time out.
+-- With several workers, each may hold its part of the quota, counted from claimed_by, and no
+-- more: counted over the table, the first to claim leased it all while it could send only its
+-- part of max_in_flight at a time, and the others found no room (two workers delivered slower
+-- than one). The parts add up to max_in_flight exactly (src/lease.rs, shared with the
+-- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
+-- (webhooks_internal._lease_quota and _lease_room, in Rust: src/lease.rs)
+
+CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
+                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
+                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
+                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
+                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
+                                         mem_full text[] DEFAULT '{}')
+RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
+               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
+               secret text, previous_secret text, headers text, batch_max int,
+               tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
+               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
+               signature text, bytes bigint)
+LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch).
+SET plan_cache_mode = force_custom_plan
+-- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
+-- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
+-- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
+-- a few rows by key or in index order, which plain index scans do whatever the estimates.
+SET enable_bitmapscan = off
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+    orphans bigint[];
+    parked bigint[];
+    blocked bigint[];
+    waiting bigint[];
+    more bigint[];
+    head_n int;
+    room_total int;
+    win int;
+    paused bigint[];
+    rl_ids text[];
+    rl_allow int[];
+    busy_ids text[];
+    busy_n int[];
+    mine_n int[];
+    chosen_ids bigint[];
+    chosen_what text[];
+    got bigint[];
+    -- What the dispatcher lets an endpoint that is not fast have under way: its share of the
+    -- senders (src/dispatch.rs). Such an endpoint leases that far ahead and no further: 200
+    -- silent endpoints leasing ahead on all the senders held 16,000 rows that the claim then
+    -- walked past for every other endpoint's work.
+    slow_cap int := CASE WHEN active IS NULL THEN senders
+                         ELSE greatest(1, senders / greatest(cardinality(active), 1)) END;
+BEGIN
+    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
+    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
+    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
+    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
+    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
+    -- now: counted as having no room, so that their rows never fill a claim in place of
+    -- others'. (Not asked: every row is taken, as in 0.3.0.)
+    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
+    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
+    -- One someone else holds is skipped (no allowance this time), never waited for. The
+    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
+    FROM (SELECT ep.id,
+                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
+                                * ep.rate_limit), 0)::int AS allow
+          FROM webhooks.endpoints ep
+          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
+          FOR NO KEY UPDATE SKIP LOCKED) x;
+    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
+    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
+    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
+    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
+    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
+    --    stays at the head for long.
+    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
+    --    flight.
+    -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
+    -- entry for every row claimed since the last vacuum, so each count visits thousands of
+    -- rows during a burst.
+    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
+           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
+    FROM (SELECT d.endpoint_id, count(*)::int AS n,
+                 count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
+          FROM webhooks.deliveries d
+          WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
+    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
+    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
+    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
+    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
+    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
+    -- the worker names them.
+    SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
+    INTO room_total
+    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
+                                CASE WHEN ep.rate_limit IS NULL THEN q.quota
+                                     ELSE coalesce(rl.allow, 0) END), 0) AS room,
+                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
+    FROM webhooks.endpoints ep
+    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
+      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))) r;
+    win := least(batch * 4, greatest(room_total * 2, 32));
+    WITH head AS (
+        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
+               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
+        FROM webhooks.deliveries x
+        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
+        ORDER BY x.next_attempt_at
+        LIMIT win
+    ), cand AS (
+        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes + coalesce(ep.request_bytes, 0) AS bytes,
+               CASE WHEN ep.id IS NULL THEN 'orphan'
+                    WHEN NOT ep.enabled THEN 'parked'
+                    -- the receiver asked for a pause (Retry-After): deferred to its end
+                    WHEN ep.paused_until > now() THEN 'paused'
+                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
+                         -- behind an earlier unfinished row of its entity: 'waiting' while that
+                         -- row is due or in flight, 'blocked' while it waits for a retry
+                         -- (decided by the first unfinished row of the entity)
+                         SELECT coalesce((
+                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
+                                         THEN 'waiting' ELSE 'blocked' END
+                             FROM webhooks.deliveries p
+                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
+                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
+                             ORDER BY p.id LIMIT 1), 'take'))
+                    ELSE 'take' END AS what,
+               -- (what it may have leased)
+               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
+               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
+        -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
+        -- (or moved tenant) leaves the row an orphan.
+        FROM head h LEFT JOIN webhooks.endpoints ep
+            ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
+        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    ), ranked AS (
+        -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
+        -- was most of the claim's time)
+        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                          ORDER BY c.next_attempt_at, c.id) AS rn,
+               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
+        FROM cand c
+    ), chosen AS (
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
+                                                ON b.endpoint_id = r.endpoint_id
+                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
+                                                ON h.endpoint_id = r.endpoint_id
+         WHERE r.what = 'take' AND r.rn <= r.allow
+           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
+           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
+           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast) OR NOT r.endpoint_id = ANY (held_ids)))
+                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
+                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
+         ORDER BY r.next_attempt_at
+         LIMIT batch)
+        UNION ALL
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
+    )
+    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
+           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
+           (SELECT count(*) FROM head)
+    INTO chosen_ids, chosen_what, waiting, head_n
+    FROM chosen c;
+    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
+    -- constants, and keep what is still pending (said in the select list: as a condition it
+    -- matches the due index's predicate). Joined to the candidates instead, statistics that
+    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
+    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
+    -- claim with 100,000 due.
+    SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
+        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+        WHERE d.id = ANY (chosen_ids)
+        FOR UPDATE SKIP LOCKED) x;
+    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
+    -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
+    -- once that claim has committed, or what it left would wait for this worker's next wake.
+    -- (said either way: a value set in the session or its configuration means nothing; a lone
+    -- worker has nobody to wait for and does not ask)
+    IF workers > 1 THEN
+        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
+                                      CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
+    END IF;
+    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
+           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
+           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'paused')
+    INTO ids, orphans, parked, blocked, paused
+    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
+    WHERE c.id = ANY (got);
+    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
+    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
+    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
+    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
+    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
+    IF ids IS NOT NULL THEN
+        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
+        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
+        -- planner may hash-join the claim against every event, a full scan on each claim)
+        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
+        IF more IS NOT NULL THEN
+            orphans := coalesce(orphans, '{}') || more;
+            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
+            more := NULL;
+        END IF;
+    END IF;
+    IF orphans IS NOT NULL THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
+        WHERE d.id = ANY (orphans);
+    END IF;
+    IF parked IS NOT NULL THEN
+        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
+        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.id = ANY (parked)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
+                            AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''));
+    END IF;
+    IF blocked IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        -- (just after it: rows that tie with it in the due index never sort before it)
+        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
+                SELECT p.next_attempt_at FROM webhooks.deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
+                ORDER BY p.id LIMIT 1))
+        WHERE d.id = ANY (blocked);
+    END IF;
+    IF paused IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        SET next_attempt_at = greatest(d.next_attempt_at, (
+                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                  AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
+        WHERE d.id = ANY (paused);
+    END IF;
+    ids := coalesce(ids, '{}');
+    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
+    -- unless they crowd the head: then they step back a second.
+    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
+        -- (locked by key, pending said in the select list: see the head's lock above)
+        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
+        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
+              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
+        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
+        WHERE d.id = ANY (more);
+        more := NULL;
+    END IF;
+    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
+    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
+    -- per-endpoint index, so a backlog on one endpoint never starves the others.
+    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
+        -- (what step A took counts as in flight too)
+        WITH taken AS MATERIALIZED (
+            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+            GROUP BY d.endpoint_id
+        ), room AS (
+            SELECT ep.id, ep.tenant_id,
+                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
+                         CASE WHEN ep.rate_limit IS NULL THEN batch
+                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
+            FROM webhooks.endpoints ep
+            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+            LEFT JOIN taken t ON t.endpoint_id = ep.id
+            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+            WHERE ep.enabled AND NOT ep.ordered
+              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
+              AND NOT coalesce(ep.paused_until > now(), false)
+              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))
+        ), pick AS (
+            SELECT y.id FROM room CROSS JOIN
+                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
+                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
+                         ORDER BY x.next_attempt_at
+                         LIMIT least(greatest(room.n, 0), batch)) y
+            ORDER BY y.next_attempt_at
+            LIMIT batch - cardinality(ids)
+        )
+        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
+        -- (locked by key, as step A's candidates are)
+        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
+            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+            WHERE d.id = ANY (more)
+            FOR UPDATE SKIP LOCKED
+        ) d;
+        ids := ids || coalesce(more, '{}');
+    END IF;
+    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
+    -- share, the slow ones (silent receivers among them) together within theirs, all within
+    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
+    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
+    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
+        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
+            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
+            FROM (SELECT x.id, x.rk, x.bytes, x.slow, x.ep_rk, x.held,
+                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
+                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
+                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
+                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
+                               coalesce(h.bytes, 0) AS held,
+                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
+                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
+                                     -- (its event's data as sent, 1 KiB for the envelope, and what its
+                                     -- endpoint's part of the row carries: URL, headers, secrets, client
+                                     -- certificate; rows from before 0.4.0 measured here)
+                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024
+                                     + coalesce((SELECT ep.request_bytes FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id), 0) AS bytes
+                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
+                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
+                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
+            WHERE NOT y.slow OR y.slow_run <= memory[2] OR (y.ep_rk = 1 AND y.held = 0)) z
+        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
+    END IF;
+    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
+    -- pending, due now: the next claims take them through every rule above (disabled, paused,
+    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
+    -- is unknown: it is sent again under the same attempt number (at least once).
+    IF scan_leases THEN
+        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
+                       ORDER BY x.lease_until
+                       LIMIT batch
+                       FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(rl_ids) > 0 THEN
+        UPDATE webhooks.endpoints ep
+        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
+        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+              GROUP BY d.endpoint_id) t
+        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
+    END IF;
+    RETURN QUERY
+    UPDATE webhooks.deliveries d
+    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
+    FROM webhooks.events e, webhooks.endpoints ep
+    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
+      AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
+              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
+              e.actor::text, e.data::text, ep.id, ep.url,
+              -- (v1a: the private keys instead of the secrets)
+              CASE WHEN ep.signature = 'v1a'
+                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                   ELSE ep.secret END,
+              CASE WHEN ep.previous_secret_expires_at > now() THEN
+                   CASE WHEN ep.signature = 'v1a'
+                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
+                        ELSE ep.previous_secret END END,
+              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
+              (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
+              e.traceparent, ep.format, ep.header_prefix,
+              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
+              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024 + ep.request_bytes;
+END $$;
+
+-- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
+-- each. An outcome is recorded only by the claim that holds the row (its lease, to the
+-- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
+-- someone else holds locked are skipped, never waited for, and returned to be recorded later.
+-- Then what the answers say about their endpoints:
+--  * a throttling answer with Retry-After pauses the endpoint (paused_until);
+--  * 410 Gone disables it (its pending deliveries are kept, parked);
+--  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
+--    one that lasted disable_after disables the endpoint;
+--  * a delivery that died is published as webhook.delivery.dead.
+CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[], pauses_us int8[],
+                                 disable_after interval)
+RETURNS int8[]
+LANGUAGE plpgsql VOLATILE
+-- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
+-- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
+-- custom plan sees the arrays' lengths.
+SET plan_cache_mode = force_custom_plan
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    got int8[];
+    live int8[];
+    busy int8[];
+    done_ids int8[];
+    done_statuses text[];
+    done_eps text[];
+    o record;
+    tenant text;
+    since timestamptz;
+BEGIN
+    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
+    -- estimate of how many rows are in flight can steer the plan: statistics from before a
+    -- burst say none are, and a filter on it made the planner walk every row in flight, or
+    -- every answer for each row, on each record.)
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
+    INTO got, live FROM (
+        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
+        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
+    ) x;
+    WITH r AS (
+        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
+        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
+            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = r.status,
+            attempts = r.attempt,
+            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+            lease_until = NULL,
+            last_status = r.code,
+            last_error = r.err,
+            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+        FROM r
+        WHERE d.id = r.id AND d.id = ANY (live)
+          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+        RETURNING d.id, d.endpoint_id, d.status, r.o
+    ), ins AS (
+        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
+        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+        FROM r JOIN upd ON upd.o = r.o
+    )
+    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
+    INTO done_ids, done_eps, done_statuses FROM upd;
+    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
+    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
+    -- for when a row was skipped: the common case reads nothing more.)
+    busy := '{}';
+    IF cardinality(got) < cardinality(ids) THEN
+        -- (in flight said in the select list, as above)
+        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
+        FROM (SELECT d.id, d.status = 'in_flight'
+                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
+              FROM unnest(ids, leases_us) AS r(id, lease_us)
+              JOIN webhooks.deliveries d ON d.id = r.id
+              -- (the ids as an index condition too: the join alone let statistics that took
+              -- the table for empty walk a whole index against them)
+              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
+    END IF;
+    IF cardinality(done_ids) = 0 THEN
+        RETURN busy;
+    END IF;
+
+    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
+    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
+    -- state for its next answers.)
+    FOR o IN
+        WITH answers AS (
+            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
+            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
+            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
+              ON a.id = x.id
+        )
+        SELECT w.endpoint_id,
+               bool_or(w.status = 'succeeded') AS ok,
+               bool_or(w.code = 410) AS gone,
+               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
+               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
+        FROM answers w GROUP BY w.endpoint_id
+    LOOP
+        -- The common case, successes of an endpoint that was not failing, changes nothing: no
+        -- lock, no write on the hot path.
+        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
+            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
+        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        IF o.pause_until IS NOT NULL THEN
+            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
+            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
+        END IF;
+        IF o.gone THEN
+            UPDATE webhooks.endpoints ep
+            SET enabled = false,
+                disabled_reason = format('the receiver answered 410 Gone at %s', now())
+            WHERE ep.id = o.endpoint_id AND ep.enabled;
+        ELSIF o.ok THEN
+            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
+            UPDATE webhooks.endpoints ep SET failing_since = NULL
+            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
+            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
+            IF FOUND THEN
+                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
+                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
+                                       'recovered_at', now()),
+                    o.endpoint_id, tenant);
+            END IF;
+        ELSE
+            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
+            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
+            IF disable_after > interval '0' THEN
+                UPDATE webhooks.endpoints ep
+                SET enabled = false,
+                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
+                                             ep.failing_since, disable_after)
+                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- Dead letters, announced (except those of operational events: no event about an event
+    -- about an event).
+    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
+                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
+                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
+                                   'last_status', d.last_status, 'last_error', d.last_error),
+                -- (about a platform endpoint: the platform's event, not the tenant's)
+                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
+    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
+    -- its key: a condition on the row's status would match the dead-letter index's predicate,
+    -- and a join let statistics that took the table for empty walk a whole index)
+    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
+          FROM webhooks.deliveries d
+          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
+                                  WHERE r.status = 'dead'))) d
+    WHERE NOT starts_with(d.type, 'webhook.');
+    RETURN busy;
+END $$;
+
+-- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
+-- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
+-- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
+-- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
+-- no DNS helper free, src/http.rs)
+CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
+        lease_until = NULL
+    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
+    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
+    -- predicate, and statistics saying nothing is in flight could make the planner walk every
+    -- leased row against the ids)
+    WHERE d.id = r.id AND d.id = ANY (ids)
+      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
+$$;
+
+-- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
+-- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
+-- One writer at a time (other workers skip it: fanout_writer's row), so deliveries of an entity are written in the
+-- order their events were published. Rows are written as a publish would have written them;
+-- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
+-- restored), is the claim's to handle, as for a publish that raced them.
+CREATE FUNCTION webhooks_internal._expand(max_rows int) RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    f webhooks_internal.fanouts;
+    k int;
+    made int := 0;
+    n int;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
+       OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanout_writer w FOR UPDATE SKIP LOCKED) THEN
+        RETURN 0;
+    END IF;
+    LOOP
+        SELECT * INTO f FROM webhooks_internal.fanouts x ORDER BY x.id LIMIT 1 FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
+                   cardinality(f.event_ids) - f.done);
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
+        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
+                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
+        CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
+        WHERE NOT f.filtered
+           OR EXISTS (SELECT 1 FROM webhooks.endpoints x JOIN webhooks.events v ON v.id = e.id
+                      WHERE x.id = ep.id
+                        AND webhooks_internal._filter_passes(x.filter, x.filter_weight, x.id, v.id, v.type,
+                                v.version, v.source, v.tenant_id, v.actor, v.data))
+        ORDER BY e.o, ep.p;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        made := made + n;
+        IF f.done + k >= cardinality(f.event_ids) THEN
+            DELETE FROM webhooks_internal.fanouts x WHERE x.id = f.id;
+        ELSE
+            UPDATE webhooks_internal.fanouts x SET done = f.done + k WHERE x.id = f.id;
+        END IF;
+        EXIT WHEN made >= max_rows;
+    END LOOP;
+    RETURN made;
+END $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:104
+-- requires:
+--   worker
+
+-- The worker's housekeeping (src/worker.rs calls these in turn, each step in a transaction of
+-- its own). Every step is bounded by `step` rows, and a row someone holds is left for the next
+-- pass (SKIP LOCKED), never waited for. Attempts go with their deliveries (the cascade
+-- trigger), events once no delivery refers to them.
+
+-- History past the retention.
+CREATE FUNCTION webhooks_internal._prune_succeeded(keep interval, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'succeeded' AND d.completed_at < now() - keep
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+CREATE FUNCTION webhooks_internal._prune_dead(keep interval, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'dead' AND d.completed_at < now() - keep
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- Events published before `before` (an event id: ids are ULIDs, so every event published
+-- before the cutoff has a smaller one, and the primary key finds them without an index on
+-- occurred_at on the publish path) that no delivery refers to, nor a fanout has yet to write
+-- deliveries for.
+CREATE FUNCTION webhooks_internal._prune_events(before text, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
+        SELECT e.id FROM webhooks.events e
+        WHERE e.id < before
+          AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), before)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by now
+-- (a restore that finished loading): what waits for no reason is released. Through the
+-- enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
+-- scanned.
+CREATE FUNCTION webhooks_internal._release_parked(step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH released AS (
+        UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
+        WHERE d.id IN (
+            SELECT x.id FROM webhooks.endpoints ep
+            JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
+             AND x.next_attempt_at = 'infinity'
+             AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
+            WHERE ep.enabled
+              AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
+            LIMIT step FOR UPDATE OF x SKIP LOCKED)
+        RETURNING 1)
+    SELECT count(*) FROM released
+$$;
+
+-- Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
+CREATE FUNCTION webhooks_internal._delete_orphans(step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
+          AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
+          AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                           AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
+               OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- Bindings of dropped roles bind nobody (they are keyed by oid); they go.
+CREATE FUNCTION webhooks_internal._forget_dropped_roles() RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.tenant_roles t
+        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:109
+-- requires:
+--   operations
+--   views
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -4579,5 +4600,23 @@ BEGIN
     IF eps IS NOT NULL THEN
         RAISE WARNING 'webhooks 0.4.0: the filters of endpoints % use constructs whose cost is unbounded; they are not evaluated (those endpoints get their events unfiltered) until they are changed', eps
             USING HINT = 'See webhooks.endpoint_update(id, filter => ...): no .**, no $ inside ?(...), compare paths with constants.';
+    END IF;
+END $$;
+
+-- Endpoints' headers are held to 32 and 8 KiB together from 0.4.0 on; those written before keep
+-- theirs (each request still carries them, and the worker counts them in its memory) until
+-- they are changed. Said here.
+DO $$
+DECLARE
+    eps text;
+BEGIN
+    SELECT pg_catalog.string_agg(ep.id, ', ' ORDER BY ep.id) INTO eps
+    FROM webhooks.endpoints ep
+    WHERE (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(ep.headers)) > 32
+       OR (SELECT coalesce(pg_catalog.sum(pg_catalog.octet_length(h.key) + pg_catalog.octet_length(h.value)), 0)
+           FROM pg_catalog.jsonb_each_text(ep.headers) h) > 8192;
+    IF eps IS NOT NULL THEN
+        RAISE WARNING 'webhooks 0.4.0: endpoints % have more headers than 0.4.0 accepts (32, 8 KiB of names and values together); they are sent as they are until changed', eps
+            USING HINT = 'See webhooks.endpoint_update(id, headers => ...).';
     END IF;
 END $$;

@@ -70,6 +70,12 @@ DECLARE
     chosen_ids bigint[];
     chosen_what text[];
     got bigint[];
+    -- What the dispatcher lets an endpoint that is not fast have under way: its share of the
+    -- senders (src/dispatch.rs). Such an endpoint leases that far ahead and no further: 200
+    -- silent endpoints leasing ahead on all the senders held 16,000 rows that the claim then
+    -- walked past for every other endpoint's work.
+    slow_cap int := CASE WHEN active IS NULL THEN senders
+                         ELSE greatest(1, senders / greatest(cardinality(active), 1)) END;
 BEGIN
     -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
     -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
@@ -119,11 +125,11 @@ BEGIN
                                      ELSE coalesce(rl.allow, 0) END), 0) AS room,
                  active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
     FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
     LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
     LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
-      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))) r;
+      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))) r;
     win := least(batch * 4, greatest(room_total * 2, 32));
     WITH head AS (
         SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
@@ -133,7 +139,7 @@ BEGIN
         ORDER BY x.next_attempt_at
         LIMIT win
     ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes,
+        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes + coalesce(ep.request_bytes, 0) AS bytes,
                CASE WHEN ep.id IS NULL THEN 'orphan'
                     WHEN NOT ep.enabled THEN 'parked'
                     -- the receiver asked for a pause (Retry-After): deferred to its end
@@ -151,7 +157,7 @@ BEGIN
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
                -- (what it may have leased)
-               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
+               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
                CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
@@ -174,7 +180,7 @@ BEGIN
          WHERE r.what = 'take' AND r.rn <= r.allow
            AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
            -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
-           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast)))
+           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast) OR NOT r.endpoint_id = ANY (held_ids)))
                                    AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
                                         OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
          ORDER BY r.next_attempt_at
@@ -285,14 +291,14 @@ BEGIN
                          CASE WHEN ep.rate_limit IS NULL THEN batch
                               ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
             FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, senders, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
             LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
             LEFT JOIN taken t ON t.endpoint_id = ep.id
             LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
             WHERE ep.enabled AND NOT ep.ordered
               AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
               AND NOT coalesce(ep.paused_until > now(), false)
-              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast)) AND NOT ep.id = ANY (mem_full)))
+              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))
         ), pick AS (
             SELECT y.id FROM room CROSS JOIN
                 LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
@@ -319,7 +325,7 @@ BEGIN
     IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
         SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
             SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
-            FROM (SELECT x.id, x.rk, x.bytes, x.slow,
+            FROM (SELECT x.id, x.rk, x.bytes, x.slow, x.ep_rk, x.held,
                          sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
                   FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
                                row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
@@ -327,13 +333,15 @@ BEGIN
                                coalesce(h.bytes, 0) AS held,
                                coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
                         FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
-                                     -- (its event's data as sent, and 1 KiB for the envelope and the rest
-                                     -- a claimed row carries; rows from before 0.4.0 measured here)
-                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024 AS bytes
+                                     -- (its event's data as sent, 1 KiB for the envelope, and what its
+                                     -- endpoint's part of the row carries: URL, headers, secrets, client
+                                     -- certificate; rows from before 0.4.0 measured here)
+                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024
+                                     + coalesce((SELECT ep.request_bytes FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id), 0) AS bytes
                               FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
                         LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
                   WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
-            WHERE NOT y.slow OR y.slow_run <= memory[2]) z
+            WHERE NOT y.slow OR y.slow_run <= memory[2] OR (y.ep_rk = 1 AND y.held = 0)) z
         WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
     END IF;
     -- Expired leases (a worker that died or stopped with requests unanswered) go back to
@@ -379,7 +387,7 @@ BEGIN
               (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
               e.traceparent, ep.format, ep.header_prefix,
               CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
-              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024;
+              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024 + ep.request_bytes;
 END $$;
 
 -- Records a batch of outcomes in one statement: the delivery's new state and one attempt row

@@ -211,12 +211,14 @@ fn _check_headers(h: JsonB) -> bool {
     let Some(obj) = h.0.as_object() else {
         error!("headers must be a JSON object of header name to string value")
     };
+    let mut pairs = Vec::with_capacity(obj.len());
     for (k, v) in obj {
         let Some(v) = v.as_str() else {
             error!("header \"{k}\" must have a string value")
         };
-        ok_or_error(headers::validate(k, v));
+        pairs.push((k.as_str(), v));
     }
+    ok_or_error(headers::validate_all(pairs));
     true
 }
 

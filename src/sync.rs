@@ -10,8 +10,10 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// Threads one synchronous send may use.
-const MAX_THREADS: usize = 8;
+/// Threads one synchronous send may use: every target of a call starts at once up to this
+/// many, so that a call takes at most webhooks.timeout (with 8, 24 silent targets took three
+/// timeouts one after the other).
+const MAX_THREADS: usize = 32;
 
 /// Removes U+0000 (which jsonb cannot store) from every string in `v`.
 fn strip_nul(v: &mut Value) {
@@ -199,7 +201,12 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
     // touch PostgreSQL and start with every signal blocked. Signals are blocked only while the
     // threads are spawned: the session stays cancellable (and statement_timeout works) while
     // they send; a cancelled caller leaves them to finish within webhooks.timeout.
+    // One deadline for the call: a target whose turn comes after webhooks.timeout is not sent
+    // (said in its answer), so a call lasts at most twice the timeout however many endpoints a
+    // tenant's admin subscribed to its type.
     let n = jobs.len();
+    let timeout = crate::guc::duration(&crate::guc::TIMEOUT, std::time::Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + timeout;
     let queue = Arc::new(std::sync::Mutex::new(jobs));
     let (tx, rx) = std::sync::mpsc::channel::<Outcome>();
     let spawned = http::with_signals_blocked(|| {
@@ -217,7 +224,20 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
                         let Some(agent) = job.agent.clone() else {
                             continue;
                         };
-                        if tx.send(http::send(&agent, &job)).is_err() {
+                        let outcome = if std::time::Instant::now() >= deadline {
+                            Outcome {
+                                tag: job.tag,
+                                error: Some(format!(
+                                    "not sent: webhooks.timeout ({}) ran out before its turn in this call",
+                                    crate::guc::string_value(&crate::guc::TIMEOUT)
+                                )),
+                                started_at_us: http::now_us(),
+                                ..Default::default()
+                            }
+                        } else {
+                            http::send(&agent, &job)
+                        };
+                        if tx.send(outcome).is_err() {
                             return;
                         }
                     })

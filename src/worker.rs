@@ -825,12 +825,19 @@ impl Held {
 
     fn for_claim(&self, budget: i64, fast: &[String]) -> Memory {
         let share = budget / 16;
-        let slow: i64 = self
+        let (slow, slow_rows) = self
             .by_endpoint
             .iter()
             .filter(|(e, _)| !fast.contains(e))
-            .map(|(_, b)| b.0)
-            .sum();
+            .fold((0i64, 0i64), |(b, r), (_, h)| (b + h.0, r + h.1));
+        // Rows count too: slow endpoints together hold at most three quarters of what the
+        // worker may hold, so that their requests (waiting for a silent receiver's timeout)
+        // never leave fast endpoints without room to claim.
+        let slow_room = if slow_rows >= (MAX_OUTSTANDING as i64) * 3 / 4 {
+            0
+        } else {
+            budget * 3 / 4 - slow
+        };
         let full = self
             .by_endpoint
             .iter()
@@ -845,7 +852,7 @@ impl Held {
         Memory {
             limits: [
                 budget - self.total,
-                budget * 3 / 4 - slow,
+                slow_room,
                 share,
                 i64::from(self.total == 0),
             ],

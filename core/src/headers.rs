@@ -82,6 +82,34 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Headers one endpoint may add, at most, and their names and values together, in bytes: every
+/// request carries them, and every claimed row holds them in the worker's memory (2 MB of
+/// headers on a few silent endpoints took a worker to 1.9 GB in 0.4.0's first review).
+pub const MAX_HEADERS: usize = 32;
+pub const MAX_HEADER_BYTES: usize = 8192;
+
+/// An endpoint's headers as a whole: each as `validate` wants it, and no more of them than
+/// `MAX_HEADERS` and `MAX_HEADER_BYTES` allow.
+pub fn validate_all<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), String> {
+    let (mut n, mut bytes) = (0usize, 0usize);
+    for (name, value) in pairs {
+        validate(name, value)?;
+        n += 1;
+        bytes += name.len() + value.len();
+    }
+    if n > MAX_HEADERS {
+        return Err(format!(
+            "an endpoint has at most {MAX_HEADERS} headers (these are {n})"
+        ));
+    }
+    if bytes > MAX_HEADER_BYTES {
+        return Err(format!(
+            "an endpoint's headers are at most {MAX_HEADER_BYTES} bytes of names and values together (these are {bytes})"
+        ));
+    }
+    Ok(())
+}
+
 /// The endpoint's `headers` column (JSON text) as name/value pairs; non-string values are skipped
 /// (the endpoint trigger refuses them on write).
 pub fn parse_object(json_text: Option<&str>) -> Result<Vec<(String, String)>, String> {
@@ -138,5 +166,27 @@ mod tests {
             .unwrap_err()
             .contains("non-ASCII"));
         assert!(validate("X-Ok", "tab\tok").is_ok());
+    }
+
+    #[test]
+    fn an_endpoint_s_headers_are_bounded_together() {
+        let names: Vec<String> = (0..33).map(|i| format!("X-H{i}")).collect();
+        let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        assert!(validate_all(many[..32].iter().copied()).is_ok());
+        assert!(validate_all(many.iter().copied())
+            .unwrap_err()
+            .contains("at most 32 headers"));
+        let big = "x".repeat(4000);
+        assert!(validate_all([("X-A", big.as_str()), ("X-B", big.as_str())]).is_ok());
+        assert!(validate_all([
+            ("X-A", big.as_str()),
+            ("X-B", big.as_str()),
+            ("X-C", big.as_str())
+        ])
+        .unwrap_err()
+        .contains("8192 bytes"));
+        assert!(validate_all([("Host", "x")])
+            .unwrap_err()
+            .contains("cannot be overridden"));
     }
 }

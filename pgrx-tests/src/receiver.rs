@@ -55,6 +55,8 @@ pub enum Reply {
     Reset,
     /// Write bytes that are not HTTP.
     Garbage,
+    /// A 200 whose headers go on for a megabyte.
+    HugeHead,
 }
 
 type Script = dyn Fn(&Request, usize) -> Reply + Send + Sync;
@@ -424,6 +426,19 @@ fn serve<S: Read + Write>(s: S, tls: bool, client_cert: bool, sh: &Shared) {
             Reply::Garbage => {
                 let w = r.get_mut();
                 let _ = w.write_all(b"\x00\x01garbage not http\r\n\r\n");
+                let _ = w.flush();
+                return;
+            }
+            Reply::HugeHead => {
+                let w = r.get_mut();
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\n");
+                let line = format!("x-pad: {}\r\n", "p".repeat(1000));
+                for _ in 0..1000 {
+                    if w.write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                let _ = w.write_all(b"content-length: 0\r\n\r\n");
                 let _ = w.flush();
                 return;
             }

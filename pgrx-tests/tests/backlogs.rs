@@ -453,3 +453,141 @@ fn silent_batched_receivers_with_large_events_hold_the_worker_to_its_memory_budg
         budget >> 20
     );
 }
+
+/// What a claimed row carries of its endpoint (URL, headers, secrets, client certificate and
+/// key) counts in webhooks.worker_memory like its body: four batched mTLS endpoints with 64 KiB
+/// certificates and keys and the most headers allowed, whose receivers never answer, took a
+/// worker to 527 MB with a 256 MB budget when only bodies counted. And no more headers than an
+/// endpoint may have are accepted (500 of 4 KB took one to 1.9 GB).
+#[test]
+fn what_rows_carry_of_their_endpoint_counts_in_the_worker_s_memory() {
+    let budget: i64 = 32 << 20;
+    let c = Cluster::start(&["webhooks.worker_memory = '32MB'", "webhooks.timeout = '5s'"]);
+    let silent = Receiver::scripted(|_, _| Reply::Slow(Duration::from_secs(30)));
+    let mut db = c.client();
+    let pki = webhooks_e2e::pki::shared();
+    let mut cert = pki.client_cert_pem();
+    while cert.len() + pki.ca_pem().len() < 65_000 {
+        cert.push_str(&pki.ca_pem());
+    }
+    let mut key = pki.client_key_pem();
+    while key.len() < 65_000 {
+        key.push_str("padding padding padding padding padding padding padding padding\n");
+    }
+    let headers: serde_json::Value = (0..32)
+        .map(|i| (format!("X-H{i:02}"), serde_json::Value::String("v".repeat(250))))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let too_many: serde_json::Value = (0..33)
+        .map(|i| (format!("X-H{i:02}"), serde_json::Value::String("v".into())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    for _ in 0..4 {
+        let (ep, _) = c.endpoint(&mut db, &silent.url, &["user.*"]);
+        db.execute(
+            "SELECT webhooks.endpoint_update($1, batch_max => 1000, batch_window => '1 second',
+                    tls_client_cert => $2, tls_client_key => $3, headers => $4::text::jsonb)",
+            &[&ep, &cert, &key, &headers.to_string()],
+        )
+        .unwrap();
+        let e = db
+            .execute(
+                "SELECT webhooks.endpoint_update($1, headers => $2::text::jsonb)",
+                &[&ep, &too_many.to_string()],
+            )
+            .unwrap_err();
+        assert!(
+            e.as_db_error().unwrap().message().contains("at most 32 headers"),
+            "{e}"
+        );
+    }
+    let pid = wait_for("the worker", T, || c.worker_pid(&mut db));
+    let before = heap_of(pid);
+    for _ in 0..2 {
+        db.execute(
+            "SELECT webhooks.webhook_publish_many('user.created', array_fill('{\"x\":1}'::jsonb, ARRAY[1000]))",
+            &[],
+        )
+        .unwrap();
+    }
+    let mut peak = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        peak = peak.max(heap_of(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = count(
+        &mut db,
+        "SELECT count(*) FROM webhooks.deliveries WHERE status = 'in_flight'",
+    );
+    assert!(held > 0, "the silent endpoints leased what their share allows");
+    let grown = peak - before;
+    eprintln!(
+        "worker heap grew by {} MB (budget {} MB, {held} rows leased)",
+        grown >> 20,
+        budget >> 20
+    );
+    assert!(
+        grown < budget * 3,
+        "the worker's heap grew by {} MB with a {} MB budget ({held} rows leased)",
+        grown >> 20,
+        budget >> 20
+    );
+}
+
+/// A tenant with many silent endpoints and a backlog for each: every one of them may lease only
+/// what the dispatcher lets it send (its share of the senders), and slow endpoints together only
+/// three quarters of the rows a worker holds, so another tenant's healthy endpoint keeps being
+/// served. 0.4.0's first review: 200 silent endpoints leased 128 rows each, the worker's 20,000
+/// rows were all theirs, and the healthy endpoint's events waited 47-48 s.
+#[test]
+fn many_silent_endpoints_of_one_tenant_leave_another_tenant_served() {
+    let c = Cluster::start(&["webhooks.timeout = '5s'"]);
+    let silent = Receiver::scripted(|_, _| Reply::Slow(Duration::from_secs(30)));
+    let healthy = Receiver::ok();
+    let mut db = c.client();
+    db.batch_execute(&format!(
+        "SELECT count(webhooks.endpoint_create('{}', '{{user.updated}}', 'evil')) FROM generate_series(1, 200)",
+        silent.url
+    ))
+    .unwrap();
+    db.execute(
+        "SELECT webhooks.endpoint_create($1, '{user.created}', 'good')",
+        &[&healthy.url],
+    )
+    .unwrap();
+    // 150 events: 30,000 deliveries of tenant evil.
+    db.execute(
+        "SELECT webhooks.webhook_publish_many('user.updated', array_fill('{\"x\":1}'::jsonb, ARRAY[150]), array_fill('evil'::text, ARRAY[150]))",
+        &[],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    for n in 1..=3 {
+        db.execute(
+            "SELECT webhooks.webhook_publish('user.created', '{}', 'good')",
+            &[],
+        )
+        .unwrap();
+        let t = Instant::now();
+        while healthy.count() < n {
+            let held = count(
+                &mut db,
+                "SELECT count(*) FROM webhooks.deliveries WHERE status = 'in_flight' AND endpoint_tenant = 'evil'",
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "tenant good's event {n} not delivered in 5 s; tenant evil holds {held} rows"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let held = count(
+        &mut db,
+        "SELECT count(*) FROM webhooks.deliveries WHERE status = 'in_flight' AND endpoint_tenant = 'evil'",
+    );
+    assert!(
+        held > 0 && held <= 2_000,
+        "each silent endpoint leases about its share of the senders: {held} rows held"
+    );
+}

@@ -226,16 +226,17 @@ fn hangs_resets_and_garbage_are_failed_attempts_and_the_worker_survives() {
     let hang = Receiver::scripted(|_, _| Reply::Slow(Duration::from_secs(5)));
     let reset = Receiver::scripted(|_, _| Reply::Reset);
     let garbage = Receiver::scripted(|_, _| Reply::Garbage);
+    let huge = Receiver::scripted(|_, _| Reply::HugeHead);
     let fine = Receiver::ok();
     let mut db = c.client();
     let pid = c.worker_pid(&mut db).expect("worker runs");
-    for rx in [&hang, &reset, &garbage, &fine] {
+    for rx in [&hang, &reset, &garbage, &huge, &fine] {
         c.endpoint(&mut db, &rx.url, &["*"]);
     }
     let id = publish(&mut db, "user.created", "{}");
-    wait_for("all four outcomes", T, || {
+    wait_for("all five outcomes", T, || {
         let s = status_of(&mut db, &id);
-        (s.len() == 4 && s.iter().all(|(st, _)| st != "pending" && st != "in_flight")).then_some(())
+        (s.len() == 5 && s.iter().all(|(st, _)| st != "pending" && st != "in_flight")).then_some(())
     });
     let errors: Vec<(String, Option<String>)> = db
         .query(
@@ -250,6 +251,11 @@ fn hangs_resets_and_garbage_are_failed_attempts_and_the_worker_survives() {
     assert!(err_of(&hang.url).unwrap().contains("timeout"), "{errors:?}");
     assert!(err_of(&reset.url).is_some());
     assert!(err_of(&garbage.url).is_some());
+    // (named for what it is: at the buffer's size it read as "Peer disconnected")
+    assert!(
+        err_of(&huge.url).unwrap().contains("headers over 48 KiB"),
+        "{errors:?}"
+    );
     assert_eq!(err_of(&fine.url), None);
     assert_eq!(
         c.worker_pid(&mut db),

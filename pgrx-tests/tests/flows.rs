@@ -365,6 +365,34 @@ fn a_sync_send_stays_cancellable_and_returns_any_2xx_body() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
 
+/// A synchronous send has one deadline: its targets start at once (up to 32), and one whose
+/// turn comes after webhooks.timeout is not sent. With 8 at a time, a tenant's admin who
+/// subscribed 24 silent endpoints to the OTP type made every send take three timeouts.
+#[test]
+fn a_sync_send_lasts_about_one_timeout_however_many_endpoints_its_type_has() {
+    let c = Cluster::start(&["webhooks.timeout = '2s'"]);
+    let hang = Receiver::scripted(|_, _| Reply::Slow(Duration::from_secs(20)));
+    let mut db = c.client();
+    for _ in 0..24 {
+        c.endpoint(&mut db, &hang.url, &["sms.created"]);
+    }
+    let t0 = std::time::Instant::now();
+    let e = db
+        .execute(
+            "SELECT webhooks.webhook_send_sync('sms.created', '{\"code\": \"1\"}')",
+            &[],
+        )
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(e.to_string().contains("timeout") || e.as_db_error().is_some_and(|d| d.message().contains("timeout")), "{e:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "24 targets took {took:?} with webhooks.timeout 2 s (twice it at most)"
+    );
+    // Every target was tried within that one timeout.
+    wait_for("the 24 requests", T, || (hang.count() == 24).then_some(()));
+}
+
 /// A backfill and a bulk UPDATE of a tracked table: each statement publishes its rows in one
 /// call, past 100 deliveries through a fanout that the worker turns into deliveries; every row
 /// reaches both receivers, and the ordered one gets each user's events in order.

@@ -25,3 +25,21 @@ BEGIN
             USING HINT = 'See webhooks.endpoint_update(id, filter => ...): no .**, no $ inside ?(...), compare paths with constants.';
     END IF;
 END $$;
+
+-- Endpoints' headers are held to 32 and 8 KiB together from 0.4.0 on; those written before keep
+-- theirs (each request still carries them, and the worker counts them in its memory) until
+-- they are changed. Said here.
+DO $$
+DECLARE
+    eps text;
+BEGIN
+    SELECT pg_catalog.string_agg(ep.id, ', ' ORDER BY ep.id) INTO eps
+    FROM webhooks.endpoints ep
+    WHERE (SELECT pg_catalog.count(*) FROM pg_catalog.jsonb_object_keys(ep.headers)) > 32
+       OR (SELECT coalesce(pg_catalog.sum(pg_catalog.octet_length(h.key) + pg_catalog.octet_length(h.value)), 0)
+           FROM pg_catalog.jsonb_each_text(ep.headers) h) > 8192;
+    IF eps IS NOT NULL THEN
+        RAISE WARNING 'webhooks 0.4.0: endpoints % have more headers than 0.4.0 accepts (32, 8 KiB of names and values together); they are sent as they are until changed', eps
+            USING HINT = 'See webhooks.endpoint_update(id, headers => ...).';
+    END IF;
+END $$;

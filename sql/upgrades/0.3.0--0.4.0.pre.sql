@@ -117,6 +117,12 @@ ALTER TABLE webhooks_internal.fanouts ADD COLUMN filtered boolean NOT NULL DEFAU
 -- Endpoint filters are held to a bounded cost; each records its weight (part 2 computes it).
 ALTER TABLE webhooks.endpoints ADD COLUMN filter_weight int;
 
+-- What a claimed request carries of its endpoint is counted in the worker's memory.
+ALTER TABLE webhooks.endpoints ADD COLUMN request_bytes int GENERATED ALWAYS AS (
+    pg_catalog.octet_length(url) + pg_catalog.octet_length(headers::text) + pg_catalog.octet_length(secret)
+    + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
+    + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED;
+
 -- Tracked tables: what their row events carry is decided at each statement from the catalog
 -- (webhooks.tracked_columns). Secret-looking columns stay out by attribute number once seen:
 -- those 0.3.0 kept out by name are remembered as they are now.
