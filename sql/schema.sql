@@ -329,6 +329,7 @@ COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secr
 COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
 COMMENT ON COLUMN webhooks.endpoints.filter IS 'SQL/JSON path predicate over the envelope ($.data.user.email_verified == true): events it does not match make no delivery.';
 COMMENT ON COLUMN webhooks.endpoints.filter_weight IS 'Paths the filter evaluates (set by the extension): it is not evaluated on an event whose size in bytes times this exceeds 4 MiB, and the event goes to the endpoint as if it matched.';
+COMMENT ON COLUMN webhooks.endpoints.request_bytes IS 'What each claimed request of this endpoint carries besides its event (URL, headers, secrets, client certificate and key), in bytes: counted in webhooks.worker_memory with every row the worker holds.';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';

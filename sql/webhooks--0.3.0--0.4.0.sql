@@ -480,6 +480,7 @@ COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secr
 COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
 COMMENT ON COLUMN webhooks.endpoints.filter IS 'SQL/JSON path predicate over the envelope ($.data.user.email_verified == true): events it does not match make no delivery.';
 COMMENT ON COLUMN webhooks.endpoints.filter_weight IS 'Paths the filter evaluates (set by the extension): it is not evaluated on an event whose size in bytes times this exceeds 4 MiB, and the event goes to the endpoint as if it matched.';
+COMMENT ON COLUMN webhooks.endpoints.request_bytes IS 'What each claimed request of this endpoint carries besides its event (URL, headers, secrets, client certificate and key), in bytes: counted in webhooks.worker_memory with every row the worker holds.';
 COMMENT ON COLUMN webhooks.endpoints.failing_since IS 'First failed attempt since the last success; after webhooks.disable_after the endpoint is disabled.';
 COMMENT ON TABLE webhooks.events IS 'The outbox: one row per published event, written by the publishing transaction.';
 COMMENT ON COLUMN webhooks.events.id IS 'evt_ + ULID: the webhook-id receivers dedupe on; sorts by publish order.';
@@ -778,75 +779,39 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:226
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
+-- src/api.rs:364
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
 ) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:530
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+-- src/handoff.rs:125
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
+-- src/api.rs:325
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -868,68 +833,37 @@ AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:100
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:257
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
 ) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/handoff.rs:125
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
+-- src/tracking.rs:207
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
 ) RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -942,16 +876,57 @@ AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:364
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
 ) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:100
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1182,6 +1157,106 @@ BEGIN
                   HINT = 'Use another tenant id, or give that tenant another slug first.';
     END IF;
 END $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:257
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:231
+-- webhooks::tracking::_as_owner_of
+CREATE  FUNCTION webhooks_internal."_as_owner_of"(
+	"tbl" regclass, /* Regclass */
+	"sql" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:530
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:312
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:265
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1681,393 +1756,6 @@ END $$;
 
 -- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
 ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:60
--- requires:
---   publish
---   gate::webhook_send_sync_result
-
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
-
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
-BEGIN
-    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
-        RETURNING dd.id, dd.endpoint_id
-    )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
--- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
--- platform endpoint ('*') that also received the event (its failure still fails the call,
--- unnamed); the attempts are recorded for those who may see them.
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    shown jsonb;
-    failures text;
-    hidden int;
-    s text[] := webhooks.tenant_scope();
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
-    END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
-    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
-                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
-           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
-                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
-    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
-    IF hidden > 0 THEN
-        failures := pg_catalog.concat_ws('; ', failures,
-            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
-    END IF;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
-    END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
-                      FROM pg_catalog.jsonb_array_elements(shown) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
-        RETURN;
-    END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
-END $$;
-
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
-BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
-    END IF;
-    RETURN r;
-END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:76
--- requires:
---   publish
-
--- The catalogue of event types.
-
-
--- The catalogue is shared by every tenant: only a platform admin changes it, and the types
--- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF OLD.builtin THEN
-            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        RETURN OLD;
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(NEW.name);
-    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
-        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
-        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
-
--- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF webhooks.tenant_scope() IS NOT NULL
-       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
-               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-END $$;
-
-CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
-
-CREATE FUNCTION webhooks.event_type_register(
-    name text,
-    description text DEFAULT '',
-    mode text DEFAULT 'async',
-    version text DEFAULT '1'
-) RETURNS webhooks.event_types
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    et webhooks.event_types;
-BEGIN
-    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
-    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
-    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
-        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
-    RETURNING * INTO et;
-    RETURN et;
-END $$;
-COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
-    'Adds an event type to the catalogue (or updates its description, mode and version).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:325
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tracking.rs:231
--- webhooks::tracking::_as_owner_of
-CREATE  FUNCTION webhooks_internal."_as_owner_of"(
-	"tbl" regclass, /* Regclass */
-	"sql" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tracking.rs:207
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/gate.rs:371
--- webhooks::gate::_outer_scope
-CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:348
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:236
--- webhooks::api::_delivery_state_ok
-CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
-	"status" TEXT, /* Option < & str > */
-	"attempts" INT, /* Option < i32 > */
-	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-) RETURNS bool /* bool */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:36
--- requires:
---   schema
---   api::_delivery_state_ok
-
--- One check for the whole state machine of a delivery: each status has exactly the timestamps
--- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
--- check's expression tree again for every statement that writes the table, and a one-row
--- publish is such a statement.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
-    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2645,721 +2333,6 @@ COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status,
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:87
--- requires:
---   publish
---   catalogue
---   gate::webhook_publish_many
---   api::_check_condition
---   tracking::tracked_columns
---   tracking::_forget_row_shape
-
--- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
---
--- The triggers run with the rights of the role writing the table (SECURITY INVOKER): they
--- turn the rows into jsonb there (to_jsonb runs the table's own casts and types, which that role
--- may define) and hand plain jsonb and text to webhook_publish_many, an entry point that
--- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
--- publish for the tenants their role acts for.
---
--- What a row event carries is decided when the statement runs, from the catalog as it stands
--- then (webhooks.tracked_columns, cached per backend until the table's definition changes):
--- columns are kept out by attribute number, so exclusions follow a column through RENAME COLUMN;
--- an allow-list (include_columns) sends nothing new; a column whose name looks secret is never
--- sent unless it is listed in include_columns, and stays out once seen (by attribute number)
--- whatever it is renamed to. No DDL path changes that: not pg_dump's session settings, not a
--- restore, not event triggers that did not fire. The DDL event triggers only say, as WARNINGs
--- and in webhooks.tracked_tables, what a command changed; they never make a command fail.
---
--- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
--- payloads with set-based statements and publishes them with one webhook_publish_many call.
-
-CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
-    relid           regclass PRIMARY KEY,
-    entity          text NOT NULL,
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    include_attnums int2[],                -- NULL: every column not excluded
-    tenant_attnum   int2,
-    auto_excluded   text[] NOT NULL DEFAULT '{}',
-    applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now(),
-    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
-    condition       text,
-    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
-    -- by attribute number: a rename does not send them.
-    secret_attnums  int2[] NOT NULL DEFAULT '{}',
-    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
-    -- untracked); NULL when they can.
-    problem         text
-);
-COMMENT ON TABLE webhooks.tracked_tables IS
-    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
-COMMENT ON COLUMN webhooks.tracked_tables.applied IS
-    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
-COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
-    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
-COMMENT ON COLUMN webhooks.tracked_tables.problem IS
-    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
-
--- Names that are never sent unless listed in include_columns.
-CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
-
--- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
--- the rows become jsonb here, with the writer's rights, and their events are published by one
--- webhook_publish_many call, in the order the statement wrote the rows. What they carry comes
--- from webhooks.tracked_columns, as the table is now (the triggers' arguments, which 0.3.0's
--- triggers still carry after a restore, are not read).
-CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    shape record;
-    entity text;
-    excluded text[];
-    tenant_col text;
-    key_cols text[];
-    nkeys int;
-    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
-    payloads jsonb[];
-    tenants text[];
-    keys text[];
-    compared text;
-    differs text;
-    same text;
-    -- track_table's condition: rows it is not true for publish nothing
-    cond text;
-    -- the entity key in the dynamic statements below, %1$s standing for the row's jsonb
-    key_sql constant text := $k$CASE
-        WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
-        WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-            SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$;
-BEGIN
-    SELECT * INTO shape FROM webhooks.tracked_columns(TG_RELID);
-    IF NOT FOUND THEN
-        -- (untracking drops the triggers: these are left over, and the writer must know)
-        RAISE EXCEPTION 'row events of %: the table has webhooks'' row triggers but is not tracked', TG_RELID::regclass
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or webhooks.untrack_table(%L) to drop the triggers.',
-                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
-    END IF;
-    IF shape.problem IS NOT NULL THEN
-        -- No row commits without its event: the write fails, saying why and how to go on.
-        RAISE EXCEPTION 'row events of % cannot be made: %', TG_RELID::regclass, shape.problem
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
-                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
-    END IF;
-    entity := shape.entity;
-    excluded := shape.excluded;
-    tenant_col := shape.tenant_column;
-    key_cols := shape.key_columns;
-    nkeys := pg_catalog.cardinality(key_cols);
-    cond := shape.condition;
-    IF TG_OP = 'UPDATE' THEN
-        -- The transition tables hold the old and the new version of each row at the same
-        -- position. Which sent columns changed is one comparison per column, written out for
-        -- the columns it sends (shape.sent): no per-row subquery. Rows where only
-        -- excluded columns changed send nothing.
-        -- (a row moved to a partition whose trigger dropped it has no new version: refuse
-        -- rather than pair rows wrongly)
-        IF (SELECT pg_catalog.count(*) FROM old_rows) <> (SELECT pg_catalog.count(*) FROM new_rows) THEN
-            RAISE EXCEPTION 'row events of %: the statement changed % rows but kept %', TG_TABLE_NAME,
-                (SELECT pg_catalog.count(*) FROM old_rows), (SELECT pg_catalog.count(*) FROM new_rows)
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
-        -- c1, c2, ...: whether each sent column differs, compared once per row as sent (jsonb).
-        SELECT pg_catalog.string_agg(pg_catalog.format(
-                   '(p.nj OPERATOR(pg_catalog.->) %L) IS DISTINCT FROM (p.oj OPERATOR(pg_catalog.->) %L) AS c%s', c, c, o), ', '),
-               pg_catalog.string_agg(pg_catalog.format('CASE WHEN b.c%s THEN %L END', o, c), ', '),
-               pg_catalog.string_agg(pg_catalog.format('CASE WHEN NOT b.c%s THEN %L END', o, c), ', ')
-        INTO compared, differs, same
-        FROM pg_catalog.unnest(shape.sent) WITH ORDINALITY u(c, o);
-        -- Without a condition, the two versions are zipped by position: no join and no sort.
-        -- The aggregates read the zipped rows as they come, in the statement's order (one
-        -- function scan, no join, no grouping, nothing parallel: transition tables are not
-        -- shared with workers); a join on row numbers and an ordered aggregate per array made
-        -- a 50,000-row UPDATE's trigger take twice as long. A condition names OLD and NEW by
-        -- their columns, which needs the rows themselves: joined by position, then sorted back
-        -- into the statement's order.
-        EXECUTE pg_catalog.format($q$
-            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
-                       $1, p.nj OPERATOR(pg_catalog.-) $2,
-                       'changed', pg_catalog.to_jsonb(p.ch),
-                       'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) %1$s),
-                   pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 %1$s),
-                   pg_catalog.array_agg(%2$s %1$s)
-            FROM (SELECT b.i, b.nj, b.oj,
-                         pg_catalog.array_remove(ARRAY[%3$s]::text[], NULL) AS ch,
-                         pg_catalog.array_remove(ARRAY[%4$s]::text[], NULL) AS unchanged
-                  FROM (SELECT p.i, p.nj, p.oj, %5$s FROM (%6$s) p OFFSET 0) b) p
-            WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
-            CASE WHEN cond IS NOT NULL THEN 'ORDER BY p.i' ELSE '' END,
-            pg_catalog.format(key_sql, 'p.nj'),
-            coalesce(differs, 'NULL'), coalesce(same, 'NULL'), coalesce(compared, 'true AS c0'),
-            CASE WHEN cond IS NULL THEN
-                -- (the versions held in memory without the columns kept out, the tenant's aside:
-                -- a 1 MB document excluded from each row would otherwise fill them)
-                'SELECT u.i, u.nj, u.oj FROM ROWS FROM ('
-                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM old_rows x)), '
-                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM new_rows x))) WITH ORDINALITY u(oj, nj, i)'
-            ELSE pg_catalog.format(
-                'SELECT n.i, pg_catalog.to_jsonb(n.x) AS nj, pg_catalog.to_jsonb(o.x) AS oj '
-                'FROM (SELECT x, pg_catalog.row_number() OVER () AS i FROM new_rows x) n '
-                'JOIN (SELECT x, pg_catalog.row_number() OVER () AS i FROM old_rows x) o ON o.i OPERATOR(pg_catalog.=) n.i, '
-                'LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) END)
-        INTO payloads, tenants, keys
-        USING entity, excluded, tenant_col, key_cols, nkeys, pg_catalog.array_remove(excluded, tenant_col);
-    ELSIF cond IS NOT NULL THEN
-        -- INSERT or DELETE under a condition: the other side's columns are NULL.
-        EXECUTE pg_catalog.format($q$
-            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object($1, r.j OPERATOR(pg_catalog.-) $2)),
-                   pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) $3) FILTER (WHERE $3 IS NOT NULL),
-                   pg_catalog.array_agg(%s) FILTER (WHERE $5 OPERATOR(pg_catalog.>) 0)
-            FROM (SELECT pg_catalog.to_jsonb(%s) AS j FROM %s AS %s CROSS JOIN LATERAL (SELECT (NULL::%s).*) AS %s
-                  WHERE (%s)) r $q$,
-            pg_catalog.format(key_sql, 'r.j'),
-            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
-            CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END,
-            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
-            TG_RELID::regclass,
-            CASE TG_OP WHEN 'INSERT' THEN 'old' ELSE 'new' END,
-            cond)
-        INTO payloads, tenants, keys
-        USING entity, excluded, tenant_col, key_cols, nkeys;
-    ELSIF TG_OP = 'INSERT' THEN
-        -- (INSERT and DELETE are spelled out, not built as text: their plans are kept between
-        -- statements, which a one-row INSERT per transaction feels)
-        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
-               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
-                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
-                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
-        INTO payloads, tenants, keys
-        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
-    ELSE
-        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
-               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
-               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
-                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
-                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
-                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
-                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
-        INTO payloads, tenants, keys
-        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
-    END IF;
-    -- One row (most writes of an application): the single form, which does less for one event.
-    IF pg_catalog.cardinality(payloads) OPERATOR(pg_catalog.=) 1 THEN
-        PERFORM webhooks.webhook_publish(
-            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-            payloads[1], tenants[1], actor, keys[1]);
-    ELSIF payloads IS NOT NULL THEN
-        PERFORM webhooks.webhook_publish_many(
-            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
-            payloads,
-            CASE WHEN tenant_col IS NOT NULL THEN tenants END,
-            actor,
-            CASE WHEN nkeys OPERATOR(pg_catalog.>) 0 THEN keys END);
-    END IF;
-    RETURN NULL;
-END $$;
-
--- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
--- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
--- statement triggers read it back from there and evaluate it with the writer's rights. The
--- table's owner makes it (_as_owner_of), so its function must be one every role may name:
--- suppress_redundant_updates_trigger, which, were the holder ever enabled (ALTER TABLE ...
--- ENABLE TRIGGER ALL, as a data-only pg_restore --disable-triggers runs), only skips updates
--- that change nothing; _on_ddl says so and track_table disables it again. 0.3.0's holders, made with
--- _condition_holder (which does nothing), are read as well.
-CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$;
-
--- The condition as PostgreSQL prints it now: what lies between the definition's known
--- beginning and end (no pattern that a table name could fool), every name outside pg_catalog
--- qualified (so the writer's search_path cannot change what it calls).
-CREATE FUNCTION webhooks_internal._condition_of(tbl regclass) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog
-AS $$
-    SELECT CASE WHEN pg_catalog.starts_with(x.d, x.p) AND pg_catalog.right(x.d, pg_catalog.length(x.s)) = x.s
-                THEN pg_catalog.substr(x.d, pg_catalog.length(x.p) + 1,
-                                       pg_catalog.length(x.d) - pg_catalog.length(x.p) - pg_catalog.length(x.s)) END
-    FROM (SELECT pg_catalog.pg_get_triggerdef(g.oid) AS d,
-                 'CREATE TRIGGER webhooks_row_condition ' || w.timing || ' UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
-                     || pg_catalog.quote_ident(c.relname) || ' FOR EACH ROW WHEN (' AS p,
-                 ') EXECUTE FUNCTION ' || w.fn || '()' AS s
-          FROM pg_catalog.pg_trigger g
-          JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
-          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-          JOIN (VALUES ('pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure, 'BEFORE', 'suppress_redundant_updates_trigger'),
-                       ('webhooks_internal._condition_holder()'::pg_catalog.regprocedure, 'AFTER', 'webhooks_internal._condition_holder'))
-               AS w (f, timing, fn) ON w.f = g.tgfoid
-          WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition') x
-$$;
-
--- The triggers of a tracked table, 0.2.0's row trigger included.
-CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass, with_condition boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    g text;
-BEGIN
-    FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
-             WHERE x.tgrelid = tbl AND NOT x.tgisinternal
-               AND (x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-                    OR (with_condition AND x.tgname = 'webhooks_row_condition'))
-    LOOP
-        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
-    END LOOP;
-END $$;
-
--- What a tracked table's row events carry, from webhooks.tracked_tables and the catalog as they
--- are now: the entity, the columns kept out (by attribute number, as the columns are named
--- now), the tenant column, the entity key's columns, the columns sent, the condition (as
--- PostgreSQL prints it from its holder trigger), and the problem that stops them, if any; then
--- what an operator reads of it in webhooks.tracked_tables (auto_excluded, applied, problem),
--- the secret-looking columns seen for the first time (remembered by attribute number, so that
--- a later rename does not send them), and whether any of that differs from what is recorded.
--- It only reads: webhooks.tracked_columns runs it with the latest snapshot (the table a
--- statement writes is the table as it is now, whatever the transaction's snapshot) and caches
--- it; _row_shape_save records what changed.
-CREATE FUNCTION webhooks_internal._row_shape(tbl regclass)
-RETURNS TABLE (entity text, excluded text[], tenant_column text, key_columns text[], sent text[],
-               condition text, problem text, auto_excluded text[], seen int2[], applied text[], changed boolean)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-#variable_conflict use_variable
-DECLARE
-    t webhooks.tracked_tables;
-    v_tenant text;
-    v_keys text[];
-    v_excluded text[];
-    v_sent text[];
-    v_auto text[];
-    v_seen int2[];
-    v_cond text;
-    v_problem text;
-    v_applied text[];
-BEGIN
-    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF t.tenant_attnum IS NOT NULL THEN
-        SELECT a.attname INTO v_tenant FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
-        IF v_tenant IS NULL THEN
-            v_problem := 'its tenant column was dropped';
-        END IF;
-    END IF;
-    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO v_keys
-    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
-    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
-    SELECT pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.kept_out),
-           pg_catalog.array_agg(c.attname::text ORDER BY c.attname::text) FILTER (WHERE NOT c.kept_out),
-           pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.secret),
-           pg_catalog.array_agg(c.attnum ORDER BY c.attnum) FILTER (WHERE c.secret AND NOT c.attnum = ANY (t.secret_attnums))
-    INTO v_excluded, v_sent, v_auto, v_seen
-    FROM (SELECT a.attname, a.attnum,
-                 CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
-                      ELSE a.attnum = ANY (t.exclude_attnums) OR a.attnum = ANY (t.secret_attnums)
-                           OR webhooks_internal._looks_secret(a.attname) END AS kept_out,
-                 -- (kept out for its name, now or when it was seen, not because it was listed)
-                 t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
-                     AND (a.attnum = ANY (t.secret_attnums) OR webhooks_internal._looks_secret(a.attname)) AS secret
-          FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped) c;
-    -- The entity key goes into events and deliveries: never from a column kept out.
-    IF v_keys && v_excluded THEN
-        v_keys := NULL;
-    END IF;
-    v_cond := webhooks_internal._condition_of(tbl);
-    IF t.condition IS NOT NULL AND v_cond IS NULL THEN
-        v_problem := pg_catalog.concat_ws('; ', v_problem,
-            pg_catalog.format('its condition (%s) is gone: an object it used was dropped', t.condition));
-    END IF;
-    v_applied := ARRAY[t.entity, coalesce(v_excluded, '{}')::text, coalesce(v_tenant, ''), coalesce(v_keys, '{}')::text,
-                       coalesce(v_sent, '{}')::text, coalesce(v_cond, '')];
-    RETURN QUERY SELECT t.entity, coalesce(v_excluded, '{}'), v_tenant, coalesce(v_keys, '{}'), coalesce(v_sent, '{}'),
-                        v_cond, v_problem, coalesce(v_auto, '{}'), coalesce(v_seen, '{}'), v_applied,
-                        v_seen IS NOT NULL OR t.auto_excluded IS DISTINCT FROM coalesce(v_auto, '{}')
-                            OR t.applied IS DISTINCT FROM v_applied OR t.problem IS DISTINCT FROM v_problem;
-END $$;
-
--- Records what _row_shape found, where it differs. A row another transaction holds is skipped
--- (that one is recording the same): a writer of the table never waits here.
--- (condition: as PostgreSQL prints it now, renamed columns included, while its holder exists)
-CREATE FUNCTION webhooks_internal._row_shape_save(tbl regclass, auto text[], seen int2[], p_applied text[], p_problem text)
-RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    UPDATE webhooks.tracked_tables x
-    SET secret_attnums = coalesce((SELECT pg_catalog.array_agg(DISTINCT a ORDER BY a)
-                                   FROM pg_catalog.unnest(x.secret_attnums OPERATOR(pg_catalog.||) seen) a), '{}'),
-        auto_excluded = auto, applied = p_applied, problem = p_problem,
-        condition = coalesce(nullif(p_applied[6], ''), x.condition)
-    WHERE x.relid = tbl
-      AND x.relid IN (SELECT y.relid FROM webhooks.tracked_tables y WHERE y.relid = tbl FOR UPDATE SKIP LOCKED)
-$$;
-
--- _row_shape and what it found saved: for the DDL triggers and track_table (webhooks.tracked_columns
--- does the same in Rust, around its cache).
-CREATE FUNCTION webhooks_internal._row_shape_now(tbl regclass)
-RETURNS TABLE (excluded text[], problem text, auto_excluded text[])
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-#variable_conflict use_variable
-DECLARE
-    s record;
-BEGIN
-    SELECT * INTO s FROM webhooks_internal._row_shape(tbl);
-    IF s.changed THEN
-        PERFORM webhooks_internal._row_shape_save(tbl, s.auto_excluded, s.seen, s.applied, s.problem);
-    END IF;
-    RETURN QUERY SELECT s.excluded, s.problem, s.auto_excluded;
-END $$;
-
--- (Re)creates the triggers of a tracked table: three statement triggers that publish its row
--- events, and the disabled holder of its condition. Returns the columns kept out because their
--- names look secret.
-CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    t webhooks.tracked_tables;
-    op text;
-BEGIN
-    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
-    IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
-        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
-        -- once it is known to be one expression and nothing more, as the table's owner.
-        PERFORM webhooks_internal._check_condition(t.condition);
-        PERFORM webhooks_internal._as_owner_of(tbl, pg_catalog.format(
-            'CREATE TRIGGER webhooks_row_condition BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
-            ') EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()', tbl, t.condition));
-    ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
-               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D') THEN
-        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
-    END IF;
-    -- One statement trigger per operation: a trigger with transition tables serves one event.
-    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
-        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-          AND g.tgenabled <> 'D' AND g.tgnargs = 0) <> 3 THEN
-        PERFORM webhooks_internal._drop_row_triggers(tbl);
-        FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
-            EXECUTE pg_catalog.format(
-                'CREATE TRIGGER webhooks_row_%s AFTER %s ON %s REFERENCING %s '
-                'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events()',
-                op, pg_catalog.upper(op), tbl,
-                CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows' WHEN 'update' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
-                        ELSE 'OLD TABLE AS old_rows' END);
-        END LOOP;
-    END IF;
-    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
-    PERFORM webhooks_internal._row_shape_now(tbl);
-    RETURN (SELECT x.auto_excluded FROM webhooks.tracked_tables x WHERE x.relid = tbl);
-END $$;
-
-CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    missing text;
-    nums int2[];
-BEGIN
-    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
-    WHERE c IS NULL OR NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
-    END IF;
-    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
-    RETURN nums;
-END $$;
-
-CREATE FUNCTION webhooks_internal._track_table(
-    tbl regclass,
-    entity text,
-    exclude_columns text[],
-    tenant_column text,
-    include_columns text[],
-    condition text
-) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    rel pg_catalog.pg_class;
-    op text;
-    auto text[];
-BEGIN
-    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
-    END IF;
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF rel.relkind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relpersistence = 't' THEN
-        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
-    END IF;
-    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
-        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(entity);
-    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
-            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
-        END IF;
-    END LOOP;
-    -- Rows of tables dropped since they were tracked.
-    DELETE FROM webhooks.tracked_tables x
-    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
-    -- (the triggers it drops and makes again are no news for the DDL triggers)
-    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
-    -- A new condition replaces the old one (made again from the text given).
-    IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
-    END IF;
-    IF nullif(condition, '') IS NOT NULL THEN
-        PERFORM webhooks_internal._check_condition(condition);
-    END IF;
-    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum, condition)
-    VALUES (tbl, entity,
-            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
-            CASE WHEN include_columns IS NOT NULL
-                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
-            CASE WHEN tenant_column IS NOT NULL
-                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END,
-            nullif(condition, ''))
-    ON CONFLICT (relid) DO UPDATE
-        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
-            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
-            condition = EXCLUDED.condition, tracked_at = pg_catalog.now(),
-            -- (decided anew from the columns as they are named now)
-            secret_attnums = '{}', problem = NULL;
-    auto := webhooks_internal._track_apply(tbl);
-    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
-    IF pg_catalog.cardinality(auto) > 0 THEN
-        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
-            USING HINT = 'List a column in include_columns to send it anyway.';
-    END IF;
-    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
-END $$;
-
-CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
-    PERFORM webhooks_internal._drop_row_triggers(tbl, true);
-END $$;
-
--- After a DDL command, for the tracked tables it touched (directly, as a parent, or through a
--- typed table's type): what its row events carry now, said as WARNINGs where it changed (a new
--- secret-looking column kept out, a problem that makes the table's writes fail, triggers
--- disabled or gone) and written to webhooks.tracked_tables. Never an error: nothing a tracked
--- table's owner did may make anyone's command fail (a condition whose function was dropped
--- made every CREATE TABLE in the database fail in 0.3.0). What row events carry does not
--- depend on this running (pg_restore, session_replication_role and pg_dump's session
--- settings all keep it from firing): webhooks.tracked_columns decides at each statement.
-CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    r record;
-BEGIN
-    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
-        RETURN;
-    END IF;
-    FOR r IN
-        WITH RECURSIVE touched(oid) AS (
-            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
-            WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_type'::regclass)
-            UNION
-            SELECT x.oid FROM touched
-            CROSS JOIN LATERAL (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = touched.oid
-                                UNION ALL
-                                SELECT k.oid FROM pg_catalog.pg_class k WHERE k.reloftype = touched.oid) x(oid)
-        )
-        SELECT t.relid, t.auto_excluded, t.problem FROM webhooks.tracked_tables t
-        WHERE t.relid::oid IN (SELECT touched.oid FROM touched)
-          AND t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
-        ORDER BY t.relid::oid
-    LOOP
-        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
-    END LOOP;
-END $$;
-
--- What _on_ddl and _on_drop say about one tracked table, given what it was before.
-CREATE FUNCTION webhooks_internal._warn_about(tbl regclass, auto_before text[], problem_before text) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    s record;
-    fresh text[];
-BEGIN
-    SELECT * INTO s FROM webhooks_internal._row_shape_now(tbl);
-    SELECT pg_catalog.array_agg(x ORDER BY x) INTO fresh
-    FROM pg_catalog.unnest(s.auto_excluded) x WHERE NOT x = ANY (coalesce(auto_before, '{}'));
-    IF fresh IS NOT NULL THEN
-        RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', fresh, tbl
-            USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
-    END IF;
-    IF s.problem IS NOT NULL AND s.problem IS DISTINCT FROM problem_before THEN
-        RAISE WARNING 'row events of tracked table % cannot be made: %; its INSERT, UPDATE and DELETE fail until then', tbl, s.problem
-            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
-                                           tbl::text, tbl::text);
-    END IF;
-    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
-        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
-          AND g.tgenabled <> 'D') < 3 THEN
-        RAISE WARNING 'the row triggers of tracked table % are disabled or gone: its writes publish no events', tbl
-            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...) to make them again.', tbl::text);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
-               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D'
-                 AND g.tgfoid = 'pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure) THEN
-        RAISE WARNING 'webhooks_row_condition, the holder of tracked table %''s condition, is enabled: updates of % that change nothing are skipped', tbl, tbl
-            USING HINT = pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition, or track it again.', tbl::text);
-    END IF;
-EXCEPTION WHEN OTHERS THEN
-    RAISE WARNING 'webhooks: tracked table % could not be checked after this command: %', tbl, SQLERRM;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
-                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
-    EXECUTE FUNCTION webhooks_internal._on_ddl();
-
--- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
--- DROP OWNED), so that no later table that gets the same oid inherits a tracking. A row
--- trigger or condition of a table still tracked that went (DROP TRIGGER, or DROP FUNCTION
--- ... CASCADE of a function its condition calls) is said, as _on_ddl says it.
-CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    r record;
-BEGIN
-    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
-        RETURN;
-    END IF;
-    DELETE FROM webhooks.tracked_tables t
-    USING pg_catalog.pg_event_trigger_dropped_objects() o
-    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
-    FOR r IN
-        SELECT DISTINCT t.relid, t.auto_excluded, t.problem
-        FROM pg_catalog.pg_event_trigger_dropped_objects() o
-        JOIN webhooks.tracked_tables t
-          ON o.classid = 'pg_catalog.pg_trigger'::regclass AND pg_catalog.cardinality(o.address_names) = 3
-         AND o.address_names[3] IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete', 'webhooks_row_condition')
-         AND t.relid::oid = (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                             WHERE n.nspname = o.address_names[1] AND c.relname = o.address_names[2])
-        WHERE t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
-    LOOP
-        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
-    END LOOP;
-END $$;
-
-CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
-    EXECUTE FUNCTION webhooks_internal._on_drop();
-
--- What a statement's row events carry is cached per backend (webhooks.tracked_columns) until
--- the table's definition changes: a change of the tracking itself, however it is made
--- (track_table, a restore, an UPDATE by hand), tells every backend once it commits.
-CREATE FUNCTION webhooks_internal._tracking_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        PERFORM webhooks_internal._forget_row_shape(OLD.relid::oid);
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        PERFORM webhooks_internal._forget_row_shape(NEW.relid::oid);
-    END IF;
-    RETURN NULL;
-END $$;
-
--- (what _row_shape writes back, the state an operator reads, changes nothing of what is sent;
--- the condition sent is its holder trigger's, whose changes invalidate the table themselves,
--- and track_table sets tracked_at)
-CREATE TRIGGER tracked_tables_changed
-    AFTER INSERT OR DELETE OR UPDATE OF relid, entity, exclude_attnums, include_attnums, tenant_attnum, tracked_at
-    ON webhooks.tracked_tables FOR EACH ROW EXECUTE FUNCTION webhooks_internal._tracking_changed();
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:312
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:265
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/lib.rs:81
 -- requires:
 --   endpoints
@@ -3560,6 +2533,73 @@ AS $$
            (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
     FROM webhooks_internal._worker_state() w
 $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:109
+-- requires:
+--   operations
+--   views
+--   gate::status
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -4283,70 +3323,1031 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:109
+-- src/lib.rs:76
 -- requires:
---   operations
---   views
---   gate::status
+--   publish
 
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+-- The catalogue of event types.
 
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+
+-- The catalogue is shared by every tenant: only a platform admin changes it, and the types
+-- shipped with the extension are never deleted.
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.builtin THEN
+            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN OLD;
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
+        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
+
+-- Who is writing is the writing role: checked as that role, before the definer trigger.
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF webhooks.tenant_scope() IS NOT NULL
+       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
+               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
+
+CREATE FUNCTION webhooks.event_type_register(
+    name text,
+    description text DEFAULT '',
+    mode text DEFAULT 'async',
+    version text DEFAULT '1'
+) RETURNS webhooks.event_types
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    et webhooks.event_types;
+BEGIN
+    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
+    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
+    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
+        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
+    RETURNING * INTO et;
+    RETURN et;
+END $$;
+COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
+    'Adds an event type to the catalogue (or updates its description, mode and version).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:87
+-- requires:
+--   publish
+--   catalogue
+--   gate::webhook_publish_many
+--   api::_check_condition
+--   tracking::tracked_columns
+--   tracking::_forget_row_shape
+
+-- Row events: a tracked table publishes <entity>.created/.updated/.deleted for every row written.
+--
+-- The triggers run with the rights of the role writing the table (SECURITY INVOKER): they
+-- turn the rows into jsonb there (to_jsonb runs the table's own casts and types, which that role
+-- may define) and hand plain jsonb and text to webhook_publish_many, an entry point that
+-- evaluates nothing user-defined. So writers of a tracked table need webhooks_publisher, and
+-- publish for the tenants their role acts for.
+--
+-- What a row event carries is decided when the statement runs, from the catalog as it stands
+-- then (webhooks.tracked_columns, cached per backend until the table's definition changes):
+-- columns are kept out by attribute number, so exclusions follow a column through RENAME COLUMN;
+-- an allow-list (include_columns) sends nothing new; a column whose name looks secret is never
+-- sent unless it is listed in include_columns, and stays out once seen (by attribute number)
+-- whatever it is renamed to. No DDL path changes that: not pg_dump's session settings, not a
+-- restore, not event triggers that did not fire. The DDL event triggers only say, as WARNINGs
+-- and in webhooks.tracked_tables, what a command changed; they never make a command fail.
+--
+-- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
+-- payloads with set-based statements and publishes them with one webhook_publish_many call.
+
+CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
+    relid           regclass PRIMARY KEY,
+    entity          text NOT NULL,
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    include_attnums int2[],                -- NULL: every column not excluded
+    tenant_attnum   int2,
+    auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
+    tracked_at      timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
+    condition       text,
+    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
+    -- by attribute number: a rename does not send them.
+    secret_attnums  int2[] NOT NULL DEFAULT '{}',
+    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
+    -- untracked); NULL when they can.
+    problem         text
+);
+COMMENT ON TABLE webhooks.tracked_tables IS
+    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+COMMENT ON COLUMN webhooks.tracked_tables.applied IS
+    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
+COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
+    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
+COMMENT ON COLUMN webhooks.tracked_tables.problem IS
+    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
+
+-- Names that are never sent unless listed in include_columns.
+CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$ SELECT col ~* '(password|passwd|secret|totp|otp_seed|recovery|hash|token|private_key|api_key|salt)' $$;
+
+-- One call per statement (AFTER ... FOR EACH STATEMENT, with the statement's transition table):
+-- the rows become jsonb here, with the writer's rights, and their events are published by one
+-- webhook_publish_many call, in the order the statement wrote the rows. What they carry comes
+-- from webhooks.tracked_columns, as the table is now (the triggers' arguments, which 0.3.0's
+-- triggers still carry after a restore, are not read).
+CREATE FUNCTION webhooks_internal._emit_row_events() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shape record;
+    entity text;
+    excluded text[];
+    tenant_col text;
+    key_cols text[];
+    nkeys int;
+    actor jsonb := nullif(pg_catalog.current_setting('webhooks.actor', true), '')::jsonb;
+    payloads jsonb[];
+    tenants text[];
+    keys text[];
+    compared text;
+    differs text;
+    same text;
+    -- track_table's condition: rows it is not true for publish nothing
+    cond text;
+    -- the entity key in the dynamic statements below, %1$s standing for the row's jsonb
+    key_sql constant text := $k$CASE
+        WHEN $5 OPERATOR(pg_catalog.=) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (%1$s OPERATOR(pg_catalog.->>) $4[1])
+        WHEN $5 OPERATOR(pg_catalog.>) 1 THEN $1 OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+            SELECT pg_catalog.string_agg(%1$s OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+            FROM pg_catalog.unnest($4) WITH ORDINALITY u(c, o)) END$k$;
+BEGIN
+    SELECT * INTO shape FROM webhooks.tracked_columns(TG_RELID);
+    IF NOT FOUND THEN
+        -- (untracking drops the triggers: these are left over, and the writer must know)
+        RAISE EXCEPTION 'row events of %: the table has webhooks'' row triggers but is not tracked', TG_RELID::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or webhooks.untrack_table(%L) to drop the triggers.',
+                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
+    END IF;
+    IF shape.problem IS NOT NULL THEN
+        -- No row commits without its event: the write fails, saying why and how to go on.
+        RAISE EXCEPTION 'row events of % cannot be made: %', TG_RELID::regclass, shape.problem
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
+                                           TG_RELID::regclass::text, TG_RELID::regclass::text);
+    END IF;
+    entity := shape.entity;
+    excluded := shape.excluded;
+    tenant_col := shape.tenant_column;
+    key_cols := shape.key_columns;
+    nkeys := pg_catalog.cardinality(key_cols);
+    cond := shape.condition;
+    IF TG_OP = 'UPDATE' THEN
+        -- The transition tables hold the old and the new version of each row at the same
+        -- position. Which sent columns changed is one comparison per column, written out for
+        -- the columns it sends (shape.sent): no per-row subquery. Rows where only
+        -- excluded columns changed send nothing.
+        -- (a row moved to a partition whose trigger dropped it has no new version: refuse
+        -- rather than pair rows wrongly)
+        IF (SELECT pg_catalog.count(*) FROM old_rows) <> (SELECT pg_catalog.count(*) FROM new_rows) THEN
+            RAISE EXCEPTION 'row events of %: the statement changed % rows but kept %', TG_TABLE_NAME,
+                (SELECT pg_catalog.count(*) FROM old_rows), (SELECT pg_catalog.count(*) FROM new_rows)
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        -- c1, c2, ...: whether each sent column differs, compared once per row as sent (jsonb).
+        SELECT pg_catalog.string_agg(pg_catalog.format(
+                   '(p.nj OPERATOR(pg_catalog.->) %L) IS DISTINCT FROM (p.oj OPERATOR(pg_catalog.->) %L) AS c%s', c, c, o), ', '),
+               pg_catalog.string_agg(pg_catalog.format('CASE WHEN b.c%s THEN %L END', o, c), ', '),
+               pg_catalog.string_agg(pg_catalog.format('CASE WHEN NOT b.c%s THEN %L END', o, c), ', ')
+        INTO compared, differs, same
+        FROM pg_catalog.unnest(shape.sent) WITH ORDINALITY u(c, o);
+        -- Without a condition, the two versions are zipped by position: no join and no sort.
+        -- The aggregates read the zipped rows as they come, in the statement's order (one
+        -- function scan, no join, no grouping, nothing parallel: transition tables are not
+        -- shared with workers); a join on row numbers and an ordered aggregate per array made
+        -- a 50,000-row UPDATE's trigger take twice as long. A condition names OLD and NEW by
+        -- their columns, which needs the rows themselves: joined by position, then sorted back
+        -- into the statement's order.
+        EXECUTE pg_catalog.format($q$
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(
+                       $1, p.nj OPERATOR(pg_catalog.-) $2,
+                       'changed', pg_catalog.to_jsonb(p.ch),
+                       'previous', p.oj OPERATOR(pg_catalog.-) ($2 OPERATOR(pg_catalog.||) p.unchanged)) %1$s),
+                   pg_catalog.array_agg(p.nj OPERATOR(pg_catalog.->>) $3 %1$s),
+                   pg_catalog.array_agg(%2$s %1$s)
+            FROM (SELECT b.i, b.nj, b.oj,
+                         pg_catalog.array_remove(ARRAY[%3$s]::text[], NULL) AS ch,
+                         pg_catalog.array_remove(ARRAY[%4$s]::text[], NULL) AS unchanged
+                  FROM (SELECT p.i, p.nj, p.oj, %5$s FROM (%6$s) p OFFSET 0) b) p
+            WHERE pg_catalog.cardinality(p.ch) OPERATOR(pg_catalog.>) 0 $q$,
+            CASE WHEN cond IS NOT NULL THEN 'ORDER BY p.i' ELSE '' END,
+            pg_catalog.format(key_sql, 'p.nj'),
+            coalesce(differs, 'NULL'), coalesce(same, 'NULL'), coalesce(compared, 'true AS c0'),
+            CASE WHEN cond IS NULL THEN
+                -- (the versions held in memory without the columns kept out, the tenant's aside:
+                -- a 1 MB document excluded from each row would otherwise fill them)
+                'SELECT u.i, u.nj, u.oj FROM ROWS FROM ('
+                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM old_rows x)), '
+                'pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(x) OPERATOR(pg_catalog.-) $6 FROM new_rows x))) WITH ORDINALITY u(oj, nj, i)'
+            ELSE pg_catalog.format(
+                'SELECT n.i, pg_catalog.to_jsonb(n.x) AS nj, pg_catalog.to_jsonb(o.x) AS oj '
+                'FROM (SELECT x, pg_catalog.row_number() OVER () AS i FROM new_rows x) n '
+                'JOIN (SELECT x, pg_catalog.row_number() OVER () AS i FROM old_rows x) o ON o.i OPERATOR(pg_catalog.=) n.i, '
+                'LATERAL (SELECT (n.x).*) AS new, LATERAL (SELECT (o.x).*) AS old WHERE (%s)', cond) END)
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys, pg_catalog.array_remove(excluded, tenant_col);
+    ELSIF cond IS NOT NULL THEN
+        -- INSERT or DELETE under a condition: the other side's columns are NULL.
+        EXECUTE pg_catalog.format($q$
+            SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object($1, r.j OPERATOR(pg_catalog.-) $2)),
+                   pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) $3) FILTER (WHERE $3 IS NOT NULL),
+                   pg_catalog.array_agg(%s) FILTER (WHERE $5 OPERATOR(pg_catalog.>) 0)
+            FROM (SELECT pg_catalog.to_jsonb(%s) AS j FROM %s AS %s CROSS JOIN LATERAL (SELECT (NULL::%s).*) AS %s
+                  WHERE (%s)) r $q$,
+            pg_catalog.format(key_sql, 'r.j'),
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END,
+            CASE TG_OP WHEN 'INSERT' THEN 'new' ELSE 'old' END,
+            TG_RELID::regclass,
+            CASE TG_OP WHEN 'INSERT' THEN 'old' ELSE 'new' END,
+            cond)
+        INTO payloads, tenants, keys
+        USING entity, excluded, tenant_col, key_cols, nkeys;
+    ELSIF TG_OP = 'INSERT' THEN
+        -- (INSERT and DELETE are spelled out, not built as text: their plans are kept between
+        -- statements, which a one-row INSERT per transaction feels)
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM new_rows x) r;
+    ELSE
+        SELECT pg_catalog.array_agg(pg_catalog.jsonb_build_object(entity, r.j OPERATOR(pg_catalog.-) excluded)),
+               pg_catalog.array_agg(r.j OPERATOR(pg_catalog.->>) tenant_col) FILTER (WHERE tenant_col IS NOT NULL),
+               pg_catalog.array_agg(CASE WHEN nkeys OPERATOR(pg_catalog.=) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (r.j OPERATOR(pg_catalog.->>) key_cols[1])
+                        WHEN nkeys OPERATOR(pg_catalog.>) 1 THEN entity OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) (
+                            SELECT pg_catalog.string_agg(r.j OPERATOR(pg_catalog.->>) c, ':' ORDER BY o)
+                            FROM pg_catalog.unnest(key_cols) WITH ORDINALITY u(c, o)) END)
+                   FILTER (WHERE nkeys OPERATOR(pg_catalog.>) 0)
+        INTO payloads, tenants, keys
+        FROM (SELECT pg_catalog.to_jsonb(x) AS j FROM old_rows x) r;
+    END IF;
+    -- One row (most writes of an application): the single form, which does less for one event.
+    IF pg_catalog.cardinality(payloads) OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM webhooks.webhook_publish(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads[1], tenants[1], actor, keys[1]);
+    ELSIF payloads IS NOT NULL THEN
+        PERFORM webhooks.webhook_publish_many(
+            entity || CASE TG_OP WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated' ELSE '.deleted' END,
+            payloads,
+            CASE WHEN tenant_col IS NOT NULL THEN tenants END,
+            actor,
+            CASE WHEN nkeys OPERATOR(pg_catalog.>) 0 THEN keys END);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- A tracked table's condition is kept by PostgreSQL itself, as the WHEN clause of a disabled
+-- row trigger (webhooks_row_condition): checked when made, and it follows renamed columns. The
+-- statement triggers read it back from there and evaluate it with the writer's rights. The
+-- table's owner makes it (_as_owner_of), so its function must be one every role may name:
+-- suppress_redundant_updates_trigger, which, were the holder ever enabled (ALTER TABLE ...
+-- ENABLE TRIGGER ALL, as a data-only pg_restore --disable-triggers runs), only skips updates
+-- that change nothing; _on_ddl says so and track_table disables it again. 0.3.0's holders, made with
+-- _condition_holder (which does nothing), are read as well.
+CREATE FUNCTION webhooks_internal._condition_holder() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$;
+
+-- The condition as PostgreSQL prints it now: what lies between the definition's known
+-- beginning and end (no pattern that a table name could fool), every name outside pg_catalog
+-- qualified (so the writer's search_path cannot change what it calls).
+CREATE FUNCTION webhooks_internal._condition_of(tbl regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog
+AS $$
+    SELECT CASE WHEN pg_catalog.starts_with(x.d, x.p) AND pg_catalog.right(x.d, pg_catalog.length(x.s)) = x.s
+                THEN pg_catalog.substr(x.d, pg_catalog.length(x.p) + 1,
+                                       pg_catalog.length(x.d) - pg_catalog.length(x.p) - pg_catalog.length(x.s)) END
+    FROM (SELECT pg_catalog.pg_get_triggerdef(g.oid) AS d,
+                 'CREATE TRIGGER webhooks_row_condition ' || w.timing || ' UPDATE ON ' || pg_catalog.quote_ident(n.nspname) || '.'
+                     || pg_catalog.quote_ident(c.relname) || ' FOR EACH ROW WHEN (' AS p,
+                 ') EXECUTE FUNCTION ' || w.fn || '()' AS s
+          FROM pg_catalog.pg_trigger g
+          JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN (VALUES ('pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure, 'BEFORE', 'suppress_redundant_updates_trigger'),
+                       ('webhooks_internal._condition_holder()'::pg_catalog.regprocedure, 'AFTER', 'webhooks_internal._condition_holder'))
+               AS w (f, timing, fn) ON w.f = g.tgfoid
+          WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition') x
+$$;
+
+-- The triggers of a tracked table, 0.2.0's row trigger included.
+CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass, with_condition boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    g text;
+BEGIN
+    FOR g IN SELECT x.tgname FROM pg_catalog.pg_trigger x
+             WHERE x.tgrelid = tbl AND NOT x.tgisinternal
+               AND (x.tgname IN ('webhooks_row_event', 'webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+                    OR (with_condition AND x.tgname = 'webhooks_row_condition'))
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g, tbl);
+    END LOOP;
+END $$;
+
+-- What a tracked table's row events carry, from webhooks.tracked_tables and the catalog as they
+-- are now: the entity, the columns kept out (by attribute number, as the columns are named
+-- now), the tenant column, the entity key's columns, the columns sent, the condition (as
+-- PostgreSQL prints it from its holder trigger), and the problem that stops them, if any; then
+-- what an operator reads of it in webhooks.tracked_tables (auto_excluded, applied, problem),
+-- the secret-looking columns seen for the first time (remembered by attribute number, so that
+-- a later rename does not send them), and whether any of that differs from what is recorded.
+-- It only reads: webhooks.tracked_columns runs it with the latest snapshot (the table a
+-- statement writes is the table as it is now, whatever the transaction's snapshot) and caches
+-- it; _row_shape_save records what changed.
+CREATE FUNCTION webhooks_internal._row_shape(tbl regclass)
+RETURNS TABLE (entity text, excluded text[], tenant_column text, key_columns text[], sent text[],
+               condition text, problem text, auto_excluded text[], seen int2[], applied text[], changed boolean)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    t webhooks.tracked_tables;
+    v_tenant text;
+    v_keys text[];
+    v_excluded text[];
+    v_sent text[];
+    v_auto text[];
+    v_seen int2[];
+    v_cond text;
+    v_problem text;
+    v_applied text[];
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF t.tenant_attnum IS NOT NULL THEN
+        SELECT a.attname INTO v_tenant FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attnum = t.tenant_attnum AND NOT a.attisdropped;
+        IF v_tenant IS NULL THEN
+            v_problem := 'its tenant column was dropped';
+        END IF;
+    END IF;
+    SELECT pg_catalog.array_agg(a.attname::text ORDER BY k.o) INTO v_keys
+    FROM pg_catalog.pg_index i, pg_catalog.unnest(i.indkey) WITH ORDINALITY k(attnum, o), pg_catalog.pg_attribute a
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attrelid = tbl AND a.attnum = k.attnum;
+    SELECT pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.kept_out),
+           pg_catalog.array_agg(c.attname::text ORDER BY c.attname::text) FILTER (WHERE NOT c.kept_out),
+           pg_catalog.array_agg(c.attname::text ORDER BY c.attnum) FILTER (WHERE c.secret),
+           pg_catalog.array_agg(c.attnum ORDER BY c.attnum) FILTER (WHERE c.secret AND NOT c.attnum = ANY (t.secret_attnums))
+    INTO v_excluded, v_sent, v_auto, v_seen
+    FROM (SELECT a.attname, a.attnum,
+                 CASE WHEN t.include_attnums IS NOT NULL THEN NOT a.attnum = ANY (t.include_attnums)
+                      ELSE a.attnum = ANY (t.exclude_attnums) OR a.attnum = ANY (t.secret_attnums)
+                           OR webhooks_internal._looks_secret(a.attname) END AS kept_out,
+                 -- (kept out for its name, now or when it was seen, not because it was listed)
+                 t.include_attnums IS NULL AND NOT a.attnum = ANY (t.exclude_attnums)
+                     AND (a.attnum = ANY (t.secret_attnums) OR webhooks_internal._looks_secret(a.attname)) AS secret
+          FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped) c;
+    -- The entity key goes into events and deliveries: never from a column kept out.
+    IF v_keys && v_excluded THEN
+        v_keys := NULL;
+    END IF;
+    v_cond := webhooks_internal._condition_of(tbl);
+    IF t.condition IS NOT NULL AND v_cond IS NULL THEN
+        v_problem := pg_catalog.concat_ws('; ', v_problem,
+            pg_catalog.format('its condition (%s) is gone: an object it used was dropped', t.condition));
+    END IF;
+    v_applied := ARRAY[t.entity, coalesce(v_excluded, '{}')::text, coalesce(v_tenant, ''), coalesce(v_keys, '{}')::text,
+                       coalesce(v_sent, '{}')::text, coalesce(v_cond, '')];
+    RETURN QUERY SELECT t.entity, coalesce(v_excluded, '{}'), v_tenant, coalesce(v_keys, '{}'), coalesce(v_sent, '{}'),
+                        v_cond, v_problem, coalesce(v_auto, '{}'), coalesce(v_seen, '{}'), v_applied,
+                        v_seen IS NOT NULL OR t.auto_excluded IS DISTINCT FROM coalesce(v_auto, '{}')
+                            OR t.applied IS DISTINCT FROM v_applied OR t.problem IS DISTINCT FROM v_problem;
+END $$;
+
+-- Records what _row_shape found, where it differs. A row another transaction holds is skipped
+-- (that one is recording the same): a writer of the table never waits here.
+-- (condition: as PostgreSQL prints it now, renamed columns included, while its holder exists)
+CREATE FUNCTION webhooks_internal._row_shape_save(tbl regclass, auto text[], seen int2[], p_applied text[], p_problem text)
+RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    UPDATE webhooks.tracked_tables x
+    SET secret_attnums = coalesce((SELECT pg_catalog.array_agg(DISTINCT a ORDER BY a)
+                                   FROM pg_catalog.unnest(x.secret_attnums OPERATOR(pg_catalog.||) seen) a), '{}'),
+        auto_excluded = auto, applied = p_applied, problem = p_problem,
+        condition = coalesce(nullif(p_applied[6], ''), x.condition)
+    WHERE x.relid = tbl
+      AND x.relid IN (SELECT y.relid FROM webhooks.tracked_tables y WHERE y.relid = tbl FOR UPDATE SKIP LOCKED)
+$$;
+
+-- _row_shape and what it found saved: for the DDL triggers and track_table (webhooks.tracked_columns
+-- does the same in Rust, around its cache).
+CREATE FUNCTION webhooks_internal._row_shape_now(tbl regclass)
+RETURNS TABLE (excluded text[], problem text, auto_excluded text[])
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s record;
+BEGIN
+    SELECT * INTO s FROM webhooks_internal._row_shape(tbl);
+    IF s.changed THEN
+        PERFORM webhooks_internal._row_shape_save(tbl, s.auto_excluded, s.seen, s.applied, s.problem);
+    END IF;
+    RETURN QUERY SELECT s.excluded, s.problem, s.auto_excluded;
+END $$;
+
+-- (Re)creates the triggers of a tracked table: three statement triggers that publish its row
+-- events, and the disabled holder of its condition. Returns the columns kept out because their
+-- names look secret.
+CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    t webhooks.tracked_tables;
+    op text;
+BEGIN
+    SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
+    IF t.condition IS NOT NULL AND webhooks_internal._condition_of(tbl) IS NULL THEN
+        -- A row trigger on UPDATE may name OLD and NEW: PostgreSQL checks the condition here,
+        -- once it is known to be one expression and nothing more, as the table's owner.
+        PERFORM webhooks_internal._check_condition(t.condition);
+        PERFORM webhooks_internal._as_owner_of(tbl, pg_catalog.format(
+            'CREATE TRIGGER webhooks_row_condition BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s' || E'\n'
+            ') EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()', tbl, t.condition));
+    ELSIF t.condition IS NULL AND webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D') THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition', tbl);
+    END IF;
+    -- One statement trigger per operation: a trigger with transition tables serves one event.
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+          AND g.tgenabled <> 'D' AND g.tgnargs = 0) <> 3 THEN
+        PERFORM webhooks_internal._drop_row_triggers(tbl);
+        FOREACH op IN ARRAY ARRAY['insert', 'update', 'delete'] LOOP
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER webhooks_row_%s AFTER %s ON %s REFERENCING %s '
+                'FOR EACH STATEMENT EXECUTE FUNCTION webhooks_internal._emit_row_events()',
+                op, pg_catalog.upper(op), tbl,
+                CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows' WHEN 'update' THEN 'OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                        ELSE 'OLD TABLE AS old_rows' END);
+        END LOOP;
+    END IF;
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
+    PERFORM webhooks_internal._row_shape_now(tbl);
+    RETURN (SELECT x.auto_excluded FROM webhooks.tracked_tables x WHERE x.relid = tbl);
+END $$;
+
+CREATE FUNCTION webhooks_internal._column_attnums(tbl regclass, cols text[], what text) RETURNS int2[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    missing text;
+    nums int2[];
+BEGIN
+    SELECT c INTO missing FROM pg_catalog.unnest(cols) c
+    WHERE c IS NULL OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: column "%" does not exist in %', what, missing, tbl USING ERRCODE = 'undefined_column';
+    END IF;
+    SELECT coalesce(pg_catalog.array_agg(a.attnum ORDER BY a.attnum), '{}') INTO nums
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = ANY (cols) AND a.attnum > 0 AND NOT a.attisdropped;
+    RETURN nums;
+END $$;
+
+CREATE FUNCTION webhooks_internal._track_table(
+    tbl regclass,
+    entity text,
+    exclude_columns text[],
+    tenant_column text,
+    include_columns text[],
+    condition text
+) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    rel pg_catalog.pg_class;
+    op text;
+    auto text[];
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation % does not exist', coalesce(tbl::oid::text, 'NULL') USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), rel.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can track it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '% is a temporary table and cannot be tracked', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relnamespace IN ('webhooks'::regnamespace, 'pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = tbl AND d.deptype = 'e') THEN
+        RAISE EXCEPTION '% belongs to an extension or the system and cannot be tracked', tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(entity);
+    FOREACH op IN ARRAY ARRAY['created', 'updated', 'deleted'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM webhooks.event_types t WHERE t.name = entity || '.' || op) THEN
+            RAISE EXCEPTION 'event type "%.%" is not in the catalogue', entity, op
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = pg_catalog.format('Register it: SELECT webhooks.event_type_register(%L);', entity || '.' || op);
+        END IF;
+    END LOOP;
+    -- Rows of tables dropped since they were tracked.
+    DELETE FROM webhooks.tracked_tables x
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = x.relid::oid);
+    -- (the triggers it drops and makes again are no news for the DDL triggers)
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', tbl::oid::text, true);
+    -- A new condition replaces the old one (made again from the text given).
+    IF webhooks_internal._condition_of(tbl) IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER webhooks_row_condition ON %s', tbl);
+    END IF;
+    IF nullif(condition, '') IS NOT NULL THEN
+        PERFORM webhooks_internal._check_condition(condition);
+    END IF;
+    INSERT INTO webhooks.tracked_tables AS x (relid, entity, exclude_attnums, include_attnums, tenant_attnum, condition)
+    VALUES (tbl, entity,
+            webhooks_internal._column_attnums(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns'),
+            CASE WHEN include_columns IS NOT NULL
+                 THEN webhooks_internal._column_attnums(tbl, include_columns, 'include_columns') END,
+            CASE WHEN tenant_column IS NOT NULL
+                 THEN (webhooks_internal._column_attnums(tbl, ARRAY[tenant_column], 'tenant_column'))[1] END,
+            nullif(condition, ''))
+    ON CONFLICT (relid) DO UPDATE
+        SET entity = EXCLUDED.entity, exclude_attnums = EXCLUDED.exclude_attnums,
+            include_attnums = EXCLUDED.include_attnums, tenant_attnum = EXCLUDED.tenant_attnum,
+            condition = EXCLUDED.condition, tracked_at = pg_catalog.now(),
+            -- (decided anew from the columns as they are named now)
+            secret_attnums = '{}', problem = NULL;
+    auto := webhooks_internal._track_apply(tbl);
+    PERFORM pg_catalog.set_config('webhooks_internal.retracking', '', true);
+    IF pg_catalog.cardinality(auto) > 0 THEN
+        RAISE NOTICE 'columns % of % look secret and are not sent', auto, tbl
+            USING HINT = 'List a column in include_columns to send it anyway.';
+    END IF;
+    RETURN pg_catalog.format('%s publishes %s.created, %s.updated and %s.deleted', tbl, entity, entity, entity);
+END $$;
+
+CREATE FUNCTION webhooks_internal._untrack_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(webhooks_internal._caller(), (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'only the owner of % can untrack it', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM webhooks.tracked_tables x WHERE x.relid = tbl;
+    PERFORM webhooks_internal._drop_row_triggers(tbl, true);
+END $$;
+
+-- After a DDL command, for the tracked tables it touched (directly, as a parent, or through a
+-- typed table's type): what its row events carry now, said as WARNINGs where it changed (a new
+-- secret-looking column kept out, a problem that makes the table's writes fail, triggers
+-- disabled or gone) and written to webhooks.tracked_tables. Never an error: nothing a tracked
+-- table's owner did may make anyone's command fail (a condition whose function was dropped
+-- made every CREATE TABLE in the database fail in 0.3.0). What row events carry does not
+-- depend on this running (pg_restore, session_replication_role and pg_dump's session
+-- settings all keep it from firing): webhooks.tracked_columns decides at each statement.
+CREATE FUNCTION webhooks_internal._on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL OR NOT EXISTS (SELECT 1 FROM webhooks.tracked_tables) THEN
+        RETURN;
+    END IF;
+    FOR r IN
+        WITH RECURSIVE touched(oid) AS (
+            SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+            WHERE c.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_type'::regclass)
+            UNION
+            SELECT x.oid FROM touched
+            CROSS JOIN LATERAL (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = touched.oid
+                                UNION ALL
+                                SELECT k.oid FROM pg_catalog.pg_class k WHERE k.reloftype = touched.oid) x(oid)
+        )
+        SELECT t.relid, t.auto_excluded, t.problem FROM webhooks.tracked_tables t
+        WHERE t.relid::oid IN (SELECT touched.oid FROM touched)
+          AND t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
+        ORDER BY t.relid::oid
+    LOOP
+        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
+    END LOOP;
+END $$;
+
+-- What _on_ddl and _on_drop say about one tracked table, given what it was before.
+CREATE FUNCTION webhooks_internal._warn_about(tbl regclass, auto_before text[], problem_before text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s record;
+    fresh text[];
+BEGIN
+    SELECT * INTO s FROM webhooks_internal._row_shape_now(tbl);
+    SELECT pg_catalog.array_agg(x ORDER BY x) INTO fresh
+    FROM pg_catalog.unnest(s.auto_excluded) x WHERE NOT x = ANY (coalesce(auto_before, '{}'));
+    IF fresh IS NOT NULL THEN
+        RAISE WARNING 'columns % of tracked table % look secret and are not sent in row events', fresh, tbl
+            USING HINT = 'List a column in track_table(..., include_columns => ...) to send it anyway.';
+    END IF;
+    IF s.problem IS NOT NULL AND s.problem IS DISTINCT FROM problem_before THEN
+        RAISE WARNING 'row events of tracked table % cannot be made: %; its INSERT, UPDATE and DELETE fail until then', tbl, s.problem
+            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...), or stop its row events with webhooks.untrack_table(%L).',
+                                           tbl::text, tbl::text);
+    END IF;
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_trigger g
+        WHERE g.tgrelid = tbl AND g.tgname IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete')
+          AND g.tgenabled <> 'D') < 3 THEN
+        RAISE WARNING 'the row triggers of tracked table % are disabled or gone: its writes publish no events', tbl
+            USING HINT = pg_catalog.format('Track it again with webhooks.track_table(%L, ...) to make them again.', tbl::text);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+               WHERE g.tgrelid = tbl AND g.tgname = 'webhooks_row_condition' AND g.tgenabled <> 'D'
+                 AND g.tgfoid = 'pg_catalog.suppress_redundant_updates_trigger()'::pg_catalog.regprocedure) THEN
+        RAISE WARNING 'webhooks_row_condition, the holder of tracked table %''s condition, is enabled: updates of % that change nothing are skipped', tbl, tbl
+            USING HINT = pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER webhooks_row_condition, or track it again.', tbl::text);
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'webhooks: tracked table % could not be checked after this command: %', tbl, SQLERRM;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE',
+                 'ALTER TYPE', 'ALTER DOMAIN', 'CREATE TABLE', 'ALTER INDEX')
+    EXECUTE FUNCTION webhooks_internal._on_ddl();
+
+-- Dropped tables leave no row behind (any command: DROP TABLE, DROP SCHEMA ... CASCADE,
+-- DROP OWNED), so that no later table that gets the same oid inherits a tracking. A row
+-- trigger or condition of a table still tracked that went (DROP TRIGGER, or DROP FUNCTION
+-- ... CASCADE of a function its condition calls) is said, as _on_ddl says it.
+CREATE FUNCTION webhooks_internal._on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    IF pg_catalog.to_regclass('webhooks.tracked_tables') IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM webhooks.tracked_tables t
+    USING pg_catalog.pg_event_trigger_dropped_objects() o
+    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 AND o.objid = t.relid::oid;
+    FOR r IN
+        SELECT DISTINCT t.relid, t.auto_excluded, t.problem
+        FROM pg_catalog.pg_event_trigger_dropped_objects() o
+        JOIN webhooks.tracked_tables t
+          ON o.classid = 'pg_catalog.pg_trigger'::regclass AND pg_catalog.cardinality(o.address_names) = 3
+         AND o.address_names[3] IN ('webhooks_row_insert', 'webhooks_row_update', 'webhooks_row_delete', 'webhooks_row_condition')
+         AND t.relid::oid = (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = o.address_names[1] AND c.relname = o.address_names[2])
+        WHERE t.relid::oid::text IS DISTINCT FROM pg_catalog.current_setting('webhooks_internal.retracking', true)
+    LOOP
+        PERFORM webhooks_internal._warn_about(r.relid, r.auto_excluded, r.problem);
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER webhooks_track_drop ON sql_drop
+    EXECUTE FUNCTION webhooks_internal._on_drop();
+
+-- What a statement's row events carry is cached per backend (webhooks.tracked_columns) until
+-- the table's definition changes: a change of the tracking itself, however it is made
+-- (track_table, a restore, an UPDATE by hand), tells every backend once it commits.
+CREATE FUNCTION webhooks_internal._tracking_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM webhooks_internal._forget_row_shape(OLD.relid::oid);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM webhooks_internal._forget_row_shape(NEW.relid::oid);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- (what _row_shape writes back, the state an operator reads, changes nothing of what is sent;
+-- the condition sent is its holder trigger's, whose changes invalidate the table themselves,
+-- and track_table sets tracked_at)
+CREATE TRIGGER tracked_tables_changed
+    AFTER INSERT OR DELETE OR UPDATE OF relid, entity, exclude_attnums, include_attnums, tenant_attnum, tracked_at
+    ON webhooks.tracked_tables FOR EACH ROW EXECUTE FUNCTION webhooks_internal._tracking_changed();
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:60
+-- requires:
+--   publish
+--   gate::webhook_send_sync_result
+
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
+               occurred_us bigint, data text, endpoint_id text, url text, secret text,
+               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
+               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
+          AND webhooks_internal._matches(ep.event_types, p_type)
+          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
+        RETURNING dd.id, dd.endpoint_id
+    )
+    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
+           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
+           ep.id, ep.url,
+           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
+           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
+                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
+           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
+           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
+           ep.signature
+    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
+    ORDER BY ep.id;
+END $$;
+
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
+
+-- Synchronous events: delivered now from the calling session. Returns the answers, or, when
+-- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
+-- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
+-- platform endpoint ('*') that also received the event (its failure still fails the call,
+-- unnamed); the attempts are recorded for those who may see them.
+CREATE FUNCTION webhooks_internal._send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text,
+    actor jsonb
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    targets jsonb;
+    answers jsonb;
+    shown jsonb;
+    failures text;
+    hidden int;
+    s text[] := webhooks.tenant_scope();
+BEGIN
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
+    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
+    IF targets IS NULL THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    answers := webhooks_internal._sync_send(event_type, targets);
+    PERFORM webhooks_internal._sync_record(answers);
+    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
+    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
+                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
+           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
+                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
+    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
+    IF hidden > 0 THEN
+        failures := pg_catalog.concat_ws('; ', failures,
+            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
+    END IF;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(
+            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', targets -> 0 ->> 'event_id',
+        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
+                      FROM pg_catalog.jsonb_array_elements(shown) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
+
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:236
+-- webhooks::api::_delivery_state_ok
+CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
+	"status" TEXT, /* Option < & str > */
+	"attempts" INT, /* Option < i32 > */
+	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+) RETURNS bool /* bool */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:36
+-- requires:
+--   schema
+--   api::_delivery_state_ok
+
+-- One check for the whole state machine of a delivery: each status has exactly the timestamps
+-- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
+-- check's expression tree again for every statement that writes the table, and a one-row
+-- publish is such a statement.
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
+    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:226
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:348
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/gate.rs:371
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
