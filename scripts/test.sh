@@ -27,6 +27,9 @@ rm -f "$WORK"/test-*.log
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 checked=0
 
+echo "== ARCHITECTURE.md names only what exists"
+bash scripts/architecture-check.sh
+
 echo "== the pure logic (webhooks-core): unit tests, no PostgreSQL"
 cargo test -p webhooks-core 2>&1 | tee "$WORK/test-core.log"
 

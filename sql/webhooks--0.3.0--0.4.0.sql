@@ -147,7 +147,7 @@ The ordering of items is not stable, it is driven by a dependency graph.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:29
+-- src/lib.rs:49
 -- bootstrap
 -- Tables of the webhooks extension. Loaded first (bootstrap): nothing here calls Rust code.
 --
@@ -207,7 +207,7 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- The first failed attempt since the last success: webhooks.disable_after counts from here.
     failing_since              timestamptz,
     -- Added in 0.3.0. What receivers get: 'standard-webhooks' (the envelope and webhook-*
-    -- headers of the Standard Webhooks spec) or 'hmac-hex' (the layout of seed 004: a flat body
+    -- headers of the Standard Webhooks spec) or 'hmac-hex' (the layout that identity platforms such as IntelliAuth document: a flat body
     -- with tenant and delivery, a hex HMAC-SHA256 of the body in <header_prefix>Signature).
     format                     text NOT NULL DEFAULT 'standard-webhooks'
                                CHECK (format IN ('standard-webhooks', 'hmac-hex')),
@@ -222,7 +222,7 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- tenant_id, actor, data}): an event it does not match makes no delivery (NULL: all).
     filter                     jsonpath,
     -- Added in 0.4.0. The paths the filter evaluates, set by the endpoints' trigger: its work on
-    -- an event is bounded by this times the event's size (src/filter_path.rs). NULL with a
+    -- an event is bounded by this times the event's size (core/src/filter_path.rs). NULL with a
     -- filter: one written before 0.4.0's checks that they refuse, never evaluated.
     filter_weight              int,
     -- Added in 0.4.0. What each claimed request of this endpoint carries besides its event (URL,
@@ -374,7 +374,8 @@ SELECT pg_catalog.pg_extension_config_dump('webhooks.events',
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries', 'WHERE status IN (''pending'', ''in_flight'')');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries_id_seq', '');
 
--- The identity events named by the seed pages (shared/seeds).
+-- The identity events that identity platforms' webhook pages name (Authsignal's challenge and
+-- authenticator events, an IDaaS catalogue of user, password, passkey and magic-link events, ...).
 INSERT INTO webhooks.event_types (name, category, description, mode, builtin)
 SELECT name, split_part(name, '.', 1), description, mode, true
 FROM (VALUES
@@ -474,7 +475,7 @@ COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Requests to this endpoint
 COMMENT ON COLUMN webhooks.endpoints.rate_limit IS 'Deliveries per second at most, shared by every worker (NULL: no limit).';
 COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit clock: when the next send is due under rate_limit.';
 COMMENT ON COLUMN webhooks.endpoints.paused_until IS 'The receiver asked to wait (429/502/503/504 with Retry-After): nothing is sent before.';
-COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-webhooks (default) or hmac-hex (seed 004''s body and X-...-Signature hex HMAC of the body).';
+COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-webhooks (default) or hmac-hex (a flat body with event_id, event_type, tenant, actor, data, delivery, and an X-...-Signature hex HMAC of the body, as IntelliAuth documents it).';
 COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the headers, e.g. X-IntelliAuth- (NULL: X-Webhook-).';
 COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secret, the default) or v1a (ed25519: receivers verify with public_key).';
 COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
@@ -501,10 +502,64 @@ COMMENT ON COLUMN webhooks.deliveries.data_bytes IS 'Its event''s data_bytes: wh
 COMMENT ON COLUMN webhooks.deliveries.claimed_by IS 'Process id of the worker that claimed the delivery last (several workers share the queue).';
 COMMENT ON COLUMN webhooks.deliveries.endpoint_tenant IS 'The endpoint''s tenant_id when the delivery was made; only that endpoint, in that tenant, receives it.';
 COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long, status, error, the first 4 KiB of the answer.';
+
+-- Tenancy (sql/src/tenancy.sql): which roles act for which tenants.
+-- Keyed by the role itself (regrole: its oid, shown and dumped by name), not by its name: a
+-- renamed role keeps its bindings, a dropped role's bindings bind nobody (housekeeping deletes
+-- them, pg_dump leaves them out), and a new role that takes the name inherits nothing.
+CREATE TABLE IF NOT EXISTS webhooks.tenant_roles (
+    role_name  regrole NOT NULL,
+    tenant_id  text NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by text NOT NULL DEFAULT current_user,
+    PRIMARY KEY (role_name, tenant_id)
+);
+COMMENT ON TABLE webhooks.tenant_roles IS
+    'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
+    'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
+
+-- Tenants are in use once a role was bound to one, and stay so: unbinding every role, dropping
+-- the bound roles or restoring into a cluster without them must close scopes, never open the
+-- rows without a tenant to every role (the single-tenant rule below). One row, or none.
+CREATE TABLE IF NOT EXISTS webhooks_internal.tenancy_in_use (
+    in_use boolean PRIMARY KEY DEFAULT true CHECK (in_use),
+    since  timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.tenancy_in_use', '');
+
+-- Row events (sql/src/tracking.sql): the tracked tables.
+CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
+    relid           regclass PRIMARY KEY,
+    entity          text NOT NULL,
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    include_attnums int2[],                -- NULL: every column not excluded
+    tenant_attnum   int2,
+    auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
+    tracked_at      timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
+    condition       text,
+    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
+    -- by attribute number: a rename does not send them.
+    secret_attnums  int2[] NOT NULL DEFAULT '{}',
+    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
+    -- untracked); NULL when they can.
+    problem         text
+);
+COMMENT ON TABLE webhooks.tracked_tables IS
+    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+COMMENT ON COLUMN webhooks.tracked_tables.applied IS
+    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
+COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
+    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
+COMMENT ON COLUMN webhooks.tracked_tables.problem IS
+    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:386
+-- src/gate.rs:387
 -- webhooks::gate::current_tenant
 CREATE  FUNCTION "current_tenant"() RETURNS TEXT /* Option < String > */
 STRICT STABLE
@@ -513,7 +568,7 @@ AS 'MODULE_PATHNAME', 'current_tenant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:442
+-- src/gate.rs:443
 -- webhooks::gate::delivery_retry
 CREATE  FUNCTION "delivery_retry"(
 	"delivery_id" bigint /* Option < i64 > */
@@ -531,7 +586,7 @@ AS 'MODULE_PATHNAME', 'delivery_retry_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:483
+-- src/gate.rs:484
 -- webhooks::gate::endpoint_recover
 CREATE  FUNCTION "endpoint_recover"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -543,7 +598,7 @@ AS 'MODULE_PATHNAME', 'endpoint_recover_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:499
+-- src/gate.rs:500
 -- webhooks::gate::endpoint_test
 CREATE  FUNCTION "endpoint_test"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -563,7 +618,7 @@ AS 'MODULE_PATHNAME', 'endpoint_test_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:413
+-- src/gate.rs:414
 -- webhooks::gate::event_replay
 CREATE  FUNCTION "event_replay"(
 	"event_id" TEXT, /* Option < & str > */
@@ -578,7 +633,7 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:544
+-- src/gate.rs:545
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -599,7 +654,7 @@ AS 'MODULE_PATHNAME', 'status_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:395
+-- src/gate.rs:396
 -- webhooks::gate::tenant_grant
 CREATE  FUNCTION "tenant_grant"(
 	"role_name" TEXT, /* Option < & str > */
@@ -611,7 +666,7 @@ AS 'MODULE_PATHNAME', 'tenant_grant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:404
+-- src/gate.rs:405
 -- webhooks::gate::tenant_revoke
 CREATE  FUNCTION "tenant_revoke"(
 	"role_name" TEXT, /* Option < & str > */
@@ -623,7 +678,7 @@ AS 'MODULE_PATHNAME', 'tenant_revoke_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:353
+-- src/gate.rs:354
 -- webhooks::gate::tenant_scope
 CREATE  FUNCTION "tenant_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
 STRICT STABLE
@@ -632,13 +687,13 @@ AS 'MODULE_PATHNAME', 'tenant_scope_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:300
+-- src/gate.rs:301
 -- webhooks::gate::track_table
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:321
+-- src/gate.rs:322
 -- webhooks::gate::track_table
 CREATE  FUNCTION "track_table"(
 	"tbl" regclass, /* Option < Regclass > */
@@ -673,7 +728,7 @@ AS 'MODULE_PATHNAME', 'tracked_columns_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:344
+-- src/gate.rs:345
 -- webhooks::gate::untrack_table
 CREATE  FUNCTION "untrack_table"(
 	"tbl" regclass /* Option < Regclass > */
@@ -774,33 +829,21 @@ AS 'MODULE_PATHNAME', 'webhook_verify_headers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:33
+-- src/lib.rs:53
 CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:364
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:125
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
+-- src/api.rs:265
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -812,6 +855,18 @@ CREATE  FUNCTION webhooks_internal."_filter_weight"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:257
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -833,66 +888,41 @@ AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:134
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
+-- src/api.rs:236
+-- webhooks::api::_delivery_state_ok
+CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
+	"status" TEXT, /* Option < & str > */
+	"attempts" INT, /* Option < i32 > */
+	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
 ) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+-- src/lib.rs:55
+-- requires:
+--   schema
+--   api::_delivery_state_ok
+
+-- One check for the whole state machine of a delivery: each status has exactly the timestamps
+-- it needs (core/src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
+-- check's expression tree again for every statement that writes the table, and a one-row
+-- publish is such a statement.
+ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
+    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tracking.rs:207
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:520
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -907,6 +937,38 @@ AS 'MODULE_PATHNAME', '_check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/wake.rs:520
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sync.rs:138
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:102
 -- webhooks::api::_new_event_ids
 CREATE  FUNCTION webhooks_internal."_new_event_ids"(
@@ -918,15 +980,85 @@ AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sync.rs:100
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
+-- src/wake.rs:530
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:364
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:207
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/handoff.rs:125
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:312
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:134
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -939,9 +1071,9 @@ AS 'MODULE_PATHNAME', '_caller_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:41
+-- src/lib.rs:60
 -- requires:
---   schema
+--   states
 --   gate::_caller
 
 -- Tenancy: roles are bound to tenants, and a role sees, changes and publishes only for its
@@ -962,30 +1094,6 @@ AS 'MODULE_PATHNAME', '_caller_wrapper';
 -- a tenant receives only events without a tenant.
 -- The role is the one that called the API (webhooks_internal._caller(), see src/gate.rs), not the
 -- session's: someone else's code running in a session acts with its own rights.
-
--- Keyed by the role itself (regrole: its oid, shown and dumped by name), not by its name: a
--- renamed role keeps its bindings, a dropped role's bindings bind nobody (housekeeping deletes
--- them, pg_dump leaves them out), and a new role that takes the name inherits nothing.
-CREATE TABLE IF NOT EXISTS webhooks.tenant_roles (
-    role_name  regrole NOT NULL,
-    tenant_id  text NOT NULL,
-    granted_at timestamptz NOT NULL DEFAULT now(),
-    granted_by text NOT NULL DEFAULT current_user,
-    PRIMARY KEY (role_name, tenant_id)
-);
-COMMENT ON TABLE webhooks.tenant_roles IS
-    'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
-    'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
-
--- Tenants are in use once a role was bound to one, and stay so: unbinding every role, dropping
--- the bound roles or restoring into a cluster without them must close scopes, never open the
--- rows without a tenant to every role (the single-tenant rule below). One row, or none.
-CREATE TABLE IF NOT EXISTS webhooks_internal.tenancy_in_use (
-    in_use boolean PRIMARY KEY DEFAULT true CHECK (in_use),
-    since  timestamptz NOT NULL DEFAULT now()
-);
-SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.tenancy_in_use', '');
 
 -- NULL means every tenant; '' in the array stands for rows without a tenant.
 CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
@@ -1160,26 +1268,175 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
+-- src/lib.rs:65
+-- requires:
+--   tenancy
+--   api::_matches
+--   api::_filter_weight
+--   api::_filter_affordable
+
+-- Matching: which endpoints an event goes to. One test of subscription (_subscribes: enabled,
+-- the event's tenant or '*', its type among the endpoint's filters) that publish, the set form,
+-- operational events, synchronous sends and replays all use, and the content filters that a
+-- tenant's admin may add (their cost bounded: core/src/filter_path.rs).
+
+-- Whether an endpoint receives events of this tenant and type (its content filter aside). An
+-- SQL function inlined into the statement that calls it, so that the tenant condition stays one
+-- the endpoints' tenant index answers; for that it has no SET clause and names everything with
+-- its schema (DESIGN rule 8).
+CREATE FUNCTION webhooks_internal._subscribes(ep webhooks.endpoints, tenant text, type text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT ep.enabled
+       AND coalesce(ep.tenant_id, '') OPERATOR(pg_catalog.=) ANY (ARRAY[coalesce(tenant, ''), '*'])
+       AND webhooks_internal._matches(ep.event_types, type)
+$$;
+
+-- A filter as endpoint_create/endpoint_update take it: a SQL/JSON path, '' for none. Its errors
+-- name the filter and say what one looks like. (Public: admins' calls of those functions run
+-- it; it evaluates nothing.)
+CREATE FUNCTION webhooks.filter_path(filter text) RETURNS jsonpath
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF filter IS NULL OR filter = '' THEN
+        RETURN NULL;
+    END IF;
+    RETURN filter::jsonpath;
+EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'filter "%" is not a SQL/JSON path: %', filter, SQLERRM
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'A filter is a predicate over the envelope, like $.data.user.email_verified == true or $.tenant_id == "acme".';
+END $$;
+COMMENT ON FUNCTION webhooks.filter_path(text) IS
+    'The SQL/JSON path of an endpoint filter, with an error that names a bad one ('''' and NULL: none).';
+
+-- A filter must be one whose cost is bounded (core/src/filter_path.rs: no .**, no $ inside a filter
+-- expression, no comparison of two paths, at most 16 paths, 4 nested filters, a bounded
+-- like_regex) and answer true or false (or unknown) for any event: tried on an envelope of the
+-- shape every event has. Returns its weight, the paths it evaluates.
+CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS int
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    weight int;
+BEGIN
+    IF pg_catalog.length(f::text) > 1024 THEN
+        RAISE EXCEPTION 'filter is % characters, over the limit of 1024', pg_catalog.length(f::text)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    weight := webhooks_internal._filter_weight(f::text);
+    BEGIN
+        PERFORM pg_catalog.jsonb_path_match(
+            '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
+              "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
+    END;
+    RETURN weight;
+END $$;
+
+-- The envelope a filter sees. An SQL function inlined where it is called (a SET clause would
+-- stop that), so its body names everything with its schema instead (DESIGN rule 8).
+CREATE FUNCTION webhooks_internal._filter_envelope(id text, type text, version text, source text,
+                                                   tenant_id text, actor jsonb, data jsonb) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
+                                         'tenant_id', tenant_id, 'actor', actor, 'data', data)
+$$;
+
+-- Whether an event goes to an endpoint as far as its filter says (no filter: it does), where
+-- publish, the set form, synchronous sends and operational events all ask it. A filter whose
+-- work on this event would exceed its budget (its weight times the event's size) is not
+-- evaluated: the event goes to the endpoint as if it matched, and the log says so; a filter
+-- errs towards sending, never towards losing. Inlined (its body names everything with its
+-- schema, as _filter_envelope's).
+CREATE FUNCTION webhooks_internal._filter_passes(filter jsonpath, weight int, endpoint text,
+                                                 id text, type text, version text, source text,
+                                                 tenant_id text, actor jsonb, data jsonb) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT filter IS NULL
+        OR NOT webhooks_internal._filter_affordable(weight, data, endpoint)
+        OR coalesce(pg_catalog.jsonb_path_match(
+               webhooks_internal._filter_envelope(id, type, version, source, tenant_id, actor, data),
+               filter, '{}', true), false)
+$$;
+
+-- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
+ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:257
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
+-- src/lib.rs:75
+-- requires:
+--   matching
+
+-- The contract between SQL and Rust for a request to send.
+
+-- One request to send: what the claim (_claim) and a synchronous send's preparation
+-- (_sync_prepare) both return, and what the worker and webhook_send_sync read, by column name,
+-- into one struct (src/request.rs). bytes: what it costs the worker's memory while claimed.
+CREATE TYPE webhooks_internal.request AS (
+    delivery_id     bigint,
+    attempts        int,
+    lease_us        bigint,
+    bytes           bigint,
+    event_id        text,
+    event_type      text,
+    version         text,
+    source          text,
+    occurred_us     bigint,
+    tenant_id       text,
+    actor           text,
+    data            text,
+    traceparent     text,
+    endpoint_id     text,
+    endpoint_tenant text,
+    url             text,
+    secret          text,
+    previous_secret text,
+    headers         text,
+    batch_max       int,
+    max_in_flight   int,
+    tls_client_cert text,
+    tls_client_key  text,
+    format          text,
+    header_prefix   text,
+    signature       text,
+    tenant_slug     text
+);
+
+-- A delivery's request, from its rows: the secrets that sign it (v1a: the private keys, k),
+-- the previous one during a rotation's grace period, the tenant's slug for hmac-hex (t), and
+-- what it costs the worker's memory (its event's data as sent, 1 KiB for the envelope, and
+-- what it carries of its endpoint). k and t are the caller's outer joins, so that the function
+-- holds no subquery and is inlined into the statement that calls it; for the same reason it
+-- has no SET clause, and every operator and type in it is named with its schema.
+CREATE FUNCTION webhooks_internal._request(d webhooks.deliveries, e webhooks.events, ep webhooks.endpoints,
+                                           k webhooks_internal.signing_keys, t webhooks.tenants, data text)
+RETURNS webhooks_internal.request
+LANGUAGE sql STABLE
+AS $$
+    SELECT ROW(d.id, d.attempts,
+               (extract(epoch FROM d.lease_until) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+               coalesce(d.data_bytes::pg_catalog.int8, pg_catalog.octet_length(data)::pg_catalog.int8, 0)
+                   OPERATOR(pg_catalog.+) 1024 OPERATOR(pg_catalog.+) ep.request_bytes,
+               e.id, e.type, e.version, e.source,
+               (extract(epoch FROM e.occurred_at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+               e.tenant_id, e.actor::pg_catalog.text, data, e.traceparent,
+               ep.id, d.endpoint_tenant, ep.url,
+               CASE WHEN ep.signature OPERATOR(pg_catalog.=) 'v1a' THEN k.private_key ELSE ep.secret END,
+               CASE WHEN ep.previous_secret_expires_at OPERATOR(pg_catalog.>) pg_catalog.now() THEN
+                    CASE WHEN ep.signature OPERATOR(pg_catalog.=) 'v1a' THEN k.previous_private_key
+                         ELSE ep.previous_secret END END,
+               ep.headers::pg_catalog.text, ep.batch_max, ep.max_in_flight, ep.tls_client_cert, ep.tls_client_key,
+               ep.format, ep.header_prefix, ep.signature,
+               CASE WHEN ep.format OPERATOR(pg_catalog.=) 'hmac-hex' THEN t.slug END)::webhooks_internal.request
+$$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1195,48 +1452,12 @@ AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/wake.rs:530
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:312
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:265
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1251,6 +1472,24 @@ AS 'MODULE_PATHNAME', '_check_filters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:226
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/gate.rs:372
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/api.rs:96
 -- webhooks::api::_new_event_id
 CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
@@ -1260,10 +1499,9 @@ AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:47
+-- src/lib.rs:80
 -- requires:
---   tenancy
---   api::_matches
+--   request
 --   api::_new_event_id
 --   api::_new_event_ids
 --   gate::tenant_scope
@@ -1441,9 +1679,7 @@ BEGIN
                pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id),
                ARRAY[nbytes]
         FROM webhooks.endpoints ep
-        WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
-          AND ep.enabled
-          AND webhooks_internal._matches(ep.event_types, p_type)
+        WHERE webhooks_internal._subscribes(ep, p_tenant, p_type)
           AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
                    new_id, p_type, et.version, src, p_tenant, actor, data)
         HAVING pg_catalog.count(*) > 0
@@ -1453,9 +1689,7 @@ BEGIN
             INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
             SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window, ep.tenant_id, nbytes
             FROM webhooks.endpoints ep
-            WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
-              AND ep.enabled
-              AND webhooks_internal._matches(ep.event_types, p_type)
+            WHERE webhooks_internal._subscribes(ep, p_tenant, p_type)
               -- (an endpoint's filter sees the envelope; one that errors on it matches nothing)
               AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
                        new_id, p_type, et.version, src, p_tenant, actor, data)
@@ -1585,8 +1819,7 @@ BEGIN
            pg_catalog.array_agg(ep.filter ORDER BY ep.id), pg_catalog.array_agg(ep.filter_weight ORDER BY ep.id)
     INTO m_for, m_id, m_tenant, m_delay, m_filter, m_weight
     FROM (SELECT DISTINCT x AS t FROM unnest(tout) x) mt
-    JOIN webhooks.endpoints ep ON coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(mt.t, ''), '*'])
-    WHERE ep.enabled AND webhooks_internal._matches(ep.event_types, p_type);
+    JOIN webhooks.endpoints ep ON webhooks_internal._subscribes(ep, mt.t, p_type);
     -- A few deliveries are written now, as webhook_publish does; more go to the worker as one
     -- fanouts row per tenant, so that the user's write does not grow with the endpoints. Events
     -- of an entity keep their order: none is written directly while a fanout waits.
@@ -1727,9 +1960,7 @@ BEGIN
     WITH matched AS (
         SELECT ep.id, ep.tenant_id, ep.batch_window, ep.filter IS NOT NULL AS filtered
         FROM webhooks.endpoints ep
-        WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
-          AND ep.enabled AND ep.id IS DISTINCT FROM p_about
-          AND webhooks_internal._matches(ep.event_types, p_type)
+        WHERE webhooks_internal._subscribes(ep, tenant, p_type) AND ep.id IS DISTINCT FROM p_about
     ), d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
         SELECT new_id, m.id, tenant, pg_catalog.now() + m.batch_window, m.tenant_id, size
@@ -1753,19 +1984,193 @@ BEGIN
         pg_catalog.jsonb_build_object('id', new_id, 'type', p_type)::text);
     RETURN new_id;
 END $$;
-
--- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
-ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:65
+-- src/lib.rs:92
 -- requires:
 --   publish
+--   gate::webhook_send_sync_result
+
+-- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns their requests
+-- (webhooks_internal.request, as the claim returns them).
+-- The event is recorded without its data: synchronous events carry OTP codes, magic links and
+-- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
+-- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
+-- status, duration and answer of the attempt.
+CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
+RETURNS SETOF webhooks_internal.request
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    tenant text := webhooks_internal._event_tenant(p_tenant);
+    et webhooks.event_types;
+    new_id text := webhooks_internal._new_event_id();
+    ev webhooks.events;
+BEGIN
+    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
+    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
+    VALUES (new_id, tenant, p_type, et.version,
+            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
+    RETURNING * INTO ev;
+    RETURN QUERY
+    WITH d AS (
+        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
+                                               endpoint_tenant)
+        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
+        FROM webhooks.endpoints ep
+        WHERE webhooks_internal._subscribes(ep, tenant, p_type)
+          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
+                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
+        RETURNING dd AS row, dd.endpoint_id
+    )
+    SELECT (x.r).* FROM (
+        SELECT webhooks_internal._request(d.row, ev, ep, k, t, p_data::text) AS r
+        FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+        LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id AND ep.signature = 'v1a'
+        LEFT JOIN webhooks.tenants t ON t.id = ev.tenant_id AND ep.format = 'hmac-hex'
+        ORDER BY ep.id OFFSET 0) x;
+END $$;
+
+CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH r AS (
+        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
+            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
+            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
+        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
+        RETURNING d.id
+    )
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
+    FROM r JOIN upd ON upd.id = r.delivery_id
+$$;
+
+-- Synchronous events: delivered now from the calling session (src/sync.rs sends what
+-- _sync_prepare returned, then calls this with the answers). Returns them, or, when nobody
+-- subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
+-- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
+-- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
+-- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
+-- platform endpoint ('*') that also received the event (its failure still fails the call,
+-- unnamed); the attempts are recorded for those who may see them.
+-- event: the event's id, version, source, tenant and type (NULL when nothing was sent).
+CREATE FUNCTION webhooks_internal._sync_finish(event_type text, event jsonb, answers jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    shown jsonb;
+    failures text;
+    hidden int;
+    s text[] := webhooks.tenant_scope();
+BEGIN
+    IF event IS NULL OR pg_catalog.jsonb_array_length(answers) = 0 THEN
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH002',
+            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
+            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+    END IF;
+    PERFORM webhooks_internal._sync_record(answers);
+    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
+    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
+                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
+           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
+                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
+    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
+    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
+    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
+    IF hidden > 0 THEN
+        failures := pg_catalog.concat_ws('; ', failures,
+            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
+    END IF;
+    IF failures IS NOT NULL THEN
+        -- Rolled back with the caller, the attempts would leave no trace: the worker records
+        -- them once this transaction has ended without committing (src/handoff.rs).
+        PERFORM webhooks_internal._sync_failed(event, answers);
+        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+            'code', 'WH001',
+            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
+            'detail', 'event ' || (event ->> 'event_id')));
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'event_id', event ->> 'event_id',
+        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
+                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
+                      FROM pg_catalog.jsonb_array_elements(shown) a));
+END $$;
+
+-- The worker's record of a synchronous send that failed in a transaction that then rolled
+-- back: the event (without its data, which the caller withdrew), a dead delivery and its
+-- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
+-- only, whatever the caller's transaction did.
+CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
+    delivery bigint;
+BEGIN
+    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
+    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
+            coalesce(note ->> 'source', ''), '{}', started)
+    ON CONFLICT (id) DO NOTHING;
+    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
+               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+        RETURN;
+    END IF;
+    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
+                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
+    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
+            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
+            note ->> 'endpoint_tenant')
+    RETURNING id INTO delivery;
+    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
+            note ->> 'error', note ->> 'body');
+EXCEPTION WHEN OTHERS THEN
+    -- One note that cannot be recorded must not take the others with it.
+    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+END $$;
+
+-- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
+-- WH002 survive only when raised from SQL).
+CREATE FUNCTION webhooks.webhook_send_sync(
+    event_type text,
+    data jsonb,
+    tenant_id text DEFAULT NULL,
+    actor jsonb DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+BEGIN
+    IF r ? 'error' THEN
+        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
+            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    END IF;
+    RETURN r;
+END $$;
+COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
+    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:97
+-- requires:
+--   sync
 --   api::_check_client_cert
 --   api::_check_header_prefix
---   api::_filter_weight
---   api::_filter_affordable
 
 -- Endpoints: validation of every write, cascades, parking and releasing on disable/enable,
 -- and the functions that manage them.
@@ -1811,80 +2216,6 @@ CREATE TRIGGER deliveries_wake AFTER UPDATE ON webhooks.deliveries
 
 -- Fills ids and secrets and validates every write, whether it comes through the functions
 -- below or a plain INSERT/UPDATE. A new secret is generated whenever secret is set to NULL.
--- A filter as endpoint_create/endpoint_update take it: a SQL/JSON path, '' for none. Its errors
--- name the filter and say what one looks like. (Public: admins' calls of those functions run
--- it; it evaluates nothing.)
-CREATE FUNCTION webhooks.filter_path(filter text) RETURNS jsonpath
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF filter IS NULL OR filter = '' THEN
-        RETURN NULL;
-    END IF;
-    RETURN filter::jsonpath;
-EXCEPTION WHEN OTHERS THEN
-    RAISE EXCEPTION 'filter "%" is not a SQL/JSON path: %', filter, SQLERRM
-        USING ERRCODE = 'invalid_parameter_value',
-              HINT = 'A filter is a predicate over the envelope, like $.data.user.email_verified == true or $.tenant_id == "acme".';
-END $$;
-COMMENT ON FUNCTION webhooks.filter_path(text) IS
-    'The SQL/JSON path of an endpoint filter, with an error that names a bad one ('''' and NULL: none).';
-
--- A filter must be one whose cost is bounded (src/filter_path.rs: no .**, no $ inside a filter
--- expression, no comparison of two paths, at most 16 paths, 4 nested filters, a bounded
--- like_regex) and answer true or false (or unknown) for any event: tried on an envelope of the
--- shape every event has. Returns its weight, the paths it evaluates.
-CREATE FUNCTION webhooks_internal._check_filter(f jsonpath) RETURNS int
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    weight int;
-BEGIN
-    IF pg_catalog.length(f::text) > 1024 THEN
-        RAISE EXCEPTION 'filter is % characters, over the limit of 1024', pg_catalog.length(f::text)
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    weight := webhooks_internal._filter_weight(f::text);
-    BEGIN
-        PERFORM pg_catalog.jsonb_path_match(
-            '{"id": "evt_0", "type": "user.created", "version": "1", "source": "urn:webhooks",
-              "tenant_id": "acme", "actor": {"kind": "user", "id": "usr_0"}, "data": {"user": {"id": "usr_0"}}}'::jsonb, f);
-    EXCEPTION WHEN OTHERS THEN
-        RAISE EXCEPTION 'filter "%" is not a predicate: %', f, SQLERRM
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Compare something: $.data.user.email_verified == true, exists($.data.user.phone), $.type starts with "user."';
-    END;
-    RETURN weight;
-END $$;
-
--- The envelope a filter sees. An SQL function inlined where it is called (a SET clause would
--- stop that), so its body names everything with its schema instead (DESIGN rule 8).
-CREATE FUNCTION webhooks_internal._filter_envelope(id text, type text, version text, source text,
-                                                   tenant_id text, actor jsonb, data jsonb) RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-    SELECT pg_catalog.jsonb_build_object('id', id, 'type', type, 'version', version, 'source', source,
-                                         'tenant_id', tenant_id, 'actor', actor, 'data', data)
-$$;
-
--- Whether an event goes to an endpoint as far as its filter says (no filter: it does), where
--- publish, the set form, synchronous sends and operational events all ask it. A filter whose
--- work on this event would exceed its budget (its weight times the event's size) is not
--- evaluated: the event goes to the endpoint as if it matched, and the log says so; a filter
--- errs towards sending, never towards losing. Inlined (its body names everything with its
--- schema, as _filter_envelope's).
-CREATE FUNCTION webhooks_internal._filter_passes(filter jsonpath, weight int, endpoint text,
-                                                 id text, type text, version text, source text,
-                                                 tenant_id text, actor jsonb, data jsonb) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-    SELECT filter IS NULL
-        OR NOT webhooks_internal._filter_affordable(weight, data, endpoint)
-        OR coalesce(pg_catalog.jsonb_path_match(
-               webhooks_internal._filter_envelope(id, type, version, source, tenant_id, actor, data),
-               filter, '{}', true), false)
-$$;
-
 CREATE FUNCTION webhooks_internal._endpoint_before_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
@@ -2287,55 +2618,84 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:86
+-- src/lib.rs:102
 -- requires:
 --   endpoints
 
--- Views for operators: dead letters and per-endpoint health.
+-- The catalogue of event types.
 
-CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
-SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
-       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
-FROM webhooks.deliveries d
-JOIN webhooks.events e ON e.id = d.event_id
-JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-WHERE d.status = 'dead';
-COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
 
-CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
-SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
-       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
-       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
-FROM webhooks.endpoints ep
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
-    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
-) c ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
-    ORDER BY a.started_at DESC LIMIT 1
-) le ON true
-LEFT JOIN LATERAL (
-    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
-) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+-- The catalogue is shared by every tenant: only a platform admin changes it, and the types
+-- shipped with the extension are never deleted.
+CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.builtin THEN
+            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN OLD;
+    END IF;
+    PERFORM webhooks_internal._check_event_type_name(NEW.name);
+    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
+        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
+        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
+
+-- Who is writing is the writing role: checked as that role, before the definer trigger.
+CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF webhooks.tenant_scope() IS NOT NULL
+       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
+               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$;
+
+CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
+    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
+
+CREATE FUNCTION webhooks.event_type_register(
+    name text,
+    description text DEFAULT '',
+    mode text DEFAULT 'async',
+    version text DEFAULT '1'
+) RETURNS webhooks.event_types
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    et webhooks.event_types;
+BEGIN
+    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
+    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
+    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
+        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
+    RETURNING * INTO et;
+    RETURN et;
+END $$;
+COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
+    'Adds an event type to the catalogue (or updates its description, mode and version).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:81
+-- src/lib.rs:107
 -- requires:
---   endpoints
+--   catalogue
 --   api::_worker_state
 
 -- Operating from psql: retry, recover, test, replay, status.
@@ -2413,6 +2773,8 @@ DECLARE
     s text[] := webhooks.tenant_scope();
     ep webhooks.endpoints;
     k webhooks_internal.signing_keys;
+    tn webhooks.tenants;
+    ev webhooks.events;
     new_id text := webhooks_internal._new_event_id();
     answer jsonb;
 BEGIN
@@ -2424,21 +2786,18 @@ BEGIN
         RAISE EXCEPTION 'unknown event type "%"', p_type USING ERRCODE = 'invalid_parameter_value',
             HINT = 'See webhooks.event_types; the default, webhook.test, is meant for this.';
     END IF;
-    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id;
-    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-        'event_id', new_id, 'version', '1',
-        'source', coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'),
-        'tenant_id', nullif(ep.tenant_id, '*'),
-        'occurred_us', (extract(epoch FROM pg_catalog.now()) * 1000000)::int8,
-        'data', pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text,
-        'endpoint_id', ep.id, 'url', ep.url,
-        'secret', CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-        'previous_secret', CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-            CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-        'signature', ep.signature,
-        'headers', ep.headers::text, 'tls_client_cert', ep.tls_client_cert, 'tls_client_key', ep.tls_client_key,
-        'format', ep.format, 'header_prefix', ep.header_prefix,
-        'tenant_slug', (SELECT t.slug FROM webhooks.tenants t WHERE t.id = nullif(ep.tenant_id, '*')))))
+    SELECT * INTO k FROM webhooks_internal.signing_keys x WHERE x.endpoint_id = ep.id AND ep.signature = 'v1a';
+    SELECT * INTO tn FROM webhooks.tenants x WHERE x.id = nullif(ep.tenant_id, '*') AND ep.format = 'hmac-hex';
+    -- (the event as a publish would make it, never stored; the request as the claim makes it)
+    ev.id := new_id;
+    ev.type := p_type;
+    ev.version := '1';
+    ev.source := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
+    ev.tenant_id := nullif(ep.tenant_id, '*');
+    ev.occurred_at := pg_catalog.now();
+    answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.to_jsonb(
+        webhooks_internal._request(NULL, ev, ep, k, tn,
+            pg_catalog.jsonb_build_object('test', true, 'endpoint_id', ep.id)::text))))
         OPERATOR(pg_catalog.->) 0;
     RETURN QUERY SELECT ep.id, new_id, (answer OPERATOR(pg_catalog.->>) 'status')::int,
         answer OPERATOR(pg_catalog.->>) 'error' IS NULL,
@@ -2488,10 +2847,8 @@ BEGIN
     SELECT ev.id, x.id, ev.tenant_id, ev.entity_key, x.tenant_id,
            coalesce(ev.data_bytes, pg_catalog.octet_length(ev.data::text))
     FROM webhooks.endpoints x
-    WHERE x.enabled
-      AND (x.tenant_id IS NOT DISTINCT FROM ev.tenant_id OR x.tenant_id = '*')
+    WHERE webhooks_internal._subscribes(x, ev.tenant_id, ev.type)
       AND (s IS NULL OR coalesce(x.tenant_id, '') = ANY (s))
-      AND webhooks_internal._matches(x.event_types, ev.type)
       AND (_event_replay.endpoint_id IS NULL OR x.id = _event_replay.endpoint_id)
     RETURNING d.id, d.endpoint_id;
     IF FOUND THEN
@@ -2536,872 +2893,40 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:109
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:112
 -- requires:
 --   operations
---   views
---   gate::status
-
--- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
-
--- What Prometheus (or psql) watches: one row per endpoint and one for everything
--- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
--- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
--- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
-CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
-WITH d AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
-           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
-                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
-    FROM webhooks.deliveries d
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), a AS (
-    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
-           count(*) AS attempts_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
-           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
-           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
-           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
-    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
-    WHERE a.started_at > now() - interval '5 minutes'
-    GROUP BY GROUPING SETS ((d.endpoint_id), ())
-), w AS (
-    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
-    FROM webhooks.status() s
-), rows AS (
-    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
-           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
-    FROM webhooks.endpoints ep
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL
-)
-SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
-       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
-       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
-       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
-       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
-       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
-       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
-       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
-       w.worker_running, w.worker_last_loop_seconds
-FROM rows r
-LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
-LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
-CROSS JOIN w;
-COMMENT ON VIEW webhooks.metrics IS
-    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:99
--- requires:
---   endpoints
---   operations
-
--- The worker's statements. Loaded after the API.
-
--- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
--- plans for the session where an SQL function would be parsed and planned on each call.
---
--- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
--- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
--- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
--- ordered, limited walk of the due index, then an update by primary key) so that no
--- statistics, stale after a burst, can lead the planner into a join that grows with the table;
--- the timeout turns any plan that still does into a logged, retried error instead of a hang.
---
--- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
--- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
--- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
--- Endpoints the worker names fast (their answers come back within a fraction of a second)
--- lease four times further: their rounds are short, and with only `ahead` of them leased one
--- busy receiver waited on the claim and record between rounds.
--- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
--- leased further ahead; counted like single rows, one batch filled its allowance and batches
--- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
--- silent endpoint keeps what it leased until its requests time out.
--- With several workers, each may hold its part of the quota, counted from claimed_by, and no
--- more: counted over the table, the first to claim leased it all while it could send only its
--- part of max_in_flight at a time, and the others found no room (two workers delivered slower
--- than one). The parts add up to max_in_flight exactly (src/lease.rs, shared with the
--- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
--- (webhooks_internal._lease_quota and _lease_room, in Rust: src/lease.rs)
-
-CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
-                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
-                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
-                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
-                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
-                                         mem_full text[] DEFAULT '{}')
-RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
-               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
-               secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
-               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
-               signature text, bytes bigint)
-LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch).
-SET plan_cache_mode = force_custom_plan
--- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
--- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
--- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
--- a few rows by key or in index order, which plain index scans do whatever the estimates.
-SET enable_bitmapscan = off
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    ids bigint[];
-    orphans bigint[];
-    parked bigint[];
-    blocked bigint[];
-    waiting bigint[];
-    more bigint[];
-    head_n int;
-    room_total int;
-    win int;
-    paused bigint[];
-    rl_ids text[];
-    rl_allow int[];
-    busy_ids text[];
-    busy_n int[];
-    mine_n int[];
-    chosen_ids bigint[];
-    chosen_what text[];
-    got bigint[];
-    -- What the dispatcher lets an endpoint that is not fast have under way: its share of the
-    -- senders (src/dispatch.rs). Such an endpoint leases that far ahead and no further: 200
-    -- silent endpoints leasing ahead on all the senders held 16,000 rows that the claim then
-    -- walked past for every other endpoint's work.
-    slow_cap int := CASE WHEN active IS NULL THEN senders
-                         ELSE greatest(1, senders / greatest(cardinality(active), 1)) END;
-BEGIN
-    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
-    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
-    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
-    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
-    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
-    -- now: counted as having no room, so that their rows never fill a claim in place of
-    -- others'. (Not asked: every row is taken, as in 0.3.0.)
-    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
-    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
-    -- One someone else holds is skipped (no allowance this time), never waited for. The
-    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
-    FROM (SELECT ep.id,
-                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
-                                * ep.rate_limit), 0)::int AS allow
-          FROM webhooks.endpoints ep
-          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
-          FOR NO KEY UPDATE SKIP LOCKED) x;
-    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
-    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
-    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
-    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
-    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
-    --    stays at the head for long.
-    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
-    --    flight.
-    -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
-    -- entry for every row claimed since the last vacuum, so each count visits thousands of
-    -- rows during a burst.
-    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
-           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
-    FROM (SELECT d.endpoint_id, count(*)::int AS n,
-                 count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
-          FROM webhooks.deliveries d
-          WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
-    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
-    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
-    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
-    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
-    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
-    -- the worker names them.
-    SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
-    INTO room_total
-    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
-                                CASE WHEN ep.rate_limit IS NULL THEN q.quota
-                                     ELSE coalesce(rl.allow, 0) END), 0) AS room,
-                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
-    FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
-      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))) r;
-    win := least(batch * 4, greatest(room_total * 2, 32));
-    WITH head AS (
-        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
-               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
-        FROM webhooks.deliveries x
-        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
-        ORDER BY x.next_attempt_at
-        LIMIT win
-    ), cand AS (
-        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes + coalesce(ep.request_bytes, 0) AS bytes,
-               CASE WHEN ep.id IS NULL THEN 'orphan'
-                    WHEN NOT ep.enabled THEN 'parked'
-                    -- the receiver asked for a pause (Retry-After): deferred to its end
-                    WHEN ep.paused_until > now() THEN 'paused'
-                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
-                         -- behind an earlier unfinished row of its entity: 'waiting' while that
-                         -- row is due or in flight, 'blocked' while it waits for a retry
-                         -- (decided by the first unfinished row of the entity)
-                         SELECT coalesce((
-                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
-                                         THEN 'waiting' ELSE 'blocked' END
-                             FROM webhooks.deliveries p
-                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
-                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
-                             ORDER BY p.id LIMIT 1), 'take'))
-                    ELSE 'take' END AS what,
-               -- (what it may have leased)
-               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
-               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
-        -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
-        -- (or moved tenant) leaves the row an orphan.
-        FROM head h LEFT JOIN webhooks.endpoints ep
-            ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
-        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-    ), ranked AS (
-        -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
-        -- was most of the claim's time)
-        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                          ORDER BY c.next_attempt_at, c.id) AS rn,
-               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
-        FROM cand c
-    ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
-                                                ON b.endpoint_id = r.endpoint_id
-                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
-                                                ON h.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.allow
-           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
-           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
-           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast) OR NOT r.endpoint_id = ANY (held_ids)))
-                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
-                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
-         ORDER BY r.next_attempt_at
-         LIMIT batch)
-        UNION ALL
-        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
-    )
-    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
-           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
-           (SELECT count(*) FROM head)
-    INTO chosen_ids, chosen_what, waiting, head_n
-    FROM chosen c;
-    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
-    -- constants, and keep what is still pending (said in the select list: as a condition it
-    -- matches the due index's predicate). Joined to the candidates instead, statistics that
-    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
-    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
-    -- claim with 100,000 due.
-    SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
-        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-        WHERE d.id = ANY (chosen_ids)
-        FOR UPDATE SKIP LOCKED) x;
-    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
-    -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
-    -- once that claim has committed, or what it left would wait for this worker's next wake.
-    -- (said either way: a value set in the session or its configuration means nothing; a lone
-    -- worker has nobody to wait for and does not ask)
-    IF workers > 1 THEN
-        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
-                                      CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
-    END IF;
-    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
-           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
-           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'paused')
-    INTO ids, orphans, parked, blocked, paused
-    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
-    WHERE c.id = ANY (got);
-    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
-    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
-    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
-    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
-    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
-    IF ids IS NOT NULL THEN
-        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
-        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
-        -- planner may hash-join the claim against every event, a full scan on each claim)
-        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
-        IF more IS NOT NULL THEN
-            orphans := coalesce(orphans, '{}') || more;
-            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
-            more := NULL;
-        END IF;
-    END IF;
-    IF orphans IS NOT NULL THEN
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
-        WHERE d.id = ANY (orphans);
-    END IF;
-    IF parked IS NOT NULL THEN
-        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
-        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
-        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
-        WHERE d.id = ANY (parked)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
-                            AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''));
-    END IF;
-    IF blocked IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        -- (just after it: rows that tie with it in the due index never sort before it)
-        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
-                SELECT p.next_attempt_at FROM webhooks.deliveries p
-                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
-                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
-                ORDER BY p.id LIMIT 1))
-        WHERE d.id = ANY (blocked);
-    END IF;
-    IF paused IS NOT NULL THEN
-        UPDATE webhooks.deliveries d
-        SET next_attempt_at = greatest(d.next_attempt_at, (
-                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                  AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
-        WHERE d.id = ANY (paused);
-    END IF;
-    ids := coalesce(ids, '{}');
-    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
-    -- unless they crowd the head: then they step back a second.
-    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
-        -- (locked by key, pending said in the select list: see the head's lock above)
-        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
-        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
-              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
-        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id = ANY (more);
-        more := NULL;
-    END IF;
-    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
-    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
-    -- per-endpoint index, so a backlog on one endpoint never starves the others.
-    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
-        -- (what step A took counts as in flight too)
-        WITH taken AS MATERIALIZED (
-            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-            GROUP BY d.endpoint_id
-        ), room AS (
-            SELECT ep.id, ep.tenant_id,
-                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
-                         CASE WHEN ep.rate_limit IS NULL THEN batch
-                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
-            FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-            LEFT JOIN taken t ON t.endpoint_id = ep.id
-            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered
-              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
-              AND NOT coalesce(ep.paused_until > now(), false)
-              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))
-        ), pick AS (
-            SELECT y.id FROM room CROSS JOIN
-                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
-                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
-                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
-                         ORDER BY x.next_attempt_at
-                         LIMIT least(greatest(room.n, 0), batch)) y
-            ORDER BY y.next_attempt_at
-            LIMIT batch - cardinality(ids)
-        )
-        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
-        -- (locked by key, as step A's candidates are)
-        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
-            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-            WHERE d.id = ANY (more)
-            FOR UPDATE SKIP LOCKED
-        ) d;
-        ids := ids || coalesce(more, '{}');
-    END IF;
-    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
-    -- share, the slow ones (silent receivers among them) together within theirs, all within
-    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
-    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
-    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
-        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
-            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
-            FROM (SELECT x.id, x.rk, x.bytes, x.slow, x.ep_rk, x.held,
-                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
-                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
-                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
-                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
-                               coalesce(h.bytes, 0) AS held,
-                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
-                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
-                                     -- (its event's data as sent, 1 KiB for the envelope, and what its
-                                     -- endpoint's part of the row carries: URL, headers, secrets, client
-                                     -- certificate; rows from before 0.4.0 measured here)
-                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024
-                                     + coalesce((SELECT ep.request_bytes FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id), 0) AS bytes
-                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
-                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
-                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
-            WHERE NOT y.slow OR y.slow_run <= memory[2] OR (y.ep_rk = 1 AND y.held = 0)) z
-        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
-    END IF;
-    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
-    -- pending, due now: the next claims take them through every rule above (disabled, paused,
-    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
-    -- is unknown: it is sent again under the same attempt number (at least once).
-    IF scan_leases THEN
-        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
-                       ORDER BY x.lease_until
-                       LIMIT batch
-                       FOR UPDATE SKIP LOCKED);
-    END IF;
-    IF cardinality(ids) = 0 THEN
-        RETURN;
-    END IF;
-    IF cardinality(rl_ids) > 0 THEN
-        UPDATE webhooks.endpoints ep
-        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
-        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-              GROUP BY d.endpoint_id) t
-        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
-    END IF;
-    RETURN QUERY
-    UPDATE webhooks.deliveries d
-    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
-    FROM webhooks.events e, webhooks.endpoints ep
-    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
-      AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
-    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url,
-              -- (v1a: the private keys instead of the secrets)
-              CASE WHEN ep.signature = 'v1a'
-                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                   ELSE ep.secret END,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN
-                   CASE WHEN ep.signature = 'v1a'
-                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                        ELSE ep.previous_secret END END,
-              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
-              (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
-              e.traceparent, ep.format, ep.header_prefix,
-              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
-              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024 + ep.request_bytes;
-END $$;
-
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
--- Then what the answers say about their endpoints:
---  * a throttling answer with Retry-After pauses the endpoint (paused_until);
---  * 410 Gone disables it (its pending deliveries are kept, parked);
---  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint;
---  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[], pauses_us int8[],
-                                 disable_after interval)
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
--- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
--- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
--- custom plan sees the arrays' lengths.
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    got int8[];
-    live int8[];
-    busy int8[];
-    done_ids int8[];
-    done_statuses text[];
-    done_eps text[];
-    o record;
-    tenant text;
-    since timestamptz;
-BEGIN
-    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
-    -- estimate of how many rows are in flight can steer the plan: statistics from before a
-    -- burst say none are, and a filter on it made the planner walk every row in flight, or
-    -- every answer for each row, on each record.)
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
-    INTO got, live FROM (
-        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
-        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
-    ) x;
-    WITH r AS (
-        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
-        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = r.status,
-            attempts = r.attempt,
-            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-            lease_until = NULL,
-            last_status = r.code,
-            last_error = r.err,
-            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-        FROM r
-        WHERE d.id = r.id AND d.id = ANY (live)
-          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
-        RETURNING d.id, d.endpoint_id, d.status, r.o
-    ), ins AS (
-        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
-        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-        FROM r JOIN upd ON upd.o = r.o
-    )
-    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
-    INTO done_ids, done_eps, done_statuses FROM upd;
-    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
-    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
-    -- for when a row was skipped: the common case reads nothing more.)
-    busy := '{}';
-    IF cardinality(got) < cardinality(ids) THEN
-        -- (in flight said in the select list, as above)
-        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
-        FROM (SELECT d.id, d.status = 'in_flight'
-                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
-              FROM unnest(ids, leases_us) AS r(id, lease_us)
-              JOIN webhooks.deliveries d ON d.id = r.id
-              -- (the ids as an index condition too: the join alone let statistics that took
-              -- the table for empty walk a whole index against them)
-              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
-    END IF;
-    IF cardinality(done_ids) = 0 THEN
-        RETURN busy;
-    END IF;
-
-    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
-    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
-    -- state for its next answers.)
-    FOR o IN
-        WITH answers AS (
-            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
-            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
-            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
-              ON a.id = x.id
-        )
-        SELECT w.endpoint_id,
-               bool_or(w.status = 'succeeded') AS ok,
-               bool_or(w.code = 410) AS gone,
-               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
-               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
-        FROM answers w GROUP BY w.endpoint_id
-    LOOP
-        -- The common case, successes of an endpoint that was not failing, changes nothing: no
-        -- lock, no write on the hot path.
-        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
-            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
-        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        IF o.pause_until IS NOT NULL THEN
-            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
-            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
-        END IF;
-        IF o.gone THEN
-            UPDATE webhooks.endpoints ep
-            SET enabled = false,
-                disabled_reason = format('the receiver answered 410 Gone at %s', now())
-            WHERE ep.id = o.endpoint_id AND ep.enabled;
-        ELSIF o.ok THEN
-            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
-            UPDATE webhooks.endpoints ep SET failing_since = NULL
-            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
-            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
-            IF FOUND THEN
-                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
-                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
-                                       'recovered_at', now()),
-                    o.endpoint_id, tenant);
-            END IF;
-        ELSE
-            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
-            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
-            IF disable_after > interval '0' THEN
-                UPDATE webhooks.endpoints ep
-                SET enabled = false,
-                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
-                                             ep.failing_since, disable_after)
-                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
-            END IF;
-        END IF;
-    END LOOP;
-
-    -- Dead letters, announced (except those of operational events: no event about an event
-    -- about an event).
-    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
-                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
-                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
-                                   'last_status', d.last_status, 'last_error', d.last_error),
-                -- (about a platform endpoint: the platform's event, not the tenant's)
-                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
-    -- its key: a condition on the row's status would match the dead-letter index's predicate,
-    -- and a join let statistics that took the table for empty walk a whole index)
-    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
-          FROM webhooks.deliveries d
-          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
-                                  WHERE r.status = 'dead'))) d
-    WHERE NOT starts_with(d.type, 'webhook.');
-    RETURN busy;
-END $$;
-
--- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
--- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
--- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
--- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
--- no DNS helper free, src/http.rs)
-CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    UPDATE webhooks.deliveries d
-    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
-        lease_until = NULL
-    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
-    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
-    -- predicate, and statistics saying nothing is in flight could make the planner walk every
-    -- leased row against the ids)
-    WHERE d.id = r.id AND d.id = ANY (ids)
-      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
-$$;
-
--- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
--- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
--- One writer at a time (other workers skip it: fanout_writer's row), so deliveries of an entity are written in the
--- order their events were published. Rows are written as a publish would have written them;
--- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
--- restored), is the claim's to handle, as for a publish that raced them.
-CREATE FUNCTION webhooks_internal._expand(max_rows int) RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    f webhooks_internal.fanouts;
-    k int;
-    made int := 0;
-    n int;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
-       OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanout_writer w FOR UPDATE SKIP LOCKED) THEN
-        RETURN 0;
-    END IF;
-    LOOP
-        SELECT * INTO f FROM webhooks_internal.fanouts x ORDER BY x.id LIMIT 1 FOR UPDATE;
-        EXIT WHEN NOT FOUND;
-        k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
-                   cardinality(f.event_ids) - f.done);
-        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
-        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
-        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
-                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
-        CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
-        WHERE NOT f.filtered
-           OR EXISTS (SELECT 1 FROM webhooks.endpoints x JOIN webhooks.events v ON v.id = e.id
-                      WHERE x.id = ep.id
-                        AND webhooks_internal._filter_passes(x.filter, x.filter_weight, x.id, v.id, v.type,
-                                v.version, v.source, v.tenant_id, v.actor, v.data))
-        ORDER BY e.o, ep.p;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        made := made + n;
-        IF f.done + k >= cardinality(f.event_ids) THEN
-            DELETE FROM webhooks_internal.fanouts x WHERE x.id = f.id;
-        ELSE
-            UPDATE webhooks_internal.fanouts x SET done = f.done + k WHERE x.id = f.id;
-        END IF;
-        EXIT WHEN made >= max_rows;
-    END LOOP;
-    RETURN made;
-END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:104
--- requires:
---   worker
-
--- The worker's housekeeping (src/worker.rs calls these in turn, each step in a transaction of
--- its own). Every step is bounded by `step` rows, and a row someone holds is left for the next
--- pass (SKIP LOCKED), never waited for. Attempts go with their deliveries (the cascade
--- trigger), events once no delivery refers to them.
-
--- History past the retention.
-CREATE FUNCTION webhooks_internal._prune_succeeded(keep interval, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'succeeded' AND d.completed_at < now() - keep
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
-CREATE FUNCTION webhooks_internal._prune_dead(keep interval, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'dead' AND d.completed_at < now() - keep
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- Events published before `before` (an event id: ids are ULIDs, so every event published
--- before the cutoff has a smaller one, and the primary key finds them without an index on
--- occurred_at on the publish path) that no delivery refers to, nor a fanout has yet to write
--- deliveries for.
-CREATE FUNCTION webhooks_internal._prune_events(before text, step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
-        SELECT e.id FROM webhooks.events e
-        WHERE e.id < before
-          AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), before)
-          AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by now
--- (a restore that finished loading): what waits for no reason is released. Through the
--- enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
--- scanned.
-CREATE FUNCTION webhooks_internal._release_parked(step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH released AS (
-        UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
-        WHERE d.id IN (
-            SELECT x.id FROM webhooks.endpoints ep
-            JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
-             AND x.next_attempt_at = 'infinity'
-             AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
-            WHERE ep.enabled
-              AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
-            LIMIT step FOR UPDATE OF x SKIP LOCKED)
-        RETURNING 1)
-    SELECT count(*) FROM released
-$$;
-
--- Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
-CREATE FUNCTION webhooks_internal._delete_orphans(step int) RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
-        SELECT d.id FROM webhooks.deliveries d
-        WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
-          AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
-          AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
-                           AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
-               OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
-        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-
--- Bindings of dropped roles bind nobody (they are keyed by oid); they go.
-CREATE FUNCTION webhooks_internal._forget_dropped_roles() RETURNS bigint
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH gone AS (DELETE FROM webhooks.tenant_roles t
-        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
-        RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:76
--- requires:
---   publish
-
--- The catalogue of event types.
-
-
--- The catalogue is shared by every tenant: only a platform admin changes it, and the types
--- shipped with the extension are never deleted.
-CREATE FUNCTION webhooks_internal._event_type_before_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF OLD.builtin THEN
-            RAISE EXCEPTION 'event type "%" ships with the extension and cannot be deleted', OLD.name
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        RETURN OLD;
-    END IF;
-    PERFORM webhooks_internal._check_event_type_name(NEW.name);
-    IF pg_catalog.starts_with(NEW.name, 'webhook.') AND NOT NEW.builtin THEN
-        RAISE EXCEPTION 'event type "%": the webhook.* category is reserved for the extension''s operational events', NEW.name
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.mode NOT IN ('async', 'sync', 'batched') THEN
-        RAISE EXCEPTION 'mode must be async, sync or batched, got "%"', NEW.mode USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    NEW.category := pg_catalog.split_part(NEW.name, '.', 1);
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER event_types_before_write BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_before_write();
-
--- Who is writing is the writing role: checked as that role, before the definer trigger.
-CREATE FUNCTION webhooks_internal._event_type_admin() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF webhooks.tenant_scope() IS NOT NULL
-       OR NOT (pg_catalog.pg_has_role(current_user, 'webhooks_admin', 'MEMBER')
-               OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        RAISE EXCEPTION 'only a platform admin (a superuser, or a webhooks_admin bound to "*") can change the event type catalogue'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-END $$;
-
-CREATE TRIGGER event_types_0_admin BEFORE INSERT OR UPDATE OR DELETE ON webhooks.event_types
-    FOR EACH ROW EXECUTE FUNCTION webhooks_internal._event_type_admin();
-
-CREATE FUNCTION webhooks.event_type_register(
-    name text,
-    description text DEFAULT '',
-    mode text DEFAULT 'async',
-    version text DEFAULT '1'
-) RETURNS webhooks.event_types
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    et webhooks.event_types;
-BEGIN
-    INSERT INTO webhooks.event_types AS t (name, category, description, mode, version)
-    VALUES (name, '', coalesce(description, ''), mode, coalesce(version, '1'))
-    ON CONFLICT ON CONSTRAINT event_types_pkey DO UPDATE
-        SET description = EXCLUDED.description, mode = EXCLUDED.mode, version = EXCLUDED.version
-    RETURNING * INTO et;
-    RETURN et;
-END $$;
-COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
-    'Adds an event type to the catalogue (or updates its description, mode and version).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:87
--- requires:
---   publish
---   catalogue
 --   gate::webhook_publish_many
 --   api::_check_condition
 --   tracking::tracked_columns
@@ -3426,34 +2951,6 @@ COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
 --
 -- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
 -- payloads with set-based statements and publishes them with one webhook_publish_many call.
-
-CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
-    relid           regclass PRIMARY KEY,
-    entity          text NOT NULL,
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    include_attnums int2[],                -- NULL: every column not excluded
-    tenant_attnum   int2,
-    auto_excluded   text[] NOT NULL DEFAULT '{}',
-    applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now(),
-    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
-    condition       text,
-    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
-    -- by attribute number: a rename does not send them.
-    secret_attnums  int2[] NOT NULL DEFAULT '{}',
-    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
-    -- untracked); NULL when they can.
-    problem         text
-);
-COMMENT ON TABLE webhooks.tracked_tables IS
-    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
-COMMENT ON COLUMN webhooks.tracked_tables.applied IS
-    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
-COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
-    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
-COMMENT ON COLUMN webhooks.tracked_tables.problem IS
-    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
 
 -- Names that are never sent unless listed in include_columns.
 CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
@@ -4066,277 +3563,825 @@ CREATE TRIGGER tracked_tables_changed
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:60
+-- src/lib.rs:123
 -- requires:
---   publish
---   gate::webhook_send_sync_result
+--   tracking
 
--- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
+-- The worker's claim: leasing due deliveries (and expanding fanouts into them first).
 
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
--- The event is recorded without its data: synchronous events carry OTP codes, magic links and
--- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
--- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
--- status, duration and answer of the attempt.
-CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+-- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
+-- plans for the session where an SQL function would be parsed and planned on each call.
+
+-- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
+-- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
+-- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
+-- ordered, limited walk of the due index, then an update by primary key) so that no
+-- statistics, stale after a burst, can lead the planner into a join that grows with the table;
+-- the timeout turns any plan that still does into a logged, retried error instead of a hang.
+--
+-- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
+-- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
+-- max_in_flight requests at a time (core/src/dispatch.rs), so its senders never wait on the claim.
+-- Endpoints the worker names fast (their answers come back within a fraction of a second)
+-- lease four times further: their rounds are short, and with only `ahead` of them leased one
+-- busy receiver waited on the claim and record between rounds.
+-- A batch is one request: a batched endpoint may have max_in_flight full batches claimed, not
+-- leased further ahead; counted like single rows, one batch filled its allowance and batches
+-- never reached batch_max. At most 1,000 rows: the worker holds their bodies in memory, and a
+-- silent endpoint keeps what it leased until its requests time out.
+-- With several workers, each may hold its part of the quota, counted from claimed_by, and no
+-- more: counted over the table, the first to claim leased it all while it could send only its
+-- part of max_in_flight at a time, and the others found no room (two workers delivered slower
+-- than one). The parts add up to max_in_flight exactly (core/src/lease.rs, shared with the
+-- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
+-- (webhooks_internal._lease_quota and _lease_room, in Rust: core/src/lease.rs)
+
+CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
+                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
+                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
+                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
+                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
+                                         mem_full text[] DEFAULT '{}')
+-- (contended: some candidates were held by another claimer, see below; said on every row, and
+-- on a row without a request when nothing was claimed)
+RETURNS TABLE (request webhooks_internal.request, contended boolean)
+LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch).
+SET plan_cache_mode = force_custom_plan
+-- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
+-- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
+-- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
+-- a few rows by key or in index order, which plain index scans do whatever the estimates.
+SET enable_bitmapscan = off
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
-    tenant text := webhooks_internal._event_tenant(p_tenant);
-    et webhooks.event_types;
-    new_id text := webhooks_internal._new_event_id();
-    ev webhooks.events;
+    ids bigint[];
+    orphans bigint[];
+    parked bigint[];
+    blocked bigint[];
+    waiting bigint[];
+    more bigint[];
+    head_n int;
+    room_total int;
+    win int;
+    paused bigint[];
+    rl_ids text[];
+    rl_allow int[];
+    busy_ids text[];
+    busy_n int[];
+    mine_n int[];
+    chosen_ids bigint[];
+    chosen_what text[];
+    got bigint[];
+    held_elsewhere boolean := false;
+    -- What the dispatcher lets an endpoint that is not fast have under way: its share of the
+    -- senders (core/src/dispatch.rs). Such an endpoint leases that far ahead and no further: 200
+    -- silent endpoints leasing ahead on all the senders held 16,000 rows that the claim then
+    -- walked past for every other endpoint's work.
+    slow_cap int := CASE WHEN active IS NULL THEN senders
+                         ELSE greatest(1, senders / greatest(cardinality(active), 1)) END;
 BEGIN
-    et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
-    INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
-    VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
-            '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
-    RETURNING * INTO ev;
-    RETURN QUERY
-    WITH d AS (
-        INSERT INTO webhooks.deliveries AS dd (event_id, endpoint_id, tenant_id, sync, status, next_attempt_at, lease_until,
-                                               endpoint_tenant)
-        SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
-        FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
-          AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
-                   new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
-        RETURNING dd.id, dd.endpoint_id
+    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
+    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
+    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
+    -- mem_full = those that take nothing now: they could not take one more of the rows they
+    -- hold, or an answer stopped them (410, Retry-After) and is not recorded yet. Those, the slow ones
+    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
+    -- now: counted as having no room, so that their rows never fill a claim in place of
+    -- others'. (Not asked: every row is taken, as in 0.3.0.)
+    -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
+    -- for this claim's transaction, so a second worker reads the allowance this one leaves.
+    -- One someone else holds is skipped (no allowance this time), never waited for. The
+    -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
+    FROM (SELECT ep.id,
+                 greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
+                                * ep.rate_limit), 0)::int AS allow
+          FROM webhooks.endpoints ep
+          WHERE ep.rate_limit IS NOT NULL AND ep.enabled
+          FOR NO KEY UPDATE SKIP LOCKED) x;
+    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
+    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
+    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
+    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
+    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
+    --    stays at the head for long.
+    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
+    --    flight.
+    -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
+    -- entry for every row claimed since the last vacuum, so each count visits thousands of
+    -- rows during a burst.
+    SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
+           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
+    FROM (SELECT d.endpoint_id, count(*)::int AS n,
+                 count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
+          FROM webhooks.deliveries d
+          WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
+    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
+    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
+    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
+    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
+    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
+    -- the worker names them.
+    SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
+    INTO room_total
+    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
+                                CASE WHEN ep.rate_limit IS NULL THEN q.quota
+                                     ELSE coalesce(rl.allow, 0) END), 0) AS room,
+                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
+    FROM webhooks.endpoints ep
+    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
+      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))) r;
+    win := least(batch * 4, greatest(room_total * 2, 32));
+    WITH head AS (
+        SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
+               coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
+        FROM webhooks.deliveries x
+        WHERE x.status = 'pending' AND x.next_attempt_at <= now()
+        ORDER BY x.next_attempt_at
+        LIMIT win
+    ), cand AS (
+        SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes + coalesce(ep.request_bytes, 0) AS bytes,
+               CASE WHEN ep.id IS NULL THEN 'orphan'
+                    WHEN NOT ep.enabled THEN 'parked'
+                    -- the receiver asked for a pause (Retry-After): deferred to its end
+                    WHEN ep.paused_until > now() THEN 'paused'
+                    WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
+                         -- behind an earlier unfinished row of its entity: 'waiting' while that
+                         -- row is due or in flight, 'blocked' while it waits for a retry
+                         -- (decided by the first unfinished row of the entity)
+                         SELECT coalesce((
+                             SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
+                                         THEN 'waiting' ELSE 'blocked' END
+                             FROM webhooks.deliveries p
+                             WHERE p.endpoint_id = h.endpoint_id AND p.entity_key = h.entity_key
+                               AND p.status IN ('pending', 'in_flight') AND p.id < h.id
+                             ORDER BY p.id LIMIT 1), 'take'))
+                    ELSE 'take' END AS what,
+               -- (what it may have leased)
+               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
+               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
+        -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
+        -- (or moved tenant) leaves the row an orphan.
+        FROM head h LEFT JOIN webhooks.endpoints ep
+            ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
+        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    ), ranked AS (
+        -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
+        -- was most of the claim's time)
+        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                          ORDER BY c.next_attempt_at, c.id) AS rn,
+               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
+                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
+        FROM cand c
+    ), chosen AS (
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
+                                                ON b.endpoint_id = r.endpoint_id
+                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
+                                                ON h.endpoint_id = r.endpoint_id
+         WHERE r.what = 'take' AND r.rn <= r.allow AND NOT r.endpoint_id = ANY (mem_full)
+           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
+           -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
+           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast) OR NOT r.endpoint_id = ANY (held_ids)))
+                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
+                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
+         ORDER BY r.next_attempt_at
+         LIMIT batch)
+        UNION ALL
+        SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
     )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
-END $$;
-
-CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM pg_catalog.jsonb_to_recordset(answers)
-            AS r(delivery_id bigint, status int, error text, raw_body text, started_us bigint, duration_ms float8)
-    ), upd AS (
+    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
+           (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
+           (SELECT count(*) FROM head)
+    INTO chosen_ids, chosen_what, waiting, head_n
+    FROM chosen c;
+    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
+    -- constants, and keep what is still pending (said in the select list: as a condition it
+    -- matches the due index's predicate). Joined to the candidates instead, statistics that
+    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
+    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
+    -- claim with 100,000 due.
+    SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
+        SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+        WHERE d.id = ANY (chosen_ids)
+        FOR UPDATE SKIP LOCKED) x;
+    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
+    -- by one commit) are skipped: the worker is told (contended), and claims again a few
+    -- milliseconds later, once that claim has committed, or what it left would wait for this
+    -- worker's next wake.
+    held_elsewhere := cardinality(got) < cardinality(chosen_ids);
+    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
+           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
+           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
+           array_agg(c.id) FILTER (WHERE c.what = 'paused')
+    INTO ids, orphans, parked, blocked, paused
+    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
+    WHERE c.id = ANY (got);
+    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
+    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
+    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
+    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
+    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
+    IF ids IS NOT NULL THEN
+        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
+        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
+        -- planner may hash-join the claim against every event, a full scan on each claim)
+        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
+        IF more IS NOT NULL THEN
+            orphans := coalesce(orphans, '{}') || more;
+            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
+            more := NULL;
+        END IF;
+    END IF;
+    IF orphans IS NOT NULL THEN
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
+        WHERE d.id = ANY (orphans);
+    END IF;
+    IF parked IS NOT NULL THEN
+        -- (an endpoint enabled since the look above keeps its rows; one enabled right after is
+        -- caught by the worker's housekeeping, which releases parked rows of enabled endpoints)
+        UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity'
+        WHERE d.id = ANY (parked)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id AND ep.enabled
+                            AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''));
+    END IF;
+    IF blocked IS NOT NULL THEN
         UPDATE webhooks.deliveries d
-        SET status = CASE WHEN r.error IS NULL THEN 'succeeded' ELSE 'dead' END,
-            attempts = 1, lease_until = NULL, last_status = r.status, last_error = r.error, completed_at = pg_catalog.now()
-        FROM r WHERE d.id = r.delivery_id AND d.sync AND d.status = 'in_flight'
-        RETURNING d.id
-    )
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    SELECT r.delivery_id, 1, pg_catalog.to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.status, r.error, r.raw_body
-    FROM r JOIN upd ON upd.id = r.delivery_id
-$$;
-
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
--- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
--- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
--- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
--- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
--- platform endpoint ('*') that also received the event (its failure still fails the call,
--- unnamed); the attempts are recorded for those who may see them.
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    targets jsonb;
-    answers jsonb;
-    shown jsonb;
-    failures text;
-    hidden int;
-    s text[] := webhooks.tenant_scope();
-BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH002',
-            'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
-            'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
+        -- (just after it: rows that tie with it in the due index never sort before it)
+        SET next_attempt_at = greatest(now() + interval '1 second', interval '1 microsecond' + (
+                SELECT p.next_attempt_at FROM webhooks.deliveries p
+                WHERE p.endpoint_id = d.endpoint_id AND p.entity_key = d.entity_key
+                  AND p.status IN ('pending', 'in_flight') AND p.id < d.id
+                ORDER BY p.id LIMIT 1))
+        WHERE d.id = ANY (blocked);
     END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
-    PERFORM webhooks_internal._sync_record(answers);
-    -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
-    SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
-                        FILTER (WHERE s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)), '[]'),
-           pg_catalog.count(*) FILTER (WHERE a->>'error' IS NOT NULL
-                                        AND NOT (s IS NULL OR coalesce(a->>'endpoint_tenant', '') = ANY (s)))
-    INTO shown, hidden FROM pg_catalog.jsonb_array_elements(answers) a;
-    SELECT pg_catalog.string_agg(pg_catalog.format('endpoint %s: %s', a->>'endpoint_id', a->>'public_error'), '; ')
-    INTO failures FROM pg_catalog.jsonb_array_elements(shown) a WHERE a->>'error' IS NOT NULL;
-    IF hidden > 0 THEN
-        failures := pg_catalog.concat_ws('; ', failures,
-            CASE WHEN hidden = 1 THEN 'a platform endpoint failed' ELSE hidden || ' platform endpoints failed' END);
+    IF paused IS NOT NULL THEN
+        UPDATE webhooks.deliveries d
+        SET next_attempt_at = greatest(d.next_attempt_at, (
+                SELECT ep.paused_until FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                  AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
+        WHERE d.id = ANY (paused);
     END IF;
-    IF failures IS NOT NULL THEN
-        -- Rolled back with the caller, the attempts would leave no trace: the worker records
-        -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
-        RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-            'code', 'WH001',
-            'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+    ids := coalesce(ids, '{}');
+    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
+    -- unless they crowd the head: then they step back a second.
+    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
+        -- (locked by key, pending said in the select list: see the head's lock above)
+        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
+        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
+              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
+        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
+        WHERE d.id = ANY (more);
+        more := NULL;
     END IF;
-    RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
-        'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                                 'endpoint_id', a->'endpoint_id', 'status', a->'status',
-                                 'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')
-                      FROM pg_catalog.jsonb_array_elements(shown) a));
-END $$;
-
--- The worker's record of a synchronous send that failed in a transaction that then rolled
--- back: the event (without its data, which the caller withdrew), a dead delivery and its
--- attempt, so that attempts, dead_letters and endpoint_health show why challenges fail. Once
--- only, whatever the caller's transaction did.
-CREATE FUNCTION webhooks_internal._sync_failure_record(note jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    started timestamptz := pg_catalog.to_timestamp((note ->> 'started_us')::float8 / 1000000.0);
-    delivery bigint;
-BEGIN
-    INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, occurred_at)
-    VALUES (note ->> 'event_id', note ->> 'tenant_id', note ->> 'event_type', coalesce(note ->> 'version', '1'),
-            coalesce(note ->> 'source', ''), '{}', started)
-    ON CONFLICT (id) DO NOTHING;
-    IF EXISTS (SELECT 1 FROM webhooks.deliveries d
-               WHERE d.event_id = note ->> 'event_id' AND d.endpoint_id = note ->> 'endpoint_id') THEN
+    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
+    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
+    -- per-endpoint index, so a backlog on one endpoint never starves the others.
+    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
+        -- (what step A took counts as in flight too)
+        WITH taken AS MATERIALIZED (
+            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+            GROUP BY d.endpoint_id
+        ), room AS (
+            SELECT ep.id, ep.tenant_id,
+                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
+                         CASE WHEN ep.rate_limit IS NULL THEN batch
+                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
+            FROM webhooks.endpoints ep
+            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
+            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+            LEFT JOIN taken t ON t.endpoint_id = ep.id
+            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+            WHERE ep.enabled AND NOT ep.ordered
+              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
+              AND NOT coalesce(ep.paused_until > now(), false)
+              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))
+        ), pick AS (
+            SELECT y.id FROM room CROSS JOIN
+                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
+                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
+                         ORDER BY x.next_attempt_at
+                         LIMIT least(greatest(room.n, 0), batch)) y
+            ORDER BY y.next_attempt_at
+            LIMIT batch - cardinality(ids)
+        )
+        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
+        -- (locked by key, as step A's candidates are)
+        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
+            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
+            WHERE d.id = ANY (more)
+            FOR UPDATE SKIP LOCKED
+        ) d;
+        ids := ids || coalesce(more, '{}');
+    END IF;
+    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
+    -- share, the slow ones (silent receivers among them) together within theirs, all within
+    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
+    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
+    IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
+        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
+            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
+            FROM (SELECT x.id, x.rk, x.bytes, x.slow, x.ep_rk, x.held,
+                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
+                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
+                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
+                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
+                               coalesce(h.bytes, 0) AS held,
+                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
+                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
+                                     -- (its event's data as sent, 1 KiB for the envelope, and what its
+                                     -- endpoint's part of the row carries: URL, headers, secrets, client
+                                     -- certificate; rows from before 0.4.0 measured here)
+                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024
+                                     + coalesce((SELECT ep.request_bytes FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id), 0) AS bytes
+                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
+                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
+                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
+            WHERE NOT y.slow OR y.slow_run <= memory[2] OR (y.ep_rk = 1 AND y.held = 0)) z
+        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
+    END IF;
+    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
+    -- pending, due now: the next claims take them through every rule above (disabled, paused,
+    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
+    -- is unknown: it is sent again under the same attempt number (at least once).
+    IF scan_leases THEN
+        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
+        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
+                       ORDER BY x.lease_until
+                       LIMIT batch
+                       FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        IF held_elsewhere THEN
+            RETURN QUERY SELECT NULL::webhooks_internal.request, true;
+        END IF;
         RETURN;
     END IF;
-    INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, sync, status, attempts, next_attempt_at,
-                                     last_status, last_error, created_at, completed_at, endpoint_tenant)
-    VALUES (note ->> 'event_id', note ->> 'endpoint_id', note ->> 'tenant_id', true, 'dead', 1, NULL,
-            (note ->> 'status')::int, note ->> 'error', started, pg_catalog.now(),
-            note ->> 'endpoint_tenant')
-    RETURNING id INTO delivery;
-    INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-    VALUES (delivery, 1, started, (note ->> 'duration_ms')::float8, (note ->> 'status')::int,
-            note ->> 'error', note ->> 'body');
-EXCEPTION WHEN OTHERS THEN
-    -- One note that cannot be recorded must not take the others with it.
-    RAISE WARNING 'webhooks: a failed synchronous send of event % could not be recorded: %', note ->> 'event_id', SQLERRM;
+    IF cardinality(rl_ids) > 0 THEN
+        UPDATE webhooks.endpoints ep
+        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
+        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+              GROUP BY d.endpoint_id) t
+        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
+    END IF;
+    RETURN QUERY
+    UPDATE webhooks.deliveries d
+    SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
+    FROM webhooks.events e
+    JOIN webhooks.endpoints ep ON true
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id AND ep.signature = 'v1a'
+    LEFT JOIN webhooks.tenants t ON t.id = e.tenant_id AND ep.format = 'hmac-hex'
+    WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
+      AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
+    RETURNING webhooks_internal._request(d, e, ep, k, t, e.data::text), held_elsewhere;
 END $$;
 
--- Raises what webhook_send_sync_result reports (an invoker function: the SQLSTATEs WH001 and
--- WH002 survive only when raised from SQL).
-CREATE FUNCTION webhooks.webhook_send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text DEFAULT NULL,
-    actor jsonb DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+-- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
+-- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
+-- One writer at a time (other workers skip it: fanout_writer's row), so deliveries of an entity are written in the
+-- order their events were published. Rows are written as a publish would have written them;
+-- an endpoint gone, disabled or moved to another tenant by now, or an event deleted (or not yet
+-- restored), is the claim's to handle, as for a publish that raced them.
+CREATE FUNCTION webhooks_internal._expand(max_rows int) RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    r jsonb := webhooks.webhook_send_sync_result(event_type, data, tenant_id, actor);
+    f webhooks_internal.fanouts;
+    k int;
+    made int := 0;
+    n int;
 BEGIN
-    IF r ? 'error' THEN
-        RAISE EXCEPTION USING ERRCODE = r #>> '{error,code}', MESSAGE = r #>> '{error,message}',
-            DETAIL = coalesce(r #>> '{error,detail}', ''), HINT = coalesce(r #>> '{error,hint}', '');
+    IF NOT EXISTS (SELECT 1 FROM webhooks_internal.fanouts)
+       OR NOT EXISTS (SELECT 1 FROM webhooks_internal.fanout_writer w FOR UPDATE SKIP LOCKED) THEN
+        RETURN 0;
     END IF;
-    RETURN r;
+    LOOP
+        SELECT * INTO f FROM webhooks_internal.fanouts x ORDER BY x.id LIMIT 1 FOR UPDATE;
+        EXIT WHEN NOT FOUND;
+        k := least(greatest((max_rows - made) / greatest(cardinality(f.endpoints), 1), 1),
+                   cardinality(f.event_ids) - f.done);
+        INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
+        SELECT e.id, ep.id, f.tenant_id, e.k, f.published_at + ep.delay, ep.tenant, e.b
+        FROM unnest(f.event_ids[f.done + 1 : f.done + k], f.entity_keys[f.done + 1 : f.done + k],
+                    f.data_bytes[f.done + 1 : f.done + k]) WITH ORDINALITY e(id, k, b, o)
+        CROSS JOIN unnest(f.endpoints, f.endpoint_tenants, f.delays) WITH ORDINALITY ep(id, tenant, delay, p)
+        WHERE NOT f.filtered
+           OR EXISTS (SELECT 1 FROM webhooks.endpoints x JOIN webhooks.events v ON v.id = e.id
+                      WHERE x.id = ep.id
+                        AND webhooks_internal._filter_passes(x.filter, x.filter_weight, x.id, v.id, v.type,
+                                v.version, v.source, v.tenant_id, v.actor, v.data))
+        ORDER BY e.o, ep.p;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        made := made + n;
+        IF f.done + k >= cardinality(f.event_ids) THEN
+            DELETE FROM webhooks_internal.fanouts x WHERE x.id = f.id;
+        ELSE
+            UPDATE webhooks_internal.fanouts x SET done = f.done + k WHERE x.id = f.id;
+        END IF;
+        EXIT WHEN made >= max_rows;
+    END LOOP;
+    RETURN made;
 END $$;
-COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
-    'Delivers a synchronous event now to every subscribed endpoint; raises WH001 on any failure, WH002 when nobody subscribes.';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:236
--- webhooks::api::_delivery_state_ok
-CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
-	"status" TEXT, /* Option < & str > */
-	"attempts" INT, /* Option < i32 > */
-	"next_attempt_at" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"lease_until" timestamp with time zone, /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-	"completed_at" timestamp with time zone /* Option < pgrx :: datum :: TimestampWithTimeZone > */
-) RETURNS bool /* bool */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:36
+-- src/lib.rs:128
 -- requires:
---   schema
---   api::_delivery_state_ok
+--   claim
 
--- One check for the whole state machine of a delivery: each status has exactly the timestamps
--- it needs (src/state.rs). A call of a compiled function, not a CASE: PostgreSQL reads a
--- check's expression tree again for every statement that writes the table, and a one-row
--- publish is such a statement.
-ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
-    CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+-- The worker's record: what came of its requests, and what it never sent.
+
+-- plpgsql rather than SQL, as the claim.
+
+-- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
+-- each. An outcome is recorded only by the claim that holds the row (its lease, to the
+-- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
+-- someone else holds locked are skipped, never waited for, and returned to be recorded later.
+-- What each answer means was decided by the worker (core/src/answer.rs: state, retry, pause,
+-- gone); this applies it. Then what the answers say about their endpoints:
+--  * a throttling answer with Retry-After pauses the endpoint (paused_until, pauses_us);
+--  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
+--  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
+--    one that lasted disable_after disables the endpoint;
+--  * a delivery that died is published as webhook.delivery.dead.
+CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[], pauses_us int8[],
+                                 disable_after interval, gone boolean[] DEFAULT NULL)
+RETURNS int8[]
+LANGUAGE plpgsql VOLATILE
+-- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
+-- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
+-- custom plan sees the arrays' lengths.
+SET plan_cache_mode = force_custom_plan
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    got int8[];
+    live int8[];
+    busy int8[];
+    done_ids int8[];
+    done_statuses text[];
+    done_eps text[];
+    o record;
+    tenant text;
+    since timestamptz;
+BEGIN
+    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
+    -- estimate of how many rows are in flight can steer the plan: statistics from before a
+    -- burst say none are, and a filter on it made the planner walk every row in flight, or
+    -- every answer for each row, on each record.)
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
+    INTO got, live FROM (
+        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
+        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
+    ) x;
+    WITH r AS (
+        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
+        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
+            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
+    ), upd AS (
+        UPDATE webhooks.deliveries d
+        SET status = r.status,
+            attempts = r.attempt,
+            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
+            lease_until = NULL,
+            last_status = r.code,
+            last_error = r.err,
+            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
+        FROM r
+        WHERE d.id = r.id AND d.id = ANY (live)
+          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
+        RETURNING d.id, d.endpoint_id, d.status, r.o
+    ), ins AS (
+        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
+        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
+        FROM r JOIN upd ON upd.o = r.o
+    )
+    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
+    INTO done_ids, done_eps, done_statuses FROM upd;
+    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
+    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
+    -- for when a row was skipped: the common case reads nothing more.)
+    busy := '{}';
+    IF cardinality(got) < cardinality(ids) THEN
+        -- (in flight said in the select list, as above)
+        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
+        FROM (SELECT d.id, d.status = 'in_flight'
+                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
+              FROM unnest(ids, leases_us) AS r(id, lease_us)
+              JOIN webhooks.deliveries d ON d.id = r.id
+              -- (the ids as an index condition too: the join alone let statistics that took
+              -- the table for empty walk a whole index against them)
+              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
+    END IF;
+    IF cardinality(done_ids) = 0 THEN
+        RETURN busy;
+    END IF;
+
+    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
+    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
+    -- state for its next answers.)
+    FOR o IN
+        WITH answers AS (
+            SELECT x.endpoint_id, a.status, a.gone, a.started_us, a.pause_us
+            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
+            JOIN unnest(ids, statuses, gone, started_us, pauses_us) AS a(id, status, gone, started_us, pause_us)
+              ON a.id = x.id
+        )
+        SELECT w.endpoint_id,
+               bool_or(w.status = 'succeeded') AS ok,
+               coalesce(bool_or(w.gone), false) AS gone,
+               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
+               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
+        FROM answers w GROUP BY w.endpoint_id
+    LOOP
+        -- The common case, successes of an endpoint that was not failing, changes nothing: no
+        -- lock, no write on the hot path.
+        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
+            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
+        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        IF o.pause_until IS NOT NULL THEN
+            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
+            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
+        END IF;
+        IF o.gone THEN
+            UPDATE webhooks.endpoints ep
+            SET enabled = false,
+                disabled_reason = format('the receiver answered 410 Gone at %s', now())
+            WHERE ep.id = o.endpoint_id AND ep.enabled;
+        ELSIF o.ok THEN
+            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
+            UPDATE webhooks.endpoints ep SET failing_since = NULL
+            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
+            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
+            IF FOUND THEN
+                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
+                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
+                                       'recovered_at', now()),
+                    o.endpoint_id, tenant);
+            END IF;
+        ELSE
+            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
+            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
+            IF disable_after > interval '0' THEN
+                UPDATE webhooks.endpoints ep
+                SET enabled = false,
+                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
+                                             ep.failing_since, disable_after)
+                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- Dead letters, announced (except those of operational events: no event about an event
+    -- about an event).
+    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
+                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
+                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
+                                   'last_status', d.last_status, 'last_error', d.last_error),
+                -- (about a platform endpoint: the platform's event, not the tenant's)
+                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
+    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
+    -- its key: a condition on the row's status would match the dead-letter index's predicate,
+    -- and a join let statistics that took the table for empty walk a whole index)
+    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
+          FROM webhooks.deliveries d
+          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
+                                  WHERE r.status = 'dead'))) d
+    WHERE NOT starts_with(d.type, 'webhook.');
+    RETURN busy;
+END $$;
+
+-- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
+-- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
+-- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
+-- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
+-- no DNS helper free, src/http/)
+CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    UPDATE webhooks.deliveries d
+    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
+        lease_until = NULL
+    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
+    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
+    -- predicate, and statistics saying nothing is in flight could make the planner walk every
+    -- leased row against the ids)
+    WHERE d.id = r.id AND d.id = ANY (ids)
+      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
+$$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:226
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
+-- src/lib.rs:133
+-- requires:
+--   record
+
+-- The worker's housekeeping (src/worker/ calls these in turn, each step in a transaction of
+-- its own). Every step is bounded by `step` rows, and a row someone holds is left for the next
+-- pass (SKIP LOCKED), never waited for. Attempts go with their deliveries (the cascade
+-- trigger), events once no delivery refers to them.
+
+-- History past the retention.
+CREATE FUNCTION webhooks_internal._prune_succeeded(keep interval, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'succeeded' AND d.completed_at < now() - keep
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+CREATE FUNCTION webhooks_internal._prune_dead(keep interval, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'dead' AND d.completed_at < now() - keep
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- Events published before `before` (an event id: ids are ULIDs, so every event published
+-- before the cutoff has a smaller one, and the primary key finds them without an index on
+-- occurred_at on the publish path) that no delivery refers to, nor a fanout has yet to write
+-- deliveries for.
+CREATE FUNCTION webhooks_internal._prune_events(before text, step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.events WHERE id IN (
+        SELECT e.id FROM webhooks.events e
+        WHERE e.id < before
+          AND e.id < coalesce((SELECT min(f.event_ids[1]) FROM webhooks_internal.fanouts f), before)
+          AND NOT EXISTS (SELECT 1 FROM webhooks.deliveries d WHERE d.event_id = e.id)
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- A parking that raced an endpoint_enable, or an orphan whose endpoint and event exist by now
+-- (a restore that finished loading): what waits for no reason is released. Through the
+-- enabled endpoints' own index ranges, so a disabled endpoint's parked backlog is never
+-- scanned.
+CREATE FUNCTION webhooks_internal._release_parked(step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH released AS (
+        UPDATE webhooks.deliveries d SET next_attempt_at = now(), lease_until = NULL
+        WHERE d.id IN (
+            SELECT x.id FROM webhooks.endpoints ep
+            JOIN webhooks.deliveries x ON x.endpoint_id = ep.id AND x.status = 'pending'
+             AND x.next_attempt_at = 'infinity'
+             AND coalesce(x.endpoint_tenant, '') = coalesce(ep.tenant_id, '')
+            WHERE ep.enabled
+              AND EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = x.event_id)
+            LIMIT step FOR UPDATE OF x SKIP LOCKED)
+        RETURNING 1)
+    SELECT count(*) FROM released
+$$;
+
+-- Orphans parked an hour ago whose endpoint (by id and tenant) or event never came (back).
+CREATE FUNCTION webhooks_internal._delete_orphans(step int) RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.deliveries WHERE id IN (
+        SELECT d.id FROM webhooks.deliveries d
+        WHERE d.status = 'pending' AND d.lease_until IS NOT NULL
+          AND d.lease_until < now() - interval '1 hour' AND d.next_attempt_at = 'infinity'
+          AND (NOT EXISTS (SELECT 1 FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id
+                           AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, ''))
+               OR NOT EXISTS (SELECT 1 FROM webhooks.events e WHERE e.id = d.event_id))
+        LIMIT step FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+-- Bindings of dropped roles bind nobody (they are keyed by oid); they go.
+CREATE FUNCTION webhooks_internal._forget_dropped_roles() RETURNS bigint
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM webhooks.tenant_roles t
+        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = t.role_name::oid)
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:348
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
-/* </end connected objects> */
+-- src/lib.rs:138
+-- requires:
+--   housekeeping
+--   gate::status
 
-/* <begin connected objects> */
--- src/gate.rs:371
--- webhooks::gate::_outer_scope
-CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
-/* </end connected objects> */
+-- Observability: what operators read (dead letters, endpoint health, metrics).
 
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
+CREATE VIEW webhooks.dead_letters WITH (security_invoker = true) AS
+SELECT d.id AS delivery_id, d.event_id, e.type AS event_type, d.endpoint_id, ep.url, d.tenant_id,
+       d.attempts, d.last_status, d.last_error, e.occurred_at, d.completed_at AS died_at, e.data
+FROM webhooks.deliveries d
+JOIN webhooks.events e ON e.id = d.event_id
+JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+WHERE d.status = 'dead';
+COMMENT ON VIEW webhooks.dead_letters IS 'Deliveries that will not be retried, with their last error and the event data.';
 
-/* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+CREATE VIEW webhooks.endpoint_health WITH (security_invoker = true) AS
+SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
+       coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       c.last_success, le.error AS last_error, le.started_at AS last_error_at,
+       lat.p50_ms, lat.p99_ms
+FROM webhooks.endpoints ep
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           max(completed_at) FILTER (WHERE status = 'succeeded') AS last_success
+    FROM webhooks.deliveries d WHERE d.endpoint_id = ep.id
+) c ON true
+LEFT JOIN LATERAL (
+    SELECT coalesce(a.error, 'HTTP ' || a.status_code) AS error, a.started_at
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND (a.error IS NOT NULL OR a.status_code NOT BETWEEN 200 AND 299)
+    ORDER BY a.started_at DESC LIMIT 1
+) le ON true
+LEFT JOIN LATERAL (
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
+) lat ON true;
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+
+-- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
+
+-- What Prometheus (or psql) watches: one row per endpoint and one for everything
+-- (endpoint_id NULL). Deliveries are counted as they are in the table (succeeded and dead ones
+-- until pruned: webhooks.retention, webhooks.dead_retention); attempts, failures and latency
+-- over the last five minutes. Invoker rights: an admin sees the endpoints of its tenants.
+CREATE VIEW webhooks.metrics WITH (security_invoker = true) AS
+WITH d AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                            FILTER (WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                                      AND isfinite(d.next_attempt_at))), 0) AS oldest_due_seconds
+    FROM webhooks.deliveries d
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), a AS (
+    SELECT d.endpoint_id, GROUPING(d.endpoint_id) AS overall,
+           count(*) AS attempts_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS answered_2xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 300 AND 399) AS answered_3xx_5m,
+           count(*) FILTER (WHERE a.status_code BETWEEN 400 AND 499) AS answered_4xx_5m,
+           count(*) FILTER (WHERE a.status_code >= 500) AS answered_5xx_5m,
+           count(*) FILTER (WHERE a.status_code IS NULL) AS unanswered_5m,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p50_ms,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p95_ms,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS latency_p99_ms
+    FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '5 minutes'
+    GROUP BY GROUPING SETS ((d.endpoint_id), ())
+), w AS (
+    SELECT s.worker_running, extract(epoch FROM now() - s.last_loop) AS worker_last_loop_seconds
+    FROM webhooks.status() s
+), rows AS (
+    SELECT ep.id AS endpoint_id, ep.tenant_id, ep.enabled,
+           coalesce(ep.paused_until > now(), false) AS paused, ep.failing_since
+    FROM webhooks.endpoints ep
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL
+)
+SELECT r.endpoint_id, r.tenant_id, r.enabled, r.paused, r.failing_since,
+       coalesce(d.pending, 0) AS pending, coalesce(d.due, 0) AS due,
+       coalesce(d.in_flight, 0) AS in_flight, coalesce(d.succeeded, 0) AS succeeded,
+       coalesce(d.dead, 0) AS dead, coalesce(d.oldest_due_seconds, 0) AS oldest_due_seconds,
+       coalesce(a.attempts_5m, 0) AS attempts_5m, coalesce(a.answered_2xx_5m, 0) AS answered_2xx_5m,
+       coalesce(a.answered_3xx_5m, 0) AS answered_3xx_5m, coalesce(a.answered_4xx_5m, 0) AS answered_4xx_5m,
+       coalesce(a.answered_5xx_5m, 0) AS answered_5xx_5m, coalesce(a.unanswered_5m, 0) AS unanswered_5m,
+       a.latency_p50_ms, a.latency_p95_ms, a.latency_p99_ms,
+       w.worker_running, w.worker_last_loop_seconds
+FROM rows r
+LEFT JOIN d ON (r.endpoint_id IS NULL AND d.overall = 1) OR (d.overall = 0 AND d.endpoint_id = r.endpoint_id)
+LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a.endpoint_id = r.endpoint_id)
+CROSS JOIN w;
+COMMENT ON VIEW webhooks.metrics IS
+    'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -4351,7 +4396,18 @@ AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:114
+-- src/api.rs:348
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/lib.rs:143
 -- finalize
 -- Roles, grants and tenant isolation. Loaded last.
 --
@@ -4458,7 +4514,7 @@ GRANT EXECUTE ON FUNCTION
     webhooks_internal._claim(int, interval, boolean, int, int, text[], int, int, text[], bigint[], text[], bigint[], text[]),
     webhooks_internal._lease_quota(int, int, int, int, boolean, int, int, text),
     webhooks_internal._lease_room(int, int, int, int),
-    webhooks_internal._record(int8[], int8[], text[], int4[], int4[], text[], int8[], int8[], float8[], text[], int8[], interval),
+    webhooks_internal._record(int8[], int8[], text[], int4[], int4[], text[], int8[], int8[], float8[], text[], int8[], interval, boolean[]),
     webhooks_internal._release(int8[], int8[], int8[]),
     webhooks_internal._expand(int),
     webhooks_internal._prune_succeeded(interval, int),

@@ -13,14 +13,14 @@ fn signing_error(e: signing::SigningError) -> ! {
     invalid(&format!("invalid webhook secret: {e}"))
 }
 
-// Documented for psql users by its COMMENT in sql/security.sql.
+// Documented for psql users by its COMMENT in sql/src/security.sql.
 #[pg_extern(immutable, parallel_safe)]
 fn webhook_sign(secret: &str, msg_id: &str, msg_timestamp: i64, body: &str) -> String {
     signing::sign(secret, msg_id, msg_timestamp, body.as_bytes())
         .unwrap_or_else(|e| signing_error(e))
 }
 
-// Documented by its COMMENT in sql/security.sql.
+// Documented by its COMMENT in sql/src/security.sql.
 #[pg_extern(volatile, parallel_safe)]
 fn webhook_verify(
     secret: &str,
@@ -42,7 +42,7 @@ fn webhook_verify(
     .unwrap_or_else(|e| signing_error(e))
 }
 
-// Documented by its COMMENT in sql/security.sql.
+// Documented by its COMMENT in sql/src/security.sql.
 #[pg_extern(volatile, parallel_safe, name = "webhook_verify")]
 fn webhook_verify_headers(
     secret: &str,
@@ -225,12 +225,17 @@ fn _check_headers(h: JsonB) -> bool {
 /// `webhooks.ttl` for SQL: how long an idempotency key holds.
 #[pg_extern(stable, parallel_safe, schema = "webhooks_internal")]
 fn _ttl() -> pgrx::datum::Interval {
-    let ttl = crate::guc::duration(&crate::guc::TTL, std::time::Duration::from_secs(86_400));
-    pgrx::datum::Interval::try_from(ttl)
+    pgrx::datum::Interval::try_from(crate::guc::ttl())
         .unwrap_or_else(|e| error!("webhooks.ttl cannot be an interval: {e:?}"))
 }
 
-/// The CHECK of webhooks.deliveries (sql/states.sql). A function call, not the CASE it
+/// `webhooks.source` for SQL: the `source` of the events published now (its default when empty).
+#[pg_extern(stable, parallel_safe, schema = "webhooks_internal")]
+fn _source() -> String {
+    crate::guc::source()
+}
+
+/// The CHECK of webhooks.deliveries (sql/src/states.sql). A function call, not the CASE it
 /// replaces: PostgreSQL reads a CHECK's expression tree anew for every statement that writes
 /// the table, and the CASE's 4 kB tree cost each one-row publish 10-25 µs of a 60-90 µs call.
 #[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
@@ -280,7 +285,7 @@ fn _worker_state() -> TableIterator<
     TableIterator::once((true, pid, beat))
 }
 
-/// This worker's quota of an endpoint's rows (src/lease.rs), for the claim.
+/// This worker's quota of an endpoint's rows (core/src/lease.rs), for the claim.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(immutable, parallel_safe, strict, schema = "webhooks_internal")]
 fn _lease_quota(
@@ -308,7 +313,7 @@ fn _lease_quota(
     ) as i32
 }
 
-/// How many more rows of an endpoint this worker may take (src/lease.rs), for the claim.
+/// How many more rows of an endpoint this worker may take (core/src/lease.rs), for the claim.
 #[pg_extern(immutable, parallel_safe, schema = "webhooks_internal")]
 fn _lease_room(quota: i32, busy: Option<i32>, mine: Option<i32>, workers: i32) -> i32 {
     crate::lease::room(
@@ -321,7 +326,7 @@ fn _lease_room(quota: i32, busy: Option<i32>, mine: Option<i32>, workers: i32) -
 }
 
 /// The weight of an endpoint filter (the paths it evaluates), or an error naming what in it is
-/// not allowed and why (src/filter_path.rs). `printed` is the filter as PostgreSQL prints it.
+/// not allowed and why (core/src/filter_path.rs). `printed` is the filter as PostgreSQL prints it.
 #[pg_extern(immutable, parallel_safe, strict, schema = "webhooks_internal")]
 fn _filter_weight(printed: &str) -> i32 {
     match crate::filter_path::check(printed) {
@@ -358,7 +363,7 @@ thread_local! {
 }
 
 /// Whether a filter of `weight` may be evaluated on `data` within the budget
-/// (src/filter_path.rs). When it may not, the event is delivered as if the filter matched, and
+/// (core/src/filter_path.rs). When it may not, the event is delivered as if the filter matched, and
 /// the log says so once a minute per endpoint. A weight of NULL (a filter refused by these
 /// checks, kept from an older version) is never evaluated.
 #[pg_extern(stable, parallel_safe, schema = "webhooks_internal")]

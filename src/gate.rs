@@ -283,16 +283,17 @@ fn webhook_send_sync_result(
     tenant_id: default!(Option<&str>, "NULL"),
     actor: default!(Option<RawJsonb>, "NULL"),
 ) -> Option<pgrx::JsonB> {
-    owner_query(
-        "SELECT webhooks_internal._send_sync($1, $2, $3, $4)",
-        &[TX, JB, TX, JB],
-        &[
-            event_type.into(),
-            data.into(),
-            tenant_id.into(),
-            actor.into(),
-        ],
-    )
+    as_owner(|| {
+        crate::sync::send_sync(
+            event_type,
+            &[
+                event_type.into(),
+                data.into(),
+                tenant_id.into(),
+                actor.into(),
+            ],
+        )
+    })
 }
 
 /// 0.2.0's `track_table` (five arguments) as its SQL still calls it between a package upgrade

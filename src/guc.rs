@@ -17,17 +17,28 @@ pub static WORKER_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static RETRY_SCHEDULE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1m,5m,30m,2h,12h"));
-pub static TTL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"24h"));
-pub static TIMEOUT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"10s"));
+// Every default is written once, here: the setting is registered with it, and the typed
+// getters below fall back to it when a value cannot be read.
+const TTL_DEFAULT: &CStr = c"24h";
+const TIMEOUT_DEFAULT: &CStr = c"10s";
+const POLL_INTERVAL_DEFAULT: &CStr = c"1s";
+const RETENTION_DEFAULT: &CStr = c"7d";
+const DISABLE_AFTER_DEFAULT: &CStr = c"5d";
+const DEAD_RETENTION_DEFAULT: &CStr = c"30d";
+const SOURCE_DEFAULT: &CStr = c"urn:webhooks";
+pub static TTL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(TTL_DEFAULT));
+pub static TIMEOUT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(TIMEOUT_DEFAULT));
 pub static POLL_INTERVAL: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"1s"));
-pub static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"7d"));
+    GucSetting::<Option<CString>>::new(Some(POLL_INTERVAL_DEFAULT));
+pub static RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(RETENTION_DEFAULT));
 pub static DISABLE_AFTER: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"5d"));
+    GucSetting::<Option<CString>>::new(Some(DISABLE_AFTER_DEFAULT));
 pub static DEAD_RETENTION: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"30d"));
+    GucSetting::<Option<CString>>::new(Some(DEAD_RETENTION_DEFAULT));
 pub static SOURCE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"urn:webhooks"));
+    GucSetting::<Option<CString>>::new(Some(SOURCE_DEFAULT));
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TRACEPARENT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -380,7 +391,7 @@ const WORKER_SESSION: &[(&CStr, &CStr)] = &[
     (c"default_transaction_isolation", c"read committed"),
     (c"default_transaction_read_only", c"off"),
     (c"default_transaction_deferrable", c"off"),
-    // The worker arms its own statement timeout (src/worker.rs); lock waits are bounded here.
+    // The worker arms its own statement timeout (src/worker/mod.rs); lock waits are bounded here.
     (c"statement_timeout", c"0"),
     (c"lock_timeout", c"2s"),
     (c"idle_in_transaction_session_timeout", c"0"),
@@ -422,8 +433,45 @@ pub fn string_value(s: &GucSetting<Option<CString>>) -> String {
 }
 
 /// Check hooks guarantee these parse; the fallback only covers a value set before the hook ran.
-pub fn duration(s: &GucSetting<Option<CString>>, fallback: Duration) -> Duration {
-    schedule::parse_duration(&string_value(s)).unwrap_or(fallback)
+fn duration(s: &GucSetting<Option<CString>>, default: &CStr) -> Duration {
+    schedule::parse_duration(&string_value(s))
+        .or_else(|_| schedule::parse_duration(default.to_str().unwrap_or_default()))
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// webhooks.ttl: how long an event is delivered (and an idempotency key holds).
+pub fn ttl() -> Duration {
+    duration(&TTL, TTL_DEFAULT)
+}
+
+/// webhooks.timeout: one request, connection to last byte.
+pub fn timeout() -> Duration {
+    duration(&TIMEOUT, TIMEOUT_DEFAULT)
+}
+
+/// webhooks.poll_interval: how often a worker looks without being woken.
+pub fn poll_interval() -> Duration {
+    duration(&POLL_INTERVAL, POLL_INTERVAL_DEFAULT)
+}
+
+/// webhooks.retention: how long succeeded deliveries are kept.
+pub fn retention() -> Duration {
+    duration(&RETENTION, RETENTION_DEFAULT)
+}
+
+/// webhooks.disable_after: a failing streak this long disables its endpoint.
+pub fn disable_after() -> Duration {
+    duration(&DISABLE_AFTER, DISABLE_AFTER_DEFAULT)
+}
+
+/// webhooks.dead_retention: how long dead letters are kept.
+pub fn dead_retention() -> Duration {
+    duration(&DEAD_RETENTION, DEAD_RETENTION_DEFAULT)
+}
+
+/// webhooks.source: the events' `source`; empty means the default.
+pub fn source() -> String {
+    optional(&SOURCE).unwrap_or_else(|| SOURCE_DEFAULT.to_string_lossy().into_owned())
 }
 
 pub fn policy() -> crate::target::Policy {
@@ -442,7 +490,7 @@ fn optional(s: &GucSetting<Option<CString>>) -> Option<String> {
 pub fn client_settings(max_idle_per_host: usize) -> Result<crate::http::ClientSettings, String> {
     let trust = crate::tls::load_trust(optional(&TLS_CA_FILE).as_deref())?;
     Ok(crate::http::ClientSettings {
-        timeout: duration(&TIMEOUT, Duration::from_secs(10)),
+        timeout: timeout(),
         allow_private: ALLOW_PRIVATE_TARGETS.get(),
         max_idle_per_host,
         proxy: optional(&HTTP_PROXY),

@@ -1,13 +1,14 @@
 //! `webhooks`: a transactional outbox with a signed, retrying HTTP sender inside PostgreSQL.
 //!
 //! The pure logic lives in the `webhooks-core` crate (core/), re-exported here under its own
-//! names. PostgreSQL-facing: guc (settings), wake (waking workers, the utility hook), api (SQL
-//! helpers), gate (entry points that act as the owner), tracking (row events' columns), sync,
-//! handoff, launcher, worker; http (the sender threads' client and pool).
+//! names. PostgreSQL-facing: guc (settings and their defaults), wake (waking workers, the
+//! utility hook), api (SQL helpers), gate (entry points that act as the owner), request (the
+//! request contract with SQL), tracking (row events' columns), sync, handoff, launcher, worker/
+//! (the delivery worker); http/ (the sender threads' client and pool). ARCHITECTURE.md maps it.
 
 pub use webhooks_core::{
-    dispatch, envelope, filter, filter_path, headers, ids, lease, schedule, signing, state, target,
-    tls,
+    answer, dispatch, envelope, filter, filter_path, headers, ids, lease, schedule, signing, state,
+    target, tls,
 };
 
 pub mod http;
@@ -17,6 +18,7 @@ pub mod gate;
 pub mod guc;
 pub mod handoff;
 pub mod launcher;
+pub mod request;
 pub mod sync;
 pub mod tracking;
 pub mod wake;
@@ -26,30 +28,61 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
-extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+// The hand-written SQL (sql/src/), in the one order the install script is made in: each file
+// requires the one before it, and the Rust functions its statements need made first. The
+// upgrade scripts beside sql/src/ are generated from this script (scripts/upgrade-scripts.sh).
+//   schema        every table, index and type of data (bootstrap: first of all)
+//   states        the deliveries' state check (a Rust function, so after the tables)
+//   tenancy       which roles act for which tenants
+//   matching      which endpoints an event goes to: _subscribes, the content filters
+//   request       the request contract between SQL and Rust (webhooks_internal.request)
+//   publish       webhook_publish, webhook_publish_many, operational events
+//   sync          webhook_send_sync
+//   endpoints     the endpoints' API and checks
+//   catalogue     event types
+//   operations    retry, replay, recover, test, status
+//   tracking      row events of tracked tables
+//   claim, record what the worker runs on every wake-up
+//   housekeeping  pruning and releases, in small steps
+//   observability views and metrics
+//   security      roles, grants and policies (finalize: last of all)
+extension_sql_file!("../sql/src/schema.sql", name = "schema", bootstrap);
 
 /// The schema of the helpers (`schema = "webhooks_internal"` on their `#[pg_extern]`): owner
 /// only, so that `\df webhooks.*` lists the documented API alone.
 #[pg_schema]
 mod webhooks_internal {}
-// The deliveries' state check calls a function of ours, made after the tables.
 extension_sql_file!(
-    "../sql/states.sql",
+    "../sql/src/states.sql",
     name = "states",
     requires = ["schema", api::_delivery_state_ok]
 );
 extension_sql_file!(
-    "../sql/tenancy.sql",
+    "../sql/src/tenancy.sql",
     name = "tenancy",
-    requires = ["schema", gate::_caller]
+    requires = ["states", gate::_caller]
 );
-// The SQL API, one file per concern; the publish path is sql/publish.sql.
 extension_sql_file!(
-    "../sql/publish.sql",
-    name = "publish",
+    "../sql/src/matching.sql",
+    name = "matching",
     requires = [
         "tenancy",
         api::_matches,
+        api::_filter_weight,
+        api::_filter_affordable
+    ]
+);
+extension_sql_file!(
+    "../sql/src/request.sql",
+    name = "request",
+    requires = ["matching"]
+);
+extension_sql_file!(
+    "../sql/src/publish.sql",
+    name = "publish",
+    requires = [
+        "request",
+        api::_source,
         api::_new_event_id,
         api::_new_event_ids,
         gate::tenant_scope,
@@ -58,38 +91,30 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
-    "../sql/sync.sql",
+    "../sql/src/sync.sql",
     name = "sync",
     requires = ["publish", gate::webhook_send_sync_result]
 );
 extension_sql_file!(
-    "../sql/endpoints.sql",
+    "../sql/src/endpoints.sql",
     name = "endpoints",
-    requires = [
-        "publish",
-        api::_check_client_cert,
-        api::_check_header_prefix,
-        api::_filter_weight,
-        api::_filter_affordable
-    ]
+    requires = ["sync", api::_check_client_cert, api::_check_header_prefix]
 );
 extension_sql_file!(
-    "../sql/catalogue.sql",
+    "../sql/src/catalogue.sql",
     name = "catalogue",
-    requires = ["publish"]
+    requires = ["endpoints"]
 );
 extension_sql_file!(
-    "../sql/operations.sql",
+    "../sql/src/operations.sql",
     name = "operations",
-    requires = ["endpoints", api::_worker_state]
+    requires = ["catalogue", api::_worker_state]
 );
-extension_sql_file!("../sql/views.sql", name = "views", requires = ["endpoints"]);
 extension_sql_file!(
-    "../sql/tracking.sql",
+    "../sql/src/tracking.sql",
     name = "tracking",
     requires = [
-        "publish",
-        "catalogue",
+        "operations",
         gate::webhook_publish_many,
         api::_check_condition,
         tracking::tracked_columns,
@@ -97,21 +122,26 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
-    "../sql/worker.sql",
-    name = "worker",
-    requires = ["endpoints", "operations"]
+    "../sql/src/claim.sql",
+    name = "claim",
+    requires = ["tracking"]
 );
 extension_sql_file!(
-    "../sql/housekeeping.sql",
+    "../sql/src/record.sql",
+    name = "record",
+    requires = ["claim"]
+);
+extension_sql_file!(
+    "../sql/src/housekeeping.sql",
     name = "housekeeping",
-    requires = ["worker"]
+    requires = ["record"]
 );
 extension_sql_file!(
-    "../sql/metrics.sql",
-    name = "metrics",
-    requires = ["operations", "views", gate::status]
+    "../sql/src/observability.sql",
+    name = "observability",
+    requires = ["housekeeping", gate::status]
 );
-extension_sql_file!("../sql/security.sql", name = "security", finalize);
+extension_sql_file!("../sql/src/security.sql", name = "security", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,10 +1,13 @@
-//! The HTTP half of `webhook_send_sync` (the SQL half, with its errors, is in sql/sync.sql):
-//! delivers one event to every target at once from the calling session and reports each answer.
-//! No SPI here; only the extension owner may call it (it receives secrets).
+//! `webhook_send_sync`: an event delivered now, from the calling session, to every endpoint
+//! that subscribes to it. SQL prepares the requests (`_sync_prepare`, sql/src/sync.sql: the event,
+//! its deliveries, and `webhooks_internal.request` rows as the claim returns them), this sends
+//! them all at once and SQL records and judges the answers (`_sync_finish`: WH001, WH002, what
+//! the caller may see). The requests are read into the worker's struct (src/request.rs).
 
-use crate::envelope::{self, Event};
 use crate::http::{self, Job, Outcome};
+use crate::request::{Columns, Request, Row};
 use crate::{guc, target};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -31,10 +34,6 @@ fn strip_nul(v: &mut Value) {
         }
         _ => {}
     }
-}
-
-fn text<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(Value::as_str)
 }
 
 thread_local! {
@@ -96,103 +95,143 @@ fn kept_cert_client(
     Ok(a)
 }
 
-/// `targets`: rows of `webhooks_internal._sync_prepare` as a JSON array. Returns one answer per target.
+/// A synchronous send, as the extension owner (the caller's identity recorded by the entry
+/// point, src/gate.rs): `args` are webhook_send_sync's four, `event_type` the first again. Returns the answers, or
+/// `{"error": {...}}`.
+pub fn send_sync(event_type: Option<&str>, args: &[DatumWithOid]) -> Option<JsonB> {
+    Spi::connect_mut(|client| {
+        let table = client
+            .update(
+                "SELECT p.* FROM webhooks_internal._sync_prepare($1, $2, $3, $4) p",
+                None,
+                args,
+            )
+            .unwrap_or_else(|e| error!("{e}"));
+        let cols = Columns::of(&table);
+        let requests: Vec<Request> = table
+            .filter_map(|row| cols.row(&row))
+            .map(Request::from)
+            .collect();
+        let answers = answers(&requests, send_all(&requests));
+        // (what the worker records should the caller roll back: the event without its data)
+        let event = requests.first().map(|r| {
+            json!({"event_id": r.event_id, "version": r.version, "source": r.source,
+                   "tenant_id": r.tenant_id, "event_type": r.event_type})
+        });
+        client
+            .update(
+                "SELECT webhooks_internal._sync_finish($1, $2, $3)",
+                Some(1),
+                &[
+                    event_type.into(),
+                    event.map(JsonB).into(),
+                    JsonB(answers).into(),
+                ],
+            )
+            .and_then(|t| t.first().get_one::<JsonB>())
+            .unwrap_or_else(|e| error!("{e}"))
+    })
+}
+
+/// 0.3.0's HTTP half, kept for its SQL (`_send_sync`) and for endpoint_test: `targets` are
+/// requests as JSON objects (the columns of `webhooks_internal.request`). One answer each.
 #[pg_extern(volatile, schema = "webhooks_internal")]
 fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
-    let targets = targets.0.as_array().cloned().unwrap_or_default();
-    let Some(first) = targets.first() else {
-        return JsonB(json!([]));
-    };
-    let event_id = text(first, "event_id").unwrap_or_default().to_string();
-    let event = Event {
-        id: &event_id,
-        event_type,
-        version: text(first, "version").unwrap_or("1"),
-        source: text(first, "source").unwrap_or(""),
-        occurred_at_us: first
-            .get("occurred_us")
-            .and_then(Value::as_i64)
-            .unwrap_or(0),
-        tenant_id: text(first, "tenant_id"),
-        actor_json: text(first, "actor"),
-        data_json: text(first, "data").unwrap_or("{}"),
-    };
-    let body = Arc::new(envelope::build(&event));
+    let requests: Vec<Request> = targets
+        .0
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let mut row = serde_json::from_value::<Row>(t.clone()).unwrap_or_default();
+            row.event_type.get_or_insert_with(|| event_type.to_string());
+            Request::from(row)
+        })
+        .collect();
+    JsonB(answers(&requests, send_all(&requests)))
+}
+
+/// Each request's answer as `_sync_finish` reads it.
+fn answers(requests: &[Request], outcomes: Vec<Outcome>) -> Value {
+    Value::Array(
+        requests
+            .iter()
+            .zip(outcomes)
+            .map(|(r, o)| {
+                // jsonb refuses U+0000: a receiver's NUL must not turn its 2xx into an error.
+                let text = o.body.replace('\0', "");
+                let mut body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                strip_nul(&mut body);
+                json!({
+                    "delivery_id": (r.delivery_id != 0).then_some(r.delivery_id),
+                    "endpoint_id": r.endpoint_id,
+                    "endpoint_tenant": (!r.endpoint_tenant.is_empty()).then_some(&r.endpoint_tenant),
+                    "status": o.status(),
+                    "error": (!o.ok()).then(|| o.describe()),
+                    "public_error": (!o.ok()).then(|| o.public()),
+                    "body": body,
+                    "raw_body": (!o.body.is_empty()).then(|| o.body.replace('\0', "")),
+                    "started_us": o.started_at_us,
+                    "duration_ms": o.duration_ms,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Sends every request at once (one outcome each, in order).
+fn send_all(requests: &[Request]) -> Vec<Outcome> {
     let policy = guc::policy();
     let client = kept_client();
     let traceparent = Some(guc::string_value(&guc::TRACEPARENT)).filter(|t| !t.is_empty());
-
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; targets.len()];
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
     let mut jobs = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        let refuse = |e: String| {
-            Some(Outcome {
-                tag: i,
-                error: Some(e),
-                started_at_us: http::now_us(),
-                ..Default::default()
-            })
-        };
-        let url = text(t, "url").unwrap_or_default();
+    for (i, r) in requests.iter().enumerate() {
         let (settings, shared) = match &client {
             Ok(c) => c,
             Err(e) => {
-                outcomes[i] = refuse(e.clone());
+                outcomes[i] = Some(Outcome::failed(i, e.clone()));
                 continue;
             }
         };
-        if let Err(e) = target::check_url(url, policy) {
+        if let Err(e) = target::check_url(&r.url, policy) {
             // Publishers read this error: the URL (which may carry a token) stays out of it.
-            outcomes[i] = refuse(format!("refused: {}", e.replace(url, "<endpoint url>")));
+            let why = format!("refused: {}", e.replace(&r.url, "<endpoint url>"));
+            outcomes[i] = Some(Outcome::failed(i, why));
             continue;
         }
-        let agent = match (text(t, "tls_client_cert"), text(t, "tls_client_key")) {
-            (Some(c), Some(k)) => match kept_cert_client(settings, c, k) {
+        let agent = match &r.client_cert {
+            Some((c, k)) => match kept_cert_client(settings, c, k) {
                 Ok(a) => a,
                 Err(e) => {
-                    outcomes[i] = refuse(format!("endpoint client certificate unusable: {e}"));
+                    let why = format!("endpoint client certificate unusable: {e}");
+                    outcomes[i] = Some(Outcome::failed(i, why));
                     continue;
                 }
             },
-            _ => shared.clone(),
+            None => shared.clone(),
         };
-        let secrets: Vec<String> = ["secret", "previous_secret"]
-            .iter()
-            .filter_map(|k| text(t, k).map(str::to_string))
-            .collect();
-        let format = http::Format::from_columns(
-            text(t, "format").unwrap_or("standard-webhooks"),
-            text(t, "header_prefix"),
-            text(t, "signature"),
-        );
         let (Ok(keys), Ok(headers)) = (
-            format.keys(&secrets),
-            crate::headers::parse_object(text(t, "headers")),
+            r.format.keys(&r.secrets),
+            crate::headers::parse_object(r.headers.as_deref()),
         ) else {
-            outcomes[i] = refuse("endpoint secret or headers unusable".into());
+            outcomes[i] = Some(Outcome::failed(
+                i,
+                "endpoint secret or headers unusable".into(),
+            ));
             continue;
-        };
-        // (an hmac-hex body names its endpoint: one body per target)
-        let body = match &format {
-            http::Format::StandardWebhooks | http::Format::StandardWebhooksV1a => Arc::clone(&body),
-            http::Format::HmacHex { .. } => Arc::new(envelope::build_hmac_hex(
-                &event,
-                text(t, "tenant_slug"),
-                1,
-                text(t, "endpoint_id").unwrap_or_default(),
-            )),
         };
         jobs.push(Job {
             tag: i,
-            url: url.to_string(),
-            msg_id: event_id.clone(),
-            event_type: event_type.to_string(),
-            attempt: 1,
-            body,
+            url: r.url.clone(),
+            msg_id: r.event_id.clone(),
+            event_type: r.event_type.clone(),
+            attempt: r.attempts + 1,
+            body: Arc::new(r.body.clone()),
             keys: Arc::new(keys),
             headers: Arc::new(headers),
-            traceparent: traceparent.clone(),
-            format,
+            traceparent: r.traceparent.clone().or_else(|| traceparent.clone()),
+            format: r.format.clone(),
             agent: Some(agent),
             not_after: None,
         });
@@ -205,14 +244,20 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
     // (said in its answer), so a call lasts at most twice the timeout however many endpoints a
     // tenant's admin subscribed to its type.
     let n = jobs.len();
-    let timeout = crate::guc::duration(&crate::guc::TIMEOUT, std::time::Duration::from_secs(10));
+    let timeout = guc::timeout();
     let deadline = std::time::Instant::now() + timeout;
+    // (said in words made here: the threads never read a setting)
+    let late: Arc<str> = format!(
+        "not sent: webhooks.timeout ({}) ran out before its turn in this call",
+        guc::string_value(&guc::TIMEOUT)
+    )
+    .into();
     let queue = Arc::new(std::sync::Mutex::new(jobs));
     let (tx, rx) = std::sync::mpsc::channel::<Outcome>();
     let spawned = http::with_signals_blocked(|| {
         (0..n.min(MAX_THREADS))
             .filter_map(|i| {
-                let (queue, tx) = (Arc::clone(&queue), tx.clone());
+                let (queue, tx, late) = (Arc::clone(&queue), tx.clone(), Arc::clone(&late));
                 std::thread::Builder::new()
                     .name(format!("webhooks-sync-{i}"))
                     .spawn(move || loop {
@@ -225,15 +270,7 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
                             continue;
                         };
                         let outcome = if std::time::Instant::now() >= deadline {
-                            Outcome {
-                                tag: job.tag,
-                                error: Some(format!(
-                                    "not sent: webhooks.timeout ({}) ran out before its turn in this call",
-                                    crate::guc::string_value(&crate::guc::TIMEOUT)
-                                )),
-                                started_at_us: http::now_us(),
-                                ..Default::default()
-                            }
+                            Outcome::failed(job.tag, late.to_string())
                         } else {
                             http::send(&agent, &job)
                         };
@@ -262,32 +299,9 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         let tag = o.tag;
         outcomes[tag] = Some(o);
     }
-    let answers: Vec<Value> = targets
-        .iter()
-        .zip(outcomes)
-        .map(|(t, o)| {
-            let o = o.unwrap_or_else(|| Outcome {
-                error: Some("no response".into()),
-                ..Default::default()
-            });
-            // jsonb refuses U+0000: a receiver's NUL must not turn its 2xx into an error.
-            let text = o.body.replace('\0', "");
-            let mut body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
-            strip_nul(&mut body);
-            json!({
-                "delivery_id": t.get("delivery_id"),
-                "endpoint_id": t.get("endpoint_id"),
-                "endpoint_tenant": t.get("endpoint_tenant"),
-                "url": t.get("url"),
-                "status": o.status,
-                "error": (!o.ok()).then(|| o.describe()),
-                "public_error": (!o.ok()).then(|| o.public()),
-                "body": body,
-                "raw_body": (!o.body.is_empty()).then(|| o.body.replace('\0', "")),
-                "started_us": o.started_at_us,
-                "duration_ms": o.duration_ms,
-            })
-        })
-        .collect();
-    JsonB(Value::Array(answers))
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| o.unwrap_or_else(|| Outcome::failed(i, "no response".into())))
+        .collect()
 }

@@ -179,7 +179,7 @@ fn rotation_keeps_the_previous_secret_for_the_grace_period() {
 }
 
 #[pg_test]
-fn catalogue_ships_the_seed_events_and_accepts_new_ones() {
+fn catalogue_ships_identity_events_and_accepts_new_ones() {
     assert_eq!(count("SELECT count(*) FROM webhooks.event_types WHERE builtin"), 66);
     assert_eq!(
         one::<String>("SELECT string_agg(name, ',' ORDER BY name) FROM webhooks.event_types WHERE mode = 'sync'").as_deref(),
@@ -519,6 +519,7 @@ fn internals_are_for_the_owner_only() {
         "SELECT * FROM webhooks_internal._claim(100000, '100 years', true)",
         "SELECT webhooks_internal._record('{1}', '{0}', '{succeeded}', '{1}', '{200}', '{NULL}', '{NULL}', '{0}', '{1}', '{NULL}', '{NULL}', '1 day')",
         "SELECT webhooks_internal._sync_send('sms.created', '[]')",
+        "SELECT webhooks_internal._sync_finish('sms.created', '{}', '[]')",
         "SELECT * FROM webhooks_internal._sync_prepare('sms.created', '{}', NULL, NULL)",
         "SELECT webhooks_internal._new_secret()",
         "SELECT webhooks_internal._scope_of(1)",
@@ -751,7 +752,7 @@ fn a_blocked_head_of_the_queue_starves_no_other_endpoint() {
          WHERE id = (SELECT min(id) FROM webhooks.deliveries WHERE endpoint_id = '{ord}')"
     ));
     let claimed = one::<String>(
-        "SELECT string_agg(endpoint_id || ':' || event_id, ',') FROM webhooks_internal._claim(500, '1 minute', false)",
+        "SELECT string_agg((request).endpoint_id || ':' || (request).event_id, ',') FROM webhooks_internal._claim(500, '1 minute', false)",
     )
     .unwrap_or_default();
     assert!(claimed.contains(&format!("{other}:{ev}")), "the other endpoint's delivery was claimed: {claimed}");
@@ -1003,7 +1004,7 @@ fn a_stale_answer_beside_the_current_one_changes_nothing() {
     run("SELECT webhooks.webhook_publish('user.created', '{}')");
     let (id, lease) = Spi::connect(|c| {
         let r = c
-            .select("SELECT delivery_id, lease_us FROM webhooks_internal._claim(10, '1 minute', false)", None, &[])
+            .select("SELECT (request).delivery_id, (request).lease_us FROM webhooks_internal._claim(10, '1 minute', false)", None, &[])
             .expect("a claim")
             .first();
         let col = |i: usize| r.get::<i64>(i).ok().flatten().expect("a claimed row");
@@ -1298,7 +1299,7 @@ fn idle_endpoints_do_not_widen_the_claims_walk_of_the_head() {
         run(&format!("SELECT webhooks.endpoint_update('{idle}', batch_max => 1000)"));
     }
     run("SELECT count(webhooks.webhook_publish('user.created', '{}')) FROM generate_series(1, 2000)");
-    let claim = format!("SELECT count(*) FROM webhooks_internal._claim(500, '1 minute', false, 64, 4, '{{}}', 1, 0, ARRAY['{busy}'])");
+    let claim = format!("SELECT count(request) FROM webhooks_internal._claim(500, '1 minute', false, 64, 4, '{{}}', 1, 0, ARRAY['{busy}'])");
     assert_eq!(count(&claim), 4, "the busy endpoint's four rounds of one");
     let fetched = || count("SELECT coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables WHERE relid = 'webhooks.deliveries'::regclass");
     let before = fetched();

@@ -1,4 +1,4 @@
-//! What a tracked table's row events carry, decided when each statement runs (sql/tracking.sql's
+//! What a tracked table's row events carry, decided when each statement runs (sql/src/tracking.sql's
 //! `_row_shape`, from the catalog as it stands) and kept per backend until PostgreSQL says the
 //! table's definition changed: any ALTER of the table, a trigger made or dropped on it, and a
 //! change of its row in webhooks.tracked_tables (whose trigger announces it) each send a relcache

@@ -506,7 +506,7 @@ fn claim_ms(db: &mut Client) -> f64 {
         let t = Instant::now();
         let n: i64 = tx
             .query_one(
-                "SELECT count(*) FROM webhooks_internal._claim(500, '1 minute', false)",
+                "SELECT count(request) FROM webhooks_internal._claim(500, '1 minute', false)",
                 &[],
             )
             .unwrap()

@@ -44,7 +44,7 @@ pub fn build(e: &Event<'_>) -> String {
     out
 }
 
-/// The hmac-hex format's body, seed 004's layout: `event_id`, `event_type`, `occurred_at`
+/// The hmac-hex format's body, the layout IntelliAuth-style receivers expect: `event_id`, `event_type`, `occurred_at`
 /// (milliseconds), `tenant` (`id`, `slug`; null without a tenant), `actor`, `data`, and
 /// `delivery` (`attempt`, `subscription_id`: the endpoint).
 pub fn build_hmac_hex(
@@ -167,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn hmac_hex_bodies_follow_seed_004() {
+    fn hmac_hex_bodies_carry_the_flat_layout_with_tenant_and_delivery() {
         let e = Event {
             id: "evt_1",
             event_type: "user.signed_up",

@@ -1,6 +1,6 @@
 //! How much of an endpoint's allowance one worker may lease and send at once. Pure arithmetic,
-//! shared by the claim (sql/worker.sql calls it as `webhooks_internal._lease_quota` and
-//! `_lease_room`) and the dispatcher's cap (src/worker.rs), so that both split an endpoint the
+//! shared by the claim (sql/src/claim.sql calls it as `webhooks_internal._lease_quota` and
+//! `_lease_room`) and the dispatcher's cap (src/worker/senders.rs), so that both split an endpoint the
 //! same way between the workers of a database.
 
 /// Which worker is asking: `rank` among the `workers` of its database (0..workers, by pid).

@@ -3,6 +3,7 @@
 //! re-exports these modules under their own names (`webhooks::signing`, ...), and they are
 //! tested here with plain `cargo test -p webhooks-core`, in seconds.
 
+pub mod answer;
 pub mod dispatch;
 pub mod envelope;
 pub mod filter;

@@ -60,7 +60,7 @@ pub fn keys<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Result<Vec<Vec<u8
     secrets.into_iter().map(secret_key).collect()
 }
 
-/// The hmac-hex format's signature (seed 004): HMAC-SHA256 of the body alone, hex. The key is
+/// The hmac-hex format's signature (IntelliAuth-style `X-...-Signature`): HMAC-SHA256 of the body alone, hex. The key is
 /// the endpoint's secret as the receiver holds it (the whole `whsec_...` string).
 pub fn hmac_hex(secret: &[u8], body: &[u8]) -> String {
     let mut m = match HmacSha256::new_from_slice(secret) {

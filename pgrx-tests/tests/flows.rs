@@ -449,12 +449,12 @@ fn a_backfill_and_a_bulk_update_reach_every_endpoint_in_entity_order() {
     assert_eq!(left, 0);
 }
 
-/// A receiver written from seed 004's page alone: the body's fields, the X-IntelliAuth-*
+/// A receiver written from IntelliAuth's webhook page alone: the body's fields, the X-IntelliAuth-*
 /// headers, and the hex HMAC-SHA256 of the raw body with the endpoint's secret (ring's HMAC,
 /// not the extension's). A retry says so in the body and the header; a batched endpoint gets
 /// an array of such bodies.
 #[test]
-fn an_hmac_hex_endpoint_receives_seed_004s_body_and_headers() {
+fn an_hmac_hex_endpoint_receives_the_intelliauth_body_and_headers() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let c = Cluster::start(&[]);
     let failed_once = std::sync::Arc::new(AtomicBool::new(false));

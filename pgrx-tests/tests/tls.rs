@@ -236,6 +236,44 @@ fn an_unreadable_ca_file_is_an_error_naming_the_setting() {
     );
 }
 
+/// A CA file that becomes unreadable after it was accepted (deleted, its permissions changed):
+/// the worker claims nothing until it is readable again and the server reloads, and says so in
+/// the log; deliveries wait, no attempt is used up, and once it is back they are delivered.
+#[test]
+fn a_ca_file_that_becomes_unreadable_pauses_delivery_until_it_is_back() {
+    let dir = std::env::temp_dir().join(format!("webhooks-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::copy(pki::shared().ca_file(), &ca).unwrap();
+    let setting = format!("webhooks.tls_ca_file = '{}'", ca.display());
+    let c = Cluster::start(&[&setting]);
+    let rx = Receiver::ok();
+    let mut db = c.client();
+    c.endpoint(&mut db, &rx.url, &["user.created"]);
+    let first = publish(&mut db, "user.created");
+    wait_for("the first delivery", T, || {
+        (delivery(&mut db, &first).0 == "succeeded").then_some(())
+    });
+    let away = dir.join("ca.pem.away");
+    std::fs::rename(&ca, &away).unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_for("the worker to say why it claims nothing", T, || {
+        c.log().contains("nothing is claimed until it is fixed").then_some(())
+    });
+    let second = publish(&mut db, "user.created");
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, attempts, _) = delivery(&mut db, &second);
+    assert_eq!((status.as_str(), attempts), ("pending", 0), "no attempt used up");
+    assert_eq!(rx.count(), 1);
+    std::fs::rename(&away, &ca).unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_for("the waiting delivery", T, || {
+        (delivery(&mut db, &second).0 == "succeeded").then_some(())
+    });
+    assert_eq!(delivery(&mut db, &second).1, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_thousand_deliveries_to_one_endpoint_cost_at_most_concurrency_handshakes() {
     let c = Cluster::start(&["webhooks.concurrency = 4"]);

@@ -1,6 +1,7 @@
 //! One client (ureq agent) and one request: sending a signed webhook and reading its answer.
 
 use super::*;
+use crate::answer::Answer;
 use crate::signing;
 use crate::tls;
 use std::io::Read;
@@ -107,7 +108,7 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
         }
         Format::HmacHex { prefix } => {
             // During a rotation's grace period the previous secret signs too, in its own header:
-            // a receiver checks either (one hex value per header, as seed 004 documents it).
+            // a receiver checks either (one hex value per header, as hmac-hex receivers such as IntelliAuth's expect it).
             for (i, key) in job.keys.iter().take(2).enumerate() {
                 let name = if i == 0 {
                     "Signature"
@@ -139,14 +140,17 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
     };
     match req.send(job.body.as_bytes()) {
         Ok(mut resp) => {
-            out.status = Some(resp.status().as_u16());
-            if matches!(out.status, Some(429 | 502 | 503 | 504)) {
-                out.retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.chars().take(64).collect());
-            }
+            // (Retry-After read once, here, as the answer arrives: a pause counts from now)
+            let retry_after: Option<String> = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(64).collect());
+            out.answer = Answer::status(
+                resp.status().as_u16(),
+                retry_after.as_deref(),
+                now_us() / 1_000_000,
+            );
             let mut buf = Vec::with_capacity(256);
             let reader = resp.body_mut().as_reader();
             if let Err(e) = reader.take(READ_LIMIT as u64).read_to_end(&mut buf) {
@@ -161,7 +165,7 @@ pub fn send(client: &Client, job: &Job) -> Outcome {
         Err(ureq::Error::Io(io))
             if io.kind() == std::io::ErrorKind::WouldBlock && io.to_string() == UNSENT_BUSY =>
         {
-            out.error = Some(UNSENT_BUSY.into())
+            out.answer = Answer::NotSent { busy: true }
         }
         Err(e) => out.error = Some(describe_error(&e, &job.url)),
     }

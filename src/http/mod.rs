@@ -1,6 +1,7 @@
 //! Sending one signed webhook over HTTP, and the worker's pool of sender threads.
 //! Nothing here touches PostgreSQL: threads only move plain Rust data over channels.
 
+use crate::answer::Answer;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,27 +44,50 @@ pub struct Job {
     pub not_after: Option<Instant>,
 }
 
+/// One request's end: the answer (made on the sender thread, `crate::answer`), what went wrong
+/// in words, the first bytes of the answer's body and when and how long.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
     pub tag: usize,
-    pub status: Option<u16>,
+    pub answer: Answer,
     pub error: Option<String>,
     pub body: String,
     pub started_at_us: i64,
     pub duration_ms: f64,
-    /// The receiver's `Retry-After`, as sent (read only on the answers that may carry it).
-    pub retry_after: Option<String>,
 }
 
 impl Outcome {
+    /// Never sent (`Answer::NotSent`): no attempt to record.
+    pub fn unsent(tag: usize, busy: bool) -> Outcome {
+        Outcome {
+            tag,
+            answer: Answer::NotSent { busy },
+            ..Default::default()
+        }
+    }
+
+    /// Not attempted for a reason of ours (the guard, an unusable endpoint): a failed attempt.
+    pub fn failed(tag: usize, why: String) -> Outcome {
+        Outcome {
+            tag,
+            error: Some(why),
+            started_at_us: now_us(),
+            ..Default::default()
+        }
+    }
+
     pub fn ok(&self) -> bool {
-        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+        self.error.is_none() && self.answer.ok()
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.answer.code()
     }
 
     /// What went wrong, in words that name no host, address or URL: for publishers, who must
     /// not learn where an endpoint points.
     pub fn public(&self) -> String {
-        if let (None, Some(s)) = (&self.error, self.status) {
+        if let (None, Some(s)) = (&self.error, self.status()) {
             return format!("HTTP {s}");
         }
         let e = self.error.as_deref().unwrap_or("no response");
@@ -92,7 +116,7 @@ impl Outcome {
 
     /// A short description of a failure for `last_error` and error messages.
     pub fn describe(&self) -> String {
-        match (&self.error, self.status) {
+        match (&self.error, self.status()) {
             (Some(e), _) => e.clone(),
             (None, Some(s)) => format!("HTTP {s}"),
             (None, None) => "no response".into(),
@@ -344,7 +368,7 @@ mod tests {
         let (url, h) = serve_once("HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok");
         let out = send(&plain(true), &job(url));
         let req = h.join().unwrap().to_ascii_lowercase();
-        assert_eq!(out.status, Some(201), "{out:?}");
+        assert_eq!(out.status(), Some(201), "{out:?}");
         assert!(out.ok());
         assert_eq!(out.body, "ok");
         assert!(req.contains("webhook-id: evt_1"));

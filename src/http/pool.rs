@@ -66,11 +66,7 @@ impl Pool {
                             {
                                 // Not sent: said so, so that its slot is freed and its delivery
                                 // given back without waiting for the lease.
-                                let unsent = Outcome {
-                                    tag: job.tag,
-                                    error: Some(UNSENT.into()),
-                                    ..Default::default()
-                                };
+                                let unsent = Outcome::unsent(job.tag, false);
                                 if !tx(unsent) {
                                     return;
                                 }
@@ -118,10 +114,6 @@ impl Pool {
         self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
 }
-
-/// The error of an outcome whose request was never started (the pool closed, or its start
-/// deadline passed): nothing reached the receiver, so it is no attempt.
-pub const UNSENT: &str = "internal: not sent";
 
 impl Drop for Pool {
     /// Closes the queue without waiting: a thread ends after the request it is making (bounded

@@ -1,43 +1,17 @@
-//! Leasing due deliveries: the claim statement (sql/worker.sql), what it is told, and its rows.
+//! Leasing due deliveries: the claim statement (sql/src/claim.sql), what it is told, and its rows.
 
 use super::*;
-use crate::envelope::{self, Event};
-use crate::http::{self};
+use crate::request::Columns;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// One claimed delivery (or a batch of them for batched endpoints).
-pub(super) struct Claimed {
-    pub(super) delivery_id: i64,
-    /// The claim's lease end in Unix microseconds: its token. An outcome is recorded only
-    /// while the row still carries it, so a late answer never overwrites a newer claim.
-    pub(super) lease_us: i64,
-    pub(super) attempts: i32,
-    pub(super) event_id: String,
-    pub(super) event_type: String,
-    pub(super) occurred_us: i64,
-    pub(super) body: String,
-    pub(super) endpoint_id: String,
-    pub(super) url: String,
-    pub(super) secrets: Vec<String>,
-    pub(super) headers: Option<String>,
-    pub(super) batch_max: i32,
-    pub(super) client_cert: Option<(String, String)>,
-    /// The endpoint's tenant (its share of the senders is counted per tenant) and cap.
-    pub(super) endpoint_tenant: String,
-    pub(super) max_in_flight: usize,
-    pub(super) traceparent: Option<String>,
-    pub(super) format: http::Format,
-    /// What it costs the worker's memory while claimed (as the claim counted it).
-    pub(super) bytes: i64,
-}
-
-/// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same statement.
+/// The claim lives in SQL (`webhooks_internal._claim`) so the isolation specs exercise the same
+/// statement. It returns requests (`webhooks_internal.request`), read by column name.
 pub(super) const CLAIM_SQL: &str =
-    "SELECT * FROM webhooks_internal._claim($1::pg_catalog.int4, $2::pg_catalog.interval, $3, \
+    "SELECT c.contended, (c.request).* FROM webhooks_internal._claim($1::pg_catalog.int4, $2::pg_catalog.interval, $3, \
      $4::pg_catalog.int4, $5::pg_catalog.int4, $6::pg_catalog.text[], $7::pg_catalog.int4, $8::pg_catalog.int4, \
      $9::pg_catalog.text[], $10::pg_catalog.int8[], $11::pg_catalog.text[], $12::pg_catalog.int8[], \
-     $13::pg_catalog.text[])";
+     $13::pg_catalog.text[]) c";
 
 pub(super) const EXPAND_SQL: &str = "SELECT webhooks_internal._expand($1::pg_catalog.int4)";
 
@@ -89,7 +63,7 @@ pub(super) struct Ask {
     pub(super) memory: Memory,
 }
 
-pub(super) fn claim(settings: &Settings, ask: Ask) -> (Vec<Claimed>, bool) {
+pub(super) fn claim(settings: &Settings, ask: Ask) -> (Vec<Request>, bool) {
     let Ask {
         scan_leases,
         lease,
@@ -126,74 +100,15 @@ pub(super) fn claim(settings: &Settings, ask: Ask) -> (Vec<Claimed>, bool) {
                 return (Vec::new(), false);
             }
         };
-        // (set by the claim when another worker's claim held some of its candidates; with one
-        // worker there is nobody to wait for)
-        let contended = workers > 1
-            && client
-                .select(
-                    "SELECT pg_catalog.current_setting('webhooks_internal.claim_contended', true)",
-                    Some(1),
-                    &[],
-                )
-                .ok()
-                .and_then(|t| t.first().get::<String>(1).ok().flatten())
-                .is_some_and(|v| v == "on");
+        // (said on every row by the claim, on a row of its own when it took nothing)
+        let cols = Columns::of(&table);
+        let mut contended = false;
         let mut out = Vec::with_capacity(table.len());
         for row in table {
-            let s = |i: usize| row.get::<String>(i).ok().flatten();
-            let event_id = s(3).unwrap_or_default();
-            let event_type = s(4).unwrap_or_default();
-            let occurred_us = row.get::<i64>(7).ok().flatten().unwrap_or(0);
-            let data = s(10).unwrap_or_else(|| "{}".into());
-            let actor = s(9);
-            let tenant = s(8);
-            let format = http::Format::from_columns(
-                s(23).as_deref().unwrap_or("standard-webhooks"),
-                s(24).as_deref(),
-                s(26).as_deref(),
-            );
-            let endpoint_id = s(11).unwrap_or_default();
-            let attempts = row.get::<i32>(2).ok().flatten().unwrap_or(0);
-            let (version, source) = (s(5), s(6));
-            let event = Event {
-                id: &event_id,
-                event_type: &event_type,
-                version: version.as_deref().unwrap_or("1"),
-                source: source.as_deref().unwrap_or(""),
-                occurred_at_us: occurred_us,
-                tenant_id: tenant.as_deref(),
-                actor_json: actor.as_deref(),
-                data_json: &data,
-            };
-            // (the hmac-hex body names its attempt: made for the one this claim sends)
-            let body = match format {
-                http::Format::StandardWebhooks | http::Format::StandardWebhooksV1a => {
-                    envelope::build(&event)
-                }
-                http::Format::HmacHex { .. } => {
-                    envelope::build_hmac_hex(&event, s(25).as_deref(), attempts + 1, &endpoint_id)
-                }
-            };
-            out.push(Claimed {
-                delivery_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
-                attempts,
-                event_id,
-                event_type,
-                occurred_us,
-                body,
-                endpoint_id,
-                url: s(12).unwrap_or_default(),
-                secrets: [s(13), s(14)].into_iter().flatten().collect(),
-                headers: s(15),
-                batch_max: row.get::<i32>(16).ok().flatten().unwrap_or(1),
-                client_cert: s(17).zip(s(18)),
-                lease_us: row.get::<i64>(19).ok().flatten().unwrap_or(0),
-                max_in_flight: row.get::<i32>(20).ok().flatten().unwrap_or(1).max(1) as usize,
-                endpoint_tenant: s(21).unwrap_or_default(),
-                traceparent: s(22),
-                format,
-                bytes: row.get::<i64>(27).ok().flatten().unwrap_or(1024),
-            });
+            contended |= cols.get::<bool>(&row, "contended").unwrap_or(false);
+            if let Some(r) = cols.row(&row) {
+                out.push(Request::from(r));
+            }
         }
         (out, contended)
     })
@@ -201,12 +116,12 @@ pub(super) fn claim(settings: &Settings, ask: Ask) -> (Vec<Claimed>, bool) {
 
 /// Groups a claim's rows into requests: one per delivery, batched endpoints' rows by endpoint
 /// in chunks of batch_max.
-pub(super) fn group(mut claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
+pub(super) fn group(mut claimed: Vec<Request>) -> Vec<Vec<Request>> {
     // Publish order (the claim returns its rows in no order): an endpoint's requests are
     // queued, and sent, oldest event first.
     claimed.sort_by(|a, b| (&a.event_id, a.delivery_id).cmp(&(&b.event_id, b.delivery_id)));
     let mut out = Vec::new();
-    let mut batches: HashMap<String, Vec<Claimed>> = HashMap::new();
+    let mut batches: HashMap<String, Vec<Request>> = HashMap::new();
     for c in claimed {
         if c.batch_max > 1 {
             batches.entry(c.endpoint_id.clone()).or_default().push(c);

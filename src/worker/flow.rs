@@ -55,6 +55,9 @@ pub(super) struct Flow {
     pub(super) rank: usize,
     /// An answer that pauses or disables its endpoint waits to be recorded.
     pub(super) urgent: bool,
+    /// Endpoints an answer stopped (410, a pause), until it is recorded: the claim takes none
+    /// of their rows meanwhile.
+    pub(super) stopped: std::collections::HashSet<String>,
     /// The bodies of what it has claimed and not yet had back.
     pub(super) held: Held,
     pub(super) claimed_since_trim: i64,
@@ -105,6 +108,7 @@ impl Flow {
             live_workers: 1,
             rank: 0,
             urgent: false,
+            stopped: Default::default(),
             held: Held::default(),
             claimed_since_trim: 0,
             last_trim: Instant::now(),
@@ -160,23 +164,26 @@ impl Flow {
                 || (self.claim_wanted && self.hungry.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
-    pub(super) fn give_back(&mut self, members: &[Claimed], after: Duration) {
+    pub(super) fn give_back(&mut self, members: &[Request], after: Duration) {
         self.held.add(members, -1);
         let ms = after.as_millis() as i64;
         self.unsent
             .extend(members.iter().map(|c| (c.delivery_id, c.lease_us, ms)));
     }
 
-    pub(super) fn note_answer(&mut self, members: &[Claimed], o: &Outcome) {
+    pub(super) fn note_answer(&mut self, members: &[Request], o: &Outcome) {
         self.held.add(members, -1);
-        // A pause or a 410 is recorded before the next claim, which would otherwise send the
-        // endpoint more.
-        if o.retry_after.is_some() || o.status == Some(410) {
-            self.urgent = true;
-        }
         let now = http::now_us();
         for c in members {
             self.answered.push(c, o, &self.settings, now);
+        }
+        // A pause or a 410 is recorded at once: until then the senders hold the endpoint's
+        // requests and the claim takes none of its rows.
+        if o.answer.stops_endpoint() {
+            self.urgent = true;
+            if let Some(c) = members.first() {
+                self.stopped.insert(c.endpoint_id.clone());
+            }
         }
         self.answered_since.get_or_insert_with(Instant::now);
     }
@@ -215,7 +222,8 @@ impl Flow {
         self.live_workers = pids.len().clamp(1, self.settings.workers.max(1));
         self.rank = pids.iter().position(|p| *p == me).unwrap_or(0) % self.live_workers;
         let (workers, rank) = (self.live_workers, self.rank);
-        let memory = self.held.for_claim(self.settings.memory, &view.fast);
+        let mut memory = self.held.for_claim(self.settings.memory, &view.fast);
+        memory.full.extend(self.stopped.iter().cloned());
         let ask = Ask {
             scan_leases,
             lease,
@@ -409,7 +417,13 @@ impl Flow {
                 self.last_carry = Instant::now();
                 rec.append(std::mem::take(&mut self.carry));
             }
-            save(rec, &mut self.carry, &self.settings);
+            let recorded = save(rec, &mut self.carry, &self.settings);
+            if !recorded.is_empty() {
+                for ep in &recorded {
+                    self.stopped.remove(ep);
+                }
+                self.tell(ToSenders::Recorded(recorded));
+            }
             // Recorded answers free their endpoints' room in the claim.
             if due {
                 self.claim_wanted = true;

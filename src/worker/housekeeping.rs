@@ -30,7 +30,7 @@ pub(super) fn record_sync_failures() {
 pub(super) const PRUNE_STEP: i32 = 5_000;
 pub(super) const HOUSEKEEPING_BUDGET: Duration = Duration::from_millis(250);
 
-/// Runs one step of housekeeping (a function of sql/housekeeping.sql) in its own transaction,
+/// Runs one step of housekeeping (a function of sql/src/housekeeping.sql) in its own transaction,
 /// with its own timeout, and returns how many rows it changed; a failure is logged and the
 /// next step runs anyway.
 pub(super) fn chore(what: &str, sql: &str, args: &[pgrx::datum::DatumWithOid]) -> i64 {

@@ -29,7 +29,7 @@ pub(super) struct Held {
 }
 
 impl Held {
-    pub(super) fn add(&mut self, members: &[Claimed], sign: i64) {
+    pub(super) fn add(&mut self, members: &[Request], sign: i64) {
         for c in members {
             let e = self.by_endpoint.entry(c.endpoint_id.clone()).or_default();
             e.0 += sign * c.bytes;

@@ -4,6 +4,7 @@
 //! when its lease expires: at least once, nothing lost).
 
 use crate::http::{self};
+use crate::request::Request;
 use crate::{guc, wake};
 use pgrx::bgworkers::*;
 use pgrx::prelude::*;

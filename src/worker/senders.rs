@@ -2,10 +2,10 @@
 //! own that never calls into PostgreSQL.
 
 use super::*;
+use crate::answer::Answer;
 use crate::dispatch::Dispatcher;
 use crate::guc;
 use crate::http::{self, Job, Outcome, Pool};
-use crate::schedule::{self};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ pub(super) const MTLS_CACHE_MAX: usize = 256;
 /// What one HTTP request carries: a single delivery, or several of a batched endpoint (in
 /// publish order), with the request itself until it is handed to a sender.
 pub(super) struct Unit {
-    pub(super) members: Vec<Claimed>,
+    pub(super) members: Vec<Request>,
     pub(super) job: Option<Job>,
     /// The pool it must go to: the one of the configuration it was claimed under.
     pub(super) pool: Arc<Pool>,
@@ -29,7 +29,8 @@ pub(super) struct Unit {
 
 /// The sender pool and the agents of endpoints with client certificates, built from one
 /// configuration. `client` is the error to record when the configuration cannot connect at
-/// all (an unreadable `webhooks.tls_ca_file`): every attempt then fails saying so.
+/// all (an unreadable `webhooks.tls_ca_file`): the worker then claims nothing (`Flow::wants_claim`),
+/// and a request claimed before fails saying so.
 pub(super) struct Connections {
     pub(super) pool: Arc<Pool>,
     pub(super) client: Result<http::ClientSettings, String>,
@@ -41,7 +42,9 @@ impl Connections {
     pub(super) fn new(s: &Settings, senders: &std::sync::mpsc::Sender<SenderInput>) -> Connections {
         let client = guc::client_settings(s.concurrency);
         if let Err(e) = &client {
-            warning!("webhooks worker: {e}; deliveries fail until it is fixed");
+            warning!(
+                "webhooks worker: {e}; nothing is claimed until it is fixed and the server reloads (deliveries wait, no attempt is used up)"
+            );
         }
         let fallback = http::ClientSettings {
             timeout: s.timeout,
@@ -102,7 +105,7 @@ pub(super) struct EndpointParts {
     pub(super) agent: Option<http::Client>,
 }
 
-pub(super) fn endpoint_parts(c: &Claimed, conn: &Connections) -> Result<EndpointParts, String> {
+pub(super) fn endpoint_parts(c: &Request, conn: &Connections) -> Result<EndpointParts, String> {
     if let Err(e) = &conn.client {
         return Err(e.clone());
     }
@@ -129,6 +132,9 @@ pub(super) enum ToSenders {
     Resize(usize),
     /// Stopping: queued requests come back unsent, answers are awaited for half a second.
     Stop,
+    /// The answers that stopped these endpoints are recorded: the table now keeps the claim
+    /// from them (disabled, paused), and the sender side lets their requests through again.
+    Recorded(Vec<String>),
 }
 
 pub(super) enum SenderInput {
@@ -138,12 +144,12 @@ pub(super) enum SenderInput {
 
 /// What the sender side tells the main thread, to record.
 pub(super) enum FromSenders {
-    Answered(Vec<Claimed>, Outcome),
+    Answered(Vec<Request>, Outcome),
     /// Never sent: pending again after the delay (none but when no DNS helper was free).
-    Unsent(Vec<Claimed>, Duration),
+    Unsent(Vec<Request>, Duration),
     /// Given up as stuck (far past every timeout): nothing to record, its lease lapses; its
     /// bodies are no longer held.
-    Dropped(Vec<Claimed>),
+    Dropped(Vec<Request>),
     Stopped,
 }
 
@@ -163,6 +169,8 @@ pub(super) fn run_senders(
     let mut queued: Dispatcher<Unit> = Dispatcher::new(senders);
     let mut in_flight: HashMap<usize, (String, Unit, Instant)> = HashMap::new();
     let mut next_tag = 0usize;
+    // Endpoints an answer stopped (410, a pause) until that answer is recorded.
+    let mut stopped: std::collections::HashSet<String> = Default::default();
     let mut stopping: Option<Instant> = None;
     let mut last_sweep = Instant::now();
     let mut last_fast = Instant::now();
@@ -185,7 +193,19 @@ pub(super) fn run_senders(
             match msg {
                 SenderInput::Main(ToSenders::Queue(units)) => {
                     for (ep, tenant, cap, unit) in units {
+                        // (claimed before the answer that stopped its endpoint was recorded)
+                        if stopped.contains(&ep) {
+                            let rows = unit.members.len();
+                            let _ = out.send(FromSenders::Unsent(unit.members, Duration::ZERO));
+                            finished(rows);
+                            continue;
+                        }
                         queued.push(&ep, &tenant, cap, unit);
+                    }
+                }
+                SenderInput::Main(ToSenders::Recorded(endpoints)) => {
+                    for ep in endpoints {
+                        stopped.remove(&ep);
                     }
                 }
                 SenderInput::Main(ToSenders::GiveBackQueued) => {
@@ -210,26 +230,31 @@ pub(super) fn run_senders(
                 SenderInput::Answer(o) => {
                     if let Some((ep, unit, at)) = in_flight.remove(&o.tag) {
                         queued.done(&ep, Some(at));
-                        let pause = o
-                            .retry_after
-                            .as_deref()
-                            .and_then(|v| schedule::retry_after(v, http::now_us() / 1_000_000));
-                        let pushback = pause.is_some_and(|p| !p.is_zero()) || o.status == Some(410);
+                        let stops = o.answer.stops_endpoint();
                         let rows = unit.members.len();
-                        if o.error.as_deref() == Some(http::UNSENT) {
-                            let _ = out.send(FromSenders::Unsent(unit.members, Duration::ZERO));
-                        } else if o.error.as_deref() == Some(http::UNSENT_BUSY) {
-                            let _ =
-                                out.send(FromSenders::Unsent(unit.members, Duration::from_secs(1)));
-                        } else {
-                            let _ = out.send(FromSenders::Answered(unit.members, o));
+                        match o.answer {
+                            Answer::NotSent { busy } => {
+                                let after = if busy {
+                                    Duration::from_secs(1)
+                                } else {
+                                    Duration::ZERO
+                                };
+                                let _ = out.send(FromSenders::Unsent(unit.members, after));
+                            }
+                            _ => {
+                                let _ = out.send(FromSenders::Answered(unit.members, o));
+                            }
                         }
                         // (passed back before it stops counting: the main thread takes
                         // everything once nothing is outstanding)
                         finished(rows);
                         // A receiver that asked for a pause (Retry-After) or is gone (410):
-                        // what waits here for it goes back now, to be deferred or parked.
-                        if pushback {
+                        // from now on nothing more is sent to it. What waits here for it goes
+                        // back at once, to be deferred or parked, and so does what reaches
+                        // here for it until the main thread says the answer is recorded
+                        // (claimed meanwhile, while the table still said enabled and due).
+                        if stops {
+                            stopped.insert(ep.clone());
                             for u in queued.take_queued(&ep) {
                                 let rows = u.members.len();
                                 let _ = out.send(FromSenders::Unsent(u.members, Duration::ZERO));

@@ -17,30 +17,6 @@
 -- The role is the one that called the API (webhooks_internal._caller(), see src/gate.rs), not the
 -- session's: someone else's code running in a session acts with its own rights.
 
--- Keyed by the role itself (regrole: its oid, shown and dumped by name), not by its name: a
--- renamed role keeps its bindings, a dropped role's bindings bind nobody (housekeeping deletes
--- them, pg_dump leaves them out), and a new role that takes the name inherits nothing.
-CREATE TABLE IF NOT EXISTS webhooks.tenant_roles (
-    role_name  regrole NOT NULL,
-    tenant_id  text NOT NULL,
-    granted_at timestamptz NOT NULL DEFAULT now(),
-    granted_by text NOT NULL DEFAULT current_user,
-    PRIMARY KEY (role_name, tenant_id)
-);
-COMMENT ON TABLE webhooks.tenant_roles IS
-    'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
-    'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
-
--- Tenants are in use once a role was bound to one, and stay so: unbinding every role, dropping
--- the bound roles or restoring into a cluster without them must close scopes, never open the
--- rows without a tenant to every role (the single-tenant rule below). One row, or none.
-CREATE TABLE IF NOT EXISTS webhooks_internal.tenancy_in_use (
-    in_use boolean PRIMARY KEY DEFAULT true CHECK (in_use),
-    since  timestamptz NOT NULL DEFAULT now()
-);
-SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.tenancy_in_use', '');
-
 -- NULL means every tenant; '' in the array stands for rows without a tenant.
 CREATE FUNCTION webhooks_internal._scope_of(r oid) RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp

@@ -1,4 +1,4 @@
--- The worker's housekeeping (src/worker.rs calls these in turn, each step in a transaction of
+-- The worker's housekeeping (src/worker/ calls these in turn, each step in a transaction of
 -- its own). Every step is bounded by `step` rows, and a row someone holds is left for the next
 -- pass (SKIP LOCKED), never waited for. Attempts go with their deliveries (the cascade
 -- trigger), events once no delivery refers to them.

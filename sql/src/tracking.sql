@@ -18,34 +18,6 @@
 -- The triggers are per statement: a bulk INSERT, UPDATE or DELETE turns its transition table into
 -- payloads with set-based statements and publishes them with one webhook_publish_many call.
 
-CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
-    relid           regclass PRIMARY KEY,
-    entity          text NOT NULL,
-    exclude_attnums int2[] NOT NULL DEFAULT '{}',
-    include_attnums int2[],                -- NULL: every column not excluded
-    tenant_attnum   int2,
-    auto_excluded   text[] NOT NULL DEFAULT '{}',
-    applied         text[],                -- the trigger arguments last applied
-    tracked_at      timestamptz NOT NULL DEFAULT now(),
-    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
-    condition       text,
-    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
-    -- by attribute number: a rename does not send them.
-    secret_attnums  int2[] NOT NULL DEFAULT '{}',
-    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
-    -- untracked); NULL when they can.
-    problem         text
-);
-COMMENT ON TABLE webhooks.tracked_tables IS
-    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
-COMMENT ON COLUMN webhooks.tracked_tables.applied IS
-    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
-COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
-    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
-COMMENT ON COLUMN webhooks.tracked_tables.problem IS
-    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
-SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
-
 -- Names that are never sent unless listed in include_columns.
 CREATE FUNCTION webhooks_internal._looks_secret(col text) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, webhooks, pg_temp

@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- The first failed attempt since the last success: webhooks.disable_after counts from here.
     failing_since              timestamptz,
     -- Added in 0.3.0. What receivers get: 'standard-webhooks' (the envelope and webhook-*
-    -- headers of the Standard Webhooks spec) or 'hmac-hex' (the layout of seed 004: a flat body
+    -- headers of the Standard Webhooks spec) or 'hmac-hex' (the layout that identity platforms such as IntelliAuth document: a flat body
     -- with tenant and delivery, a hex HMAC-SHA256 of the body in <header_prefix>Signature).
     format                     text NOT NULL DEFAULT 'standard-webhooks'
                                CHECK (format IN ('standard-webhooks', 'hmac-hex')),
@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     -- tenant_id, actor, data}): an event it does not match makes no delivery (NULL: all).
     filter                     jsonpath,
     -- Added in 0.4.0. The paths the filter evaluates, set by the endpoints' trigger: its work on
-    -- an event is bounded by this times the event's size (src/filter_path.rs). NULL with a
+    -- an event is bounded by this times the event's size (core/src/filter_path.rs). NULL with a
     -- filter: one written before 0.4.0's checks that they refuse, never evaluated.
     filter_weight              int,
     -- Added in 0.4.0. What each claimed request of this endpoint carries besides its event (URL,
@@ -223,7 +223,8 @@ SELECT pg_catalog.pg_extension_config_dump('webhooks.events',
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries', 'WHERE status IN (''pending'', ''in_flight'')');
 SELECT pg_catalog.pg_extension_config_dump('webhooks.deliveries_id_seq', '');
 
--- The identity events named by the seed pages (shared/seeds).
+-- The identity events that identity platforms' webhook pages name (Authsignal's challenge and
+-- authenticator events, an IDaaS catalogue of user, password, passkey and magic-link events, ...).
 INSERT INTO webhooks.event_types (name, category, description, mode, builtin)
 SELECT name, split_part(name, '.', 1), description, mode, true
 FROM (VALUES
@@ -323,7 +324,7 @@ COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Requests to this endpoint
 COMMENT ON COLUMN webhooks.endpoints.rate_limit IS 'Deliveries per second at most, shared by every worker (NULL: no limit).';
 COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit clock: when the next send is due under rate_limit.';
 COMMENT ON COLUMN webhooks.endpoints.paused_until IS 'The receiver asked to wait (429/502/503/504 with Retry-After): nothing is sent before.';
-COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-webhooks (default) or hmac-hex (seed 004''s body and X-...-Signature hex HMAC of the body).';
+COMMENT ON COLUMN webhooks.endpoints.format IS 'What receivers get: standard-webhooks (default) or hmac-hex (a flat body with event_id, event_type, tenant, actor, data, delivery, and an X-...-Signature hex HMAC of the body, as IntelliAuth documents it).';
 COMMENT ON COLUMN webhooks.endpoints.header_prefix IS 'hmac-hex: prefix of the headers, e.g. X-IntelliAuth- (NULL: X-Webhook-).';
 COMMENT ON COLUMN webhooks.endpoints.signature IS 'v1 (HMAC-SHA256 with the secret, the default) or v1a (ed25519: receivers verify with public_key).';
 COMMENT ON COLUMN webhooks.endpoints.public_key IS 'v1a: the whpk_ public key to hand to the receiver (the private key never leaves the extension).';
@@ -350,3 +351,57 @@ COMMENT ON COLUMN webhooks.deliveries.data_bytes IS 'Its event''s data_bytes: wh
 COMMENT ON COLUMN webhooks.deliveries.claimed_by IS 'Process id of the worker that claimed the delivery last (several workers share the queue).';
 COMMENT ON COLUMN webhooks.deliveries.endpoint_tenant IS 'The endpoint''s tenant_id when the delivery was made; only that endpoint, in that tenant, receives it.';
 COMMENT ON TABLE webhooks.attempts IS 'One row per HTTP attempt: when, how long, status, error, the first 4 KiB of the answer.';
+
+-- Tenancy (sql/src/tenancy.sql): which roles act for which tenants.
+-- Keyed by the role itself (regrole: its oid, shown and dumped by name), not by its name: a
+-- renamed role keeps its bindings, a dropped role's bindings bind nobody (housekeeping deletes
+-- them, pg_dump leaves them out), and a new role that takes the name inherits nothing.
+CREATE TABLE IF NOT EXISTS webhooks.tenant_roles (
+    role_name  regrole NOT NULL,
+    tenant_id  text NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by text NOT NULL DEFAULT current_user,
+    PRIMARY KEY (role_name, tenant_id)
+);
+COMMENT ON TABLE webhooks.tenant_roles IS
+    'Which roles act for which tenants (''*'' = every tenant). Managed with tenant_grant/tenant_revoke.';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tenant_roles',
+    'WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) role_name::pg_catalog.oid)');
+
+-- Tenants are in use once a role was bound to one, and stay so: unbinding every role, dropping
+-- the bound roles or restoring into a cluster without them must close scopes, never open the
+-- rows without a tenant to every role (the single-tenant rule below). One row, or none.
+CREATE TABLE IF NOT EXISTS webhooks_internal.tenancy_in_use (
+    in_use boolean PRIMARY KEY DEFAULT true CHECK (in_use),
+    since  timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('webhooks_internal.tenancy_in_use', '');
+
+-- Row events (sql/src/tracking.sql): the tracked tables.
+CREATE TABLE IF NOT EXISTS webhooks.tracked_tables (
+    relid           regclass PRIMARY KEY,
+    entity          text NOT NULL,
+    exclude_attnums int2[] NOT NULL DEFAULT '{}',
+    include_attnums int2[],                -- NULL: every column not excluded
+    tenant_attnum   int2,
+    auto_excluded   text[] NOT NULL DEFAULT '{}',
+    applied         text[],                -- the trigger arguments last applied
+    tracked_at      timestamptz NOT NULL DEFAULT now(),
+    -- Added in 0.3.0: SQL over OLD and NEW; rows it is not true for publish nothing.
+    condition       text,
+    -- Added in 0.4.0. Columns kept out because their names looked secret when they were seen,
+    -- by attribute number: a rename does not send them.
+    secret_attnums  int2[] NOT NULL DEFAULT '{}',
+    -- Why the table's row events cannot be made (its writes fail until it is tracked again or
+    -- untracked); NULL when they can.
+    problem         text
+);
+COMMENT ON TABLE webhooks.tracked_tables IS
+    'Tables that publish row events, with the columns kept out (by attribute number, so renames are followed).';
+COMMENT ON COLUMN webhooks.tracked_tables.applied IS
+    'What its row events carried when last made: entity, columns kept out, tenant column, key columns, columns sent, condition.';
+COMMENT ON COLUMN webhooks.tracked_tables.secret_attnums IS
+    'Columns (attribute numbers) kept out because their names looked secret when seen: a rename does not send them.';
+COMMENT ON COLUMN webhooks.tracked_tables.problem IS
+    'Why its row events cannot be made (a dropped tenant column or condition): its writes fail until it is tracked again; NULL when they can.';
+SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');

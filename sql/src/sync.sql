@@ -1,15 +1,13 @@
 -- Synchronous delivery (webhook_send_sync): an OTP, a magic link, a verdict the caller waits for.
 
--- Used by webhook_send_sync: records the event and in-flight deliveries, returns the targets.
+-- Used by webhook_send_sync: records the event and in-flight deliveries, returns their requests
+-- (webhooks_internal.request, as the claim returns them).
 -- The event is recorded without its data: synchronous events carry OTP codes, magic links and
 -- recipients, which are sent now and never again (no retry, no replay), so nothing of them is
 -- kept for tenant admins to read. What stays: type, tenant, actor, time, and per endpoint the
 -- status, duration and answer of the attempt.
 CREATE FUNCTION webhooks_internal._sync_prepare(p_type text, p_data jsonb, p_tenant text, p_actor jsonb)
-RETURNS TABLE (delivery_id bigint, event_id text, version text, source text, tenant_id text, actor text,
-               occurred_us bigint, data text, endpoint_id text, url text, secret text,
-               previous_secret text, headers text, tls_client_cert text, tls_client_key text,
-               endpoint_tenant text, format text, header_prefix text, tenant_slug text, signature text)
+RETURNS SETOF webhooks_internal.request
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
@@ -21,7 +19,7 @@ BEGIN
     et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
     INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
     VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            webhooks_internal._source(), p_actor,
             '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
     RETURNING * INTO ev;
     RETURN QUERY
@@ -30,24 +28,17 @@ BEGIN
                                                endpoint_tenant)
         SELECT new_id, ep.id, tenant, true, 'in_flight', NULL, pg_catalog.now() + interval '1 hour', ep.tenant_id
         FROM webhooks.endpoints ep
-        WHERE ep.enabled AND (ep.tenant_id IS NOT DISTINCT FROM tenant OR ep.tenant_id = '*')
-          AND webhooks_internal._matches(ep.event_types, p_type)
+        WHERE webhooks_internal._subscribes(ep, tenant, p_type)
           AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
                    new_id, p_type, et.version, ev.source, tenant, p_actor, p_data)
-        RETURNING dd.id, dd.endpoint_id
+        RETURNING dd AS row, dd.endpoint_id
     )
-    SELECT d.id, ev.id, ev.version, ev.source, ev.tenant_id, ev.actor::text,
-           (extract(epoch FROM ev.occurred_at) * 1000000)::int8, p_data::text,
-           ep.id, ep.url,
-           CASE WHEN ep.signature = 'v1a' THEN k.private_key ELSE ep.secret END,
-           CASE WHEN ep.previous_secret_expires_at > pg_catalog.now() THEN
-                CASE WHEN ep.signature = 'v1a' THEN k.previous_private_key ELSE ep.previous_secret END END,
-           ep.headers::text, ep.tls_client_cert, ep.tls_client_key, ep.tenant_id,
-           ep.format, ep.header_prefix, (SELECT t.slug FROM webhooks.tenants t WHERE t.id = ev.tenant_id),
-           ep.signature
-    FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
-    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id
-    ORDER BY ep.id;
+    SELECT (x.r).* FROM (
+        SELECT webhooks_internal._request(d.row, ev, ep, k, t, p_data::text) AS r
+        FROM d JOIN webhooks.endpoints ep ON ep.id = d.endpoint_id
+        LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id AND ep.signature = 'v1a'
+        LEFT JOIN webhooks.tenants t ON t.id = ev.tenant_id AND ep.format = 'hmac-hex'
+        ORDER BY ep.id OFFSET 0) x;
 END $$;
 
 CREATE FUNCTION webhooks_internal._sync_record(answers jsonb) RETURNS void
@@ -68,39 +59,32 @@ AS $$
     FROM r JOIN upd ON upd.id = r.delivery_id
 $$;
 
--- Synchronous events: delivered now from the calling session. Returns the answers, or, when
--- nobody subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
+-- Synchronous events: delivered now from the calling session (src/sync.rs sends what
+-- _sync_prepare returned, then calls this with the answers). Returns them, or, when nobody
+-- subscribes or any endpoint fails, {"error": {"code", "message", "detail", "hint"}}:
 -- webhook_send_sync raises it (WH001, WH002) and so rolls back the caller's work;
 -- webhook_send_sync_result hands it back. Errors name endpoint ids and the kind of failure,
 -- never URLs or hosts (publishers read them, and a URL may carry a token). The caller sees the
 -- answers of the endpoints it may see, no others: a tenant's publisher learns nothing of a
 -- platform endpoint ('*') that also received the event (its failure still fails the call,
 -- unnamed); the attempts are recorded for those who may see them.
-CREATE FUNCTION webhooks_internal._send_sync(
-    event_type text,
-    data jsonb,
-    tenant_id text,
-    actor jsonb
-) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+-- event: the event's id, version, source, tenant and type (NULL when nothing was sent).
+CREATE FUNCTION webhooks_internal._sync_finish(event_type text, event jsonb, answers jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
-    targets jsonb;
-    answers jsonb;
     shown jsonb;
     failures text;
     hidden int;
     s text[] := webhooks.tenant_scope();
 BEGIN
-    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(t)) INTO targets
-    FROM webhooks_internal._sync_prepare(event_type, data, tenant_id, actor) t;
-    IF targets IS NULL THEN
+    IF event IS NULL OR pg_catalog.jsonb_array_length(answers) = 0 THEN
         RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
             'code', 'WH002',
             'message', pg_catalog.format('no enabled endpoint subscribes to synchronous event type "%s"', event_type),
             'hint', pg_catalog.format('Create one: SELECT webhooks.endpoint_create(url, ARRAY[%L]);', event_type)));
     END IF;
-    answers := webhooks_internal._sync_send(event_type, targets);
     PERFORM webhooks_internal._sync_record(answers);
     -- (an endpoint the caller may see: of one of its tenants, '*' only for a platform role)
     SELECT coalesce(pg_catalog.jsonb_agg(a ORDER BY a->>'endpoint_id')
@@ -117,15 +101,14 @@ BEGIN
     IF failures IS NOT NULL THEN
         -- Rolled back with the caller, the attempts would leave no trace: the worker records
         -- them once this transaction has ended without committing (src/handoff.rs).
-        PERFORM webhooks_internal._sync_failed(
-            (targets -> 0) || pg_catalog.jsonb_build_object('event_type', event_type), answers);
+        PERFORM webhooks_internal._sync_failed(event, answers);
         RETURN pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
             'code', 'WH001',
             'message', pg_catalog.format('synchronous webhook %s failed: %s', event_type, failures),
-            'detail', 'event ' || (targets -> 0 ->> 'event_id')));
+            'detail', 'event ' || (event ->> 'event_id')));
     END IF;
     RETURN pg_catalog.jsonb_build_object(
-        'event_id', targets -> 0 ->> 'event_id',
+        'event_id', event ->> 'event_id',
         'responses', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                                  'endpoint_id', a->'endpoint_id', 'status', a->'status',
                                  'body', a->'body', 'duration_ms', a->'duration_ms')), '[]')

@@ -118,7 +118,7 @@ DECLARE
     p_tenant text := webhooks_internal._event_tenant(tenant_id);
     et webhooks.event_types;
     new_id text := webhooks_internal._new_event_id();
-    src text := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
+    src text := webhooks_internal._source();
     got text;
     earlier webhooks.events;
     tries int := 0;
@@ -169,9 +169,7 @@ BEGIN
                pg_catalog.array_agg(ep.tenant_id ORDER BY ep.id), pg_catalog.array_agg(ep.batch_window ORDER BY ep.id),
                ARRAY[nbytes]
         FROM webhooks.endpoints ep
-        WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
-          AND ep.enabled
-          AND webhooks_internal._matches(ep.event_types, p_type)
+        WHERE webhooks_internal._subscribes(ep, p_tenant, p_type)
           AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
                    new_id, p_type, et.version, src, p_tenant, actor, data)
         HAVING pg_catalog.count(*) > 0
@@ -181,9 +179,7 @@ BEGIN
             INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, entity_key, next_attempt_at, endpoint_tenant, data_bytes)
             SELECT new_id, ep.id, p_tenant, _publish.entity_key, pg_catalog.now() + ep.batch_window, ep.tenant_id, nbytes
             FROM webhooks.endpoints ep
-            WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(p_tenant, ''), '*'])
-              AND ep.enabled
-              AND webhooks_internal._matches(ep.event_types, p_type)
+            WHERE webhooks_internal._subscribes(ep, p_tenant, p_type)
               -- (an endpoint's filter sees the envelope; one that errors on it matches nothing)
               AND webhooks_internal._filter_passes(ep.filter, ep.filter_weight, ep.id,
                        new_id, p_type, et.version, src, p_tenant, actor, data)
@@ -220,7 +216,7 @@ DECLARE
     p_actor jsonb := actor;
     n int := coalesce(pg_catalog.cardinality(data), 0);
     max_bytes int := coalesce(nullif(pg_catalog.current_setting('webhooks.max_payload', true), '')::int, 262144);
-    src text := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
+    src text := webhooks_internal._source();
     trace text := nullif(pg_catalog.current_setting('webhooks.traceparent', true), '');
     et webhooks.event_types;
     ids text[];
@@ -313,8 +309,7 @@ BEGIN
            pg_catalog.array_agg(ep.filter ORDER BY ep.id), pg_catalog.array_agg(ep.filter_weight ORDER BY ep.id)
     INTO m_for, m_id, m_tenant, m_delay, m_filter, m_weight
     FROM (SELECT DISTINCT x AS t FROM unnest(tout) x) mt
-    JOIN webhooks.endpoints ep ON coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(mt.t, ''), '*'])
-    WHERE ep.enabled AND webhooks_internal._matches(ep.event_types, p_type);
+    JOIN webhooks.endpoints ep ON webhooks_internal._subscribes(ep, mt.t, p_type);
     -- A few deliveries are written now, as webhook_publish does; more go to the worker as one
     -- fanouts row per tenant, so that the user's write does not grow with the endpoints. Events
     -- of an entity keep their order: none is written directly while a fanout waits.
@@ -448,16 +443,14 @@ DECLARE
 BEGIN
     INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, data_bytes)
     VALUES (new_id, tenant, p_type, '1',
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data, size);
+            webhooks_internal._source(), p_data, size);
     -- Endpoints without a filter get their deliveries now; those with one, through a fanout
     -- whose filters the worker's expansion evaluates: this runs in the statement that records
     -- every tenant's outcomes, where no tenant's filter may be evaluated.
     WITH matched AS (
         SELECT ep.id, ep.tenant_id, ep.batch_window, ep.filter IS NOT NULL AS filtered
         FROM webhooks.endpoints ep
-        WHERE coalesce(ep.tenant_id, '') = ANY (ARRAY[coalesce(tenant, ''), '*'])
-          AND ep.enabled AND ep.id IS DISTINCT FROM p_about
-          AND webhooks_internal._matches(ep.event_types, p_type)
+        WHERE webhooks_internal._subscribes(ep, tenant, p_type) AND ep.id IS DISTINCT FROM p_about
     ), d AS (
         INSERT INTO webhooks.deliveries (event_id, endpoint_id, tenant_id, next_attempt_at, endpoint_tenant, data_bytes)
         SELECT new_id, m.id, tenant, pg_catalog.now() + m.batch_window, m.tenant_id, size
@@ -482,5 +475,3 @@ BEGIN
     RETURN new_id;
 END $$;
 
--- Evaluated for every enabled endpoint of every publish: after the cheaper conditions.
-ALTER FUNCTION webhooks_internal._matches(text[], text) COST 100;

@@ -1,8 +1,8 @@
--- The worker's statements. Loaded after the API.
+-- The worker's claim: leasing due deliveries (and expanding fanouts into them first).
 
 -- plpgsql rather than SQL: the worker calls these on every wake-up, and plpgsql keeps their
 -- plans for the session where an SQL function would be parsed and planned on each call.
---
+
 -- Claims up to `batch` due deliveries (and, when asked, ones whose lease expired) for this
 -- transaction: SKIP LOCKED so publishers, admins and a second claimer never wait on each other.
 -- Ordered endpoints release one delivery per entity at a time. Two simple steps (ids from an
@@ -12,7 +12,7 @@
 --
 -- The rows an endpoint may have claimed (queued in the worker or in flight): the worker leases
 -- ahead, up to least(max_in_flight, senders) * ahead, and itself holds each endpoint to
--- max_in_flight requests at a time (src/dispatch.rs), so its senders never wait on the claim.
+-- max_in_flight requests at a time (core/src/dispatch.rs), so its senders never wait on the claim.
 -- Endpoints the worker names fast (their answers come back within a fraction of a second)
 -- lease four times further: their rounds are short, and with only `ahead` of them leased one
 -- busy receiver waited on the claim and record between rounds.
@@ -23,9 +23,9 @@
 -- With several workers, each may hold its part of the quota, counted from claimed_by, and no
 -- more: counted over the table, the first to claim leased it all while it could send only its
 -- part of max_in_flight at a time, and the others found no room (two workers delivered slower
--- than one). The parts add up to max_in_flight exactly (src/lease.rs, shared with the
+-- than one). The parts add up to max_in_flight exactly (core/src/lease.rs, shared with the
 -- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
--- (webhooks_internal._lease_quota and _lease_room, in Rust: src/lease.rs)
+-- (webhooks_internal._lease_quota and _lease_room, in Rust: core/src/lease.rs)
 
 CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
                                          senders int DEFAULT 1000, ahead int DEFAULT 1,
@@ -33,12 +33,9 @@ CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases 
                                          active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
                                          held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
                                          mem_full text[] DEFAULT '{}')
-RETURNS TABLE (delivery_id bigint, attempts int, event_id text, event_type text, version text, source text,
-               occurred_us bigint, tenant_id text, actor text, data text, endpoint_id text, url text,
-               secret text, previous_secret text, headers text, batch_max int,
-               tls_client_cert text, tls_client_key text, lease_us bigint, max_in_flight int,
-               endpoint_tenant text, traceparent text, format text, header_prefix text, tenant_slug text,
-               signature text, bytes bigint)
+-- (contended: some candidates were held by another claimer, see below; said on every row, and
+-- on a row without a request when nothing was claimed)
+RETURNS TABLE (request webhooks_internal.request, contended boolean)
 LANGUAGE plpgsql VOLATILE
 -- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
 -- millions of rows wait; a custom plan per call keeps the claim O(batch).
@@ -70,8 +67,9 @@ DECLARE
     chosen_ids bigint[];
     chosen_what text[];
     got bigint[];
+    held_elsewhere boolean := false;
     -- What the dispatcher lets an endpoint that is not fast have under way: its share of the
-    -- senders (src/dispatch.rs). Such an endpoint leases that far ahead and no further: 200
+    -- senders (core/src/dispatch.rs). Such an endpoint leases that far ahead and no further: 200
     -- silent endpoints leasing ahead on all the senders held 16,000 rows that the claim then
     -- walked past for every other endpoint's work.
     slow_cap int := CASE WHEN active IS NULL THEN senders
@@ -80,7 +78,8 @@ BEGIN
     -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
     -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
     -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
-    -- mem_full = those that could not take one more of the rows they hold. Those, the slow ones
+    -- mem_full = those that take nothing now: they could not take one more of the rows they
+    -- hold, or an answer stopped them (410, Retry-After) and is not recorded yet. Those, the slow ones
     -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
     -- now: counted as having no room, so that their rows never fill a claim in place of
     -- others'. (Not asked: every row is taken, as in 0.3.0.)
@@ -177,7 +176,7 @@ BEGIN
                                                 ON b.endpoint_id = r.endpoint_id
                                            LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
                                                 ON h.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.allow
+         WHERE r.what = 'take' AND r.rn <= r.allow AND NOT r.endpoint_id = ANY (mem_full)
            AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
            -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
            AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast) OR NOT r.endpoint_id = ANY (held_ids)))
@@ -204,14 +203,10 @@ BEGIN
         WHERE d.id = ANY (chosen_ids)
         FOR UPDATE SKIP LOCKED) x;
     -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
-    -- by one commit) are skipped: the worker is told, and claims again a few milliseconds later,
-    -- once that claim has committed, or what it left would wait for this worker's next wake.
-    -- (said either way: a value set in the session or its configuration means nothing; a lone
-    -- worker has nobody to wait for and does not ask)
-    IF workers > 1 THEN
-        PERFORM pg_catalog.set_config('webhooks_internal.claim_contended',
-                                      CASE WHEN cardinality(got) < cardinality(chosen_ids) THEN 'on' ELSE 'off' END, true);
-    END IF;
+    -- by one commit) are skipped: the worker is told (contended), and claims again a few
+    -- milliseconds later, once that claim has committed, or what it left would wait for this
+    -- worker's next wake.
+    held_elsewhere := cardinality(got) < cardinality(chosen_ids);
     SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
            array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
            array_agg(c.id) FILTER (WHERE c.what = 'parked'),
@@ -357,6 +352,9 @@ BEGIN
                        FOR UPDATE SKIP LOCKED);
     END IF;
     IF cardinality(ids) = 0 THEN
+        IF held_elsewhere THEN
+            RETURN QUERY SELECT NULL::webhooks_internal.request, true;
+        END IF;
         RETURN;
     END IF;
     IF cardinality(rl_ids) > 0 THEN
@@ -369,206 +367,14 @@ BEGIN
     RETURN QUERY
     UPDATE webhooks.deliveries d
     SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
-    FROM webhooks.events e, webhooks.endpoints ep
+    FROM webhooks.events e
+    JOIN webhooks.endpoints ep ON true
+    LEFT JOIN webhooks_internal.signing_keys k ON k.endpoint_id = ep.id AND ep.signature = 'v1a'
+    LEFT JOIN webhooks.tenants t ON t.id = e.tenant_id AND ep.format = 'hmac-hex'
     WHERE d.id = ANY (ids) AND e.id = d.event_id AND ep.id = d.endpoint_id
       AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')
-    RETURNING d.id, d.attempts, e.id, e.type, e.version, e.source,
-              (extract(epoch FROM e.occurred_at) * 1000000)::int8, e.tenant_id,
-              e.actor::text, e.data::text, ep.id, ep.url,
-              -- (v1a: the private keys instead of the secrets)
-              CASE WHEN ep.signature = 'v1a'
-                   THEN (SELECT k.private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                   ELSE ep.secret END,
-              CASE WHEN ep.previous_secret_expires_at > now() THEN
-                   CASE WHEN ep.signature = 'v1a'
-                        THEN (SELECT k.previous_private_key FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = ep.id)
-                        ELSE ep.previous_secret END END,
-              ep.headers::text, ep.batch_max, ep.tls_client_cert, ep.tls_client_key,
-              (extract(epoch FROM d.lease_until) * 1000000)::int8, ep.max_in_flight, d.endpoint_tenant,
-              e.traceparent, ep.format, ep.header_prefix,
-              CASE WHEN ep.format = 'hmac-hex' THEN (SELECT t.slug FROM webhooks.tenants t WHERE t.id = e.tenant_id) END,
-              ep.signature, coalesce(d.data_bytes::int8, octet_length(e.data::text), 0) + 1024 + ep.request_bytes;
+    RETURNING webhooks_internal._request(d, e, ep, k, t, e.data::text), held_elsewhere;
 END $$;
-
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
--- Then what the answers say about their endpoints:
---  * a throttling answer with Retry-After pauses the endpoint (paused_until);
---  * 410 Gone disables it (its pending deliveries are kept, parked);
---  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint;
---  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[], pauses_us int8[],
-                                 disable_after interval)
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
--- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
--- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
--- custom plan sees the arrays' lengths.
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-DECLARE
-    got int8[];
-    live int8[];
-    busy int8[];
-    done_ids int8[];
-    done_statuses text[];
-    done_eps text[];
-    o record;
-    tenant text;
-    since timestamptz;
-BEGIN
-    -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
-    -- estimate of how many rows are in flight can steer the plan: statistics from before a
-    -- burst say none are, and a filter on it made the planner walk every row in flight, or
-    -- every answer for each row, on each record.)
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.id) FILTER (WHERE x.in_flight), '{}')
-    INTO got, live FROM (
-        SELECT d.id, d.status = 'in_flight' AS in_flight FROM webhooks.deliveries d
-        WHERE d.id = ANY (ids) FOR UPDATE SKIP LOCKED
-    ) x;
-    WITH r AS (
-        -- (o: which answer, as one call may carry a stale answer of a row beside its current one)
-        SELECT * FROM unnest(ids, leases_us, statuses, attempt_nos, codes, errors, retry_in_us, started_us, durations, bodies)
-            WITH ORDINALITY AS r(id, lease_us, status, attempt, code, err, retry_in_us, started_us, duration_ms, body, o)
-    ), upd AS (
-        UPDATE webhooks.deliveries d
-        SET status = r.status,
-            attempts = r.attempt,
-            next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + r.retry_in_us * interval '1 microsecond' END,
-            lease_until = NULL,
-            last_status = r.code,
-            last_error = r.err,
-            completed_at = CASE WHEN r.status IN ('succeeded', 'dead') THEN now() END
-        FROM r
-        WHERE d.id = r.id AND d.id = ANY (live)
-          AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us
-        RETURNING d.id, d.endpoint_id, d.status, r.o
-    ), ins AS (
-        -- (the attempt of the answer that was recorded, not of a stale one for the same row)
-        INSERT INTO webhooks.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
-        SELECT r.id, r.attempt, to_timestamp(r.started_us / 1000000.0), r.duration_ms, r.code, r.err, r.body
-        FROM r JOIN upd ON upd.o = r.o
-    )
-    SELECT coalesce(array_agg(upd.id), '{}'), coalesce(array_agg(upd.endpoint_id), '{}'), coalesce(array_agg(upd.status), '{}')
-    INTO done_ids, done_eps, done_statuses FROM upd;
-    -- Busy: rows not locked above that still carry this claim's lease (someone holds them).
-    -- Rows gone (endpoint deleted) or claimed again since are not kept for later. (Only looked
-    -- for when a row was skipped: the common case reads nothing more.)
-    busy := '{}';
-    IF cardinality(got) < cardinality(ids) THEN
-        -- (in flight said in the select list, as above)
-        SELECT coalesce(array_agg(x.id) FILTER (WHERE x.held), '{}') INTO busy
-        FROM (SELECT d.id, d.status = 'in_flight'
-                           AND (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us AS held
-              FROM unnest(ids, leases_us) AS r(id, lease_us)
-              JOIN webhooks.deliveries d ON d.id = r.id
-              -- (the ids as an index condition too: the join alone let statistics that took
-              -- the table for empty walk a whole index against them)
-              WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
-    END IF;
-    IF cardinality(done_ids) = 0 THEN
-        RETURN busy;
-    END IF;
-
-    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
-    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
-    -- state for its next answers.)
-    FOR o IN
-        WITH answers AS (
-            SELECT x.endpoint_id, a.status, a.code, a.started_us, a.pause_us
-            FROM unnest(done_ids, done_eps) AS x(id, endpoint_id)
-            JOIN unnest(ids, statuses, codes, started_us, pauses_us) AS a(id, status, code, started_us, pause_us)
-              ON a.id = x.id
-        )
-        SELECT w.endpoint_id,
-               bool_or(w.status = 'succeeded') AS ok,
-               bool_or(w.code = 410) AS gone,
-               min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
-               max(now() + w.pause_us * interval '1 microsecond') AS pause_until
-        FROM answers w GROUP BY w.endpoint_id
-    LOOP
-        -- The common case, successes of an endpoint that was not failing, changes nothing: no
-        -- lock, no write on the hot path.
-        CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
-            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
-        PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
-        CONTINUE WHEN NOT FOUND;
-        IF o.pause_until IS NOT NULL THEN
-            UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
-            WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
-        END IF;
-        IF o.gone THEN
-            UPDATE webhooks.endpoints ep
-            SET enabled = false,
-                disabled_reason = format('the receiver answered 410 Gone at %s', now())
-            WHERE ep.id = o.endpoint_id AND ep.enabled;
-        ELSIF o.ok THEN
-            WITH before AS (SELECT ep.failing_since FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id)
-            UPDATE webhooks.endpoints ep SET failing_since = NULL
-            FROM before WHERE ep.id = o.endpoint_id AND ep.failing_since IS NOT NULL
-            RETURNING ep.tenant_id, before.failing_since INTO tenant, since;
-            IF FOUND THEN
-                PERFORM webhooks_internal._publish_operational('webhook.endpoint.recovered',
-                    jsonb_build_object('endpoint_id', o.endpoint_id, 'failing_since', since,
-                                       'recovered_at', now()),
-                    o.endpoint_id, tenant);
-            END IF;
-        ELSE
-            UPDATE webhooks.endpoints ep SET failing_since = o.first_failure
-            WHERE ep.id = o.endpoint_id AND ep.failing_since IS NULL;
-            IF disable_after > interval '0' THEN
-                UPDATE webhooks.endpoints ep
-                SET enabled = false,
-                    disabled_reason = format('every attempt has failed since %s (webhooks.disable_after = %s)',
-                                             ep.failing_since, disable_after)
-                WHERE ep.id = o.endpoint_id AND ep.enabled AND ep.failing_since <= now() - disable_after;
-            END IF;
-        END IF;
-    END LOOP;
-
-    -- Dead letters, announced (except those of operational events: no event about an event
-    -- about an event).
-    PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
-                jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
-                                   'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
-                                   'last_status', d.last_status, 'last_error', d.last_error),
-                -- (about a platform endpoint: the platform's event, not the tenant's)
-                d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
-    -- its key: a condition on the row's status would match the dead-letter index's predicate,
-    -- and a join let statistics that took the table for empty walk a whole index)
-    FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
-          FROM webhooks.deliveries d
-          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
-                                  WHERE r.status = 'dead'))) d
-    WHERE NOT starts_with(d.type, 'webhook.');
-    RETURN busy;
-END $$;
-
--- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
--- answered 410, their start deadline passed, a reload changed how to connect, no DNS helper
--- was free): pending again, no attempt counted. Only while the row still carries that claim's lease.
--- (after_ms: when to be due again, in milliseconds from now; none but for a lookup that found
--- no DNS helper free, src/http.rs)
-CREATE FUNCTION webhooks_internal._release(ids int8[], leases_us int8[], after_ms int8[] DEFAULT NULL) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
-AS $$
-    UPDATE webhooks.deliveries d
-    SET status = 'pending', next_attempt_at = pg_catalog.now() + coalesce(r.after_ms, 0) * interval '1 millisecond',
-        lease_until = NULL
-    FROM unnest(ids, leases_us, after_ms) AS r(id, lease_us, after_ms)
-    -- (in flight tested inside a CASE: as a plain condition it matches the in-flight index's
-    -- predicate, and statistics saying nothing is in flight could make the planner walk every
-    -- leased row against the ids)
-    WHERE d.id = r.id AND d.id = ANY (ids)
-      AND CASE WHEN d.status = 'in_flight' THEN (extract(epoch FROM d.lease_until) * 1000000)::int8 = r.lease_us END
-$$;
 
 -- Writes the deliveries that fanouts describe, oldest fanout first, at most about max_rows per
 -- call (a slice of a large fanout; the rest on the next call), and returns how many it wrote.
