@@ -559,7 +559,7 @@ SELECT pg_catalog.pg_extension_config_dump('webhooks.tracked_tables', '');
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:387
+-- src/gate.rs:401
 -- webhooks::gate::current_tenant
 CREATE  FUNCTION "current_tenant"() RETURNS TEXT /* Option < String > */
 STRICT STABLE
@@ -568,7 +568,7 @@ AS 'MODULE_PATHNAME', 'current_tenant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:443
+-- src/gate.rs:457
 -- webhooks::gate::delivery_retry
 CREATE  FUNCTION "delivery_retry"(
 	"delivery_id" bigint /* Option < i64 > */
@@ -586,7 +586,7 @@ AS 'MODULE_PATHNAME', 'delivery_retry_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:484
+-- src/gate.rs:498
 -- webhooks::gate::endpoint_recover
 CREATE  FUNCTION "endpoint_recover"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -598,7 +598,7 @@ AS 'MODULE_PATHNAME', 'endpoint_recover_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:500
+-- src/gate.rs:514
 -- webhooks::gate::endpoint_test
 CREATE  FUNCTION "endpoint_test"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -618,7 +618,7 @@ AS 'MODULE_PATHNAME', 'endpoint_test_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:414
+-- src/gate.rs:428
 -- webhooks::gate::event_replay
 CREATE  FUNCTION "event_replay"(
 	"event_id" TEXT, /* Option < & str > */
@@ -633,7 +633,7 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:545
+-- src/gate.rs:559
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -654,7 +654,7 @@ AS 'MODULE_PATHNAME', 'status_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:396
+-- src/gate.rs:410
 -- webhooks::gate::tenant_grant
 CREATE  FUNCTION "tenant_grant"(
 	"role_name" TEXT, /* Option < & str > */
@@ -666,7 +666,7 @@ AS 'MODULE_PATHNAME', 'tenant_grant_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:405
+-- src/gate.rs:419
 -- webhooks::gate::tenant_revoke
 CREATE  FUNCTION "tenant_revoke"(
 	"role_name" TEXT, /* Option < & str > */
@@ -678,7 +678,7 @@ AS 'MODULE_PATHNAME', 'tenant_revoke_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:354
+-- src/gate.rs:368
 -- webhooks::gate::tenant_scope
 CREATE  FUNCTION "tenant_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
 STRICT STABLE
@@ -687,13 +687,13 @@ AS 'MODULE_PATHNAME', 'tenant_scope_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:301
+-- src/gate.rs:315
 -- webhooks::gate::track_table
 -- Skipped due to `#[pgrx(sql = false)]`
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:322
+-- src/gate.rs:336
 -- webhooks::gate::track_table
 CREATE  FUNCTION "track_table"(
 	"tbl" regclass, /* Option < Regclass > */
@@ -728,7 +728,7 @@ AS 'MODULE_PATHNAME', 'tracked_columns_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/gate.rs:345
+-- src/gate.rs:359
 -- webhooks::gate::untrack_table
 CREATE  FUNCTION "untrack_table"(
 	"tbl" regclass /* Option < Regclass > */
@@ -834,20 +834,56 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:265
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
+-- src/wake.rs:520
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:325
+-- src/api.rs:114
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:189
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:163
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:183
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:330
 -- webhooks::api::_filter_weight
 CREATE  FUNCTION webhooks_internal."_filter_weight"(
 	"printed" TEXT /* & str */
@@ -858,37 +894,7 @@ AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:257
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:285
--- webhooks::api::_lease_quota
-CREATE  FUNCTION webhooks_internal."_lease_quota"(
-	"max_in_flight" INT, /* i32 */
-	"batch_max" INT, /* i32 */
-	"senders" INT, /* i32 */
-	"ahead" INT, /* i32 */
-	"fast" bool, /* bool */
-	"workers" INT, /* i32 */
-	"rank" INT, /* i32 */
-	"endpoint_id" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:236
+-- src/api.rs:241
 -- webhooks::api::_delivery_state_ok
 CREATE  FUNCTION webhooks_internal."_delivery_state_ok"(
 	"status" TEXT, /* Option < & str > */
@@ -917,139 +923,6 @@ ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:109
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:120
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:209
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:520
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/sync.rs:138
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:102
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/wake.rs:530
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:171
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:364
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tracking.rs:207
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/handoff.rs:125
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:312
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/api.rs:134
 -- webhooks::api::_check_client_cert
 CREATE  FUNCTION webhooks_internal."_check_client_cert"(
@@ -1059,6 +932,15 @@ CREATE  FUNCTION webhooks_internal."_check_client_cert"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:109
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1268,6 +1150,193 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/api.rs:233
+-- webhooks::api::_source
+CREATE  FUNCTION webhooks_internal."_source"() RETURNS TEXT /* String */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_source_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:203
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:171
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:209
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:207
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tracking.rs:231
+-- webhooks::tracking::_as_owner_of
+CREATE  FUNCTION webhooks_internal."_as_owner_of"(
+	"tbl" regclass, /* Regclass */
+	"sql" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:226
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:120
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/handoff.rs:125
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:96
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:143
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:290
+-- webhooks::api::_lease_quota
+CREATE  FUNCTION webhooks_internal."_lease_quota"(
+	"max_in_flight" INT, /* i32 */
+	"batch_max" INT, /* i32 */
+	"senders" INT, /* i32 */
+	"ahead" INT, /* i32 */
+	"fast" bool, /* bool */
+	"workers" INT, /* i32 */
+	"rank" INT, /* i32 */
+	"endpoint_id" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:262
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:270
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:317
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:369
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:65
 -- requires:
 --   tenancy
@@ -1440,68 +1509,30 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tracking.rs:231
--- webhooks::tracking::_as_owner_of
-CREATE  FUNCTION webhooks_internal."_as_owner_of"(
-	"tbl" regclass, /* Regclass */
-	"sql" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
+-- src/wake.rs:530
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+AS 'MODULE_PATHNAME', '_installed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:114
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+-- src/api.rs:102
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:189
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:226
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/gate.rs:372
--- webhooks::gate::_outer_scope
-CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:96
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- src/lib.rs:80
 -- requires:
 --   request
+--   api::_source
 --   api::_new_event_id
 --   api::_new_event_ids
 --   gate::tenant_scope
@@ -1628,7 +1659,7 @@ DECLARE
     p_tenant text := webhooks_internal._event_tenant(tenant_id);
     et webhooks.event_types;
     new_id text := webhooks_internal._new_event_id();
-    src text := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
+    src text := webhooks_internal._source();
     got text;
     earlier webhooks.events;
     tries int := 0;
@@ -1726,7 +1757,7 @@ DECLARE
     p_actor jsonb := actor;
     n int := coalesce(pg_catalog.cardinality(data), 0);
     max_bytes int := coalesce(nullif(pg_catalog.current_setting('webhooks.max_payload', true), '')::int, 262144);
-    src text := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
+    src text := webhooks_internal._source();
     trace text := nullif(pg_catalog.current_setting('webhooks.traceparent', true), '');
     et webhooks.event_types;
     ids text[];
@@ -1953,7 +1984,7 @@ DECLARE
 BEGIN
     INSERT INTO webhooks.events (id, tenant_id, type, version, source, data, data_bytes)
     VALUES (new_id, tenant, p_type, '1',
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_data, size);
+            webhooks_internal._source(), p_data, size);
     -- Endpoints without a filter get their deliveries now; those with one, through a fanout
     -- whose filters the worker's expansion evaluates: this runs in the statement that records
     -- every tenant's outcomes, where no tenant's filter may be evaluated.
@@ -1987,7 +2018,7 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:92
+-- src/lib.rs:93
 -- requires:
 --   publish
 --   gate::webhook_send_sync_result
@@ -2013,7 +2044,7 @@ BEGIN
     et := (webhooks_internal._check_event(p_type, p_data, p_actor, NULL, true)).et;
     INSERT INTO webhooks.events AS e (id, tenant_id, type, version, source, actor, data, traceparent)
     VALUES (new_id, tenant, p_type, et.version,
-            coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks'), p_actor,
+            webhooks_internal._source(), p_actor,
             '{}'::jsonb, nullif(pg_catalog.current_setting('webhooks.traceparent', true), ''))
     RETURNING * INTO ev;
     RETURN QUERY
@@ -2166,7 +2197,7 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:97
+-- src/lib.rs:98
 -- requires:
 --   sync
 --   api::_check_client_cert
@@ -2618,7 +2649,7 @@ COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:102
+-- src/lib.rs:103
 -- requires:
 --   endpoints
 
@@ -2693,7 +2724,7 @@ COMMENT ON FUNCTION webhooks.event_type_register(text, text, text, text) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:107
+-- src/lib.rs:108
 -- requires:
 --   catalogue
 --   api::_worker_state
@@ -2792,7 +2823,7 @@ BEGIN
     ev.id := new_id;
     ev.type := p_type;
     ev.version := '1';
-    ev.source := coalesce(nullif(pg_catalog.current_setting('webhooks.source', true), ''), 'urn:webhooks');
+    ev.source := webhooks_internal._source();
     ev.tenant_id := nullif(ep.tenant_id, '*');
     ev.occurred_at := pg_catalog.now();
     answer := webhooks_internal._sync_send(p_type, pg_catalog.jsonb_build_array(pg_catalog.to_jsonb(
@@ -2893,38 +2924,7 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:163
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:183
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/api.rs:143
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/lib.rs:112
+-- src/lib.rs:113
 -- requires:
 --   operations
 --   gate::webhook_publish_many
@@ -3563,7 +3563,7 @@ CREATE TRIGGER tracked_tables_changed
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:123
+-- src/lib.rs:124
 -- requires:
 --   tracking
 
@@ -3994,7 +3994,7 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:128
+-- src/lib.rs:129
 -- requires:
 --   claim
 
@@ -4185,7 +4185,7 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:133
+-- src/lib.rs:134
 -- requires:
 --   record
 
@@ -4279,7 +4279,7 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:138
+-- src/lib.rs:139
 -- requires:
 --   housekeeping
 --   gate::status
@@ -4385,18 +4385,28 @@ COMMENT ON VIEW webhooks.metrics IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:203
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- src/sync.rs:148
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/api.rs:348
+-- src/gate.rs:386
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/api.rs:353
 -- webhooks::api::_filter_weight_or_null
 CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
 	"printed" TEXT /* & str */
@@ -4407,7 +4417,7 @@ AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:143
+-- src/lib.rs:144
 -- finalize
 -- Roles, grants and tenant isolation. Loaded last.
 --
@@ -4527,6 +4537,9 @@ GRANT EXECUTE ON FUNCTION
     webhooks_internal._publish_operational(text, jsonb, text, text),
     webhooks_internal._new_event_id(),
     webhooks_internal._matches(text[], text),
+    webhooks_internal._subscribes(webhooks.endpoints, text, text),
+    webhooks_internal._source(),
+    webhooks_internal._request(webhooks.deliveries, webhooks.events, webhooks.endpoints, webhooks_internal.signing_keys, webhooks.tenants, text),
     webhooks_internal._filter_passes(jsonpath, int, text, text, text, text, text, text, jsonb, jsonb),
     webhooks_internal._filter_envelope(text, text, text, text, text, jsonb, jsonb),
     webhooks_internal._filter_affordable(int, jsonb, text),

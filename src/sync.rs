@@ -133,6 +133,16 @@ pub fn send_sync(event_type: Option<&str>, args: &[DatumWithOid]) -> Option<Json
     })
 }
 
+/// Whether this database's schema has `_sync_finish` (0.4.0 and later).
+pub fn schema_has_finish() -> bool {
+    Spi::get_one::<bool>(
+        "SELECT pg_catalog.to_regprocedure('webhooks_internal._sync_finish(pg_catalog.text,pg_catalog.jsonb,pg_catalog.jsonb)') IS NOT NULL",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 /// 0.3.0's HTTP half, kept for its SQL (`_send_sync`) and for endpoint_test: `targets` are
 /// requests as JSON objects (the columns of `webhooks_internal.request`). One answer each.
 #[pg_extern(volatile, schema = "webhooks_internal")]

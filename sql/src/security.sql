@@ -118,6 +118,7 @@ GRANT EXECUTE ON FUNCTION
     webhooks_internal._matches(text[], text),
     webhooks_internal._subscribes(webhooks.endpoints, text, text),
     webhooks_internal._source(),
+    webhooks_internal._request(webhooks.deliveries, webhooks.events, webhooks.endpoints, webhooks_internal.signing_keys, webhooks.tenants, text),
     webhooks_internal._filter_passes(jsonpath, int, text, text, text, text, text, text, jsonb, jsonb),
     webhooks_internal._filter_envelope(text, text, text, text, text, jsonb, jsonb),
     webhooks_internal._filter_affordable(int, jsonb, text),
