@@ -283,9 +283,10 @@ fn webhook_send_sync_result(
     tenant_id: default!(Option<&str>, "NULL"),
     actor: default!(Option<RawJsonb>, "NULL"),
 ) -> Option<pgrx::JsonB> {
-    // (a schema older than the library, between a package upgrade and ALTER EXTENSION UPDATE:
-    // its own SQL half, which calls _sync_send)
-    if !crate::sync::schema_has_finish() {
+    // (as the owner: the caller may not look into webhooks_internal)
+    if !as_owner(crate::sync::schema_has_finish) {
+        // A schema older than the library, between a package upgrade and ALTER EXTENSION
+        // UPDATE: its own SQL half, which calls _sync_send.
         return owner_query(
             "SELECT webhooks_internal._send_sync($1, $2, $3, $4)",
             &[TX, JB, TX, JB],
