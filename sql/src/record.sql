@@ -2,39 +2,21 @@
 
 -- plpgsql rather than SQL, as the claim.
 
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
--- What each answer means was decided by the worker (core/src/answer.rs: state, retry, pause,
--- gone); this applies it. Then what the answers say about their endpoints:
---  * a throttling answer with Retry-After pauses the endpoint (paused_until, pauses_us);
---  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
---  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint;
---  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[], pauses_us int8[],
-                                 disable_after interval, gone boolean[] DEFAULT NULL)
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
--- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
--- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
--- custom plan sees the arrays' lengths.
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
+-- The answers themselves: each delivery's new state and one attempt row, recorded only by the
+-- claim that holds the row (its lease, to the microsecond, is the claim's token): a late answer
+-- of an older claim changes nothing. Rows someone else holds locked are skipped, never waited
+-- for, and returned (busy) to be recorded later. Returns what was recorded, with each row's
+-- endpoint and new status.
+CREATE FUNCTION webhooks_internal._record_answers(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                                  codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                                  durations float8[], bodies text[],
+                                                  OUT done_ids int8[], OUT done_eps text[], OUT done_statuses text[],
+                                                  OUT busy int8[])
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     got int8[];
     live int8[];
-    busy int8[];
-    done_ids int8[];
-    done_statuses text[];
-    done_eps text[];
-    o record;
-    tenant text;
-    since timestamptz;
 BEGIN
     -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
     -- estimate of how many rows are in flight can steer the plan: statistics from before a
@@ -85,13 +67,26 @@ BEGIN
               -- the table for empty walk a whole index against them)
               WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
     END IF;
-    IF cardinality(done_ids) = 0 THEN
-        RETURN busy;
-    END IF;
+END $$;
 
-    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
-    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
-    -- state for its next answers.)
+-- What the recorded answers say about their endpoints, per endpoint:
+--  * a throttling answer with Retry-After pauses the endpoint (paused_until, pauses_us);
+--  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
+--  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
+--    one that lasted disable_after disables the endpoint.
+-- (A worker's own writes to endpoints are state changes only: they never wait for an admin's
+-- lock, SKIP LOCKED leaves that row's state for its next answers.)
+CREATE FUNCTION webhooks_internal._record_endpoints(done_ids int8[], done_eps text[], ids int8[], statuses text[],
+                                                    gone boolean[], started_us int8[], pauses_us int8[],
+                                                    disable_after interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    o record;
+    tenant text;
+    since timestamptz;
+BEGIN
     FOR o IN
         WITH answers AS (
             SELECT x.endpoint_id, a.status, a.gone, a.started_us, a.pause_us
@@ -144,24 +139,62 @@ BEGIN
             END IF;
         END IF;
     END LOOP;
+END $$;
 
-    -- Dead letters, announced (except those of operational events: no event about an event
-    -- about an event).
+-- Dead letters, announced as webhook.delivery.dead (except those of operational events: no
+-- event about an event about an event).
+CREATE FUNCTION webhooks_internal._announce_dead(dead_ids int8[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
     PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
                 jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
                                    'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
                                    'last_status', d.last_status, 'last_error', d.last_error),
                 -- (about a platform endpoint: the platform's event, not the tenant's)
                 d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
-    -- its key: a condition on the row's status would match the dead-letter index's predicate,
-    -- and a join let statistics that took the table for empty walk a whole index)
+    -- (by key, one table, each event's type looked up by its key: a condition on the row's
+    -- status would match the dead-letter index's predicate, and a join let statistics that took
+    -- the table for empty walk a whole index)
     FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
           FROM webhooks.deliveries d
-          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
-                                  WHERE r.status = 'dead'))) d
+          WHERE d.id = ANY (dead_ids)) d
     WHERE NOT starts_with(d.type, 'webhook.');
-    RETURN busy;
+END $$;
+
+-- Records a batch of outcomes of this worker's requests, in one transaction: the answers
+-- (_record_answers), what they say about their endpoints (_record_endpoints), the dead letters
+-- they made (_announce_dead). What each answer means was decided by the worker
+-- (core/src/answer.rs: state, retry, pause, gone); these apply it. Returns the rows it could
+-- not record now (someone holds them locked) for the worker to record later.
+CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[], pauses_us int8[],
+                                 disable_after interval, gone boolean[] DEFAULT NULL)
+RETURNS int8[]
+LANGUAGE plpgsql VOLATILE
+-- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
+-- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
+-- custom plan sees the arrays' lengths. (Set for the steps too.)
+SET plan_cache_mode = force_custom_plan
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+    dead int8[];
+BEGIN
+    SELECT * INTO r FROM webhooks_internal._record_answers(ids, leases_us, statuses, attempt_nos, codes, errors,
+                                                           retry_in_us, started_us, durations, bodies);
+    IF cardinality(r.done_ids) = 0 THEN
+        RETURN r.busy;
+    END IF;
+    PERFORM webhooks_internal._record_endpoints(r.done_ids, r.done_eps, ids, statuses, gone, started_us,
+                                                pauses_us, disable_after);
+    dead := ARRAY(SELECT x.id FROM unnest(r.done_ids, r.done_statuses) AS x(id, status) WHERE x.status = 'dead');
+    IF cardinality(dead) > 0 THEN
+        PERFORM webhooks_internal._announce_dead(dead);
+    END IF;
+    RETURN r.busy;
 END $$;
 
 -- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
