@@ -813,6 +813,84 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_source
+CREATE  FUNCTION webhooks_internal."_source"() RETURNS TEXT /* String */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_source_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- webhooks::api::_lease_quota
 CREATE  FUNCTION webhooks_internal."_lease_quota"(
 	"max_in_flight" INT, /* i32 */
@@ -830,89 +908,11 @@ AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::tracking::_as_owner_of
-CREATE  FUNCTION webhooks_internal."_as_owner_of"(
-	"tbl" regclass, /* Regclass */
-	"sql" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- webhooks::api::_new_event_id
 CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::gate::_caller
-CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
-STRICT STABLE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_caller_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -926,11 +926,78 @@ AS 'MODULE_PATHNAME', '_check_filters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_source
-CREATE  FUNCTION webhooks_internal."_source"() RETURNS TEXT /* String */
-STRICT STABLE PARALLEL SAFE 
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_source_wrapper';
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -947,51 +1014,14 @@ AS 'MODULE_PATHNAME', '_lease_room_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
+-- webhooks::tracking::_as_owner_of
+CREATE  FUNCTION webhooks_internal."_as_owner_of"(
+	"tbl" regclass, /* Regclass */
+	"sql" TEXT /* & str */
 ) RETURNS void
-STRICT VOLATILE 
+STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1005,13 +1035,44 @@ AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
+-- webhooks::gate::_caller
+CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
+STRICT STABLE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_caller_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1023,11 +1084,31 @@ AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::gate::_outer_scope
-CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE 
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1251,87 +1332,6 @@ BEGIN
                   HINT = 'Use another tenant id, or give that tenant another slug first.';
     END IF;
 END $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3565,109 +3565,135 @@ CREATE TRIGGER tracked_tables_changed
 -- dispatcher), and each worker's part follows its own view of the endpoint (fast or not).
 -- (webhooks_internal._lease_quota and _lease_room, in Rust: core/src/lease.rs)
 
-CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
-                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
-                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
-                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
-                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
-                                         mem_full text[] DEFAULT '{}')
--- (contended: some candidates were held by another claimer, see below; said on every row, and
--- on a row without a request when nothing was claimed)
-RETURNS TABLE (request webhooks_internal.request, contended boolean)
-LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch).
-SET plan_cache_mode = force_custom_plan
--- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
--- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
--- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
--- a few rows by key or in index order, which plain index scans do whatever the estimates.
-SET enable_bitmapscan = off
-SET search_path = pg_catalog, webhooks, pg_temp
+-- What one claim knows as it starts: the worker's view (what it asked, what it holds), and what
+-- the table says now (rate allowances, what each endpoint has in flight). Made once by
+-- _claim_start, read by every step.
+CREATE TYPE webhooks_internal.claimer AS (
+    batch int, senders int, ahead int, fast text[], workers int, rank int, active text[],
+    memory bigint[], held_ids text[], held_bytes bigint[], mem_full text[],
+    -- what the dispatcher lets an endpoint that is not fast have under way (see _claim_start)
+    slow_cap int,
+    -- rate-limited endpoints locked for this claim, and how many rows each may send now
+    rl_ids text[], rl_allow int[],
+    -- what each endpoint has in flight, and of that what this worker holds
+    busy_ids text[], busy_n int[], mine_n int[]
+);
+
+-- This worker's quota of an endpoint's rows (core/src/lease.rs). Inlined into the statements
+-- that call it (no SET clause; everything named with its schema, DESIGN rule 8).
+CREATE FUNCTION webhooks_internal._claim_quota(c webhooks_internal.claimer, ep_id text, max_in_flight int, batch_max int)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-#variable_conflict use_column
+    SELECT webhooks_internal._lease_quota(max_in_flight, batch_max,
+               CASE WHEN ep_id OPERATOR(pg_catalog.=) ANY (c.fast) THEN c.senders ELSE c.slow_cap END,
+               c.ahead, ep_id OPERATOR(pg_catalog.=) ANY (c.fast), c.workers, c.rank, ep_id)
+$$;
+
+-- Whether an endpoint may take rows now as far as the worker's memory goes
+-- (webhooks.worker_memory), as the worker sees it: memory = {bytes it may still hold, of which
+-- for endpoints that are not fast, the share of one endpoint, 1 when it holds nothing at all},
+-- held_* = what each endpoint holds now, mem_full = those that take nothing now: they could not
+-- take one more of the rows they hold, or an answer stopped them (410, Retry-After) and is not
+-- recorded yet. Those, the slow ones when the slow ones hold their part, and all when the
+-- worker holds all it may, take nothing now: counted as having no room, so that their rows
+-- never fill a claim in place of others'. (Not asked, memory NULL: every row is taken, as in
+-- 0.3.0.) Inlined, as _claim_quota.
+CREATE FUNCTION webhooks_internal._claim_may_hold(c webhooks_internal.claimer, ep_id text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT c.memory IS NULL
+        OR (c.memory[1] OPERATOR(pg_catalog.>) 0
+            AND (c.memory[2] OPERATOR(pg_catalog.>) 0 OR ep_id OPERATOR(pg_catalog.=) ANY (c.fast)
+                 OR NOT ep_id OPERATOR(pg_catalog.=) ANY (c.held_ids))
+            AND NOT ep_id OPERATOR(pg_catalog.=) ANY (c.mem_full))
+$$;
+
+-- The claim's first step: the worker's view, and what the table says now.
+CREATE FUNCTION webhooks_internal._claim_start(batch int, senders int, ahead int, fast text[], workers int,
+                                               rank int, active text[], memory bigint[], held_ids text[],
+                                               held_bytes bigint[], mem_full text[])
+RETURNS webhooks_internal.claimer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
 DECLARE
-    ids bigint[];
-    orphans bigint[];
-    parked bigint[];
-    blocked bigint[];
-    waiting bigint[];
-    more bigint[];
-    head_n int;
-    room_total int;
-    win int;
-    paused bigint[];
-    rl_ids text[];
-    rl_allow int[];
-    busy_ids text[];
-    busy_n int[];
-    mine_n int[];
-    chosen_ids bigint[];
-    chosen_what text[];
-    got bigint[];
-    held_elsewhere boolean := false;
+    c webhooks_internal.claimer;
+BEGIN
+    c.batch := batch; c.senders := senders; c.ahead := ahead; c.fast := fast; c.workers := workers;
+    c.rank := rank; c.active := active; c.memory := memory; c.held_ids := held_ids;
+    c.held_bytes := held_bytes; c.mem_full := mem_full;
     -- What the dispatcher lets an endpoint that is not fast have under way: its share of the
     -- senders (core/src/dispatch.rs). Such an endpoint leases that far ahead and no further: 200
     -- silent endpoints leasing ahead on all the senders held 16,000 rows that the claim then
     -- walked past for every other endpoint's work.
-    slow_cap int := CASE WHEN active IS NULL THEN senders
-                         ELSE greatest(1, senders / greatest(cardinality(active), 1)) END;
-BEGIN
-    -- What the bodies cost the worker's memory (webhooks.worker_memory), as it sees it:
-    -- memory = {bytes it may still hold, of which for endpoints that are not fast, the share of
-    -- one endpoint, 1 when it holds nothing at all}, held_* = what each endpoint holds now,
-    -- mem_full = those that take nothing now: they could not take one more of the rows they
-    -- hold, or an answer stopped them (410, Retry-After) and is not recorded yet. Those, the slow ones
-    -- when the slow ones hold their part, and all when the worker holds all it may, take nothing
-    -- now: counted as having no room, so that their rows never fill a claim in place of
-    -- others'. (Not asked: every row is taken, as in 0.3.0.)
+    c.slow_cap := CASE WHEN active IS NULL THEN senders
+                       ELSE greatest(1, senders / greatest(cardinality(active), 1)) END;
     -- Rate limits are shared by every claimer: the rows of rate-limited endpoints are locked
     -- for this claim's transaction, so a second worker reads the allowance this one leaves.
     -- One someone else holds is skipped (no allowance this time), never waited for. The
     -- allowance is a GCRA's: rate_next_at moves 1/rate_limit per send, with a second of burst.
-    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO rl_ids, rl_allow
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.allow), '{}') INTO c.rl_ids, c.rl_allow
     FROM (SELECT ep.id,
                  greatest(floor(extract(epoch FROM now() + interval '1 second' - greatest(ep.rate_next_at, now()))
                                 * ep.rate_limit), 0)::int AS allow
           FROM webhooks.endpoints ep
           WHERE ep.rate_limit IS NOT NULL AND ep.enabled
           FOR NO KEY UPDATE SKIP LOCKED) x;
-    -- Step A, the head of the due index (up to batch * 4 rows), in one statement:
-    --  * rows whose endpoint is gone (a publish that raced endpoint_delete: the cascade could
-    --    not see them) are deleted; rows of a disabled endpoint (a publish that raced a
-    --    disable) are parked; rows an ordered endpoint holds back behind an earlier row of their
-    --    entity that waits for a retry are deferred to that retry. No row the claim cannot take
-    --    stays at the head for long.
-    --  * the rest is claimed, each endpoint getting at most max_in_flight minus what it has in
-    --    flight.
     -- What each endpoint has in flight, counted once per claim: the in-flight index holds an
     -- entry for every row claimed since the last vacuum, so each count visits thousands of
     -- rows during a burst.
     SELECT coalesce(array_agg(b.endpoint_id), '{}'), coalesce(array_agg(b.n), '{}'),
-           coalesce(array_agg(b.mine), '{}') INTO busy_ids, busy_n, mine_n
+           coalesce(array_agg(b.mine), '{}') INTO c.busy_ids, c.busy_n, c.mine_n
     FROM (SELECT d.endpoint_id, count(*)::int AS n,
                  count(*) FILTER (WHERE d.claimed_by = pg_backend_pid())::int AS mine
           FROM webhooks.deliveries d
           WHERE d.status = 'in_flight' GROUP BY d.endpoint_id) b;
-    -- How many rows endpoints can take now: the head looked at is sized by it, so a single
-    -- busy endpoint costs a claim a few dozen index entries, not thousands. Endpoints the
-    -- worker has seen no work for lately (not in `active`, nothing in flight) count for 64 rows
-    -- together at most: idle endpoints (a batched one may take 1,000) must not make every claim
-    -- walk batch * 4 entries of a backlog the busy ones cannot take; once their work shows up
-    -- the worker names them.
+    RETURN c;
+END $$;
+
+-- How many rows endpoints can take now: the head looked at is sized by it, so a single busy
+-- endpoint costs a claim a few dozen index entries, not thousands. Endpoints the worker has
+-- seen no work for lately (not in `active`, nothing in flight) count for 64 rows together at
+-- most: idle endpoints (a batched one may take 1,000) must not make every claim walk batch * 4
+-- entries of a backlog the busy ones cannot take; once their work shows up the worker names them.
+CREATE FUNCTION webhooks_internal._claim_room(c webhooks_internal.claimer) RETURNS int
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    room_total int;
+BEGIN
     SELECT (coalesce(sum(r.room) FILTER (WHERE r.known), 0) + least(coalesce(sum(r.room) FILTER (WHERE NOT r.known), 0), 64))::int
     INTO room_total
-    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers),
+    FROM (SELECT greatest(least(webhooks_internal._lease_room(q.quota, b.n, b.mine, c.workers),
                                 CASE WHEN ep.rate_limit IS NULL THEN q.quota
                                      ELSE coalesce(rl.allow, 0) END), 0) AS room,
-                 active IS NULL OR ep.id = ANY (active) OR coalesce(b.n, 0) > 0 AS known
+                 c.active IS NULL OR ep.id = ANY (c.active) OR coalesce(b.n, 0) > 0 AS known
     FROM webhooks.endpoints ep
-    CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-    LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-    LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+    CROSS JOIN LATERAL (SELECT webhooks_internal._claim_quota(c, ep.id, ep.max_in_flight, ep.batch_max) AS quota) q
+    LEFT JOIN unnest(c.busy_ids, c.busy_n, c.mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+    LEFT JOIN unnest(c.rl_ids, c.rl_allow) AS rl(id, allow) ON rl.id = ep.id
     WHERE ep.enabled AND NOT coalesce(ep.paused_until > now(), false)
-      AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))) r;
-    win := least(batch * 4, greatest(room_total * 2, 32));
+      AND webhooks_internal._claim_may_hold(c, ep.id)) r;
+    RETURN room_total;
+END $$;
+
+-- Step A, the head of the due index (`win` rows), in one statement: each row is to be taken
+-- ('take', within its endpoint's room, rate, memory and the batch), or set aside:
+--  * 'orphan': its endpoint is gone (a publish that raced endpoint_delete: the cascade could
+--    not see it);
+--  * 'parked': its endpoint is disabled (a publish that raced a disable);
+--  * 'paused': the receiver asked for a pause (Retry-After);
+--  * 'blocked': an ordered endpoint holds it back behind an earlier row of its entity that
+--    waits for a retry; 'waiting' while that row is due or in flight.
+-- Returns the ids chosen with what to do with each, the waiting ones, and how many rows the
+-- head held (a full head means more is due than this look saw).
+CREATE FUNCTION webhooks_internal._claim_head(c webhooks_internal.claimer, win int,
+                                              OUT chosen_ids bigint[], OUT chosen_what text[],
+                                              OUT waiting bigint[], OUT head_n int)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
     WITH head AS (
         SELECT x.id, x.endpoint_id, x.endpoint_tenant, x.next_attempt_at, x.entity_key,
                coalesce(x.data_bytes, 0)::int8 + 1024 AS bytes
@@ -3679,11 +3705,8 @@ BEGIN
         SELECT h.id, h.endpoint_id, h.next_attempt_at, h.bytes + coalesce(ep.request_bytes, 0) AS bytes,
                CASE WHEN ep.id IS NULL THEN 'orphan'
                     WHEN NOT ep.enabled THEN 'parked'
-                    -- the receiver asked for a pause (Retry-After): deferred to its end
                     WHEN ep.paused_until > now() THEN 'paused'
                     WHEN ep.ordered AND h.entity_key IS NOT NULL THEN (
-                         -- behind an earlier unfinished row of its entity: 'waiting' while that
-                         -- row is due or in flight, 'blocked' while it waits for a retry
                          -- (decided by the first unfinished row of the entity)
                          SELECT coalesce((
                              SELECT CASE WHEN p.status = 'in_flight' OR p.next_attempt_at <= now()
@@ -3694,81 +3717,93 @@ BEGIN
                              ORDER BY p.id LIMIT 1), 'take'))
                     ELSE 'take' END AS what,
                -- (what it may have leased)
-               (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS max_in_flight,
-               CASE WHEN ep.rate_limit IS NULL THEN batch ELSE coalesce(rl.allow, 0) END AS allow
+               webhooks_internal._claim_quota(c, ep.id, ep.max_in_flight, ep.batch_max) AS max_in_flight,
+               CASE WHEN ep.rate_limit IS NULL THEN c.batch ELSE coalesce(rl.allow, 0) END AS allow
         -- The endpoint by id and tenant: one that took the id of a deleted one in another tenant
         -- (or moved tenant) leaves the row an orphan.
         FROM head h LEFT JOIN webhooks.endpoints ep
             ON ep.id = h.endpoint_id AND coalesce(ep.tenant_id, '') = coalesce(h.endpoint_tenant, '')
-        LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
+        LEFT JOIN unnest(c.rl_ids, c.rl_allow) AS rl(id, allow) ON rl.id = ep.id
     ), ranked AS (
         -- (partitioned byte-wise: in the database's collation this sort of a few thousand ids
         -- was most of the claim's time)
-        SELECT c.*, row_number() OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                          ORDER BY c.next_attempt_at, c.id) AS rn,
-               sum(c.bytes) OVER (PARTITION BY c.endpoint_id COLLATE "C", c.what COLLATE "C"
-                                  ORDER BY c.next_attempt_at, c.id) AS ep_bytes
-        FROM cand c
+        SELECT r.*, row_number() OVER (PARTITION BY r.endpoint_id COLLATE "C", r.what COLLATE "C"
+                                          ORDER BY r.next_attempt_at, r.id) AS rn,
+               sum(r.bytes) OVER (PARTITION BY r.endpoint_id COLLATE "C", r.what COLLATE "C"
+                                  ORDER BY r.next_attempt_at, r.id) AS ep_bytes
+        FROM cand r
     ), chosen AS (
-        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine)
+        (SELECT r.id, r.what FROM ranked r LEFT JOIN unnest(c.busy_ids, c.busy_n, c.mine_n) AS b(endpoint_id, n, mine)
                                                 ON b.endpoint_id = r.endpoint_id
-                                           LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes)
+                                           LEFT JOIN unnest(c.held_ids, c.held_bytes) AS h(endpoint_id, bytes)
                                                 ON h.endpoint_id = r.endpoint_id
-         WHERE r.what = 'take' AND r.rn <= r.allow AND NOT r.endpoint_id = ANY (mem_full)
-           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, workers)
+         WHERE r.what = 'take' AND r.rn <= r.allow AND NOT r.endpoint_id = ANY (c.mem_full)
+           AND r.rn <= webhooks_internal._lease_room(r.max_in_flight, b.n, b.mine, c.workers)
            -- (within the endpoint's share of the worker's memory: one that holds nothing may take one)
-           AND (memory IS NULL OR ((memory[1] > 0 AND (memory[2] > 0 OR r.endpoint_id = ANY (fast) OR NOT r.endpoint_id = ANY (held_ids)))
-                                   AND (r.ep_bytes + coalesce(h.bytes, 0) <= memory[3]
-                                        OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
+           AND (c.memory IS NULL OR ((c.memory[1] > 0 AND (c.memory[2] > 0 OR r.endpoint_id = ANY (c.fast) OR NOT r.endpoint_id = ANY (c.held_ids)))
+                                     AND (r.ep_bytes + coalesce(h.bytes, 0) <= c.memory[3]
+                                          OR (r.rn = 1 AND coalesce(h.bytes, 0) = 0))))
          ORDER BY r.next_attempt_at
-         LIMIT batch)
+         LIMIT c.batch)
         UNION ALL
         SELECT r.id, r.what FROM ranked r WHERE r.what IN ('orphan', 'parked', 'blocked', 'paused')
     )
-    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.what), '{}'),
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.what), '{}'),
            (SELECT array_agg(r.id) FROM ranked r WHERE r.what = 'waiting'),
            (SELECT count(*) FROM head)
     INTO chosen_ids, chosen_what, waiting, head_n
-    FROM chosen c;
-    -- Another claimer may have taken a candidate since: lock by key, one table, the ids as
-    -- constants, and keep what is still pending (said in the select list: as a condition it
-    -- matches the due index's predicate). Joined to the candidates instead, statistics that
-    -- took the table for empty (a vacuum of a table whose rows were all deleted, or from
-    -- before a burst) made the planner walk a whole index against each of them: 6-7 s per
-    -- claim with 100,000 due.
+    FROM chosen x;
+END $$;
+
+-- Of these rows, the ones still pending, locked for this transaction; rows another claimer
+-- holds are skipped, never waited for. By key, one table, the ids as constants, pending said
+-- in the select list (as a condition it matches the due index's predicate): joined to the
+-- candidates instead, statistics that took the table for empty (a vacuum of a table whose rows
+-- were all deleted, or from before a burst) made the planner walk a whole index against each of
+-- them: 6-7 s per claim with 100,000 due.
+CREATE FUNCTION webhooks_internal._claim_lock(ids bigint[]) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    got bigint[];
+BEGIN
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
+        RETURN '{}';
+    END IF;
     SELECT coalesce(array_agg(x.id) FILTER (WHERE x.pending), '{}') INTO got FROM (
         SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-        WHERE d.id = ANY (chosen_ids)
+        WHERE d.id = ANY (ids)
         FOR UPDATE SKIP LOCKED) x;
-    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
-    -- by one commit) are skipped: the worker is told (contended), and claims again a few
-    -- milliseconds later, once that claim has committed, or what it left would wait for this
-    -- worker's next wake.
-    held_elsewhere := cardinality(got) < cardinality(chosen_ids);
-    SELECT array_agg(c.id) FILTER (WHERE c.what = 'take'),
-           array_agg(c.id) FILTER (WHERE c.what = 'orphan'),
-           array_agg(c.id) FILTER (WHERE c.what = 'parked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'blocked'),
-           array_agg(c.id) FILTER (WHERE c.what = 'paused')
-    INTO ids, orphans, parked, blocked, paused
-    FROM unnest(chosen_ids, chosen_what) AS c(id, what)
-    WHERE c.id = ANY (got);
-    -- Orphans: deliveries whose endpoint or event is missing. A publish that raced
-    -- endpoint_delete, a replay that raced pruning, or a pg_restore still loading (table data
-    -- comes back deliveries first, then endpoints, then events). Parked, off the due index's
-    -- head, with the time in lease_until (unused while pending): the worker's housekeeping
-    -- sends them once endpoint and event exist, and deletes them an hour later if they don't.
-    IF ids IS NOT NULL THEN
-        SELECT array_agg(d.id) INTO more FROM webhooks.deliveries d
-        -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the
-        -- planner may hash-join the claim against every event, a full scan on each claim)
-        WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
-        IF more IS NOT NULL THEN
-            orphans := coalesce(orphans, '{}') || more;
-            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(more));
-            more := NULL;
-        END IF;
-    END IF;
+    RETURN got;
+END $$;
+
+-- Of the rows to take, those whose event is missing (a replay that raced pruning, or a
+-- pg_restore still loading): orphans too.
+CREATE FUNCTION webhooks_internal._claim_eventless(ids bigint[]) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    missing bigint[];
+BEGIN
+    SELECT array_agg(d.id) INTO missing FROM webhooks.deliveries d
+    -- (a scalar subquery, probed through the events' key per row: as NOT EXISTS the planner may
+    -- hash-join the claim against every event, a full scan on each claim)
+    WHERE d.id = ANY (ids) AND (SELECT e.id FROM webhooks.events e WHERE e.id = d.event_id) IS NULL;
+    RETURN missing;
+END $$;
+
+-- The rows of the head the claim cannot take, moved off it so that none stays there for long.
+-- Orphans (endpoint or event missing: a publish that raced endpoint_delete, a replay that raced
+-- pruning, a pg_restore still loading, whose table data comes back deliveries first, then
+-- endpoints, then events) are parked with the time in lease_until (unused while pending): the
+-- housekeeping sends them once endpoint and event exist, and deletes them an hour later if they
+-- don't. Rows of a disabled endpoint are parked; blocked rows are deferred to the retry they
+-- wait behind, paused ones to the pause's end.
+CREATE FUNCTION webhooks_internal._claim_set_aside(orphans bigint[], parked bigint[], blocked bigint[], paused bigint[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
     IF orphans IS NOT NULL THEN
         UPDATE webhooks.deliveries d SET next_attempt_at = 'infinity', lease_until = coalesce(d.lease_until, now())
         WHERE d.id = ANY (orphans);
@@ -3798,96 +3833,211 @@ BEGIN
                   AND coalesce(ep.tenant_id, '') = coalesce(d.endpoint_tenant, '')))
         WHERE d.id = ANY (paused);
     END IF;
+END $$;
+
+-- Rows waiting behind a row of their entity that is due or in flight, when they crowd the
+-- head: they step back a second.
+CREATE FUNCTION webhooks_internal._claim_step_back(waiting bigint[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
+    WHERE d.id = ANY (webhooks_internal._claim_lock(waiting));
+END $$;
+
+-- Step B, when the head was full of rows that could not be taken (endpoints at their
+-- max_in_flight): up to `want` of the oldest due rows of every other endpoint with room,
+-- through the per-endpoint index, so a backlog on one endpoint never starves the others.
+-- (taken: what step A took, which counts as in flight too.) Returns them locked.
+CREATE FUNCTION webhooks_internal._claim_elsewhere(c webhooks_internal.claimer, taken_ids bigint[], want int)
+RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    picked bigint[];
+BEGIN
+    WITH taken AS MATERIALIZED (
+        SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (taken_ids)
+        GROUP BY d.endpoint_id
+    ), room AS (
+        SELECT ep.id, ep.tenant_id,
+               least(webhooks_internal._lease_room(q.quota, b.n, b.mine, c.workers) - coalesce(t.n, 0),
+                     CASE WHEN ep.rate_limit IS NULL THEN c.batch
+                          ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
+        FROM webhooks.endpoints ep
+        CROSS JOIN LATERAL (SELECT webhooks_internal._claim_quota(c, ep.id, ep.max_in_flight, ep.batch_max) AS quota) q
+        LEFT JOIN unnest(c.busy_ids, c.busy_n, c.mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
+        LEFT JOIN taken t ON t.endpoint_id = ep.id
+        LEFT JOIN unnest(c.rl_ids, c.rl_allow) AS rl(id, allow) ON rl.id = ep.id
+        WHERE ep.enabled AND NOT ep.ordered
+          AND webhooks_internal._lease_room(q.quota, b.n, b.mine, c.workers) > coalesce(t.n, 0)
+          AND NOT coalesce(ep.paused_until > now(), false)
+          AND webhooks_internal._claim_may_hold(c, ep.id)
+    ), pick AS (
+        SELECT y.id FROM room CROSS JOIN
+            LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
+                     WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
+                       AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
+                     ORDER BY x.next_attempt_at
+                     LIMIT least(greatest(room.n, 0), c.batch)) y
+        ORDER BY y.next_attempt_at
+        LIMIT want
+    )
+    SELECT coalesce(array_agg(p.id), '{}') INTO picked FROM pick p;
+    RETURN webhooks_internal._claim_lock(picked);
+END $$;
+
+-- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
+-- share, the slow ones (silent receivers among them) together within theirs, all within what
+-- the worker may still hold; an endpoint that holds nothing may always take a row, and a worker
+-- that holds nothing its first.
+CREATE FUNCTION webhooks_internal._claim_fit_memory(c webhooks_internal.claimer, ids bigint[]) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    kept bigint[];
+BEGIN
+    SELECT coalesce(array_agg(z.id), '{}') INTO kept FROM (
+        SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
+        FROM (SELECT x.id, x.rk, x.bytes, x.slow, x.ep_rk, x.held,
+                     sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
+              FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (c.fast) AS slow,
+                           row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
+                           row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
+                           coalesce(h.bytes, 0) AS held,
+                           coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
+                    FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
+                                 -- (its event's data as sent, 1 KiB for the envelope, and what its
+                                 -- endpoint's part of the row carries: URL, headers, secrets, client
+                                 -- certificate; rows from before 0.4.0 measured here)
+                                 coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024
+                                 + coalesce((SELECT ep.request_bytes FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id), 0) AS bytes
+                          FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
+                    LEFT JOIN unnest(c.held_ids, c.held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
+              WHERE x.ep_run <= c.memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
+        WHERE NOT y.slow OR y.slow_run <= c.memory[2] OR (y.ep_rk = 1 AND y.held = 0)) z
+    WHERE z.run <= c.memory[1] OR (c.memory[4] = 1 AND z.rk = 1);
+    RETURN kept;
+END $$;
+
+-- Expired leases (a worker that died or stopped with requests unanswered) go back to pending,
+-- due now: the next claims take them through every rule of the claim (disabled, paused, rate,
+-- cap, order, endpoint by id and tenant) instead of around them. The attempt they made is
+-- unknown: it is sent again under the same attempt number (at least once).
+CREATE FUNCTION webhooks_internal._claim_expired(batch int) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
+    WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
+                   WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
+                   ORDER BY x.lease_until
+                   LIMIT batch
+                   FOR UPDATE SKIP LOCKED);
+END $$;
+
+-- What the rows taken cost their rate-limited endpoints' allowance.
+CREATE FUNCTION webhooks_internal._claim_charge_rates(c webhooks_internal.claimer, ids bigint[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    UPDATE webhooks.endpoints ep
+    SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
+    FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
+          GROUP BY d.endpoint_id) t
+    WHERE ep.id = t.endpoint_id AND ep.id = ANY (c.rl_ids);
+END $$;
+
+-- The claim: up to `batch` due deliveries (and, when asked, ones whose lease expired) leased
+-- to this worker, each returned as the request to send. The steps above, in order: what the
+-- table says (_claim_start), how far to look (_claim_room), the head of the due index
+-- (_claim_head), locking what it chose (_claim_lock), setting aside what it cannot take
+-- (_claim_set_aside, _claim_step_back), the other endpoints' rows when the head was full
+-- (_claim_elsewhere), the worker's memory (_claim_fit_memory), expired leases
+-- (_claim_expired); then the lease, here.
+CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases boolean,
+                                         senders int DEFAULT 1000, ahead int DEFAULT 1,
+                                         fast text[] DEFAULT '{}', workers int DEFAULT 1, rank int DEFAULT 0,
+                                         active text[] DEFAULT NULL, memory bigint[] DEFAULT NULL,
+                                         held_ids text[] DEFAULT '{}', held_bytes bigint[] DEFAULT '{}',
+                                         mem_full text[] DEFAULT '{}')
+-- (contended: some candidates were held by another claimer, see below; said on every row, and
+-- on a row without a request when nothing was claimed)
+RETURNS TABLE (request webhooks_internal.request, contended boolean)
+LANGUAGE plpgsql VOLATILE
+-- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
+-- millions of rows wait; a custom plan per call keeps the claim O(batch). (Set for the steps
+-- too: a function's settings hold for the functions it calls.)
+SET plan_cache_mode = force_custom_plan
+-- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
+-- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
+-- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
+-- a few rows by key or in index order, which plain index scans do whatever the estimates.
+SET enable_bitmapscan = off
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    c webhooks_internal.claimer;
+    room_total int;
+    win int;
+    chosen_ids bigint[];
+    chosen_what text[];
+    waiting bigint[];
+    head_n int;
+    got bigint[];
+    ids bigint[];
+    orphans bigint[];
+    parked bigint[];
+    blocked bigint[];
+    paused bigint[];
+    missing bigint[];
+    held_elsewhere boolean;
+BEGIN
+    c := webhooks_internal._claim_start(batch, senders, ahead, fast, workers, rank, active, memory,
+                                        held_ids, held_bytes, mem_full);
+    room_total := webhooks_internal._claim_room(c);
+    win := least(batch * 4, greatest(room_total * 2, 32));
+    SELECT * INTO chosen_ids, chosen_what, waiting, head_n FROM webhooks_internal._claim_head(c, win);
+    got := webhooks_internal._claim_lock(chosen_ids);
+    -- Candidates another claimer holds (a second worker claiming at the same moment, both woken
+    -- by one commit) are skipped: the worker is told (contended), and claims again a few
+    -- milliseconds later, once that claim has committed, or what it left would wait for this
+    -- worker's next wake.
+    held_elsewhere := cardinality(got) < cardinality(chosen_ids);
+    SELECT array_agg(x.id) FILTER (WHERE x.what = 'take'),
+           array_agg(x.id) FILTER (WHERE x.what = 'orphan'),
+           array_agg(x.id) FILTER (WHERE x.what = 'parked'),
+           array_agg(x.id) FILTER (WHERE x.what = 'blocked'),
+           array_agg(x.id) FILTER (WHERE x.what = 'paused')
+    INTO ids, orphans, parked, blocked, paused
+    FROM unnest(chosen_ids, chosen_what) AS x(id, what)
+    WHERE x.id = ANY (got);
+    IF ids IS NOT NULL THEN
+        missing := webhooks_internal._claim_eventless(ids);
+        IF missing IS NOT NULL THEN
+            orphans := coalesce(orphans, '{}') || missing;
+            ids := ARRAY(SELECT unnest(ids) EXCEPT SELECT unnest(missing));
+        END IF;
+    END IF;
+    IF coalesce(orphans, parked, blocked, paused) IS NOT NULL THEN
+        PERFORM webhooks_internal._claim_set_aside(orphans, parked, blocked, paused);
+    END IF;
     ids := coalesce(ids, '{}');
-    -- Rows waiting behind a row of their entity that is due or in flight stay where they are,
-    -- unless they crowd the head: then they step back a second.
-    IF waiting IS NOT NULL AND cardinality(ids) < batch AND head_n >= win THEN
-        -- (locked by key, pending said in the select list: see the head's lock above)
-        SELECT array_agg(x.id) FILTER (WHERE x.pending) INTO more
-        FROM (SELECT x.id, x.status = 'pending' AS pending FROM webhooks.deliveries x
-              WHERE x.id = ANY (waiting) FOR UPDATE SKIP LOCKED) x;
-        UPDATE webhooks.deliveries d SET next_attempt_at = now() + interval '1 second'
-        WHERE d.id = ANY (more);
-        more := NULL;
+    -- The head was full: more is due than it showed.
+    IF cardinality(ids) < batch AND head_n >= win THEN
+        IF waiting IS NOT NULL THEN
+            PERFORM webhooks_internal._claim_step_back(waiting);
+        END IF;
+        IF room_total > cardinality(ids) THEN
+            ids := ids || webhooks_internal._claim_elsewhere(c, ids, batch - cardinality(ids));
+        END IF;
     END IF;
-    -- Step B, only when the head was full of rows that could not be taken (endpoints at their
-    -- max_in_flight): the oldest due rows of every other endpoint with room, through the
-    -- per-endpoint index, so a backlog on one endpoint never starves the others.
-    IF cardinality(ids) < batch AND head_n >= win AND room_total > cardinality(ids) THEN
-        -- (what step A took counts as in flight too)
-        WITH taken AS MATERIALIZED (
-            SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-            GROUP BY d.endpoint_id
-        ), room AS (
-            SELECT ep.id, ep.tenant_id,
-                   least(webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) - coalesce(t.n, 0),
-                         CASE WHEN ep.rate_limit IS NULL THEN batch
-                              ELSE coalesce(rl.allow, 0) - coalesce(t.n, 0) END) AS n
-            FROM webhooks.endpoints ep
-            CROSS JOIN LATERAL (SELECT (webhooks_internal._lease_quota(ep.max_in_flight, ep.batch_max, CASE WHEN ep.id = ANY (fast) THEN senders ELSE slow_cap END, ahead, ep.id = ANY (fast), workers, rank, ep.id)) AS quota) q
-            LEFT JOIN unnest(busy_ids, busy_n, mine_n) AS b(endpoint_id, n, mine) ON b.endpoint_id = ep.id
-            LEFT JOIN taken t ON t.endpoint_id = ep.id
-            LEFT JOIN unnest(rl_ids, rl_allow) AS rl(id, allow) ON rl.id = ep.id
-            WHERE ep.enabled AND NOT ep.ordered
-              AND webhooks_internal._lease_room(q.quota, b.n, b.mine, workers) > coalesce(t.n, 0)
-              AND NOT coalesce(ep.paused_until > now(), false)
-              AND (memory IS NULL OR (memory[1] > 0 AND (memory[2] > 0 OR ep.id = ANY (fast) OR NOT ep.id = ANY (held_ids)) AND NOT ep.id = ANY (mem_full)))
-        ), pick AS (
-            SELECT y.id FROM room CROSS JOIN
-                LATERAL (SELECT x.id, x.next_attempt_at FROM webhooks.deliveries x
-                         WHERE x.endpoint_id = room.id AND x.status = 'pending' AND x.next_attempt_at <= now()
-                           AND coalesce(x.endpoint_tenant, '') = coalesce(room.tenant_id, '')
-                         ORDER BY x.next_attempt_at
-                         LIMIT least(greatest(room.n, 0), batch)) y
-            ORDER BY y.next_attempt_at
-            LIMIT batch - cardinality(ids)
-        )
-        SELECT coalesce(array_agg(p.id), '{}') INTO more FROM pick p;
-        -- (locked by key, as step A's candidates are)
-        SELECT array_agg(d.id) FILTER (WHERE d.pending) INTO more FROM (
-            SELECT d.id, d.status = 'pending' AS pending FROM webhooks.deliveries d
-            WHERE d.id = ANY (more)
-            FOR UPDATE SKIP LOCKED
-        ) d;
-        ids := ids || coalesce(more, '{}');
-    END IF;
-    -- What is taken, held to the worker's memory exactly, in due order: each endpoint within its
-    -- share, the slow ones (silent receivers among them) together within theirs, all within
-    -- what the worker may still hold; an endpoint that holds nothing may always take a row, and
-    -- a worker that holds nothing its first. (Rows from before 0.4.0 are measured here.)
     IF memory IS NOT NULL AND cardinality(ids) > 0 THEN
-        SELECT coalesce(array_agg(z.id), '{}') INTO ids FROM (
-            SELECT y.id, y.rk, sum(y.bytes) OVER (ORDER BY y.rk) AS run
-            FROM (SELECT x.id, x.rk, x.bytes, x.slow, x.ep_rk, x.held,
-                         sum(x.bytes) FILTER (WHERE x.slow) OVER (ORDER BY x.rk) AS slow_run
-                  FROM (SELECT d.id, d.bytes, NOT d.endpoint_id = ANY (fast) AS slow,
-                               row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS rk,
-                               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_rk,
-                               coalesce(h.bytes, 0) AS held,
-                               coalesce(h.bytes, 0) + sum(d.bytes) OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS ep_run
-                        FROM (SELECT d.id, d.endpoint_id, d.next_attempt_at,
-                                     -- (its event's data as sent, 1 KiB for the envelope, and what its
-                                     -- endpoint's part of the row carries: URL, headers, secrets, client
-                                     -- certificate; rows from before 0.4.0 measured here)
-                                     coalesce(d.data_bytes::int8, (SELECT octet_length(e.data::text) FROM webhooks.events e WHERE e.id = d.event_id), 0) + 1024
-                                     + coalesce((SELECT ep.request_bytes FROM webhooks.endpoints ep WHERE ep.id = d.endpoint_id), 0) AS bytes
-                              FROM webhooks.deliveries d WHERE d.id = ANY (ids)) d
-                        LEFT JOIN unnest(held_ids, held_bytes) AS h(endpoint_id, bytes) ON h.endpoint_id = d.endpoint_id) x
-                  WHERE x.ep_run <= memory[3] OR (x.ep_rk = 1 AND x.held = 0)) y
-            WHERE NOT y.slow OR y.slow_run <= memory[2] OR (y.ep_rk = 1 AND y.held = 0)) z
-        WHERE z.run <= memory[1] OR (memory[4] = 1 AND z.rk = 1);
+        ids := webhooks_internal._claim_fit_memory(c, ids);
     END IF;
-    -- Expired leases (a worker that died or stopped with requests unanswered) go back to
-    -- pending, due now: the next claims take them through every rule above (disabled, paused,
-    -- rate, cap, order, endpoint by id and tenant) instead of around them. The attempt they made
-    -- is unknown: it is sent again under the same attempt number (at least once).
     IF scan_leases THEN
-        UPDATE webhooks.deliveries d SET status = 'pending', next_attempt_at = now(), lease_until = NULL
-        WHERE d.id IN (SELECT x.id FROM webhooks.deliveries x
-                       WHERE x.status = 'in_flight' AND NOT x.sync AND x.lease_until < now()
-                       ORDER BY x.lease_until
-                       LIMIT batch
-                       FOR UPDATE SKIP LOCKED);
+        PERFORM webhooks_internal._claim_expired(batch);
     END IF;
     IF cardinality(ids) = 0 THEN
         IF held_elsewhere THEN
@@ -3895,13 +4045,11 @@ BEGIN
         END IF;
         RETURN;
     END IF;
-    IF cardinality(rl_ids) > 0 THEN
-        UPDATE webhooks.endpoints ep
-        SET rate_next_at = greatest(ep.rate_next_at, now()) + t.n * interval '1 second' / ep.rate_limit
-        FROM (SELECT d.endpoint_id, count(*) AS n FROM webhooks.deliveries d WHERE d.id = ANY (ids)
-              GROUP BY d.endpoint_id) t
-        WHERE ep.id = t.endpoint_id AND ep.id = ANY (rl_ids);
+    IF cardinality(c.rl_ids) > 0 THEN
+        PERFORM webhooks_internal._claim_charge_rates(c, ids);
     END IF;
+    -- The lease: in flight for this worker until `lease` from now, its token the lease's time to
+    -- the microsecond (what _record and _release match).
     RETURN QUERY
     UPDATE webhooks.deliveries d
     SET status = 'in_flight', lease_until = now() + lease, next_attempt_at = NULL, claimed_by = pg_backend_pid()
@@ -3970,39 +4118,21 @@ END $$;
 
 -- plpgsql rather than SQL, as the claim.
 
--- Records a batch of outcomes in one statement: the delivery's new state and one attempt row
--- each. An outcome is recorded only by the claim that holds the row (its lease, to the
--- microsecond, is the claim's token): a late answer of an older claim changes nothing. Rows
--- someone else holds locked are skipped, never waited for, and returned to be recorded later.
--- What each answer means was decided by the worker (core/src/answer.rs: state, retry, pause,
--- gone); this applies it. Then what the answers say about their endpoints:
---  * a throttling answer with Retry-After pauses the endpoint (paused_until, pauses_us);
---  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
---  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint;
---  * a delivery that died is published as webhook.delivery.dead.
-CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
-                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
-                                 durations float8[], bodies text[], pauses_us int8[],
-                                 disable_after interval, gone boolean[] DEFAULT NULL)
-RETURNS int8[]
-LANGUAGE plpgsql VOLATILE
--- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
--- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
--- custom plan sees the arrays' lengths.
-SET plan_cache_mode = force_custom_plan
-SET search_path = pg_catalog, webhooks, pg_temp
+-- The answers themselves: each delivery's new state and one attempt row, recorded only by the
+-- claim that holds the row (its lease, to the microsecond, is the claim's token): a late answer
+-- of an older claim changes nothing. Rows someone else holds locked are skipped, never waited
+-- for, and returned (busy) to be recorded later. Returns what was recorded, with each row's
+-- endpoint and new status.
+CREATE FUNCTION webhooks_internal._record_answers(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                                  codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                                  durations float8[], bodies text[],
+                                                  OUT done_ids int8[], OUT done_eps text[], OUT done_statuses text[],
+                                                  OUT busy int8[])
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     got int8[];
     live int8[];
-    busy int8[];
-    done_ids int8[];
-    done_statuses text[];
-    done_eps text[];
-    o record;
-    tenant text;
-    since timestamptz;
 BEGIN
     -- Locked by key; of those, the ones still in flight. (Said in the select list, where no
     -- estimate of how many rows are in flight can steer the plan: statistics from before a
@@ -4053,13 +4183,26 @@ BEGIN
               -- the table for empty walk a whole index against them)
               WHERE d.id = ANY (ids) AND NOT d.id = ANY (got)) x;
     END IF;
-    IF cardinality(done_ids) = 0 THEN
-        RETURN busy;
-    END IF;
+END $$;
 
-    -- Per endpoint, what its recorded answers said. (A worker's own writes to endpoints are
-    -- state changes only: they never wait for an admin's lock, SKIP LOCKED leaves that row's
-    -- state for its next answers.)
+-- What the recorded answers say about their endpoints, per endpoint:
+--  * a throttling answer with Retry-After pauses the endpoint (paused_until, pauses_us);
+--  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
+--  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
+--    one that lasted disable_after disables the endpoint.
+-- (A worker's own writes to endpoints are state changes only: they never wait for an admin's
+-- lock, SKIP LOCKED leaves that row's state for its next answers.)
+CREATE FUNCTION webhooks_internal._record_endpoints(done_ids int8[], done_eps text[], ids int8[], statuses text[],
+                                                    gone boolean[], started_us int8[], pauses_us int8[],
+                                                    disable_after interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    o record;
+    tenant text;
+    since timestamptz;
+BEGIN
     FOR o IN
         WITH answers AS (
             SELECT x.endpoint_id, a.status, a.gone, a.started_us, a.pause_us
@@ -4112,24 +4255,62 @@ BEGIN
             END IF;
         END IF;
     END LOOP;
+END $$;
 
-    -- Dead letters, announced (except those of operational events: no event about an event
-    -- about an event).
+-- Dead letters, announced as webhook.delivery.dead (except those of operational events: no
+-- event about an event about an event).
+CREATE FUNCTION webhooks_internal._announce_dead(dead_ids int8[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
     PERFORM webhooks_internal._publish_operational('webhook.delivery.dead',
                 jsonb_build_object('delivery_id', d.id, 'event_id', d.event_id, 'event_type', d.type,
                                    'endpoint_id', d.endpoint_id, 'attempts', d.attempts,
                                    'last_status', d.last_status, 'last_error', d.last_error),
                 -- (about a platform endpoint: the platform's event, not the tenant's)
                 d.endpoint_id, CASE WHEN d.endpoint_tenant = '*' THEN '*' ELSE d.tenant_id END)
-    -- (the rows this call recorded dead, by key, one table, each event's type looked up by
-    -- its key: a condition on the row's status would match the dead-letter index's predicate,
-    -- and a join let statistics that took the table for empty walk a whole index)
+    -- (by key, one table, each event's type looked up by its key: a condition on the row's
+    -- status would match the dead-letter index's predicate, and a join let statistics that took
+    -- the table for empty walk a whole index)
     FROM (SELECT d.*, (SELECT e.type FROM webhooks.events e WHERE e.id = d.event_id) AS type
           FROM webhooks.deliveries d
-          WHERE d.id = ANY (ARRAY(SELECT r.id FROM unnest(done_ids, done_statuses) AS r(id, status)
-                                  WHERE r.status = 'dead'))) d
+          WHERE d.id = ANY (dead_ids)) d
     WHERE NOT starts_with(d.type, 'webhook.');
-    RETURN busy;
+END $$;
+
+-- Records a batch of outcomes of this worker's requests, in one transaction: the answers
+-- (_record_answers), what they say about their endpoints (_record_endpoints), the dead letters
+-- they made (_announce_dead). What each answer means was decided by the worker
+-- (core/src/answer.rs: state, retry, pause, gone); these apply it. Returns the rows it could
+-- not record now (someone holds them locked) for the worker to record later.
+CREATE FUNCTION webhooks_internal._record(ids int8[], leases_us int8[], statuses text[], attempt_nos int4[],
+                                 codes int4[], errors text[], retry_in_us int8[], started_us int8[],
+                                 durations float8[], bodies text[], pauses_us int8[],
+                                 disable_after interval, gone boolean[] DEFAULT NULL)
+RETURNS int8[]
+LANGUAGE plpgsql VOLATILE
+-- A generic plan guesses ten rows for the arrays and one for the rows they name, and joins
+-- them in a nested loop: quadratic in the answers recorded at once (hundreds in a burst). A
+-- custom plan sees the arrays' lengths. (Set for the steps too.)
+SET plan_cache_mode = force_custom_plan
+SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    r record;
+    dead int8[];
+BEGIN
+    SELECT * INTO r FROM webhooks_internal._record_answers(ids, leases_us, statuses, attempt_nos, codes, errors,
+                                                           retry_in_us, started_us, durations, bodies);
+    IF cardinality(r.done_ids) = 0 THEN
+        RETURN r.busy;
+    END IF;
+    PERFORM webhooks_internal._record_endpoints(r.done_ids, r.done_eps, ids, statuses, gone, started_us,
+                                                pauses_us, disable_after);
+    dead := ARRAY(SELECT x.id FROM unnest(r.done_ids, r.done_statuses) AS x(id, status) WHERE x.status = 'dead');
+    IF cardinality(dead) > 0 THEN
+        PERFORM webhooks_internal._announce_dead(dead);
+    END IF;
+    RETURN r.busy;
 END $$;
 
 -- Claimed deliveries the worker never sent (it stopped, their endpoint asked for a pause or
@@ -4455,9 +4636,25 @@ GRANT SELECT ON webhooks_internal.signing_keys, webhooks_internal.tenancy_in_use
 GRANT USAGE ON SEQUENCE webhooks.deliveries_id_seq, webhooks.attempts_id_seq TO webhooks_worker;
 GRANT EXECUTE ON FUNCTION
     webhooks_internal._claim(int, interval, boolean, int, int, text[], int, int, text[], bigint[], text[], bigint[], text[]),
+    webhooks_internal._claim_start(int, int, int, text[], int, int, text[], bigint[], text[], bigint[], text[]),
+    webhooks_internal._claim_quota(webhooks_internal.claimer, text, int, int),
+    webhooks_internal._claim_may_hold(webhooks_internal.claimer, text),
+    webhooks_internal._claim_room(webhooks_internal.claimer),
+    webhooks_internal._claim_head(webhooks_internal.claimer, int),
+    webhooks_internal._claim_lock(bigint[]),
+    webhooks_internal._claim_eventless(bigint[]),
+    webhooks_internal._claim_set_aside(bigint[], bigint[], bigint[], bigint[]),
+    webhooks_internal._claim_step_back(bigint[]),
+    webhooks_internal._claim_elsewhere(webhooks_internal.claimer, bigint[], int),
+    webhooks_internal._claim_fit_memory(webhooks_internal.claimer, bigint[]),
+    webhooks_internal._claim_expired(int),
+    webhooks_internal._claim_charge_rates(webhooks_internal.claimer, bigint[]),
     webhooks_internal._lease_quota(int, int, int, int, boolean, int, int, text),
     webhooks_internal._lease_room(int, int, int, int),
     webhooks_internal._record(int8[], int8[], text[], int4[], int4[], text[], int8[], int8[], float8[], text[], int8[], interval, boolean[]),
+    webhooks_internal._record_answers(int8[], int8[], text[], int4[], int4[], text[], int8[], int8[], float8[], text[]),
+    webhooks_internal._record_endpoints(int8[], text[], int8[], text[], boolean[], int8[], int8[], interval),
+    webhooks_internal._announce_dead(int8[]),
     webhooks_internal._release(int8[], int8[], int8[]),
     webhooks_internal._expand(int),
     webhooks_internal._prune_succeeded(interval, int),
