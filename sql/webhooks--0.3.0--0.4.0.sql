@@ -813,106 +813,13 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
-) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_source
-CREATE  FUNCTION webhooks_internal."_source"() RETURNS TEXT /* String */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_source_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_lease_quota
-CREATE  FUNCTION webhooks_internal."_lease_quota"(
-	"max_in_flight" INT, /* i32 */
-	"batch_max" INT, /* i32 */
-	"senders" INT, /* i32 */
-	"ahead" INT, /* i32 */
-	"fast" bool, /* bool */
-	"workers" INT, /* i32 */
-	"rank" INT, /* i32 */
-	"endpoint_id" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -926,78 +833,13 @@ AS 'MODULE_PATHNAME', '_check_filters_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::gate::_outer_scope
-CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1014,14 +856,42 @@ AS 'MODULE_PATHNAME', '_lease_room_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::tracking::_as_owner_of
-CREATE  FUNCTION webhooks_internal."_as_owner_of"(
-	"tbl" regclass, /* Regclass */
-	"sql" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1035,6 +905,42 @@ AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_source
+CREATE  FUNCTION webhooks_internal."_source"() RETURNS TEXT /* String */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_source_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- webhooks::gate::_caller
 CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
 STRICT STABLE PARALLEL UNSAFE 
@@ -1043,44 +949,13 @@ AS 'MODULE_PATHNAME', '_caller_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1104,11 +979,90 @@ AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::tracking::_as_owner_of
+CREATE  FUNCTION webhooks_internal."_as_owner_of"(
+	"tbl" regclass, /* Regclass */
+	"sql" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1502,6 +1456,31 @@ AS $$
                ep.format, ep.header_prefix, ep.signature,
                CASE WHEN ep.format OPERATOR(pg_catalog.=) 'hmac-hex' THEN t.slug END)::webhooks_internal.request
 $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_lease_quota
+CREATE  FUNCTION webhooks_internal."_lease_quota"(
+	"max_in_flight" INT, /* i32 */
+	"batch_max" INT, /* i32 */
+	"senders" INT, /* i32 */
+	"ahead" INT, /* i32 */
+	"fast" bool, /* bool */
+	"workers" INT, /* i32 */
+	"rank" INT, /* i32 */
+	"endpoint_id" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3614,7 +3593,11 @@ CREATE FUNCTION webhooks_internal._claim_start(batch int, senders int, ahead int
                                                rank int, active text[], memory bigint[], held_ids text[],
                                                held_bytes bigint[], mem_full text[])
 RETURNS webhooks_internal.claimer
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE plpgsql VOLATILE
+-- (a walk of the endpoints, joined to the claimer's arrays by hash: plans kept, as the claim's)
+SET enable_seqscan = on
+SET enable_hashjoin = on
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     c webhooks_internal.claimer;
@@ -3657,7 +3640,11 @@ END $$;
 -- most: idle endpoints (a batched one may take 1,000) must not make every claim walk batch * 4
 -- entries of a backlog the busy ones cannot take; once their work shows up the worker names them.
 CREATE FUNCTION webhooks_internal._claim_room(c webhooks_internal.claimer) RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE plpgsql VOLATILE
+-- (a walk of the endpoints, joined to the claimer's arrays by hash: plans kept, as the claim's)
+SET enable_seqscan = on
+SET enable_hashjoin = on
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     room_total int;
@@ -3690,7 +3677,13 @@ END $$;
 CREATE FUNCTION webhooks_internal._claim_head(c webhooks_internal.claimer, win int,
                                               OUT chosen_ids bigint[], OUT chosen_what text[],
                                               OUT waiting bigint[], OUT head_n int)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE plpgsql VOLATILE
+-- (its plan kept too: with no scan of the table and no bitmap, the head can only come from the
+-- due index in its order, however many rows wait, and a generic plan's guess at LIMIT win no
+-- longer matters; what it joins the head to, by hash where that pays)
+SET enable_hashjoin = on
+SET enable_mergejoin = on
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -3851,7 +3844,14 @@ END $$;
 -- (taken: what step A took, which counts as in flight too.) Returns them locked.
 CREATE FUNCTION webhooks_internal._claim_elsewhere(c webhooks_internal.claimer, taken_ids bigint[], want int)
 RETURNS bigint[]
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE plpgsql VOLATILE
+-- (planned per call, as the whole claim was before 0.4.0: how many endpoints it walks and how
+-- far depends on how much is due; hash joins where they pay)
+SET plan_cache_mode = force_custom_plan
+SET enable_seqscan = on
+SET enable_hashjoin = on
+SET enable_mergejoin = on
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     picked bigint[];
@@ -3892,7 +3892,11 @@ END $$;
 -- the worker may still hold; an endpoint that holds nothing may always take a row, and a worker
 -- that holds nothing its first.
 CREATE FUNCTION webhooks_internal._claim_fit_memory(c webhooks_internal.claimer, ids bigint[]) RETURNS bigint[]
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+LANGUAGE plpgsql VOLATILE
+-- (the rows to the endpoints' holdings by hash: as nested loops, hundreds of rows against
+-- hundreds of endpoints)
+SET enable_hashjoin = on
+SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     kept bigint[];
@@ -3965,10 +3969,18 @@ CREATE FUNCTION webhooks_internal._claim(batch int, lease interval, scan_leases 
 -- on a row without a request when nothing was claimed)
 RETURNS TABLE (request webhooks_internal.request, contended boolean)
 LANGUAGE plpgsql VOLATILE
--- A generic plan cannot see the batch size (LIMIT $1) and stops walking the due index once
--- millions of rows wait; a custom plan per call keeps the claim O(batch). (Set for the steps
--- too: a function's settings hold for the functions it calls.)
-SET plan_cache_mode = force_custom_plan
+-- Plans are kept for the session (generic), here and in the steps that read rows by key (lock,
+-- eventless, set-aside, step-back, memory, expired leases, rates: a function's settings hold
+-- for the functions it calls). Planned on every call, as until 0.4.0, they were half of a
+-- one-row claim (2.4 ms of 4.4 at 10 events/s here), before the first byte of every event. A
+-- plan kept across a burst must not depend on estimates, so these never scan a table and join
+-- only by nested loops over index lookups: a plan made while the table looked empty is still
+-- the right one at a million rows. The step whose plan depends on how much is due (the other
+-- endpoints' rows, when the head was full) is planned per call, with its own settings.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 -- Statistics taken before a burst (all rows waiting an hour, or all delivered) put the due
 -- rows at a few hundred, and the head then came from a bitmap scan of every due row and a
 -- sort: 13 ms per claim with 100,000 due, half the worker's time. Every statement here reads
@@ -4529,6 +4541,27 @@ LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a
 CROSS JOIN w;
 COMMENT ON VIEW webhooks.metrics IS
     'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
