@@ -125,6 +125,10 @@ ALTER TABLE webhooks.endpoints ADD COLUMN request_bytes int GENERATED ALWAYS AS 
     + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
     + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED;
 
+-- Secrets are stored sealed from 0.4.0 on (part 2 seals those already there); why the worker
+-- cannot open an endpoint's is noted here.
+ALTER TABLE webhooks.endpoints ADD COLUMN secret_problem text;
+
 -- Tracked tables: what their row events carry is decided at each statement from the catalog
 -- (webhooks.tracked_columns). Secret-looking columns stay out by attribute number once seen:
 -- those 0.3.0 kept out by name are remembered as they are now.
@@ -230,7 +234,11 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     request_bytes              int GENERATED ALWAYS AS (
         pg_catalog.octet_length(url) + pg_catalog.octet_length(headers::text) + pg_catalog.octet_length(secret)
         + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
-        + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED
+        + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED,
+    -- Added in 0.4.0. secret, previous_secret and tls_client_key are stored sealed under the
+    -- key in webhooks.key_file (sql/src/secrets.sql). Set by the worker when it cannot open
+    -- them (the key missing or wrong): why nothing is sent; cleared by the next answer.
+    secret_problem             text
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -461,7 +469,7 @@ COMMENT ON COLUMN webhooks.endpoints.id IS 'ep_ + ULID; what publishers and erro
 COMMENT ON COLUMN webhooks.endpoints.tenant_id IS 'The tenant whose events it receives; ''*'' = every tenant; NULL = events without a tenant.';
 COMMENT ON COLUMN webhooks.endpoints.url IS 'https:// URL the events are POSTed to (may carry a token: never shown to publishers).';
 COMMENT ON COLUMN webhooks.endpoints.event_types IS 'Filters: exact type names, category.* or *.';
-COMMENT ON COLUMN webhooks.endpoints.secret IS 'whsec_ signing secret (Standard Webhooks).';
+COMMENT ON COLUMN webhooks.endpoints.secret IS 'whsec_ signing secret (Standard Webhooks), stored sealed under webhooks.key_file: webhooks.endpoint_secret(id) opens it.';
 COMMENT ON COLUMN webhooks.endpoints.previous_secret IS 'The secret before the last rotation; also signs until previous_secret_expires_at.';
 COMMENT ON COLUMN webhooks.endpoints.headers IS 'Extra request headers, a JSON object of name to string value.';
 COMMENT ON COLUMN webhooks.endpoints.enabled IS 'Disabled endpoints get no new deliveries; their pending ones wait.';
@@ -469,7 +477,8 @@ COMMENT ON COLUMN webhooks.endpoints.ordered IS 'One delivery per entity key at 
 COMMENT ON COLUMN webhooks.endpoints.batch_max IS 'Events per request (JSON array) when above 1.';
 COMMENT ON COLUMN webhooks.endpoints.batch_window IS 'How long events wait to be batched.';
 COMMENT ON COLUMN webhooks.endpoints.tls_client_cert IS 'PEM chain presented to receivers that require a client certificate.';
-COMMENT ON COLUMN webhooks.endpoints.tls_client_key IS 'PEM private key of tls_client_cert.';
+COMMENT ON COLUMN webhooks.endpoints.tls_client_key IS 'PEM private key of tls_client_cert, stored sealed under webhooks.key_file.';
+COMMENT ON COLUMN webhooks.endpoints.secret_problem IS 'Why the worker cannot open this endpoint''s secrets (a key of webhooks.key_file missing or wrong): nothing is sent until it can; NULL when it can.';
 COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Requests to this endpoint under way at once, at most (a batch is one request).';
 COMMENT ON COLUMN webhooks.endpoints.rate_limit IS 'Deliveries per second at most, shared by every worker (NULL: no limit).';
 COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit clock: when the next send is due under rate_limit.';
@@ -594,6 +603,16 @@ AS 'MODULE_PATHNAME', 'endpoint_recover_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- webhooks::gate::endpoint_secret
+CREATE  FUNCTION "endpoint_secret"(
+	"id" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'endpoint_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- webhooks::gate::endpoint_test
 CREATE  FUNCTION "endpoint_test"(
 	"endpoint_id" TEXT, /* Option < & str > */
@@ -627,6 +646,14 @@ AS 'MODULE_PATHNAME', 'event_replay_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- webhooks::secrets::key_rotate
+CREATE  FUNCTION "key_rotate"() RETURNS TEXT /* String */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'key_rotate_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- webhooks::gate::status
 CREATE  FUNCTION "status"() RETURNS TABLE (
 	"preloaded" bool,  /* Option < bool > */
@@ -639,7 +666,8 @@ CREATE  FUNCTION "status"() RETURNS TABLE (
 	"due" bigint,  /* Option < i64 > */
 	"in_flight" bigint,  /* Option < i64 > */
 	"dead" bigint,  /* Option < i64 > */
-	"oldest_due" timestamp with time zone  /* Option < Ts > */
+	"oldest_due" timestamp with time zone,  /* Option < Ts > */
+	"secrets_unreadable" bigint  /* Option < i64 > */
 )
 STRICT VOLATILE
 LANGUAGE c /* Rust */
@@ -813,225 +841,15 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_event_type_name
-CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
-	"name" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_source
-CREATE  FUNCTION webhooks_internal."_source"() RETURNS TEXT /* String */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_source_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
+-- webhooks::secrets::_key_file
+CREATE  FUNCTION webhooks_internal."_key_file"() RETURNS TABLE (
+	"key_id" TEXT,  /* Option < String > */
+	"seals" bool,  /* bool */
+	"problem" TEXT  /* Option < String > */
 )
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::gate::_caller
-CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
-STRICT STABLE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_caller_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_filter_weight_or_null
-CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+AS 'MODULE_PATHNAME', '_key_file_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1043,6 +861,24 @@ CREATE  FUNCTION webhooks_internal."_as_owner_of"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1058,11 +894,72 @@ AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::gate::_outer_scope
-CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE 
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_needs_reseal
+CREATE  FUNCTION webhooks_internal."_needs_reseal"(
+	"v" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_needs_reseal_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_filter_weight_or_null
+CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1090,6 +987,145 @@ AS 'MODULE_PATHNAME', '_delivery_state_ok_wrapper';
 -- publish is such a statement.
 ALTER TABLE webhooks.deliveries ADD CONSTRAINT deliveries_state
     CHECK (webhooks_internal._delivery_state_ok(status, attempts, next_attempt_at, lease_until, completed_at));
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_lease_quota
+CREATE  FUNCTION webhooks_internal."_lease_quota"(
+	"max_in_flight" INT, /* i32 */
+	"batch_max" INT, /* i32 */
+	"senders" INT, /* i32 */
+	"ahead" INT, /* i32 */
+	"fast" bool, /* bool */
+	"workers" INT, /* i32 */
+	"rank" INT, /* i32 */
+	"endpoint_id" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_source
+CREATE  FUNCTION webhooks_internal."_source"() RETURNS TEXT /* String */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_source_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_open
+CREATE  FUNCTION webhooks_internal."_open"(
+	"v" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_open_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::gate::_caller
+CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
+STRICT STABLE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_caller_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1456,31 +1492,6 @@ AS $$
                ep.format, ep.header_prefix, ep.signature,
                CASE WHEN ep.format OPERATOR(pg_catalog.=) 'hmac-hex' THEN t.slug END)::webhooks_internal.request
 $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_lease_quota
-CREATE  FUNCTION webhooks_internal."_lease_quota"(
-	"max_in_flight" INT, /* i32 */
-	"batch_max" INT, /* i32 */
-	"senders" INT, /* i32 */
-	"ahead" INT, /* i32 */
-	"fast" bool, /* bool */
-	"workers" INT, /* i32 */
-	"rank" INT, /* i32 */
-	"endpoint_id" TEXT /* & str */
-) RETURNS INT /* i32 */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2150,10 +2161,75 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_reseal
+CREATE  FUNCTION webhooks_internal."_reseal"(
+	"v" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_reseal_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_seal
+CREATE  FUNCTION webhooks_internal."_seal"(
+	"v" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_seal_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- requires:
 --   sync
 --   api::_check_client_cert
 --   api::_check_header_prefix
+--   secrets::_seal
+--   secrets::_open
+--   gate::endpoint_secret
 
 -- Endpoints: validation of every write, cascades, parking and releasing on disable/enable,
 -- and the functions that manage them.
@@ -2302,7 +2378,8 @@ BEGIN
            OR NOT EXISTS (SELECT 1 FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = NEW.id) THEN
             pair := webhooks_internal._new_key_pair();
             NEW.public_key := pair[2];
-            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key) VALUES (NEW.id, pair[1])
+            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key)
+            VALUES (NEW.id, webhooks_internal._seal(pair[1]))
             ON CONFLICT (endpoint_id) DO UPDATE
                 SET previous_private_key = CASE WHEN rotating THEN k.private_key END, private_key = EXCLUDED.private_key;
         END IF;
@@ -2349,11 +2426,16 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.headers IS DISTINCT FROM OLD.headers THEN
         PERFORM webhooks_internal._check_headers(coalesce(NEW.headers, '{}'));
     END IF;
+    -- Secrets are checked as written (a sealed value, one copied from a row or restored, must
+    -- open) and stored sealed under webhooks.key_file's key: dumps, replicas and SELECTs carry
+    -- no secret. Sealed only when written: the worker's updates of its bookkeeping seal nothing.
     IF TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret THEN
-        PERFORM webhooks_internal._check_secret(NEW.secret);
+        PERFORM webhooks_internal._check_secret(webhooks_internal._open(NEW.secret));
+        NEW.secret := webhooks_internal._seal(NEW.secret);
     END IF;
     IF NEW.previous_secret IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret) THEN
-        PERFORM webhooks_internal._check_secret(NEW.previous_secret);
+        PERFORM webhooks_internal._check_secret(webhooks_internal._open(NEW.previous_secret));
+        NEW.previous_secret := webhooks_internal._seal(NEW.previous_secret);
     END IF;
     IF TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert
        OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key THEN
@@ -2361,7 +2443,8 @@ BEGIN
             RAISE EXCEPTION 'tls_client_cert and tls_client_key must be set together (or both NULL)'
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF NEW.tls_client_cert IS NOT NULL THEN
-            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
+            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, webhooks_internal._open(NEW.tls_client_key));
+            NEW.tls_client_key := webhooks_internal._seal(NEW.tls_client_key);
         END IF;
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
@@ -2371,9 +2454,9 @@ BEGIN
     END IF;
     NEW.headers := coalesce(NEW.headers, '{}');
     -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
-    -- rate) does not count as an update.
-    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[])
-                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[]) THEN
+    -- rate, a secret it cannot open) does not count as an update.
+    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem}'::text[])
+                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem}'::text[]) THEN
         NEW.updated_at := pg_catalog.now();
     END IF;
     RETURN NEW;
@@ -2473,6 +2556,8 @@ BEGIN
             coalesce(endpoint_create.format, 'standard-webhooks'), endpoint_create.header_prefix,
             coalesce(endpoint_create.signature, 'v1'), webhooks.filter_path(endpoint_create.filter))
     RETURNING * INTO ep;
+    -- (stored sealed; the one who made it gets it in the clear, once)
+    ep.secret := webhooks.endpoint_secret(ep.id);
     RETURN ep;
 END $$;
 COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text, text) IS
@@ -2590,11 +2675,11 @@ BEGIN
     UPDATE webhooks.endpoints e
     SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = NULL
     WHERE e.id = endpoint_rotate_secret.id
-    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key ELSE e.secret END INTO fresh;
+    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key END INTO fresh;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN fresh;
+    RETURN coalesce(fresh, webhooks.endpoint_secret(id));
 END $$;
 COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
     'Replaces the signing secret (v1a: the key pair) and returns it (v1a: the new public key); the old one also signs until the grace period ends.';
@@ -2842,7 +2927,7 @@ END $$;
 CREATE FUNCTION webhooks_internal._status()
 RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
                database text, serves_this_database boolean, pending bigint, due bigint,
-               in_flight bigint, dead bigint, oldest_due timestamptz)
+               in_flight bigint, dead bigint, oldest_due timestamptz, secrets_unreadable bigint)
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     WITH s AS (SELECT webhooks.tenant_scope() AS s),
@@ -2868,7 +2953,10 @@ AS $$
            (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()) + (SELECT f.n FROM f),
            (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
            (SELECT count(*) FROM d WHERE d.status = 'dead'),
-           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
+           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()),
+           -- endpoints whose secrets the worker could not open (webhooks.endpoint_health says why)
+           (SELECT count(*) FROM webhooks.endpoints ep, s
+            WHERE ep.secret_problem IS NOT NULL AND (s.s IS NULL OR coalesce(ep.tenant_id, '') = ANY (s.s)))
     FROM webhooks_internal._worker_state() w
 $$;
 /* </end connected objects> */
@@ -4201,7 +4289,8 @@ END $$;
 --  * a throttling answer with Retry-After pauses the endpoint (paused_until, pauses_us);
 --  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
 --  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint.
+--    one that lasted disable_after disables the endpoint;
+--  * any answer clears a secret_problem (the endpoint's secrets opened again).
 -- (A worker's own writes to endpoints are state changes only: they never wait for an admin's
 -- lock, SKIP LOCKED leaves that row's state for its next answers.)
 CREATE FUNCTION webhooks_internal._record_endpoints(done_ids int8[], done_eps text[], ids int8[], statuses text[],
@@ -4232,9 +4321,13 @@ BEGIN
         -- The common case, successes of an endpoint that was not failing, changes nothing: no
         -- lock, no write on the hot path.
         CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
-            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
+            AND (SELECT ep.failing_since IS NULL AND ep.secret_problem IS NULL
+                 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
         PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
+        -- Sent at all: its secrets opened (a key put back), so no problem with them holds.
+        UPDATE webhooks.endpoints ep SET secret_problem = NULL
+        WHERE ep.id = o.endpoint_id AND ep.secret_problem IS NOT NULL;
         IF o.pause_until IS NOT NULL THEN
             UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
             WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);
@@ -4441,6 +4534,126 @@ $$;
 /* <begin connected objects> */
 -- requires:
 --   housekeeping
+--   secrets::_open
+--   secrets::_reseal
+--   secrets::_needs_reseal
+--   secrets::_key_file
+
+-- Secrets at rest: endpoint secrets, previous secrets, mTLS client keys and v1a private keys
+-- are stored sealed (AES-256-GCM) under the key in webhooks.key_file (src/keys.rs,
+-- core/src/sealing.rs). The endpoints' trigger seals what is written; the worker and
+-- webhook_send_sync open what they sign with (src/secrets.rs); what cannot be opened is held,
+-- never sent unsigned nor counted as a failure; housekeeping reseals under the current key.
+
+-- webhooks.endpoint_secret (src/gate.rs) as the owner: the caller's tenants only.
+CREATE FUNCTION webhooks_internal._endpoint_secret(p_id text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    s text[] := webhooks.tenant_scope();
+    ep webhooks.endpoints;
+BEGIN
+    SELECT * INTO ep FROM webhooks.endpoints x WHERE x.id = p_id;
+    IF NOT FOUND OR (s IS NOT NULL AND NOT coalesce(ep.tenant_id, '') = ANY (s)) THEN
+        RAISE EXCEPTION 'endpoint "%" not found', p_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN webhooks_internal._open(ep.secret);
+END $$;
+
+-- Requests the worker could not sign: their secrets do not open under webhooks.key_file (a
+-- key missing or wrong). Given back without an attempt (nothing is lost, no retry is spent),
+-- and their endpoints paused for 30 seconds with the reason, which endpoint_health and
+-- status() show; the pause ends by itself, so once the key is back what waited is sent.
+CREATE FUNCTION webhooks_internal._hold_unreadable(ids int8[], leases_us int8[], endpoint_ids text[], reasons text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+BEGIN
+    PERFORM webhooks_internal._release(ids, leases_us, NULL::int8[]);
+    UPDATE webhooks.endpoints ep
+    SET paused_until = greatest(ep.paused_until, now() + interval '30 seconds'),
+        secret_problem = x.reason
+    FROM (SELECT DISTINCT ON (e) e, r AS reason FROM unnest(endpoint_ids, reasons) AS u(e, r)) x
+    WHERE ep.id = x.e;
+END $$;
+
+-- Housekeeping's step: up to `step` endpoints (and v1a key pairs) whose stored secrets are plain
+-- (written before 0.4.0, or restored from such a dump) or sealed under an older key the file
+-- still holds, sealed again under the current one. Rows someone holds are left for the next
+-- step. Returns how many rows it resealed. Definer: the worker's role may not write secrets.
+CREATE FUNCTION webhooks_internal._reseal_step(step int) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    m bigint;
+BEGIN
+    WITH todo AS (
+        SELECT x.id FROM webhooks.endpoints x
+        WHERE webhooks_internal._needs_reseal(x.secret) OR webhooks_internal._needs_reseal(x.previous_secret)
+           OR webhooks_internal._needs_reseal(x.tls_client_key)
+        LIMIT step FOR UPDATE SKIP LOCKED
+    ), done AS (
+        UPDATE webhooks.endpoints ep
+        SET secret = webhooks_internal._reseal(ep.secret),
+            previous_secret = webhooks_internal._reseal(ep.previous_secret),
+            tls_client_key = webhooks_internal._reseal(ep.tls_client_key)
+        FROM todo WHERE ep.id = todo.id
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM done;
+    WITH todo AS (
+        SELECT k.endpoint_id FROM webhooks_internal.signing_keys k
+        WHERE webhooks_internal._needs_reseal(k.private_key) OR webhooks_internal._needs_reseal(k.previous_private_key)
+        LIMIT step FOR UPDATE SKIP LOCKED
+    ), done AS (
+        UPDATE webhooks_internal.signing_keys k
+        SET private_key = webhooks_internal._reseal(k.private_key),
+            previous_private_key = webhooks_internal._reseal(k.previous_private_key)
+        FROM todo WHERE k.endpoint_id = todo.endpoint_id
+        RETURNING 1
+    )
+    SELECT count(*) INTO m FROM done;
+    RETURN n + m;
+END $$;
+
+-- How the stored secrets of this database stand against the key file: one row per key (the
+-- file's, and any a stored value names that the file lacks), the values sealed under it, and
+-- one row for values not sealed yet. A key with no value under it in any database may be
+-- removed from the file; a key the file lacks (in_key_file false) has values nothing can open.
+CREATE VIEW webhooks.secret_keys AS
+WITH stored AS (
+    SELECT v FROM webhooks.endpoints ep, LATERAL (VALUES (ep.secret), (ep.previous_secret), (ep.tls_client_key)) s(v)
+    WHERE v IS NOT NULL
+    UNION ALL
+    SELECT v FROM webhooks_internal.signing_keys k, LATERAL (VALUES (k.private_key), (k.previous_private_key)) s(v)
+    WHERE v IS NOT NULL
+), counted AS (
+    SELECT CASE WHEN pg_catalog.starts_with(v, 'whenc1:') THEN pg_catalog.split_part(v, ':', 2) END AS key_id,
+           count(*) AS sealed_values
+    FROM stored GROUP BY 1
+), file AS (
+    SELECT f.key_id, f.seals, f.problem FROM webhooks_internal._key_file() f
+)
+SELECT coalesce(c.key_id, f.key_id) AS key_id,
+       (f.key_id IS NOT NULL) AS in_key_file,
+       coalesce(f.seals, false) AS seals,
+       coalesce(c.sealed_values, 0) AS sealed_values,
+       (SELECT p.problem FROM file p WHERE p.problem IS NOT NULL) AS key_file_problem
+FROM file f FULL JOIN counted c ON c.key_id = f.key_id
+WHERE coalesce(c.key_id, f.key_id) IS NOT NULL
+UNION ALL
+SELECT NULL, false, false, c.sealed_values, 'not sealed yet: housekeeping seals them under the current key'
+FROM counted c WHERE c.key_id IS NULL
+UNION ALL
+SELECT NULL, false, false, 0, f.problem FROM file f WHERE f.problem IS NOT NULL;
+COMMENT ON VIEW webhooks.secret_keys IS
+    'Keys of webhooks.key_file (ids only) against the secrets stored in this database: how many values each seals, which key seals new ones, values not sealed yet, and a key file that cannot be read.';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- requires:
+--   secrets
 --   gate::status
 
 -- Observability: what operators read (dead letters, endpoint health, metrics).
@@ -4459,7 +4672,7 @@ SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
        coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
        coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
        c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
+       lat.p50_ms, lat.p99_ms, ep.secret_problem
 FROM webhooks.endpoints ep
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
@@ -4481,7 +4694,7 @@ LEFT JOIN LATERAL (
     FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
     WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
 ) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours, and why its secrets cannot be opened (secret_problem: nothing is sent meanwhile).';
 
 -- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
 
@@ -4544,6 +4757,16 @@ COMMENT ON VIEW webhooks.metrics IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- webhooks::api::_check_event_type_name
+CREATE  FUNCTION webhooks_internal."_check_event_type_name"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- webhooks::api::_check_secret
 CREATE  FUNCTION webhooks_internal."_check_secret"(
 	"secret" TEXT /* & str */
@@ -4554,14 +4777,11 @@ AS 'MODULE_PATHNAME', '_check_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -4641,6 +4861,7 @@ GRANT EXECUTE ON FUNCTION
     webhooks.endpoint_enable(text),
     webhooks.endpoint_disable(text, text),
     webhooks.endpoint_rotate_secret(text, interval),
+    webhooks.endpoint_secret(text),
     webhooks.event_type_register(text, text, text, text),
     webhooks.delivery_retry(bigint),
     webhooks.event_replay(text, text),
@@ -4661,7 +4882,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.deliveries TO webhooks_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.events TO webhooks_worker;
 GRANT SELECT, INSERT, DELETE ON webhooks.attempts TO webhooks_worker;
 GRANT SELECT ON webhooks.endpoints, webhooks.event_types, webhooks.tenants TO webhooks_worker;
-GRANT UPDATE (enabled, disabled_reason, paused_until, failing_since, rate_next_at) ON webhooks.endpoints TO webhooks_worker;
+GRANT UPDATE (enabled, disabled_reason, paused_until, failing_since, rate_next_at, secret_problem) ON webhooks.endpoints TO webhooks_worker;
 GRANT SELECT, DELETE ON webhooks.tenant_roles TO webhooks_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks_internal.fanouts TO webhooks_worker;
 GRANT SELECT, UPDATE ON webhooks_internal.fanout_writer TO webhooks_worker;
@@ -4689,6 +4910,8 @@ GRANT EXECUTE ON FUNCTION
     webhooks_internal._record_endpoints(int8[], text[], int8[], text[], boolean[], int8[], int8[], interval),
     webhooks_internal._announce_dead(int8[]),
     webhooks_internal._release(int8[], int8[], int8[]),
+    webhooks_internal._hold_unreadable(int8[], int8[], text[], text[]),
+    webhooks_internal._reseal_step(int),
     webhooks_internal._expand(int),
     webhooks_internal._prune_succeeded(interval, int),
     webhooks_internal._prune_dead(interval, int),
@@ -4748,6 +4971,10 @@ CREATE POLICY owner_only ON webhooks.tracked_tables
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'));
 
 -- The entry points written in Rust (src/gate.rs) document themselves here.
+COMMENT ON FUNCTION webhooks.endpoint_secret(text) IS
+    'An endpoint''s signing secret (whsec_...) opened from its sealed form, for a caller who may see the endpoint; the only way back to a stored secret.';
+COMMENT ON FUNCTION webhooks.key_rotate() IS
+    'Adds a fresh key to webhooks.key_file, which seals from then on; the worker reseals every database''s secrets under it in small steps while it keeps sending (webhooks.secret_keys). Returns its id. The extension owner''s only.';
 COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text, text) IS
     'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id; with an idempotency_key already used (same tenant, within webhooks.ttl), returns that event''s id and records nothing.';
 COMMENT ON FUNCTION webhooks.webhook_publish_many(text, jsonb[], text[], jsonb, text[], text[]) IS
@@ -4823,7 +5050,18 @@ SELECT webhooks_internal._track_apply(t.relid) FROM webhooks.tracked_tables t OR
 ALTER TABLE webhooks.endpoints DISABLE TRIGGER endpoints_before_write;
 UPDATE webhooks.endpoints ep SET filter_weight = webhooks_internal._filter_weight_or_null(ep.filter::text)
 WHERE ep.filter IS NOT NULL;
+-- Secrets at rest: every secret, previous secret, client key and v1a private key 0.3.0 stored in
+-- the clear is sealed under the key in webhooks.key_file (made in the data directory at the
+-- first start if the setting is empty). Without a readable key file the upgrade stops here,
+-- saying why, and nothing has changed.
+UPDATE webhooks.endpoints ep
+SET secret = webhooks_internal._seal(ep.secret),
+    previous_secret = webhooks_internal._seal(ep.previous_secret),
+    tls_client_key = webhooks_internal._seal(ep.tls_client_key);
 ALTER TABLE webhooks.endpoints ENABLE TRIGGER endpoints_before_write;
+UPDATE webhooks_internal.signing_keys k
+SET private_key = webhooks_internal._seal(k.private_key),
+    previous_private_key = webhooks_internal._seal(k.previous_private_key);
 DO $$
 DECLARE
     eps text;

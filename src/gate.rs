@@ -426,6 +426,19 @@ fn tenant_revoke(role_name: Option<&str>, tenant_id: Option<&str>) {
     );
 }
 
+/// An endpoint's signing secret as its receiver verifies with (`whsec_...`), opened from its
+/// sealed form for a caller who may see that endpoint (a tenant's admin: its tenants' only).
+/// The one way back to a stored secret: opening is never offered for a value the caller brings
+/// (a sealed value from a leaked dump must stay shut).
+#[pg_extern(volatile)]
+fn endpoint_secret(id: Option<&str>) -> Option<String> {
+    owner_query::<String>(
+        "SELECT webhooks_internal._endpoint_secret($1)",
+        &[TX],
+        &[id.into()],
+    )
+}
+
 #[pg_extern(volatile)]
 fn event_replay(
     event_id: Option<&str>,
@@ -572,6 +585,7 @@ fn status() -> TableIterator<
         name!(in_flight, Option<i64>),
         name!(dead, Option<i64>),
         name!(oldest_due, Option<Ts>),
+        name!(secrets_unreadable, Option<i64>),
     ),
 > {
     let row = as_owner(|| {
@@ -592,6 +606,7 @@ fn status() -> TableIterator<
                 r.get::<i64>(9).ok().flatten(),
                 r.get::<i64>(10).ok().flatten(),
                 r.get::<Ts>(11).ok().flatten(),
+                r.get::<i64>(12).ok().flatten(),
             )
         })
     });

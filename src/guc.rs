@@ -44,6 +44,9 @@ pub static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::n
 pub static TRACEPARENT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TLS_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static HTTP_PROXY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// The server key file for secrets at rest (src/keys.rs); empty: webhooks.key in the data
+/// directory, made at the first start.
+pub static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(64);
 /// Bodies of claimed deliveries a worker holds at once, in kB (the unit PostgreSQL gives
 /// memory settings): 256 MB.
@@ -277,6 +280,13 @@ pub fn init() {
         Some(check_ca_file),
     );
     string(
+        c"webhooks.key_file",
+        c"The file of keys that seal endpoint secrets at rest (mode 0600, the server's user's); empty: webhooks.key in the data directory, made at the first start.",
+        &KEY_FILE,
+        GucContext::Sighup,
+        None,
+    );
+    string(
         c"webhooks.http_proxy",
         c"http://host:port of a CONNECT proxy for outbound deliveries (the environment is ignored).",
         &HTTP_PROXY,
@@ -483,6 +493,11 @@ pub fn policy() -> crate::target::Policy {
 
 fn optional(s: &GucSetting<Option<CString>>) -> Option<String> {
     Some(string_value(s)).filter(|v| !v.trim().is_empty())
+}
+
+/// webhooks.key_file as set (None: the default in the data directory).
+pub fn key_file() -> Option<String> {
+    optional(&KEY_FILE)
 }
 
 /// How to connect, from the current settings. An unreadable `webhooks.tls_ca_file` is an error

@@ -3,12 +3,13 @@
 //! The pure logic lives in the `webhooks-core` crate (core/), re-exported here under its own
 //! names. PostgreSQL-facing: guc (settings and their defaults), wake (waking workers, the
 //! utility hook), api (SQL helpers), gate (entry points that act as the owner), request (the
-//! request contract with SQL), tracking (row events' columns), sync, handoff, launcher, worker/
+//! request contract with SQL), keys (the key file) and secrets (sealing secrets at rest),
+//! tracking (row events' columns), sync, handoff, launcher, worker/
 //! (the delivery worker); http/ (the sender threads' client and pool). ARCHITECTURE.md maps it.
 
 pub use webhooks_core::{
-    answer, dispatch, envelope, filter, filter_path, headers, ids, lease, schedule, signing, state,
-    target, tls,
+    answer, dispatch, envelope, filter, filter_path, headers, ids, lease, schedule, sealing,
+    signing, state, target, tls,
 };
 
 pub mod http;
@@ -17,8 +18,10 @@ pub mod api;
 pub mod gate;
 pub mod guc;
 pub mod handoff;
+pub mod keys;
 pub mod launcher;
 pub mod request;
+pub mod secrets;
 pub mod sync;
 pub mod tracking;
 pub mod wake;
@@ -44,6 +47,7 @@ use pgrx::prelude::*;
 //   tracking      row events of tracked tables
 //   claim, record what the worker runs on every wake-up
 //   housekeeping  pruning and releases, in small steps
+//   secrets       secrets at rest: opening for admins, holding what cannot be opened, resealing
 //   observability views and metrics
 //   security      roles, grants and policies (finalize: last of all)
 extension_sql_file!("../sql/src/schema.sql", name = "schema", bootstrap);
@@ -98,7 +102,14 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/src/endpoints.sql",
     name = "endpoints",
-    requires = ["sync", api::_check_client_cert, api::_check_header_prefix]
+    requires = [
+        "sync",
+        api::_check_client_cert,
+        api::_check_header_prefix,
+        secrets::_seal,
+        secrets::_open,
+        gate::endpoint_secret
+    ]
 );
 extension_sql_file!(
     "../sql/src/catalogue.sql",
@@ -137,9 +148,20 @@ extension_sql_file!(
     requires = ["record"]
 );
 extension_sql_file!(
+    "../sql/src/secrets.sql",
+    name = "secrets",
+    requires = [
+        "housekeeping",
+        secrets::_open,
+        secrets::_reseal,
+        secrets::_needs_reseal,
+        secrets::_key_file
+    ]
+);
+extension_sql_file!(
     "../sql/src/observability.sql",
     name = "observability",
-    requires = ["housekeeping", gate::status]
+    requires = ["secrets", gate::status]
 );
 extension_sql_file!("../sql/src/security.sql", name = "security", finalize);
 
@@ -149,6 +171,7 @@ pub extern "C-unwind" fn _PG_init() {
     wake::init_backend();
     tracking::init_backend();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        keys::ensure_at_start();
         wake::init_shmem();
         handoff::init_shmem();
         worker::register();

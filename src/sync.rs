@@ -108,9 +108,23 @@ pub fn send_sync(event_type: Option<&str>, args: &[DatumWithOid]) -> Option<Json
             )
             .unwrap_or_else(|e| error!("{e}"));
         let cols = Columns::of(&table);
+        crate::secrets::refresh();
         let requests: Vec<Request> = table
             .filter_map(|row| cols.row(&row))
-            .map(Request::from)
+            .map(|mut r| {
+                // A secret that does not open fails the call: nothing goes out unsigned.
+                if let Err(why) = crate::secrets::open_row(&mut r) {
+                    ereport!(
+                        ERROR,
+                        PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+                        format!(
+                            "endpoint \"{}\" cannot be sent to: {why}",
+                            r.endpoint_id.as_deref().unwrap_or("")
+                        )
+                    );
+                }
+                Request::from(r)
+            })
             .collect();
         let answers = answers(&requests, send_all(&requests));
         // (what the worker records should the caller roll back: the event without its data)
@@ -155,6 +169,16 @@ fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
         .map(|t| {
             let mut row = serde_json::from_value::<Row>(t.clone()).unwrap_or_default();
             row.event_type.get_or_insert_with(|| event_type.to_string());
+            if let Err(why) = crate::secrets::open_row(&mut row) {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+                    format!(
+                        "endpoint \"{}\" cannot be sent to: {why}",
+                        row.endpoint_id.as_deref().unwrap_or("")
+                    )
+                );
+            }
             Request::from(row)
         })
         .collect();

@@ -138,7 +138,7 @@ fn endpoints_are_validated_on_every_write() {
     expect_err("SELECT webhooks.endpoint_update('ep_missing', url => 'https://x.example.com')", "endpoint \"ep_missing\" not found");
     expect_err("SELECT webhooks.endpoint_delete('ep_missing')", "not found");
     // secrets: whsec_ + base64 of 32 random bytes, unique
-    let s = one::<String>(&format!("SELECT secret FROM webhooks.endpoints WHERE id = '{id}'")).unwrap();
+    let s = one::<String>(&format!("SELECT webhooks.endpoint_secret('{id}')")).unwrap();
     assert!(s.starts_with("whsec_") && s.len() == 6 + 44, "{s}");
     expect_err(&format!("UPDATE webhooks.endpoints SET secret = 'whsec_c2hvcnQ=' WHERE id = '{id}'"), "24-64 bytes");
 }
@@ -168,11 +168,14 @@ fn bad_settings_are_refused_by_name() {
 #[pg_test]
 fn rotation_keeps_the_previous_secret_for_the_grace_period() {
     let id = endpoint("https://h.example.com/in", "{*}", None);
-    let old = one::<String>(&format!("SELECT secret FROM webhooks.endpoints WHERE id = '{id}'")).unwrap();
+    let old = one::<String>(&format!("SELECT webhooks.endpoint_secret('{id}')")).unwrap();
     let new = one::<String>(&format!("SELECT webhooks.endpoint_rotate_secret('{id}', '1 hour')")).unwrap();
     assert_ne!(old, new);
+    assert!(new.starts_with("whsec_"), "{new}");
     assert_eq!(
-        one::<bool>(&format!("SELECT previous_secret = '{old}' AND secret = '{new}' AND previous_secret_expires_at > now() + '59 minutes' FROM webhooks.endpoints WHERE id = '{id}'")),
+        one::<bool>(&format!("SELECT webhooks_internal._open(previous_secret) = '{old}' AND webhooks_internal._open(secret) = '{new}'
+                                  AND previous_secret LIKE 'whenc1:%' AND previous_secret_expires_at > now() + '59 minutes'
+                             FROM webhooks.endpoints WHERE id = '{id}'")),
         Some(true)
     );
     expect_err(&format!("SELECT webhooks.endpoint_rotate_secret('{id}', '-1 hour')"), "grace");
@@ -1143,7 +1146,7 @@ fn v1a_endpoints_keep_their_private_key_from_admins() {
     let id = one::<String>("SELECT id FROM webhooks.endpoint_create('https://h.example.com/in', signature => 'v1a')").unwrap();
     let public = one::<String>(&format!("SELECT public_key FROM webhooks.endpoints WHERE id = '{id}'")).unwrap();
     assert!(public.starts_with("whpk_"), "{public}");
-    assert_eq!(count(&format!("SELECT count(*) FROM webhooks_internal.signing_keys WHERE endpoint_id = '{id}' AND private_key LIKE 'whsk_%'")), 1);
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks_internal.signing_keys WHERE endpoint_id = '{id}' AND private_key LIKE 'whenc1:%' AND webhooks_internal._open(private_key) LIKE 'whsk_%'")), 1);
     expect_err(&format!("SELECT webhooks.endpoint_update('{id}', signature => 'v2')"), "signature \"v2\" is not known");
     expect_err(&format!("SELECT webhooks.endpoint_update('{id}', format => 'hmac-hex')"), "standard-webhooks format only");
     run("CREATE ROLE wh_keyadmin IN ROLE webhooks_admin");
@@ -1357,4 +1360,68 @@ fn a_filter_costs_at_most_its_budget() {
     // and the set form and the operational events ask the same
     run("SELECT webhooks.webhook_publish_many('user.created', ARRAY['{\"k1\": 1}', '{\"k1\": 0}']::jsonb[], ARRAY['acme', 'acme'])");
     assert_eq!(deliveries(), 3);
+}
+
+/// Secrets at rest: what an admin writes or the trigger makes is stored sealed (no plain secret
+/// in any column a SELECT, a dump or a replica reads), opened only by endpoint_secret for a
+/// caller who may see the endpoint; a sealed value must open to be written; the key file's keys
+/// and what each seals are in webhooks.secret_keys; a rotation seals new secrets under the new
+/// key and housekeeping's step reseals the old ones.
+#[pg_test]
+fn secrets_are_stored_sealed_and_opened_only_for_who_may_see_them() {
+    err("SELECT 1");
+    let (id, plain) = {
+        let row = one::<String>("SELECT id || ' ' || secret FROM webhooks.endpoint_create('https://h.example.com/in', tenant_id => 'acme')").unwrap();
+        let mut p = row.split(' ');
+        (p.next().unwrap().to_string(), p.next().unwrap().to_string())
+    };
+    assert!(plain.starts_with("whsec_"), "endpoint_create returns the secret in the clear: {plain}");
+    assert_eq!(one::<String>(&format!("SELECT webhooks.endpoint_secret('{id}')")), Some(plain.clone()));
+    let stored = one::<String>(&format!("SELECT secret FROM webhooks.endpoints WHERE id = '{id}'")).unwrap();
+    assert!(stored.starts_with("whenc1:") && !stored.contains(&plain[6..]), "{stored}");
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.endpoints e WHERE strpos(e::text, '{}') > 0", &plain[6..])), 0);
+    // a copied sealed value is accepted (it opens); a made-up one is refused by name
+    run(&format!("UPDATE webhooks.endpoints SET previous_secret = secret, previous_secret_expires_at = now() + '1 hour' WHERE id = '{id}'"));
+    let e = err(&format!("UPDATE webhooks.endpoints SET secret = 'whenc1:knope:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' WHERE id = '{id}'")).unwrap();
+    assert!(e.contains("cannot open") && e.contains("knope") && e.contains("webhooks.key_file"), "{e}");
+    // an admin writes a secret of its own choosing: stored sealed too
+    run(&format!("UPDATE webhooks.endpoints SET secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' WHERE id = '{id}'"));
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.endpoints WHERE id = '{id}' AND secret LIKE 'whenc1:%' AND secret NOT LIKE '%MfKQ9r8%'")), 1);
+    // who may open: the endpoint's tenant's admin; not another tenant's, not a publisher, and no
+    // one opens a value they bring (as a leaked dump's would be)
+    run("CREATE ROLE wh_acme IN ROLE webhooks_admin");
+    run("CREATE ROLE wh_other IN ROLE webhooks_admin");
+    run("CREATE ROLE wh_pub IN ROLE webhooks_publisher");
+    run("SELECT webhooks.tenant_grant('wh_acme', 'acme')");
+    run("SELECT webhooks.tenant_grant('wh_other', 'other')");
+    run("SET ROLE wh_acme");
+    assert_eq!(one::<String>(&format!("SELECT webhooks.endpoint_secret('{id}')")).as_deref(), Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    expect_err(&format!("SELECT webhooks_internal._open('{stored}')"), "permission denied");
+    run("RESET ROLE");
+    run("SET ROLE wh_other");
+    expect_err(&format!("SELECT webhooks.endpoint_secret('{id}')"), "not found");
+    run("RESET ROLE");
+    run("SET ROLE wh_pub");
+    expect_err(&format!("SELECT webhooks.endpoint_secret('{id}')"), "permission denied");
+    run("RESET ROLE");
+    // the key file: one key seals; a rotation adds one that seals from then on
+    let before = one::<String>("SELECT key_id FROM webhooks.secret_keys WHERE seals").unwrap();
+    assert!(count("SELECT sealed_values FROM webhooks.secret_keys WHERE seals") >= 2);
+    let fresh = one::<String>("SELECT webhooks.key_rotate()").unwrap();
+    assert_ne!(fresh, before);
+    assert_eq!(one::<String>("SELECT key_id FROM webhooks.secret_keys WHERE seals"), Some(fresh.clone()));
+    let id2 = endpoint("https://h2.example.com/in", "{*}", None);
+    assert_eq!(one::<String>(&format!("SELECT split_part(secret, ':', 2) FROM webhooks.endpoints WHERE id = '{id2}'")), Some(fresh.clone()));
+    // resealing: every stored value ends under the new key, and still opens to the same secret
+    while count("SELECT webhooks_internal._reseal_step(100)") > 0 {}
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.endpoints WHERE split_part(secret, ':', 2) <> '{fresh}' OR split_part(previous_secret, ':', 2) <> '{fresh}'")), 0);
+    assert_eq!(count(&format!("SELECT sealed_values FROM webhooks.secret_keys WHERE key_id = '{before}'")), 0);
+    assert_eq!(one::<String>(&format!("SELECT webhooks.endpoint_secret('{id}')")).as_deref(), Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    // plain values (a 0.3.0 row, a restored plain dump) are resealed too
+    run("ALTER TABLE webhooks.endpoints DISABLE TRIGGER endpoints_before_write");
+    run(&format!("UPDATE webhooks.endpoints SET secret = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' WHERE id = '{id2}'"));
+    run("ALTER TABLE webhooks.endpoints ENABLE TRIGGER endpoints_before_write");
+    assert_eq!(count("SELECT sealed_values FROM webhooks.secret_keys WHERE key_id IS NULL"), 1);
+    assert_eq!(count("SELECT webhooks_internal._reseal_step(100)"), 1);
+    assert_eq!(count(&format!("SELECT count(*) FROM webhooks.endpoints WHERE id = '{id2}' AND secret LIKE 'whenc1:{fresh}:%'")), 1);
 }

@@ -12,6 +12,7 @@ pub mod headers;
 pub mod ids;
 pub mod lease;
 pub mod schedule;
+pub mod sealing;
 pub mod signing;
 pub mod state;
 pub mod target;

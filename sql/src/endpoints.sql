@@ -145,7 +145,8 @@ BEGIN
            OR NOT EXISTS (SELECT 1 FROM webhooks_internal.signing_keys k WHERE k.endpoint_id = NEW.id) THEN
             pair := webhooks_internal._new_key_pair();
             NEW.public_key := pair[2];
-            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key) VALUES (NEW.id, pair[1])
+            INSERT INTO webhooks_internal.signing_keys AS k (endpoint_id, private_key)
+            VALUES (NEW.id, webhooks_internal._seal(pair[1]))
             ON CONFLICT (endpoint_id) DO UPDATE
                 SET previous_private_key = CASE WHEN rotating THEN k.private_key END, private_key = EXCLUDED.private_key;
         END IF;
@@ -192,11 +193,16 @@ BEGIN
     IF TG_OP = 'INSERT' OR NEW.headers IS DISTINCT FROM OLD.headers THEN
         PERFORM webhooks_internal._check_headers(coalesce(NEW.headers, '{}'));
     END IF;
+    -- Secrets are checked as written (a sealed value, one copied from a row or restored, must
+    -- open) and stored sealed under webhooks.key_file's key: dumps, replicas and SELECTs carry
+    -- no secret. Sealed only when written: the worker's updates of its bookkeeping seal nothing.
     IF TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret THEN
-        PERFORM webhooks_internal._check_secret(NEW.secret);
+        PERFORM webhooks_internal._check_secret(webhooks_internal._open(NEW.secret));
+        NEW.secret := webhooks_internal._seal(NEW.secret);
     END IF;
     IF NEW.previous_secret IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret) THEN
-        PERFORM webhooks_internal._check_secret(NEW.previous_secret);
+        PERFORM webhooks_internal._check_secret(webhooks_internal._open(NEW.previous_secret));
+        NEW.previous_secret := webhooks_internal._seal(NEW.previous_secret);
     END IF;
     IF TG_OP = 'INSERT' OR NEW.tls_client_cert IS DISTINCT FROM OLD.tls_client_cert
        OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key THEN
@@ -204,7 +210,8 @@ BEGIN
             RAISE EXCEPTION 'tls_client_cert and tls_client_key must be set together (or both NULL)'
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF NEW.tls_client_cert IS NOT NULL THEN
-            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, NEW.tls_client_key);
+            PERFORM webhooks_internal._check_client_cert(NEW.tls_client_cert, webhooks_internal._open(NEW.tls_client_key));
+            NEW.tls_client_key := webhooks_internal._seal(NEW.tls_client_key);
         END IF;
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.enabled AND NOT OLD.enabled THEN
@@ -214,9 +221,9 @@ BEGIN
     END IF;
     NEW.headers := coalesce(NEW.headers, '{}');
     -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
-    -- rate) does not count as an update.
-    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[])
-                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight}'::text[]) THEN
+    -- rate, a secret it cannot open) does not count as an update.
+    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem}'::text[])
+                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem}'::text[]) THEN
         NEW.updated_at := pg_catalog.now();
     END IF;
     RETURN NEW;
@@ -316,6 +323,8 @@ BEGIN
             coalesce(endpoint_create.format, 'standard-webhooks'), endpoint_create.header_prefix,
             coalesce(endpoint_create.signature, 'v1'), webhooks.filter_path(endpoint_create.filter))
     RETURNING * INTO ep;
+    -- (stored sealed; the one who made it gets it in the clear, once)
+    ep.secret := webhooks.endpoint_secret(ep.id);
     RETURN ep;
 END $$;
 COMMENT ON FUNCTION webhooks.endpoint_create(text, text[], text, text, text, text, text, text) IS
@@ -433,11 +442,11 @@ BEGIN
     UPDATE webhooks.endpoints e
     SET previous_secret = e.secret, previous_secret_expires_at = now() + grace, secret = NULL
     WHERE e.id = endpoint_rotate_secret.id
-    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key ELSE e.secret END INTO fresh;
+    RETURNING CASE WHEN e.signature = 'v1a' THEN e.public_key END INTO fresh;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'endpoint "%" not found', id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN fresh;
+    RETURN coalesce(fresh, webhooks.endpoint_secret(id));
 END $$;
 COMMENT ON FUNCTION webhooks.endpoint_rotate_secret(text, interval) IS
     'Replaces the signing secret (v1a: the key pair) and returns it (v1a: the new public key); the old one also signs until the grace period ends.';

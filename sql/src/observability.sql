@@ -14,7 +14,7 @@ SELECT ep.id AS endpoint_id, ep.url, ep.tenant_id, ep.enabled,
        coalesce(c.pending, 0) AS pending, coalesce(c.in_flight, 0) AS in_flight,
        coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
        c.last_success, le.error AS last_error, le.started_at AS last_error_at,
-       lat.p50_ms, lat.p99_ms
+       lat.p50_ms, lat.p99_ms, ep.secret_problem
 FROM webhooks.endpoints ep
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
@@ -36,7 +36,7 @@ LEFT JOIN LATERAL (
     FROM webhooks.attempts a JOIN webhooks.deliveries d ON d.id = a.delivery_id
     WHERE d.endpoint_id = ep.id AND a.started_at > now() - interval '24 hours'
 ) lat ON true;
-COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours.';
+COMMENT ON VIEW webhooks.endpoint_health IS 'Per endpoint: deliveries by status, last success, last error, latency over 24 hours, and why its secrets cannot be opened (secret_problem: nothing is sent meanwhile).';
 
 -- Metrics: what monitoring reads (monitoring/queries.yaml for prometheus-postgres-exporter).
 

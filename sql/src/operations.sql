@@ -161,7 +161,7 @@ END $$;
 CREATE FUNCTION webhooks_internal._status()
 RETURNS TABLE (preloaded boolean, worker_pid int, worker_running boolean, last_loop timestamptz,
                database text, serves_this_database boolean, pending bigint, due bigint,
-               in_flight bigint, dead bigint, oldest_due timestamptz)
+               in_flight bigint, dead bigint, oldest_due timestamptz, secrets_unreadable bigint)
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
     WITH s AS (SELECT webhooks.tenant_scope() AS s),
@@ -187,6 +187,9 @@ AS $$
            (SELECT count(*) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()) + (SELECT f.n FROM f),
            (SELECT count(*) FROM d WHERE d.status = 'in_flight'),
            (SELECT count(*) FROM d WHERE d.status = 'dead'),
-           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now())
+           (SELECT min(d.next_attempt_at) FROM d WHERE d.status = 'pending' AND d.next_attempt_at <= pg_catalog.now()),
+           -- endpoints whose secrets the worker could not open (webhooks.endpoint_health says why)
+           (SELECT count(*) FROM webhooks.endpoints ep, s
+            WHERE ep.secret_problem IS NOT NULL AND (s.s IS NULL OR coalesce(ep.tenant_id, '') = ANY (s.s)))
     FROM webhooks_internal._worker_state() w
 $$;

@@ -73,7 +73,8 @@ END $$;
 --  * a throttling answer with Retry-After pauses the endpoint (paused_until, pauses_us);
 --  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
 --  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
---    one that lasted disable_after disables the endpoint.
+--    one that lasted disable_after disables the endpoint;
+--  * any answer clears a secret_problem (the endpoint's secrets opened again).
 -- (A worker's own writes to endpoints are state changes only: they never wait for an admin's
 -- lock, SKIP LOCKED leaves that row's state for its next answers.)
 CREATE FUNCTION webhooks_internal._record_endpoints(done_ids int8[], done_eps text[], ids int8[], statuses text[],
@@ -104,9 +105,13 @@ BEGIN
         -- The common case, successes of an endpoint that was not failing, changes nothing: no
         -- lock, no write on the hot path.
         CONTINUE WHEN o.ok AND NOT o.gone AND o.pause_until IS NULL
-            AND (SELECT ep.failing_since IS NULL FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
+            AND (SELECT ep.failing_since IS NULL AND ep.secret_problem IS NULL
+                 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
         PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
+        -- Sent at all: its secrets opened (a key put back), so no problem with them holds.
+        UPDATE webhooks.endpoints ep SET secret_problem = NULL
+        WHERE ep.id = o.endpoint_id AND ep.secret_problem IS NOT NULL;
         IF o.pause_until IS NOT NULL THEN
             UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
             WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);

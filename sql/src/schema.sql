@@ -80,7 +80,11 @@ CREATE TABLE IF NOT EXISTS webhooks.endpoints (
     request_bytes              int GENERATED ALWAYS AS (
         pg_catalog.octet_length(url) + pg_catalog.octet_length(headers::text) + pg_catalog.octet_length(secret)
         + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
-        + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED
+        + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED,
+    -- Added in 0.4.0. secret, previous_secret and tls_client_key are stored sealed under the
+    -- key in webhooks.key_file (sql/src/secrets.sql). Set by the worker when it cannot open
+    -- them (the key missing or wrong): why nothing is sent; cleared by the next answer.
+    secret_problem             text
 );
 -- Publishing matches endpoints by tenant (its own and the platform's, '*'), as RLS does.
 CREATE INDEX IF NOT EXISTS endpoints_tenant ON webhooks.endpoints ((coalesce(tenant_id, '')));
@@ -311,7 +315,7 @@ COMMENT ON COLUMN webhooks.endpoints.id IS 'ep_ + ULID; what publishers and erro
 COMMENT ON COLUMN webhooks.endpoints.tenant_id IS 'The tenant whose events it receives; ''*'' = every tenant; NULL = events without a tenant.';
 COMMENT ON COLUMN webhooks.endpoints.url IS 'https:// URL the events are POSTed to (may carry a token: never shown to publishers).';
 COMMENT ON COLUMN webhooks.endpoints.event_types IS 'Filters: exact type names, category.* or *.';
-COMMENT ON COLUMN webhooks.endpoints.secret IS 'whsec_ signing secret (Standard Webhooks).';
+COMMENT ON COLUMN webhooks.endpoints.secret IS 'whsec_ signing secret (Standard Webhooks), stored sealed under webhooks.key_file: webhooks.endpoint_secret(id) opens it.';
 COMMENT ON COLUMN webhooks.endpoints.previous_secret IS 'The secret before the last rotation; also signs until previous_secret_expires_at.';
 COMMENT ON COLUMN webhooks.endpoints.headers IS 'Extra request headers, a JSON object of name to string value.';
 COMMENT ON COLUMN webhooks.endpoints.enabled IS 'Disabled endpoints get no new deliveries; their pending ones wait.';
@@ -319,7 +323,8 @@ COMMENT ON COLUMN webhooks.endpoints.ordered IS 'One delivery per entity key at 
 COMMENT ON COLUMN webhooks.endpoints.batch_max IS 'Events per request (JSON array) when above 1.';
 COMMENT ON COLUMN webhooks.endpoints.batch_window IS 'How long events wait to be batched.';
 COMMENT ON COLUMN webhooks.endpoints.tls_client_cert IS 'PEM chain presented to receivers that require a client certificate.';
-COMMENT ON COLUMN webhooks.endpoints.tls_client_key IS 'PEM private key of tls_client_cert.';
+COMMENT ON COLUMN webhooks.endpoints.tls_client_key IS 'PEM private key of tls_client_cert, stored sealed under webhooks.key_file.';
+COMMENT ON COLUMN webhooks.endpoints.secret_problem IS 'Why the worker cannot open this endpoint''s secrets (a key of webhooks.key_file missing or wrong): nothing is sent until it can; NULL when it can.';
 COMMENT ON COLUMN webhooks.endpoints.max_in_flight IS 'Requests to this endpoint under way at once, at most (a batch is one request).';
 COMMENT ON COLUMN webhooks.endpoints.rate_limit IS 'Deliveries per second at most, shared by every worker (NULL: no limit).';
 COMMENT ON COLUMN webhooks.endpoints.rate_next_at IS 'The worker''s rate-limit clock: when the next send is due under rate_limit.';

@@ -73,6 +73,7 @@ GRANT EXECUTE ON FUNCTION
     webhooks.endpoint_enable(text),
     webhooks.endpoint_disable(text, text),
     webhooks.endpoint_rotate_secret(text, interval),
+    webhooks.endpoint_secret(text),
     webhooks.event_type_register(text, text, text, text),
     webhooks.delivery_retry(bigint),
     webhooks.event_replay(text, text),
@@ -93,7 +94,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.deliveries TO webhooks_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks.events TO webhooks_worker;
 GRANT SELECT, INSERT, DELETE ON webhooks.attempts TO webhooks_worker;
 GRANT SELECT ON webhooks.endpoints, webhooks.event_types, webhooks.tenants TO webhooks_worker;
-GRANT UPDATE (enabled, disabled_reason, paused_until, failing_since, rate_next_at) ON webhooks.endpoints TO webhooks_worker;
+GRANT UPDATE (enabled, disabled_reason, paused_until, failing_since, rate_next_at, secret_problem) ON webhooks.endpoints TO webhooks_worker;
 GRANT SELECT, DELETE ON webhooks.tenant_roles TO webhooks_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhooks_internal.fanouts TO webhooks_worker;
 GRANT SELECT, UPDATE ON webhooks_internal.fanout_writer TO webhooks_worker;
@@ -121,6 +122,8 @@ GRANT EXECUTE ON FUNCTION
     webhooks_internal._record_endpoints(int8[], text[], int8[], text[], boolean[], int8[], int8[], interval),
     webhooks_internal._announce_dead(int8[]),
     webhooks_internal._release(int8[], int8[], int8[]),
+    webhooks_internal._hold_unreadable(int8[], int8[], text[], text[]),
+    webhooks_internal._reseal_step(int),
     webhooks_internal._expand(int),
     webhooks_internal._prune_succeeded(interval, int),
     webhooks_internal._prune_dead(interval, int),
@@ -180,6 +183,10 @@ CREATE POLICY owner_only ON webhooks.tracked_tables
     USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'));
 
 -- The entry points written in Rust (src/gate.rs) document themselves here.
+COMMENT ON FUNCTION webhooks.endpoint_secret(text) IS
+    'An endpoint''s signing secret (whsec_...) opened from its sealed form, for a caller who may see the endpoint; the only way back to a stored secret.';
+COMMENT ON FUNCTION webhooks.key_rotate() IS
+    'Adds a fresh key to webhooks.key_file, which seals from then on; the worker reseals every database''s secrets under it in small steps while it keeps sending (webhooks.secret_keys). Returns its id. The extension owner''s only.';
 COMMENT ON FUNCTION webhooks.webhook_publish(text, jsonb, text, jsonb, text, text) IS
     'Records an event and one pending delivery per matching enabled endpoint, in the caller''s transaction. Returns the event id; with an idempotency_key already used (same tenant, within webhooks.ttl), returns that event''s id and records nothing.';
 COMMENT ON FUNCTION webhooks.webhook_publish_many(text, jsonb[], text[], jsonb, text[], text[]) IS

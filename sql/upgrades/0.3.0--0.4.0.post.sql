@@ -13,7 +13,18 @@ SELECT webhooks_internal._track_apply(t.relid) FROM webhooks.tracked_tables t OR
 ALTER TABLE webhooks.endpoints DISABLE TRIGGER endpoints_before_write;
 UPDATE webhooks.endpoints ep SET filter_weight = webhooks_internal._filter_weight_or_null(ep.filter::text)
 WHERE ep.filter IS NOT NULL;
+-- Secrets at rest: every secret, previous secret, client key and v1a private key 0.3.0 stored in
+-- the clear is sealed under the key in webhooks.key_file (made in the data directory at the
+-- first start if the setting is empty). Without a readable key file the upgrade stops here,
+-- saying why, and nothing has changed.
+UPDATE webhooks.endpoints ep
+SET secret = webhooks_internal._seal(ep.secret),
+    previous_secret = webhooks_internal._seal(ep.previous_secret),
+    tls_client_key = webhooks_internal._seal(ep.tls_client_key);
 ALTER TABLE webhooks.endpoints ENABLE TRIGGER endpoints_before_write;
+UPDATE webhooks_internal.signing_keys k
+SET private_key = webhooks_internal._seal(k.private_key),
+    previous_private_key = webhooks_internal._seal(k.previous_private_key);
 DO $$
 DECLARE
     eps text;

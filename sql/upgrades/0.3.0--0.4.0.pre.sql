@@ -123,6 +123,10 @@ ALTER TABLE webhooks.endpoints ADD COLUMN request_bytes int GENERATED ALWAYS AS 
     + coalesce(pg_catalog.octet_length(previous_secret), 0) + coalesce(pg_catalog.octet_length(tls_client_cert), 0)
     + coalesce(pg_catalog.octet_length(tls_client_key), 0)) STORED;
 
+-- Secrets are stored sealed from 0.4.0 on (part 2 seals those already there); why the worker
+-- cannot open an endpoint's is noted here.
+ALTER TABLE webhooks.endpoints ADD COLUMN secret_problem text;
+
 -- Tracked tables: what their row events carry is decided at each statement from the catalog
 -- (webhooks.tracked_columns). Secret-looking columns stay out by attribute number once seen:
 -- those 0.3.0 kept out by name are remembered as they are now.

@@ -112,14 +112,65 @@ pub(super) fn claim(settings: &Settings, ask: Ask) -> (Vec<Request>, bool) {
         let cols = Columns::of(&table);
         let mut contended = false;
         let mut out = Vec::with_capacity(table.len());
+        // Secrets are opened here, once per sealed value while the key file stays as it is.
+        crate::secrets::refresh();
+        let mut unreadable = Unreadable::default();
         for row in table {
             contended |= cols.get::<bool>(&row, "contended").unwrap_or(false);
-            if let Some(r) = cols.row(&row) {
-                out.push(Request::from(r));
+            if let Some(mut r) = cols.row(&row) {
+                match crate::secrets::open_row(&mut r) {
+                    Ok(()) => out.push(Request::from(r)),
+                    Err(why) => unreadable.add(r, why),
+                }
             }
+        }
+        if !unreadable.ids.is_empty() {
+            unreadable.hold(client);
         }
         (out, contended)
     })
+}
+
+/// Claimed rows whose secrets do not open: never sent (unsigned, or signed with something
+/// else), given back in the claim's own transaction with their endpoints paused and the reason
+/// noted (sql/src/secrets.sql), and said in the log once per endpoint per hold.
+#[derive(Default)]
+struct Unreadable {
+    ids: Vec<i64>,
+    leases: Vec<i64>,
+    endpoints: Vec<String>,
+    reasons: Vec<String>,
+}
+
+impl Unreadable {
+    fn add(&mut self, r: crate::request::Row, why: String) {
+        let endpoint = r.endpoint_id.unwrap_or_default();
+        if !self.endpoints.contains(&endpoint) {
+            warning!(
+                "webhooks worker: nothing is sent to endpoint \"{endpoint}\" for now: {why}; its deliveries wait, and its state says why (webhooks.endpoint_health)"
+            );
+        }
+        self.ids.push(r.delivery_id.unwrap_or(0));
+        self.leases.push(r.lease_us.unwrap_or(0));
+        self.endpoints.push(endpoint);
+        self.reasons.push(why);
+    }
+
+    fn hold(self, client: &mut pgrx::spi::SpiClient<'_>) {
+        if let Err(e) = client.update(
+            "SELECT webhooks_internal._hold_unreadable($1, $2, $3, $4)",
+            None,
+            &[
+                self.ids.into(),
+                self.leases.into(),
+                self.endpoints.into(),
+                self.reasons.into(),
+            ],
+        ) {
+            // (their leases end and they are claimed again)
+            warning!("webhooks worker: holding deliveries whose secrets do not open failed: {e}");
+        }
+    }
 }
 
 /// Groups a claim's rows into requests: one per delivery, batched endpoints' rows by endpoint
