@@ -44,7 +44,7 @@ CREATE TABLE users (
 SELECT webhooks.track_table('users', 'user', exclude_columns => '{password_hash}');
 SELECT id AS endpoint_id FROM webhooks.endpoint_create('https://127.0.0.1:$RX_PORT/hook', '{user.*}');
 SQL
-psql -At -c "SELECT secret FROM webhooks.endpoints" > "$WORK/secret"
+psql -At -c "SELECT webhooks.endpoint_secret(id) FROM webhooks.endpoints" > "$WORK/secret"
 
 echo "== INSERT, UPDATE, DELETE on users (each commit wakes the worker)"
 psql <<'SQL'

@@ -6,7 +6,7 @@
 //! wider one is refused with the reason, since whoever reads it can open every secret.
 //!
 //! Each process reads the file when it first needs a key and again whenever the file changes
-//! (its inode, size or modification time), so a key added by a rotation, or put back from a
+//! (its inode, size, modification or change time), so a key added by a rotation, or put back from a
 //! backup, is used without a restart. Nothing here writes a key to a table, a setting, a log
 //! line or an error.
 
@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 /// The default file's name, in the data directory.
 pub const DEFAULT_NAME: &str = "webhooks.key";
 
-type Stamp = (u64, u64, i64, i64, u64);
+// (ctime too: a chmod changes nothing else, and a wider mode must be refused at once)
+type Stamp = (u64, u64, i64, i64, i64, i64, u64);
 
 static LOADED: Mutex<Option<(PathBuf, Stamp, Arc<Keyring>)>> = Mutex::new(None);
 
@@ -44,7 +45,15 @@ pub fn path() -> (PathBuf, bool) {
 }
 
 fn stamp(m: &fs::Metadata) -> Stamp {
-    (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size())
+    (
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+    )
 }
 
 /// Refuses a file others may read or write, or that is not the server user's.

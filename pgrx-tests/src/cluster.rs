@@ -164,6 +164,29 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The key file that seals this cluster's secrets (the default: in the data directory).
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join("data").join("webhooks.key")
+    }
+
+    /// Adds `other`'s keys to this cluster's key file (what an operator does who restores a
+    /// dump: the keys travel with the backups, apart from the dump). The file keeps its owner
+    /// and mode; the last key added seals from then on.
+    pub fn add_keys_of(&self, other: &Cluster) {
+        let theirs = std::fs::read_to_string(other.key_file()).unwrap();
+        let keys: String = theirs
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.key_file())
+            .unwrap();
+        f.write_all(keys.as_bytes()).unwrap();
+    }
+
     pub fn pg_ctl(&self, args: &[&str]) {
         let data = self.dir.join("data");
         let log = self.dir.join("server.log");

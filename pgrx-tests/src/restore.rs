@@ -163,6 +163,40 @@ pub fn dump_and_restore(from: u32, to: u32) {
         "only the due delivery; the one done is history and stays behind"
     );
 
+    // The dump holds the secrets sealed: the restored cluster's own key cannot open them, so
+    // it sends nothing, says why, and loses nothing...
+    let problem: String = wait_for("the restored endpoint's secret problem", T, || {
+        db.query_one(
+            "SELECT secret_problem FROM webhooks.endpoint_health WHERE endpoint_id = $1",
+            &[&live],
+        )
+        .unwrap()
+        .get::<_, Option<String>>(0)
+    });
+    assert!(
+        problem.contains("webhooks.key_file does not hold"),
+        "{problem}"
+    );
+    assert!(
+        rx.all().iter().all(|r| r.header("webhook-id") != due),
+        "nothing is sent with a secret that does not open"
+    );
+    let unreadable: i64 = db
+        .query_one("SELECT secrets_unreadable FROM webhooks.status()", &[])
+        .unwrap()
+        .get(0);
+    assert!(unreadable >= 1, "status() counts it");
+    let attempts: i32 = db
+        .query_one(
+            "SELECT attempts FROM webhooks.deliveries WHERE event_id = $1 AND endpoint_id = $2",
+            &[&due, &live],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 0, "a held request spends no attempt");
+    // ...until the dumped cluster's key is added to its key file (no restart).
+    b.add_keys_of(&a);
+
     // The restored cluster delivers what waited, and new work gets new ids.
     // A restored sequence behind deliveries.id would make this publish fail on the primary key.
     db.execute("SELECT webhooks.endpoint_enable($1)", &[&parked])
@@ -182,7 +216,45 @@ pub fn dump_and_restore(from: u32, to: u32) {
             .collect();
         (waiting.iter().all(|w| ids.contains(w)) && ids.contains(&fresh) && ids.contains(&due))
             .then_some(())
-    }); // The tracked table publishes again, under its condition.
+    });
+    // Signed with the secrets that were dumped: the reference library verifies them, and the
+    // v1a endpoint's request verifies with its public key alone.
+    let secret: String = db
+        .query_one("SELECT webhooks.endpoint_secret($1)", &[&live])
+        .unwrap()
+        .get(0);
+    let sent = rx
+        .all()
+        .into_iter()
+        .find(|r| r.header("webhook-id") == due)
+        .unwrap();
+    assert!(
+        crate::verify_signature(&secret, &sent),
+        "the restored secret signs"
+    );
+    let again: String = db
+        .query_one("SELECT webhooks.webhook_publish('user.updated', '{}')", &[])
+        .unwrap()
+        .get(0);
+    let v1a_sent = wait_for("the v1a endpoint's request", T, || {
+        v1a_rx
+            .all()
+            .into_iter()
+            .find(|r| r.header("webhook-id") == again)
+    });
+    assert_eq!(crate::python_verifies_v1a(&v1a.1, &v1a_sent), [true]);
+    let cleared: Option<String> = wait_for("the problem cleared", T, || {
+        let p: Option<String> = db
+            .query_one(
+                "SELECT secret_problem FROM webhooks.endpoints WHERE id = $1",
+                &[&live],
+            )
+            .unwrap()
+            .get(0);
+        p.is_none().then_some(p)
+    });
+    assert_eq!(cleared, None);
+    // The tracked table publishes again, under its condition.
     db.batch_execute(
         "INSERT INTO members VALUES (1, 'a@x.io');
          UPDATE members SET email = email WHERE id = 1;",

@@ -475,7 +475,12 @@ fn what_rows_carry_of_their_endpoint_counts_in_the_worker_s_memory() {
         key.push_str("padding padding padding padding padding padding padding padding\n");
     }
     let headers: serde_json::Value = (0..32)
-        .map(|i| (format!("X-H{i:02}"), serde_json::Value::String("v".repeat(250))))
+        .map(|i| {
+            (
+                format!("X-H{i:02}"),
+                serde_json::Value::String("v".repeat(250)),
+            )
+        })
         .collect::<serde_json::Map<_, _>>()
         .into();
     let too_many: serde_json::Value = (0..33)
@@ -497,7 +502,10 @@ fn what_rows_carry_of_their_endpoint_counts_in_the_worker_s_memory() {
             )
             .unwrap_err();
         assert!(
-            e.as_db_error().unwrap().message().contains("at most 32 headers"),
+            e.as_db_error()
+                .unwrap()
+                .message()
+                .contains("at most 32 headers"),
             "{e}"
         );
     }
@@ -520,7 +528,10 @@ fn what_rows_carry_of_their_endpoint_counts_in_the_worker_s_memory() {
         &mut db,
         "SELECT count(*) FROM webhooks.deliveries WHERE status = 'in_flight'",
     );
-    assert!(held > 0, "the silent endpoints leased what their share allows");
+    assert!(
+        held > 0,
+        "the silent endpoints leased what their share allows"
+    );
     let grown = peak - before;
     eprintln!(
         "worker heap grew by {} MB (budget {} MB, {held} rows leased)",

@@ -188,7 +188,10 @@ fn deliveries_failed_together_retry_spread_around_the_schedule() {
     );
     assert!(hi - lo >= 10.0, "the retries are spread: {waits:?}");
     let seconds: std::collections::BTreeSet<i64> = waits.iter().map(|w| *w as i64).collect();
-    assert!(seconds.len() >= 15, "no second holds most of them: {waits:?}");
+    assert!(
+        seconds.len() >= 15,
+        "no second holds most of them: {waits:?}"
+    );
     assert_eq!(rx.count(), 40, "nothing retried early");
 }
 
@@ -507,50 +510,6 @@ fn the_publishing_transactions_trace_context_reaches_the_receiver() {
     }
 }
 
-/// Python's `cryptography` checks a v1a signature (ed25519 over id.timestamp.body) with the
-/// endpoint's whpk_ public key: an implementation independent of the extension's.
-fn python_verifies_v1a(public_key: &str, req: &webhooks_e2e::receiver::Request) -> Vec<bool> {
-    let dir = std::env::temp_dir().join(format!("v1a-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let body = dir.join(format!("body-{}", req.header("webhook-id")));
-    std::fs::write(&body, req.body.as_bytes()).unwrap();
-    let script = r#"
-import base64, sys
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-key = Ed25519PublicKey.from_public_bytes(base64.b64decode(sys.argv[1].removeprefix("whpk_")))
-msg = sys.argv[2].encode() + b"." + sys.argv[3].encode() + b"." + open(sys.argv[4], "rb").read()
-for entry in sys.argv[5].split():
-    version, _, sig = entry.partition(",")
-    try:
-        assert version == "v1a"
-        key.verify(base64.b64decode(sig), msg)
-        print("ok")
-    except Exception:
-        print("bad")
-"#;
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            script,
-            public_key,
-            req.header("webhook-id"),
-            req.header("webhook-timestamp"),
-            body.to_str().unwrap(),
-            req.header("webhook-signature"),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l == "ok")
-        .collect()
-}
-
 /// A v1a endpoint: the receiver holds only the public key and verifies every request with it;
 /// after a rotation both key pairs sign during the grace period, each checkable with its own
 /// public key.
@@ -574,7 +533,10 @@ fn a_v1a_endpoint_is_verified_with_its_public_key_alone() {
     wait_for("the first request", Duration::from_secs(10), || {
         (rx.count() == 1).then_some(())
     });
-    assert_eq!(python_verifies_v1a(&old_key, &rx.all()[0]), [true]);
+    assert_eq!(
+        webhooks_e2e::python_verifies_v1a(&old_key, &rx.all()[0]),
+        [true]
+    );
     let new_key: String = db
         .query_one(
             "SELECT webhooks.endpoint_rotate_secret($1, '1 hour')",
@@ -593,8 +555,14 @@ fn a_v1a_endpoint_is_verified_with_its_public_key_alone() {
     });
     let second = &rx.all()[1];
     // the new key's signature first, the old one's after it: each verifies with its own key
-    assert_eq!(python_verifies_v1a(&new_key, second), [true, false]);
-    assert_eq!(python_verifies_v1a(&old_key, second), [false, true]);
+    assert_eq!(
+        webhooks_e2e::python_verifies_v1a(&new_key, second),
+        [true, false]
+    );
+    assert_eq!(
+        webhooks_e2e::python_verifies_v1a(&old_key, second),
+        [false, true]
+    );
     // webhook_verify, given the public key, agrees
     let ok: bool = db
         .query_one(

@@ -384,7 +384,12 @@ fn a_sync_send_lasts_about_one_timeout_however_many_endpoints_its_type_has() {
         )
         .unwrap_err();
     let took = t0.elapsed();
-    assert!(e.to_string().contains("timeout") || e.as_db_error().is_some_and(|d| d.message().contains("timeout")), "{e:?}");
+    assert!(
+        e.to_string().contains("timeout")
+            || e.as_db_error()
+                .is_some_and(|d| d.message().contains("timeout")),
+        "{e:?}"
+    );
     assert!(
         took < Duration::from_secs(4),
         "24 targets took {took:?} with webhooks.timeout 2 s (twice it at most)"

@@ -704,8 +704,16 @@ fn operational_events_reach_filtered_endpoints_through_the_worker_s_expansion() 
         .unwrap();
     };
     create(&mut db, &all.url, None);
-    create(&mut db, &matching.url, Some(format!("$.data.endpoint_id == \"{bad}\"")));
-    create(&mut db, &other.url, Some("$.data.endpoint_id == \"ep_nobody\"".into()));
+    create(
+        &mut db,
+        &matching.url,
+        Some(format!("$.data.endpoint_id == \"{bad}\"")),
+    );
+    create(
+        &mut db,
+        &other.url,
+        Some("$.data.endpoint_id == \"ep_nobody\"".into()),
+    );
     for _ in 0..3 {
         publish(&mut db, "user.created");
     }

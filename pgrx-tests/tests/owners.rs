@@ -444,14 +444,21 @@ fn a_table_owner_s_condition_runs_nothing_as_anyone_but_the_owner() {
              condition => $c$NEW.v IS NOT NULL AND '{x}'::m.d[] IS NOT NULL$c$)",
     )
     .unwrap();
-    assert!(!trojan::is_superuser(&mut su, "mallory"), "mallory became superuser");
+    assert!(
+        !trojan::is_superuser(&mut su, "mallory"),
+        "mallory became superuser"
+    );
     let ran_as: Vec<String> = su
         .query("SELECT DISTINCT by_role::text FROM m.seen", &[])
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(ran_as, ["mallory"], "the domain's check ran as its owner only");
+    assert_eq!(
+        ran_as,
+        ["mallory"],
+        "the domain's check ran as its owner only"
+    );
     // The condition holds as before: a row it is false for publishes nothing.
     m.batch_execute(
         "INSERT INTO m.t VALUES (1, NULL), (2, 'x');
@@ -484,9 +491,13 @@ fn a_table_owner_s_condition_runs_nothing_as_anyone_but_the_owner() {
         .notice_callback(move |n| heard.lock().unwrap().push(n.message().to_string()))
         .connect(postgres::NoTls)
         .unwrap();
-    m2.batch_execute("ALTER TABLE m.t ENABLE TRIGGER ALL").unwrap();
+    m2.batch_execute("ALTER TABLE m.t ENABLE TRIGGER ALL")
+        .unwrap();
     assert!(
-        said.lock().unwrap().iter().any(|w| w.contains("webhooks_row_condition") && w.contains("is enabled")),
+        said.lock()
+            .unwrap()
+            .iter()
+            .any(|w| w.contains("webhooks_row_condition") && w.contains("is enabled")),
         "{:?}",
         said.lock().unwrap()
     );
@@ -525,11 +536,8 @@ fn a_database_s_default_role_does_not_become_the_worker_s() {
     let role: String = pg.query_one("SHOW role", &[]).unwrap().get(0);
     assert_eq!(role, "nobody", "the setting applies to sessions");
     pg.batch_execute("SET ROLE NONE").unwrap();
-    pg.execute(
-        "SELECT webhooks.webhook_publish('user.created', '{}')",
-        &[],
-    )
-    .unwrap();
+    pg.execute("SELECT webhooks.webhook_publish('user.created', '{}')", &[])
+        .unwrap();
     wait_for("the delivery", T, || (ok.count() == 1).then_some(()));
     assert!(
         !c.log().contains("permission denied"),

@@ -554,9 +554,7 @@ fn a_tenant_admin_neither_locks_the_shared_tables_nor_takes_a_tenant_s_name() {
         ("webhooks.endpoints", "SHARE UPDATE EXCLUSIVE"),
         ("adm.mine", "ACCESS EXCLUSIVE"),
     ] {
-        let e = error_of(adm.batch_execute(&format!(
-            "BEGIN; LOCK TABLE {table} IN {mode} MODE"
-        )));
+        let e = error_of(adm.batch_execute(&format!("BEGIN; LOCK TABLE {table} IN {mode} MODE")));
         assert!(e.contains("LOCK TABLE of webhooks."), "{table} {mode}: {e}");
         adm.batch_execute("ROLLBACK").unwrap();
     }
@@ -572,7 +570,9 @@ fn a_tenant_admin_neither_locks_the_shared_tables_nor_takes_a_tenant_s_name() {
         &[],
     )
     .unwrap();
-    wait_for("globex's delivery", T, || (globex_rx.count() == 1).then_some(()));
+    wait_for("globex's delivery", T, || {
+        (globex_rx.count() == 1).then_some(())
+    });
     // The table's owner may.
     su.batch_execute("BEGIN; LOCK TABLE webhooks.endpoints IN ACCESS EXCLUSIVE MODE; ROLLBACK")
         .unwrap();

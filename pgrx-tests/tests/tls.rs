@@ -258,12 +258,18 @@ fn a_ca_file_that_becomes_unreadable_pauses_delivery_until_it_is_back() {
     std::fs::rename(&ca, &away).unwrap();
     db.batch_execute("SELECT pg_reload_conf()").unwrap();
     wait_for("the worker to say why it claims nothing", T, || {
-        c.log().contains("nothing is claimed until it is fixed").then_some(())
+        c.log()
+            .contains("nothing is claimed until it is fixed")
+            .then_some(())
     });
     let second = publish(&mut db, "user.created");
     std::thread::sleep(Duration::from_secs(3));
     let (status, attempts, _) = delivery(&mut db, &second);
-    assert_eq!((status.as_str(), attempts), ("pending", 0), "no attempt used up");
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("pending", 0),
+        "no attempt used up"
+    );
     assert_eq!(rx.count(), 1);
     std::fs::rename(&away, &ca).unwrap();
     db.batch_execute("SELECT pg_reload_conf()").unwrap();

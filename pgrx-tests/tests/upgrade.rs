@@ -501,10 +501,26 @@ fn alter_extension_update_from_0_3_0_keeps_the_work_and_hardens_what_it_had() {
          SELECT webhooks.track_table('users', 'user', condition => 'NEW.plan IS DISTINCT FROM ''test''');",
     )
     .unwrap();
-    let ep: String = db
+    let (ep, secret): (String, String) = {
+        let r = db
+            .query_one(
+                "SELECT id, secret FROM webhooks.endpoint_create($1, '{user.*}', filter => '$.data.n > 0 || exists($.data.user)')",
+                &[&rx.url],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let v1a: String = db
         .query_one(
-            "SELECT id FROM webhooks.endpoint_create($1, '{user.*}', filter => '$.data.n > 0 || exists($.data.user)')",
+            "SELECT id FROM webhooks.endpoint_create($1, '{organization.*}', signature => 'v1a')",
             &[&rx.url],
+        )
+        .unwrap()
+        .get(0);
+    let v1a_private: String = db
+        .query_one(
+            "SELECT private_key FROM webhooks_internal.signing_keys WHERE endpoint_id = $1",
+            &[&v1a],
         )
         .unwrap()
         .get(0);
@@ -557,13 +573,47 @@ fn alter_extension_update_from_0_3_0_keeps_the_work_and_hardens_what_it_had() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let mut want = vec![(ep.clone(), Some(2)), (loose.clone(), None)];
+    let mut want = vec![
+        (ep.clone(), Some(2)),
+        (loose.clone(), None),
+        (v1a.clone(), None),
+    ];
     want.sort();
     assert_eq!(weights, want);
+    // 0.3.0 stored secrets in the clear: the update sealed every one, and they open to what
+    // they were (the requests below verify with the secret 0.3.0 handed out).
+    let plain: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM webhooks.endpoints WHERE secret NOT LIKE 'whenc1:%')
+                  + (SELECT count(*) FROM webhooks_internal.signing_keys WHERE private_key NOT LIKE 'whenc1:%')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0, "no secret left in the clear");
+    let opened: String = db
+        .query_one(
+            "SELECT webhooks_internal._open(private_key) FROM webhooks_internal.signing_keys WHERE endpoint_id = $1",
+            &[&v1a],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(opened, v1a_private);
+    let now: String = db
+        .query_one("SELECT webhooks.endpoint_secret($1)", &[&ep])
+        .unwrap()
+        .get(0);
+    assert_eq!(now, secret);
     // Everything that waited goes out (0.3.0 filtered it when it was published: the row event of
     // user 1, n = 1 and the bulk publish's 120 passed one filter, nothing the other); a new event
     // now reaches the endpoint whose filter is no longer evaluated, unfiltered.
     wait_for("what waited", T, || (rx.count() == 122).then_some(()));
+    assert!(
+        rx.all()
+            .iter()
+            .all(|r| webhooks_e2e::verify_signature(&secret, r)),
+        "signed with the secret 0.3.0 handed out"
+    );
     db.batch_execute("SELECT webhooks.webhook_publish('user.signed_in', '{\"n\": 5}')")
         .unwrap();
     wait_for("the new event at both", T, || {

@@ -74,7 +74,7 @@ END $$;
 --  * 410 Gone disables it (its pending deliveries are kept, parked; gone);
 --  * a success ends a failing streak (webhook.endpoint.recovered); a failure starts one, and
 --    one that lasted disable_after disables the endpoint;
---  * any answer clears a secret_problem (the endpoint's secrets opened again).
+--  * an answer to a request sent after a secret problem's pause clears it (its secrets opened).
 -- (A worker's own writes to endpoints are state changes only: they never wait for an admin's
 -- lock, SKIP LOCKED leaves that row's state for its next answers.)
 CREATE FUNCTION webhooks_internal._record_endpoints(done_ids int8[], done_eps text[], ids int8[], statuses text[],
@@ -99,6 +99,7 @@ BEGIN
                bool_or(w.status = 'succeeded') AS ok,
                coalesce(bool_or(w.gone), false) AS gone,
                min(to_timestamp(w.started_us / 1000000.0)) FILTER (WHERE w.status <> 'succeeded') AS first_failure,
+               max(to_timestamp(w.started_us / 1000000.0)) AS last_start,
                max(now() + w.pause_us * interval '1 microsecond') AS pause_until
         FROM answers w GROUP BY w.endpoint_id
     LOOP
@@ -109,9 +110,11 @@ BEGIN
                  FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id);
         PERFORM 1 FROM webhooks.endpoints ep WHERE ep.id = o.endpoint_id FOR NO KEY UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        -- Sent at all: its secrets opened (a key put back), so no problem with them holds.
+        -- Sent after the pause a secret problem set (claimed then, so its secrets opened: a key
+        -- put back): the problem is over. (An answer to a request sent before it says nothing.)
         UPDATE webhooks.endpoints ep SET secret_problem = NULL
-        WHERE ep.id = o.endpoint_id AND ep.secret_problem IS NOT NULL;
+        WHERE ep.id = o.endpoint_id AND ep.secret_problem IS NOT NULL
+          AND (ep.paused_until IS NULL OR ep.paused_until <= o.last_start);
         IF o.pause_until IS NOT NULL THEN
             UPDATE webhooks.endpoints ep SET paused_until = o.pause_until
             WHERE ep.id = o.endpoint_id AND (ep.paused_until IS NULL OR ep.paused_until < o.pause_until);

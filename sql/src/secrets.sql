@@ -21,7 +21,7 @@ END $$;
 
 -- Requests the worker could not sign: their secrets do not open under webhooks.key_file (a
 -- key missing or wrong). Given back without an attempt (nothing is lost, no retry is spent),
--- and their endpoints paused for 30 seconds with the reason, which endpoint_health and
+-- and their endpoints paused for 10 seconds with the reason, which endpoint_health and
 -- status() show; the pause ends by itself, so once the key is back what waited is sent.
 CREATE FUNCTION webhooks_internal._hold_unreadable(ids int8[], leases_us int8[], endpoint_ids text[], reasons text[])
 RETURNS void
@@ -30,7 +30,7 @@ AS $$
 BEGIN
     PERFORM webhooks_internal._release(ids, leases_us, NULL::int8[]);
     UPDATE webhooks.endpoints ep
-    SET paused_until = greatest(ep.paused_until, now() + interval '30 seconds'),
+    SET paused_until = greatest(ep.paused_until, now() + interval '10 seconds'),
         secret_problem = x.reason
     FROM (SELECT DISTINCT ON (e) e, r AS reason FROM unnest(endpoint_ids, reasons) AS u(e, r)) x
     WHERE ep.id = x.e;
