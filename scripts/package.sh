@@ -35,6 +35,8 @@ mkdir -p "$root/DEBIAN" "$root/usr/share/doc/$name" "$lib" "$ext"
 cp "$stage$("$PG_CONFIG" --pkglibdir)/webhooks.so" "$lib/"
 cp "$stage$("$PG_CONFIG" --sharedir)"/extension/webhooks* "$ext/"
 cp README.md "$root/usr/share/doc/$name/"
+# where the key that seals secrets at rest goes, and its permissions
+cp scripts/package/README.Debian "$root/usr/share/doc/$name/"
 cp monitoring/queries.yaml "$root/usr/share/doc/$name/prometheus-postgres-exporter-queries.yaml"
 for f in "$ext"/webhooks--*.sql; do
     case $f in */webhooks--$version.sql|*--*--*.sql) ;; *) echo "unexpected file in package: $f" >&2; exit 1 ;; esac
@@ -56,6 +58,8 @@ Description: signed, reliable, transactional webhooks sent from inside PostgreSQ
  (Standard Webhooks), retried on a schedule, dead-lettered when they cannot get through, and
  visible from psql. Add webhooks to shared_preload_libraries, restart, then
  CREATE EXTENSION webhooks (or ALTER EXTENSION webhooks UPDATE after an upgrade).
+ Endpoint secrets are stored sealed under a key file (webhooks.key in the data directory,
+ mode 0600, made at the first start; see README.Debian for where else it may go).
 CONTROL
 out=target/debian/${name}_${version}-1_${arch}.deb
 dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null

@@ -78,4 +78,18 @@ if [ "$status" != "succeeded 200" ] || ! grep -q "$event  signature OK" "$WORK/r
     cat "$WORK/receiver.log" "$CLUSTER_DIR/server.log" >&2
     exit 1
 fi
+# secrets at rest: the first start made the key file, the server user's alone; the package
+# says where it goes; no secret is stored in the clear
+key=$CLUSTER_DIR/data/webhooks.key
+if [ "$(stat -c '%a %U' "$key" 2>/dev/null)" != "600 postgres" ] \
+   || [ "$(q -c "SELECT count(*) FROM webhooks.endpoints WHERE secret NOT LIKE 'whenc1:%'")" != 0 ]; then
+    echo "package test FAILED on PostgreSQL $major: the key file or the sealed secrets are not as documented" >&2
+    ls -l "$key" >&2 || true
+    exit 1
+fi
+if [ "$major" = 15 ]; then
+    dpkg -S "/usr/share/doc/$name/README.Debian" >/dev/null
+else
+    test -s "$unpacked/usr/share/doc/$name/README.Debian"
+fi
 echo "package test: webhooks $version from $(basename "$deb") on PostgreSQL $server delivered $event over HTTPS, signature verified"
