@@ -841,33 +841,62 @@ CREATE SCHEMA IF NOT EXISTS webhooks_internal; /* webhooks::webhooks_internal */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_filter_weight
-CREATE  FUNCTION webhooks_internal."_filter_weight"(
-	"printed" TEXT /* & str */
-) RETURNS INT /* i32 */
+-- webhooks::api::_check_condition
+CREATE  FUNCTION webhooks_internal."_check_condition"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_filter_affordable
-CREATE  FUNCTION webhooks_internal."_filter_affordable"(
-	"weight" INT, /* Option < i32 > */
-	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
-	"endpoint" TEXT /* Option < & str > */
+-- webhooks::gate::_caller
+CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
+STRICT STABLE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_caller_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_open
+CREATE  FUNCTION webhooks_internal."_open"(
+	"v" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_open_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_header_prefix
+CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
+	"prefix" TEXT /* & str */
 ) RETURNS bool /* bool */
-STABLE PARALLEL SAFE 
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_new_secret
-CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
+-- webhooks::api::_check_filters
+CREATE  FUNCTION webhooks_internal."_check_filters"(
+	"filters" TEXT[] /* Vec < Option < String > > */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+AS 'MODULE_PATHNAME', '_check_filters_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::handoff::_sync_failed
+CREATE  FUNCTION webhooks_internal."_sync_failed"(
+	"event" jsonb, /* JsonB */
+	"answers" jsonb /* JsonB */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -878,25 +907,6 @@ CREATE  FUNCTION webhooks_internal."_filter_weight_or_null"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_filter_weight_or_null_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_event_id
-CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::tracking::_as_owner_of
-CREATE  FUNCTION webhooks_internal."_as_owner_of"(
-	"tbl" regclass, /* Regclass */
-	"sql" TEXT /* & str */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -917,82 +927,21 @@ AS 'MODULE_PATHNAME', '_lease_quota_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_ttl
-CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+-- webhooks::api::_check_url
+CREATE  FUNCTION webhooks_internal."_check_url"(
+	"url" TEXT /* & str */
+) RETURNS bool /* bool */
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_ttl_wrapper';
+AS 'MODULE_PATHNAME', '_check_url_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_check_secret
-CREATE  FUNCTION webhooks_internal."_check_secret"(
-	"secret" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- webhooks::wake::_wake_on_commit
+CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
+STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::tracking::_forget_row_shape
-CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
-	"relid" oid /* pg_sys :: Oid */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::secrets::_open
-CREATE  FUNCTION webhooks_internal."_open"(
-	"v" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_open_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_headers
-CREATE  FUNCTION webhooks_internal."_check_headers"(
-	"h" jsonb /* JsonB */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_headers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_matches
-CREATE  FUNCTION webhooks_internal."_matches"(
-	"filters" TEXT[], /* Vec < Option < String > > */
-	"event_type" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_key_pair
-CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_worker_state
-CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
-	"preloaded" bool,  /* bool */
-	"pid" INT,  /* Option < i32 > */
-	"last_loop_us" bigint  /* Option < i64 > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1014,34 +963,52 @@ AS 'MODULE_PATHNAME', '_check_event_type_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::gate::_outer_scope
-CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-STRICT STABLE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::secrets::_key_file
-CREATE  FUNCTION webhooks_internal."_key_file"() RETURNS TABLE (
-	"key_id" TEXT,  /* Option < String > */
-	"seals" bool,  /* bool */
-	"problem" TEXT  /* Option < String > */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_key_file_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_client_cert
-CREATE  FUNCTION webhooks_internal."_check_client_cert"(
-	"cert" TEXT, /* & str */
-	"key" TEXT /* & str */
+-- webhooks::api::_check_secret
+CREATE  FUNCTION webhooks_internal."_check_secret"(
+	"secret" TEXT /* & str */
 ) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+AS 'MODULE_PATHNAME', '_check_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_seal
+CREATE  FUNCTION webhooks_internal."_seal"(
+	"v" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_seal_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::tracking::_as_owner_of
+CREATE  FUNCTION webhooks_internal."_as_owner_of"(
+	"tbl" regclass, /* Regclass */
+	"sql" TEXT /* & str */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_as_owner_of_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_headers
+CREATE  FUNCTION webhooks_internal."_check_headers"(
+	"h" jsonb /* JsonB */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_headers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_event_id
+CREATE  FUNCTION webhooks_internal."_new_event_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1052,14 +1019,6 @@ CREATE  FUNCTION webhooks_internal."_needs_reseal"(
 VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_needs_reseal_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::gate::_caller
-CREATE  FUNCTION webhooks_internal."_caller"() RETURNS oid /* pg_sys :: Oid */
-STRICT STABLE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_caller_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1286,6 +1245,176 @@ END $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- webhooks::api::_filter_weight
+CREATE  FUNCTION webhooks_internal."_filter_weight"(
+	"printed" TEXT /* & str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_weight_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::wake::_installed
+CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_installed_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_secret
+CREATE  FUNCTION webhooks_internal."_new_secret"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_lease_room
+CREATE  FUNCTION webhooks_internal."_lease_room"(
+	"quota" INT, /* i32 */
+	"busy" INT, /* Option < i32 > */
+	"mine" INT, /* Option < i32 > */
+	"workers" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_lease_room_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_worker_state
+CREATE  FUNCTION webhooks_internal."_worker_state"() RETURNS TABLE (
+	"preloaded" bool,  /* bool */
+	"pid" INT,  /* Option < i32 > */
+	"last_loop_us" bigint  /* Option < i64 > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_worker_state_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_key_pair
+CREATE  FUNCTION webhooks_internal."_new_key_pair"() RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_key_pair_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_check_client_cert
+CREATE  FUNCTION webhooks_internal."_check_client_cert"(
+	"cert" TEXT, /* & str */
+	"key" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_check_client_cert_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_key_file
+CREATE  FUNCTION webhooks_internal."_key_file"() RETURNS TABLE (
+	"key_id" TEXT,  /* Option < String > */
+	"seals" bool,  /* bool */
+	"problem" TEXT  /* Option < String > */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_key_file_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::sync::_sync_send
+CREATE  FUNCTION webhooks_internal."_sync_send"(
+	"event_type" TEXT, /* & str */
+	"targets" jsonb /* JsonB */
+) RETURNS jsonb /* JsonB */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_sync_send_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::gate::_outer_scope
+CREATE  FUNCTION webhooks_internal."_outer_scope"() RETURNS TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_outer_scope_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_ttl
+CREATE  FUNCTION webhooks_internal."_ttl"() RETURNS interval /* pgrx :: datum :: Interval */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_ttl_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_filter_affordable
+CREATE  FUNCTION webhooks_internal."_filter_affordable"(
+	"weight" INT, /* Option < i32 > */
+	"data" jsonb, /* Option < crate :: gate :: RawJsonb > */
+	"endpoint" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_filter_affordable_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::tracking::_forget_row_shape
+CREATE  FUNCTION webhooks_internal."_forget_row_shape"(
+	"relid" oid /* pg_sys :: Oid */
+) RETURNS void
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_row_shape_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_endpoint_id
+CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_new_event_ids
+CREATE  FUNCTION webhooks_internal."_new_event_ids"(
+	"n" INT /* i32 */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::secrets::_reseal
+CREATE  FUNCTION webhooks_internal."_reseal"(
+	"v" TEXT /* Option < & str > */
+) RETURNS TEXT /* Option < String > */
+VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_reseal_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- webhooks::api::_matches
+CREATE  FUNCTION webhooks_internal."_matches"(
+	"filters" TEXT[], /* Vec < Option < String > > */
+	"event_type" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- requires:
 --   tenancy
 --   api::_matches
@@ -1453,96 +1582,6 @@ AS $$
                ep.format, ep.header_prefix, ep.signature,
                CASE WHEN ep.format OPERATOR(pg_catalog.=) 'hmac-hex' THEN t.slug END)::webhooks_internal.request
 $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::wake::_wake_on_commit
-CREATE  FUNCTION webhooks_internal."_wake_on_commit"() RETURNS void
-STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_wake_on_commit_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_filters
-CREATE  FUNCTION webhooks_internal."_check_filters"(
-	"filters" TEXT[] /* Vec < Option < String > > */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_filters_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::wake::_installed
-CREATE  FUNCTION webhooks_internal."_installed"() RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_installed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::secrets::_reseal
-CREATE  FUNCTION webhooks_internal."_reseal"(
-	"v" TEXT /* Option < & str > */
-) RETURNS TEXT /* Option < String > */
-VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_reseal_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_lease_room
-CREATE  FUNCTION webhooks_internal."_lease_room"(
-	"quota" INT, /* i32 */
-	"busy" INT, /* Option < i32 > */
-	"mine" INT, /* Option < i32 > */
-	"workers" INT /* i32 */
-) RETURNS INT /* i32 */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_lease_room_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::handoff::_sync_failed
-CREATE  FUNCTION webhooks_internal."_sync_failed"(
-	"event" jsonb, /* JsonB */
-	"answers" jsonb /* JsonB */
-) RETURNS void
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_failed_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::secrets::_seal
-CREATE  FUNCTION webhooks_internal."_seal"(
-	"v" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_seal_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_url
-CREATE  FUNCTION webhooks_internal."_check_url"(
-	"url" TEXT /* & str */
-) RETURNS bool /* bool */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_url_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_new_event_ids
-CREATE  FUNCTION webhooks_internal."_new_event_ids"(
-	"n" INT /* i32 */
-) RETURNS TEXT[] /* Vec < String > */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_event_ids_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2212,24 +2251,6 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync(text, jsonb, text, jsonb) IS
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- webhooks::api::_new_endpoint_id
-CREATE  FUNCTION webhooks_internal."_new_endpoint_id"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_new_endpoint_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_header_prefix
-CREATE  FUNCTION webhooks_internal."_check_header_prefix"(
-	"prefix" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_header_prefix_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- requires:
 --   sync
 --   api::_check_client_cert
@@ -2491,6 +2512,21 @@ BEGIN
             coalesce(nullif(pg_catalog.array_to_string(s, ', '), ''), 'no tenant')
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
+    END IF;
+    -- A sealed value opens under the cluster's key whichever row it came from, so a caller may
+    -- bring one only from this row (rotation moves secret to previous_secret): one taken from a
+    -- dump or another tenant's row would be opened by endpoint_secret and sign with someone
+    -- else's secret. Superusers (who may read the key file anyway) and restores may.
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user), false) THEN
+        IF (pg_catalog.starts_with(NEW.secret, 'whenc1:') AND (TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret)
+                AND (TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.previous_secret))
+           OR (pg_catalog.starts_with(NEW.previous_secret, 'whenc1:') AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret)
+                AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.secret))
+           OR (pg_catalog.starts_with(NEW.tls_client_key, 'whenc1:') AND (TG_OP = 'INSERT' OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key)) THEN
+            RAISE EXCEPTION 'a sealed secret (whenc1:...) may not be written into endpoint "%" by role %: it is not this endpoint''s', NEW.id, current_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Write the secret itself (whsec_...), or NULL for a new one; it is stored sealed.';
+        END IF;
     END IF;
     RETURN NEW;
 END $$;
@@ -2966,16 +3002,6 @@ AS $$
             WHERE ep.secret_problem IS NOT NULL AND (s.s IS NULL OR coalesce(ep.tenant_id, '') = ANY (s.s)))
     FROM webhooks_internal._worker_state() w
 $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::api::_check_condition
-CREATE  FUNCTION webhooks_internal."_check_condition"(
-	"condition" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_check_condition_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -4589,12 +4615,17 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    PERFORM webhooks_internal._release(ids, leases_us, NULL::int8[]);
+    -- (due again in 10 seconds, as the pause below: even where the pause cannot be set)
+    PERFORM webhooks_internal._release(ids, leases_us, pg_catalog.array_fill(10000::int8, ARRAY[pg_catalog.cardinality(ids)]));
+    -- (an endpoint someone holds locked keeps its state for the next claim: never waited for,
+    -- so one admin's open transaction holds up no other endpoint's claim)
     UPDATE webhooks.endpoints ep
     SET paused_until = greatest(ep.paused_until, now() + interval '10 seconds'),
         secret_problem = x.reason
     FROM (SELECT DISTINCT ON (e) e, r AS reason FROM unnest(endpoint_ids, reasons) AS u(e, r)) x
-    WHERE ep.id = x.e;
+    WHERE ep.id = x.e
+      AND ep.id IN (SELECT l.id FROM webhooks.endpoints l WHERE l.id = ANY (endpoint_ids)
+                    FOR NO KEY UPDATE SKIP LOCKED);
 END $$;
 
 -- Housekeeping's step: up to `step` endpoints (and v1a key pairs) whose stored secrets are plain
@@ -4774,17 +4805,6 @@ LEFT JOIN a ON (r.endpoint_id IS NULL AND a.overall = 1) OR (a.overall = 0 AND a
 CROSS JOIN w;
 COMMENT ON VIEW webhooks.metrics IS
     'Per endpoint, and overall (endpoint_id NULL): deliveries by status, backlog and how late the oldest due one is, attempts and answers by HTTP class and latency over the last 5 minutes, the worker. Read by monitoring/queries.yaml (prometheus-postgres-exporter).';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- webhooks::sync::_sync_send
-CREATE  FUNCTION webhooks_internal."_sync_send"(
-	"event_type" TEXT, /* & str */
-	"targets" jsonb /* JsonB */
-) RETURNS jsonb /* JsonB */
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_sync_send_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

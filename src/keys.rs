@@ -1,8 +1,10 @@
 //! The server key file that seals secrets at rest (core/src/sealing.rs does the sealing).
 //!
-//! Where it is: webhooks.key_file, or `webhooks.key` in the data directory, which the first
-//! start makes (zero configuration). A file named by the setting is never made: its absence is
-//! an error. Either way the file must be the server user's alone (mode 0600 or stricter): a
+//! Where it is: webhooks.key_file, or `webhooks.key` in the data directory, which the
+//! postmaster makes at a start that finds none (zero configuration), and says so in the log.
+//! Nothing else ever makes it: a key file that goes missing while the server runs is an error
+//! wherever a key is needed (a new key made then would seal new secrets under a key the file
+//! that comes back lacks). A file named by the setting is never made. Either way the file must be the server user's alone (mode 0600 or stricter): a
 //! wider one is refused with the reason, since whoever reads it can open every secret.
 //!
 //! Each process reads the file when it first needs a key and again whenever the file changes
@@ -176,8 +178,10 @@ pub fn keyring() -> Result<Arc<Keyring>, String> {
     let meta = match fs::metadata(&p) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && default => {
-            create_default(&p)?;
-            fs::metadata(&p).map_err(|e| format!("webhooks.key_file {}: {e}", p.display()))?
+            return Err(format!(
+                "webhooks.key_file {} does not exist: put it back (a copy from your backups), or restart the server with webhooks in shared_preload_libraries, which makes a new key (secrets sealed under the old one then wait for it)",
+                p.display()
+            ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
@@ -234,8 +238,10 @@ pub fn open(v: &str) -> Result<String, String> {
 /// Adds a fresh key as the file's last line, which then seals; returns its id. The file is
 /// locked while it is read and replaced, so two rotations at once keep both keys.
 pub fn rotate() -> Result<String, String> {
-    let (p, _) = path();
     keyring()?;
+    // (through a symbolic link to the file itself: the link stays, the file it names changes)
+    let (p, _) = path();
+    let p = fs::canonicalize(&p).map_err(|e| format!("webhooks.key_file {}: {e}", p.display()))?;
     loop {
         let f = File::open(&p).map_err(|e| format!("webhooks.key_file {}: {e}", p.display()))?;
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {

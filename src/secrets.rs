@@ -130,10 +130,19 @@ fn _reseal(v: Option<&str>) -> Option<String> {
     if !ring.needs_reseal(v) {
         return Some(v.to_string());
     }
-    match ring.open(v).ok().and_then(|p| keys::seal(&p).ok()) {
+    // (opened and sealed with one reading of the file: a file changed in between must not
+    // seal under a key that the file then lacks)
+    let nonce = getrandom_nonce()?;
+    match ring.open(v).ok().and_then(|p| ring.seal(&p, nonce)) {
         Some(s) => Some(s),
         None => Some(v.to_string()),
     }
+}
+
+fn getrandom_nonce() -> Option<[u8; 12]> {
+    let mut n = [0u8; 12];
+    getrandom::getrandom(&mut n).ok()?;
+    Some(n)
 }
 
 /// Whether housekeeping has a value to reseal (plain, or under an older key the file holds).
@@ -175,6 +184,21 @@ fn _key_file() -> TableIterator<
 /// shows how far). Returns the new key's id.
 #[pg_extern(volatile)]
 fn key_rotate() -> String {
+    // A standby reads its own key file: a key added here alone would make every secret it
+    // replays unreadable there (a failover would stop delivery).
+    let standbys = Spi::get_one::<i64>(
+        "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_replication)
+              + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_replication_slots s WHERE s.slot_type OPERATOR(pg_catalog.=) 'physical')",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0);
+    if standbys > 0 {
+        fail(
+            format!("cannot rotate the secrets key here: this server has {standbys} physical standbys or replication slots, whose key files would lack the new key"),
+            "Add a new line \"<key id> <base64 of 32 random bytes>\" at the end of every standby's webhooks.key_file first, then at the end of this server's: it seals from then on, and the worker reseals under it (README: Secrets at rest).",
+        );
+    }
     keys::rotate().unwrap_or_else(|e| {
         fail(
             format!("cannot rotate the secrets key: {e}"),

@@ -161,6 +161,7 @@ pub fn schema_has_finish() -> bool {
 /// requests as JSON objects (the columns of `webhooks_internal.request`). One answer each.
 #[pg_extern(volatile, schema = "webhooks_internal")]
 fn _sync_send(event_type: &str, targets: JsonB) -> JsonB {
+    crate::secrets::refresh();
     let requests: Vec<Request> = targets
         .0
         .as_array()

@@ -1394,8 +1394,19 @@ fn secrets_are_stored_sealed_and_opened_only_for_who_may_see_them() {
     run("CREATE ROLE wh_pub IN ROLE webhooks_publisher");
     run("SELECT webhooks.tenant_grant('wh_acme', 'acme')");
     run("SELECT webhooks.tenant_grant('wh_other', 'other')");
+    let other = one::<String>("SELECT id FROM webhooks.endpoint_create('https://o.example.com/in', tenant_id => 'acme')").unwrap();
+    let other_sealed = one::<String>(&format!("SELECT secret FROM webhooks.endpoints WHERE id = '{other}'")).unwrap();
     run("SET ROLE wh_acme");
     assert_eq!(one::<String>(&format!("SELECT webhooks.endpoint_secret('{id}')")).as_deref(), Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    // a sealed value from elsewhere (another row, a dump) is refused: it would open as this one's
+    let e = err(&format!("UPDATE webhooks.endpoints SET secret = '{other_sealed}' WHERE id = '{id}'")).unwrap();
+    assert!(e.contains("may not be written") && e.contains("not this endpoint's"), "{e}");
+    let e = err(&format!("UPDATE webhooks.endpoints SET previous_secret = '{other_sealed}', previous_secret_expires_at = now() + '1 hour' WHERE id = '{id}'")).unwrap();
+    assert!(e.contains("may not be written"), "{e}");
+    let e = err(&format!("INSERT INTO webhooks.endpoints (url, tenant_id, secret) VALUES ('https://p.example.com/in', 'acme', '{other_sealed}')")).unwrap();
+    assert!(e.contains("may not be written"), "{e}");
+    // its own row's (a rotation's move) is not
+    run(&format!("UPDATE webhooks.endpoints SET previous_secret = secret, previous_secret_expires_at = now() + '1 hour' WHERE id = '{id}'"));
     expect_err(&format!("SELECT webhooks_internal._open('{stored}')"), "permission denied");
     run("RESET ROLE");
     run("SET ROLE wh_other");

@@ -259,6 +259,21 @@ fn a_key_file_others_may_read_is_refused() {
     assert_eq!(rx.count(), 1);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     c.endpoint(&mut db, &rx.url, &["email.*"]);
+    // Gone while the server runs: an error where a key is needed, never a new key made then
+    // (new secrets sealed under it would not open once the file is back).
+    let away = c.dir.join("webhooks.key.away");
+    std::fs::rename(&key, &away).unwrap();
+    let e = db
+        .query_one("SELECT id FROM webhooks.endpoint_create($1)", &[&rx.url])
+        .unwrap_err();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("does not exist"), "{msg}");
+    assert!(!key.exists(), "no key is made while the server runs");
+    std::fs::rename(&away, &key).unwrap();
+    c.endpoint(&mut db, &rx.url, &["email.*"]);
     wait_for("what waited, delivered", Duration::from_secs(60), || {
         ids(&rx).contains(&held).then_some(())
     });
@@ -282,6 +297,35 @@ fn a_key_rotation_reseals_while_the_worker_sends() {
         .query_one("SELECT key_id FROM webhooks.secret_keys WHERE seals", &[])
         .unwrap()
         .get(0);
+    // The key file as a symbolic link to a file kept elsewhere: a rotation writes that file.
+    let real = c.dir.join("keys").join("webhooks.key");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    std::process::Command::new("chown")
+        .args(["postgres", real.parent().unwrap().to_str().unwrap()])
+        .status()
+        .unwrap();
+    std::fs::copy(c.key_file(), &real).unwrap();
+    std::process::Command::new("chown")
+        .args(["postgres", real.to_str().unwrap()])
+        .status()
+        .unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(c.key_file()).unwrap();
+    std::os::unix::fs::symlink(&real, c.key_file()).unwrap();
+    // A physical standby (here its slot) reads a key file of its own: rotating here alone is
+    // refused, saying what to do.
+    db.batch_execute("SELECT pg_create_physical_replication_slot('standby_1')")
+        .unwrap();
+    let e = db
+        .query_one("SELECT webhooks.key_rotate()", &[])
+        .unwrap_err();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("standbys"), "{msg}");
+    db.batch_execute("SELECT pg_drop_replication_slot('standby_1')")
+        .unwrap();
     let mut published = Vec::new();
     for n in 0..100 {
         published.push(publish(&mut db, n));
@@ -315,6 +359,19 @@ fn a_key_rotation_reseals_while_the_worker_sends() {
         in_file,
         "the old key stays in the file, for an operator to remove"
     );
+    assert!(
+        std::fs::symlink_metadata(c.key_file())
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link stays"
+    );
+    let lines = std::fs::read_to_string(&real)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    assert_eq!(lines, 2, "the file it names has both keys");
     wait_for("every delivery", T, || (rx.count() >= 300).then_some(()));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rx.count(), 300, "each event once per endpoint");

@@ -252,6 +252,21 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'A platform admin binds roles to tenants with webhooks.tenant_grant(role, tenant_id).';
     END IF;
+    -- A sealed value opens under the cluster's key whichever row it came from, so a caller may
+    -- bring one only from this row (rotation moves secret to previous_secret): one taken from a
+    -- dump or another tenant's row would be opened by endpoint_secret and sign with someone
+    -- else's secret. Superusers (who may read the key file anyway) and restores may.
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user), false) THEN
+        IF (pg_catalog.starts_with(NEW.secret, 'whenc1:') AND (TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.secret)
+                AND (TG_OP = 'INSERT' OR NEW.secret IS DISTINCT FROM OLD.previous_secret))
+           OR (pg_catalog.starts_with(NEW.previous_secret, 'whenc1:') AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.previous_secret)
+                AND (TG_OP = 'INSERT' OR NEW.previous_secret IS DISTINCT FROM OLD.secret))
+           OR (pg_catalog.starts_with(NEW.tls_client_key, 'whenc1:') AND (TG_OP = 'INSERT' OR NEW.tls_client_key IS DISTINCT FROM OLD.tls_client_key)) THEN
+            RAISE EXCEPTION 'a sealed secret (whenc1:...) may not be written into endpoint "%" by role %: it is not this endpoint''s', NEW.id, current_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Write the secret itself (whsec_...), or NULL for a new one; it is stored sealed.';
+        END IF;
+    END IF;
     RETURN NEW;
 END $$;
 

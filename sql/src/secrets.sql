@@ -28,12 +28,17 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
-    PERFORM webhooks_internal._release(ids, leases_us, NULL::int8[]);
+    -- (due again in 10 seconds, as the pause below: even where the pause cannot be set)
+    PERFORM webhooks_internal._release(ids, leases_us, pg_catalog.array_fill(10000::int8, ARRAY[pg_catalog.cardinality(ids)]));
+    -- (an endpoint someone holds locked keeps its state for the next claim: never waited for,
+    -- so one admin's open transaction holds up no other endpoint's claim)
     UPDATE webhooks.endpoints ep
     SET paused_until = greatest(ep.paused_until, now() + interval '10 seconds'),
         secret_problem = x.reason
     FROM (SELECT DISTINCT ON (e) e, r AS reason FROM unnest(endpoint_ids, reasons) AS u(e, r)) x
-    WHERE ep.id = x.e;
+    WHERE ep.id = x.e
+      AND ep.id IN (SELECT l.id FROM webhooks.endpoints l WHERE l.id = ANY (endpoint_ids)
+                    FOR NO KEY UPDATE SKIP LOCKED);
 END $$;
 
 -- Housekeeping's step: up to `step` endpoints (and v1a key pairs) whose stored secrets are plain
