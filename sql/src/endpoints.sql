@@ -222,8 +222,8 @@ BEGIN
     NEW.headers := coalesce(NEW.headers, '{}');
     -- updated_at is about the configuration: the worker's bookkeeping (failing streak, pause,
     -- rate, a secret it cannot open) does not count as an update.
-    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem}'::text[])
-                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem}'::text[]) THEN
+    IF TG_OP = 'INSERT' OR (pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem,request_bytes}'::text[])
+                IS DISTINCT FROM (pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) '{failing_since,paused_until,rate_next_at,updated_at,filter_weight,secret_problem,request_bytes}'::text[]) THEN
         NEW.updated_at := pg_catalog.now();
     END IF;
     RETURN NEW;
