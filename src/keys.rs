@@ -79,7 +79,7 @@ fn check_private(path: &Path, m: &fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-fn random<const N: usize>() -> Result<[u8; N], String> {
+pub(crate) fn random<const N: usize>() -> Result<[u8; N], String> {
     let mut b = [0u8; N];
     getrandom::getrandom(&mut b).map_err(|e| format!("no random bytes for a key: {e}"))?;
     Ok(b)

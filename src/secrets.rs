@@ -132,17 +132,11 @@ fn _reseal(v: Option<&str>) -> Option<String> {
     }
     // (opened and sealed with one reading of the file: a file changed in between must not
     // seal under a key that the file then lacks)
-    let nonce = getrandom_nonce()?;
+    let nonce = keys::random::<12>().ok()?;
     match ring.open(v).ok().and_then(|p| ring.seal(&p, nonce)) {
         Some(s) => Some(s),
         None => Some(v.to_string()),
     }
-}
-
-fn getrandom_nonce() -> Option<[u8; 12]> {
-    let mut n = [0u8; 12];
-    getrandom::getrandom(&mut n).ok()?;
-    Some(n)
 }
 
 /// Whether housekeeping has a value to reseal (plain, or under an older key the file holds).

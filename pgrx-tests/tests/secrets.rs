@@ -29,6 +29,18 @@ fn ids(rx: &Receiver) -> HashSet<String> {
         .collect()
 }
 
+/// The message of the error a statement is refused with (the test fails if it is not).
+fn refused(
+    db: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> String {
+    let e = db.query_one(sql, params).unwrap_err();
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
 fn problem(db: &mut postgres::Client, ep: &str) -> Option<String> {
     db.query_one(
         "SELECT secret_problem FROM webhooks.endpoint_health WHERE endpoint_id = $1",
@@ -242,13 +254,11 @@ fn a_key_file_others_may_read_is_refused() {
     wait_for("the first request", T, || (rx.count() == 1).then_some(()));
     let key = c.key_file();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let e = db
-        .query_one("SELECT id FROM webhooks.endpoint_create($1)", &[&rx.url])
-        .unwrap_err();
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
+    let msg = refused(
+        &mut db,
+        "SELECT id FROM webhooks.endpoint_create($1)",
+        &[&rx.url],
+    );
     assert!(
         msg.contains("mode 0644") && msg.contains("chmod 600"),
         "says why: {msg}"
@@ -263,13 +273,11 @@ fn a_key_file_others_may_read_is_refused() {
     // (new secrets sealed under it would not open once the file is back).
     let away = c.dir.join("webhooks.key.away");
     std::fs::rename(&key, &away).unwrap();
-    let e = db
-        .query_one("SELECT id FROM webhooks.endpoint_create($1)", &[&rx.url])
-        .unwrap_err();
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
+    let msg = refused(
+        &mut db,
+        "SELECT id FROM webhooks.endpoint_create($1)",
+        &[&rx.url],
+    );
     assert!(msg.contains("does not exist"), "{msg}");
     assert!(!key.exists(), "no key is made while the server runs");
     std::fs::rename(&away, &key).unwrap();
@@ -316,13 +324,7 @@ fn a_key_rotation_reseals_while_the_worker_sends() {
     // refused, saying what to do.
     db.batch_execute("SELECT pg_create_physical_replication_slot('standby_1')")
         .unwrap();
-    let e = db
-        .query_one("SELECT webhooks.key_rotate()", &[])
-        .unwrap_err();
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
+    let msg = refused(&mut db, "SELECT webhooks.key_rotate()", &[]);
     assert!(msg.contains("standbys"), "{msg}");
     db.batch_execute("SELECT pg_drop_replication_slot('standby_1')")
         .unwrap();
