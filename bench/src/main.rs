@@ -58,6 +58,30 @@ fn args() -> Args {
     }
 }
 
+/// TRUNCATE between rounds, tried again when it deadlocks with the worker (which reads the
+/// outbox tables in its own order while a round drains): PostgreSQL picks one side to fail.
+trait Reset {
+    fn reset(&mut self, sql: &str) -> Result<(), postgres::Error>;
+}
+
+impl Reset for Client {
+    fn reset(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        let mut tries = 0;
+        loop {
+            match self.batch_execute(sql) {
+                Err(e)
+                    if e.code() == Some(&postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+                        && tries < 5 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -174,7 +198,7 @@ fn bursts(db: &mut Client) -> Value {
     let n = 50_000;
     let mut runs: Vec<[f64; 6]> = Vec::new();
     for _ in 0..3 {
-        db.batch_execute("TRUNCATE plain_events, users, users_untracked; TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+        db.reset("TRUNCATE plain_events, users, users_untracked; TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
             .unwrap();
         let plain = timed(db, &format!("INSERT INTO plain_events (data) SELECT jsonb_build_object('id', g, 'email', 'a' || g || '@b.c') FROM generate_series(1, {n}) g"));
         let publish = timed(db, &format!("SELECT webhooks.webhook_publish_many('user.created', array_agg(jsonb_build_object('id', g, 'email', 'a' || g || '@b.c'))) FROM generate_series(1, {n}) g"));
@@ -205,7 +229,7 @@ fn bursts(db: &mut Client) -> Value {
 
 /// Deliveries per second from one commit that makes `n` deliveries due to the last success.
 fn throughput(db: &mut Client, endpoints: &[String], events: usize) -> (f64, usize) {
-    db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+    db.reset("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
         .unwrap();
     for ep in endpoints {
         db.execute(
@@ -302,7 +326,7 @@ fn stalling_receiver(delay: Option<Duration>) -> String {
 /// One endpoint's rate while others have backlogs too: every endpoint subscribed gets `events`
 /// deliveries, all due at once; the time until all of `healthy`'s succeeded.
 fn rate_beside_others(db: &mut Client, healthy: &str, events: usize) -> f64 {
-    db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+    db.reset("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
         .unwrap();
     db.execute(
         "SELECT count(webhooks.webhook_publish('user.created', jsonb_build_object('id', g, 'email', 'user' || g || '@example.com'))) FROM generate_series(1, $1::int) g",
@@ -460,7 +484,7 @@ fn latency_section(db: &mut Client, ep: &str) -> Value {
             json!({"p50_ms": p50, "p99_ms": p99, "max_ms": max, "samples": v.len()}),
         );
     }
-    
+
     db.execute("SELECT webhooks.endpoint_delete($1)", &[&lat_ep])
         .unwrap();
     db.execute("SELECT webhooks.endpoint_enable($1)", &[&ep])
@@ -665,7 +689,7 @@ fn main() {
         println!("== bursts of 50,000 rows, 10 endpoints");
         let ten = bursts(&mut db);
         println!("   1 endpoint: {one}\n   10 endpoints: {ten}");
-        db.batch_execute(&format!(
+        db.reset(&format!(
             "TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts;
              DELETE FROM webhooks.endpoints WHERE id <> '{ep}'"
         ))
@@ -732,7 +756,7 @@ fn main() {
         // Filters: ten endpoints of one tenant, each with a content filter (that matches), in
         // alternating rounds against the same ten without one.
         println!("== publish to 10 endpoints with and without content filters");
-        db.batch_execute(&format!(
+        db.reset(&format!(
             "TRUNCATE webhooks.events, webhooks.deliveries;
              DELETE FROM webhooks.endpoints WHERE tenant_id IS NOT NULL;
              SELECT webhooks.endpoint_create('{u}', '{{user.*}}', 'f0') FROM generate_series(1, 10);
@@ -771,7 +795,7 @@ fn main() {
             "endpoints".into(),
             json!({"publish_tps_10": with_10, "publish_tps_1000": with_1000, "ratio": with_10 / with_1000}),
         );
-        db.batch_execute(&format!(
+        db.reset(&format!(
             "TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts;
              DELETE FROM webhooks.endpoints WHERE id <> '{ep}';
              TRUNCATE plain_events, users, users_untracked"
@@ -887,14 +911,14 @@ fn main() {
         "alone_runs_per_s": alone_runs, "beside_runs_per_s": beside_runs,
         "deliveries": fair_n, "ratio": beside / alone}),
     );
-    db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+    db.reset("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
         .unwrap();
     db.execute(
         "SELECT webhooks.endpoint_update($1, batch_window => '0')",
         &[&ep],
     )
     .unwrap();
-    db.batch_execute("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
+    db.reset("TRUNCATE webhooks.events, webhooks.deliveries, webhooks.attempts")
         .unwrap();
 
     if quick {
