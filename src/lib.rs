@@ -49,6 +49,7 @@ use pgrx::prelude::*;
 //   housekeeping  pruning and releases, in small steps
 //   secrets       secrets at rest: opening for admins, holding what cannot be opened, resealing
 //   observability views and metrics
+//   cluster       Citus: configuration copied to every node, shards' row events, views across nodes
 //   security      roles, grants and policies (finalize: last of all)
 extension_sql_file!("../sql/src/schema.sql", name = "schema", bootstrap);
 
@@ -162,6 +163,11 @@ extension_sql_file!(
     "../sql/src/observability.sql",
     name = "observability",
     requires = ["secrets", gate::status]
+);
+extension_sql_file!(
+    "../sql/src/cluster.sql",
+    name = "cluster",
+    requires = ["observability"]
 );
 extension_sql_file!("../sql/src/security.sql", name = "security", finalize);
 

@@ -20,6 +20,9 @@ struct Shape {
     sent: Vec<String>,
     condition: Option<String>,
     problem: Option<String>,
+    /// A Citus shard's table, whose tracking it follows: an invalidation of the table forgets
+    /// the shard's shape too.
+    parent: Option<pg_sys::Oid>,
 }
 
 thread_local! {
@@ -39,7 +42,7 @@ unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
             if relid == pg_sys::Oid::INVALID {
                 s.clear();
             } else {
-                s.remove(&relid);
+                s.retain(|table, shape| *table != relid && shape.parent != Some(relid));
             }
         }
     });
@@ -61,7 +64,8 @@ fn may_see(table: pg_sys::Oid) -> bool {
 fn computed(table: pg_sys::Oid) -> Option<Shape> {
     const SQL: &std::ffi::CStr =
         c"SELECT s.entity, s.excluded, s.tenant_column, s.key_columns, s.sent, \
-        s.condition, s.problem, s.auto_excluded, s.seen, s.applied, s.changed \
+        s.condition, s.problem, s.auto_excluded, s.seen, s.applied, s.changed, \
+        webhooks_internal._shard_parent($1) \
         FROM webhooks_internal._row_shape($1) s";
     as_owner(|| {
         let (shape, record) = Spi::connect(|_| unsafe {
@@ -111,6 +115,10 @@ fn computed(table: pg_sys::Oid) -> Option<Shape> {
                 sent: texts(5),
                 condition: text(6),
                 problem: text(7),
+                parent: {
+                    let (d, n) = datum(12);
+                    pg_sys::Oid::from_datum(d, n)
+                },
             };
             let (changed, n) = datum(11);
             let record = bool::from_datum(changed, n).unwrap_or(false).then(|| {

@@ -221,6 +221,9 @@ $$;
 -- The triggers of a tracked table, 0.2.0's row trigger included.
 CREATE FUNCTION webhooks_internal._drop_row_triggers(tbl regclass, with_condition boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, webhooks, pg_temp
+    -- Citus refuses triggers on its tables unless this is on; ours only write this node's own
+    -- outbox tables (ARCHITECTURE.md, "Citus"), so it is on here, for these statements alone.
+    SET citus.enable_unsafe_triggers = on
 AS $$
 DECLARE
     g text;
@@ -261,10 +264,25 @@ DECLARE
     v_cond text;
     v_problem text;
     v_applied text[];
+    parent regclass;
 BEGIN
     SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = tbl;
     IF NOT FOUND THEN
-        RETURN;
+        -- A shard of a tracked Citus table, on the node that holds it, sends the table's row
+        -- events (sql/src/cluster.sql), its columns known by name: a shard may number them
+        -- otherwise.
+        parent := webhooks_internal._shard_parent(tbl);
+        IF parent IS NULL THEN
+            RETURN;
+        END IF;
+        SELECT * INTO t FROM webhooks.tracked_tables x WHERE x.relid = parent;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        t.exclude_attnums := webhooks_internal._attnums_as(t.exclude_attnums, parent, tbl);
+        t.include_attnums := webhooks_internal._attnums_as(t.include_attnums, parent, tbl);
+        t.secret_attnums := webhooks_internal._attnums_as(t.secret_attnums, parent, tbl);
+        t.tenant_attnum := (webhooks_internal._attnums_as(ARRAY[t.tenant_attnum], parent, tbl))[1];
     END IF;
     IF t.tenant_attnum IS NOT NULL THEN
         SELECT a.attname INTO v_tenant FROM pg_catalog.pg_attribute a
@@ -294,7 +312,8 @@ BEGIN
     IF v_keys && v_excluded THEN
         v_keys := NULL;
     END IF;
-    v_cond := webhooks_internal._condition_of(tbl);
+    -- (a shard's condition is its table's: the same columns by name)
+    v_cond := webhooks_internal._condition_of(coalesce(parent, tbl));
     IF t.condition IS NOT NULL AND v_cond IS NULL THEN
         v_problem := pg_catalog.concat_ws('; ', v_problem,
             pg_catalog.format('its condition (%s) is gone: an object it used was dropped', t.condition));
@@ -345,6 +364,9 @@ END $$;
 -- names look secret.
 CREATE FUNCTION webhooks_internal._track_apply(tbl regclass) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+    -- Citus refuses triggers on its tables unless this is on; ours only write this node's own
+    -- outbox tables (ARCHITECTURE.md, "Citus"), so it is on here, for these statements alone.
+    SET citus.enable_unsafe_triggers = on
 AS $$
 DECLARE
     t webhooks.tracked_tables;
@@ -415,6 +437,8 @@ CREATE FUNCTION webhooks_internal._track_table(
     condition text
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
+    -- (as in _track_apply: it drops a condition's trigger)
+    SET citus.enable_unsafe_triggers = on
 AS $$
 DECLARE
     rel pg_catalog.pg_class;
