@@ -173,6 +173,25 @@ fn a_distributed_users_table_delivers_from_the_node_that_holds_it() {
         assert_eq!(r.json()["data"]["user"]["tenant_id"], "t3");
     }
 
+    // webhook_publish on either node: that node's outbox, that node's worker.
+    for (db, who) in [(&mut c, "coordinator"), (&mut n, "node")] {
+        db.execute(
+            "SELECT webhooks.webhook_publish('user.deleted', jsonb_build_object('from', $1::text), 't5')",
+            &[&who],
+        )
+        .unwrap();
+    }
+    wait_for("an event published on each node", T, || {
+        let from: HashSet<String> = platform
+            .all()
+            .iter()
+            .filter(|r| r.json()["type"] == "user.deleted")
+            .map(|r| r.json()["data"]["from"].as_str().unwrap_or("").to_string())
+            .collect();
+        (from.len() == 2).then_some(())
+    });
+    assert_eq!(count(&mut c, "SELECT count(*) FROM webhooks.events"), 1);
+
     // An endpoint made after the table was distributed and its events flowed reaches the node.
     let late = Receiver::ok();
     let (late_id, late_secret) = created(&mut c, &late.url, "{user.updated}", "*");
