@@ -88,7 +88,7 @@ $$;
 -- in the writer's transaction (Citus commits it on every node with it, or nowhere).
 -- (a definer: the writer may be a tenant's admin, who cannot write webhooks_cluster.config)
 CREATE FUNCTION webhooks_internal._cluster_publish() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 DECLARE
     kind constant text := TG_TABLE_SCHEMA OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) TG_TABLE_NAME;
@@ -208,7 +208,7 @@ END $$;
 -- The trigger on webhooks_cluster.config, on each node's placement of it: runs in the
 -- coordinator's distributed transaction, as the role Citus connects with.
 CREATE FUNCTION webhooks_internal._cluster_apply() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, webhooks, pg_temp
 AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM webhooks_internal.cluster_coordinator) THEN

@@ -196,6 +196,8 @@ COMMENT ON FUNCTION webhooks.webhook_send_sync_result(text, jsonb, text, jsonb) 
 COMMENT ON FUNCTION webhooks.track_table(regclass, text, text[], text, text[], text) IS
     'Publishes <entity>.created/.updated/.deleted for every row written to a table you own, without excluded or secret-looking columns; condition (SQL over OLD and NEW) leaves out rows it is not true for.';
 COMMENT ON FUNCTION webhooks.untrack_table(regclass) IS 'Stops row events of a tracked table.';
+COMMENT ON FUNCTION webhooks.cluster_setup() IS
+    'On a Citus coordinator (superuser): copies endpoints, keys, tenants, bindings, the catalogue and tracked tables to every node, from now on in each change''s transaction; makes the views across nodes in webhooks_cluster. Run again after adding a node.';
 COMMENT ON FUNCTION webhooks.tracked_columns(regclass) IS
     'What the row events of a tracked table carry as it is now: entity, columns kept out and sent, tenant and key columns, condition, and the problem that makes its writes fail, if any. For roles that may write the table.';
 COMMENT ON FUNCTION webhooks.tenant_scope() IS
